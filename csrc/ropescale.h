@@ -1,0 +1,160 @@
+/*
+ * ropescale core: pure C99, no Python or NumPy headers.
+ *
+ * Frequencies are float64 throughout.  Rotation kernels take raw pointers,
+ * byte strides and counts; the caller (the CPython glue) has already checked
+ * shapes, dtypes and alignment.  No function here keeps global state, so all
+ * of them may run without the GIL and from several threads at once.
+ *
+ * Every formula is stated in shared/MATH.md and cited beside its code.
+ */
+#ifndef ROPESCALE_H
+#define ROPESCALE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Frequencies                                                         */
+/* ------------------------------------------------------------------ */
+
+enum rs_method {
+    RS_DEFAULT = 0,
+    RS_LINEAR = 1,
+    RS_NTK = 2,
+    RS_DYNAMIC = 3,
+    RS_YARN = 4,
+    RS_LLAMA3 = 5,
+    RS_LONGROPE = 6,
+    RS_PROPORTIONAL = 7
+};
+
+/* Parameters of one scaling method, already validated by the caller.
+ * Optional values are NaN when absent. */
+typedef struct {
+    int method;
+    double factor;            /* s */
+    double original_max;      /* m_l */
+    double seq_len;           /* NaN: none given */
+    double beta_fast;
+    double beta_slow;
+    double mscale;            /* NaN or 0: absent */
+    double mscale_all_dim;    /* NaN or 0: absent */
+    double attention_factor;  /* NaN: use the method's default */
+    int truncate;
+    double low_freq_factor;
+    double high_freq_factor;
+    const double *short_factor; /* longrope, dim/2 entries */
+    const double *long_factor;  /* longrope, dim/2 entries */
+    int64_t rotated_pairs;      /* proportional: pairs that rotate */
+} rs_scaling;
+
+/* theta_k = base^(-2k/dim), k = 0 .. dim/2-1. */
+void rs_inv_freq(int64_t dim, double base, double *out);
+
+/* lambda = factor^(dim/(dim-2)): the period-matching solution. */
+double rs_ntk_lambda(int64_t dim, double factor);
+
+/* mscale(s, mu) of YaRN: 1 if s <= 1 else 0.1 mu ln s + 1. */
+double rs_yarn_mscale(double scale, double mu);
+
+/* YaRN correction range [lo, hi] for dim, base, m_l. */
+void rs_yarn_range(int64_t dim, double base, double original_max,
+                   double beta_fast, double beta_slow, int truncate,
+                   double *lo, double *hi);
+
+/* Scaled frequencies for `dim` (the rotary dim; the head dim for
+ * proportional).  Writes dim/2 values to out and the attention factor.
+ * Returns 0, or -1 if the parameters are outside what the method
+ * defines (the caller validates first, so this is a second guard). */
+int rs_scaled_inv_freq(int64_t dim, double base, const rs_scaling *sc,
+                       double *out, double *attention_factor);
+
+/* ------------------------------------------------------------------ */
+/* Angles: cos/sin of t * theta, formed and reduced in float64          */
+/* ------------------------------------------------------------------ */
+
+/* Largest |t * theta| for which the reduction modulo 2 pi is exact. */
+#define RS_MAX_ANGLE 17179869184.0 /* 2^34 */
+
+/* cos and sin of the exact product t * theta (t, theta doubles),
+ * reduced modulo 2 pi in extended precision. */
+void rs_sincos_exact(double t, double theta, double *c, double *s);
+
+/* A per-thread cache that makes rows of cos/sin cheap for integer
+ * positions: t = q*B + r, and cos/sin(t theta) come from an exact row for
+ * r (computed once per r) and one for q*B (kept while q repeats),
+ * joined by the angle-addition formula in float64. */
+typedef struct rs_angle_cache rs_angle_cache;
+
+rs_angle_cache *rs_angle_cache_new(const double *theta, int64_t n_pairs,
+                                   double scale);
+void rs_angle_cache_free(rs_angle_cache *cache);
+/* Fills c[k] = scale cos(t theta_k), s[k] = scale sin(t theta_k). */
+void rs_angle_row(rs_angle_cache *cache, double t, double *c, double *s);
+
+/* ------------------------------------------------------------------ */
+/* Rotation                                                            */
+/* ------------------------------------------------------------------ */
+
+enum rs_dtype { RS_F16 = 0, RS_F32 = 1, RS_F64 = 2 };
+
+#define RS_MAXDIM 64
+
+/* Leading ("row") axes shared by every operand, with byte strides; the
+ * last axis (features) is described by n_features / n_pairs and its own
+ * byte strides. */
+typedef struct {
+    int ndim;
+    int64_t shape[RS_MAXDIM];
+    int64_t sx[RS_MAXDIM];   /* x */
+    int64_t so[RS_MAXDIM];   /* out */
+    int64_t sc[RS_MAXDIM];   /* cos, or positions for the fused form */
+    int64_t ss[RS_MAXDIM];   /* sin (unused by the fused form) */
+    int64_t n_features;      /* D */
+    int64_t n_pairs;         /* R, 2R <= D */
+    int64_t fx, fo, fc, fs;  /* byte strides along the feature axis */
+} rs_layout;
+
+typedef struct {
+    int dtype;        /* enum rs_dtype of x and out */
+    int interleaved;  /* pairs (2k, 2k+1) instead of (k, k+R) */
+    int inverse;      /* rotate by -angle */
+    int in_place;     /* out == x, same strides */
+    int n_threads;    /* upper bound on worker threads (1: none) */
+} rs_options;
+
+/* cos/sin are float32 for F16 and F32 x, float64 for F64 x. */
+int rs_rotate(const rs_layout *lay, const rs_options *opt, const char *x,
+              char *out, const char *cos, const char *sin);
+
+/* Fused: positions (float64, one per row, strides lay->sc) and
+ * theta[n_pairs]; cos/sin made per distinct position run and shared by
+ * the rows that follow with the same position. */
+int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
+                        const char *x, char *out, const char *positions,
+                        const double *theta, double scale);
+
+/* Table: n positions (float64, byte stride pos_stride) -> cos, sin
+ * contiguous (n, n_pairs) of dtype out_dtype (enum rs_dtype). */
+int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride,
+               const double *theta, int64_t n_pairs, double scale,
+               int out_dtype, char *cos, char *sin, int n_threads);
+
+/* float16 <-> float32 conversion, correctly rounded (round to nearest even). */
+float rs_half_to_float(uint16_t h);
+uint16_t rs_float_to_half(float f);
+uint16_t rs_double_to_half(double d);
+
+/* Name of the instruction set the float16 conversions use ("f16c" or
+ * "portable"), for the benchmark report. */
+const char *rs_simd_name(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,566 @@
+/*
+ * Rotary application: one kernel body per pairing, instantiated for float32
+ * and float64; float16 rows are widened to float32, rotated and narrowed.
+ *
+ * Rows are the leading axes of x (everything but the features).  cos/sin
+ * (cached form) or the position (fused form) of a row are turned into a
+ * contiguous row of the compute type once, and reused as long as the next
+ * row points at the same data, so a table broadcast over heads or a
+ * position shared by a token's heads costs one row of work per token, not
+ * one per head (ggml does the same per token).
+ */
+#include "ropescale.h"
+#include "rs_internal.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ */
+/* Row kernels                                                          */
+/* ------------------------------------------------------------------ */
+
+/* Contiguous kernels: the restrict-qualified forms let the compiler
+ * vectorize without run-time alias checks.  The in-place forms name the two
+ * halves separately; within one row they never overlap. */
+#define RS_DEFINE_KERNELS(T, SUF)                                              \
+    static void half_oop_##SUF(int64_t R, const T *restrict x,                 \
+                               T *restrict o, const T *restrict c,             \
+                               const T *restrict s)                            \
+    {                                                                          \
+        for (int64_t k = 0; k < R; k++) {                                      \
+            T a = x[k], b = x[k + R];                                          \
+            o[k] = a * c[k] - b * s[k];                                        \
+            o[k + R] = b * c[k] + a * s[k];                                    \
+        }                                                                      \
+    }                                                                          \
+    static void half_ip_##SUF(int64_t R, T *x, const T *restrict c,            \
+                              const T *restrict s)                             \
+    {                                                                          \
+        T *restrict xa = x;                                                    \
+        T *restrict xb = x + R;                                                \
+        for (int64_t k = 0; k < R; k++) {                                      \
+            T a = xa[k], b = xb[k];                                            \
+            xa[k] = a * c[k] - b * s[k];                                       \
+            xb[k] = b * c[k] + a * s[k];                                       \
+        }                                                                      \
+    }                                                                          \
+    static void inter_oop_##SUF(int64_t R, const T *restrict x,                \
+                                T *restrict o, const T *restrict c,            \
+                                const T *restrict s)                           \
+    {                                                                          \
+        for (int64_t k = 0; k < R; k++) {                                      \
+            T a = x[2 * k], b = x[2 * k + 1];                                  \
+            o[2 * k] = a * c[k] - b * s[k];                                    \
+            o[2 * k + 1] = b * c[k] + a * s[k];                                \
+        }                                                                      \
+    }                                                                          \
+    static void inter_ip_##SUF(int64_t R, T *restrict x, const T *restrict c,  \
+                               const T *restrict s)                            \
+    {                                                                          \
+        for (int64_t k = 0; k < R; k++) {                                      \
+            T a = x[2 * k], b = x[2 * k + 1];                                  \
+            x[2 * k] = a * c[k] - b * s[k];                                    \
+            x[2 * k + 1] = b * c[k] + a * s[k];                                \
+        }                                                                      \
+    }                                                                          \
+    /* Any strides, in place or not: both inputs of a pair are read before   \
+     * either output is written. */                                          \
+    static void strided_##SUF(int64_t R, int interleaved, const char *x,       \
+                              int64_t fx, char *o, int64_t fo, const T *c,     \
+                              const T *s)                                      \
+    {                                                                          \
+        int64_t step = interleaved ? 2 : 1;                                    \
+        int64_t other = interleaved ? 1 : R;                                   \
+        for (int64_t k = 0; k < R; k++) {                                      \
+            int64_t ia = k * step, ib = ia + other;                            \
+            T a = *(const T *)(const void *)(x + ia * fx);                     \
+            T b = *(const T *)(const void *)(x + ib * fx);                     \
+            *(T *)(void *)(o + ia * fo) = a * c[k] - b * s[k];                 \
+            *(T *)(void *)(o + ib * fo) = b * c[k] + a * s[k];                 \
+        }                                                                      \
+    }                                                                          \
+    static void rot_row_##SUF(int64_t R, int64_t D, int interleaved,           \
+                              int in_place, const char *x, int64_t fx,         \
+                              char *o, int64_t fo, const T *c, const T *s)     \
+    {                                                                          \
+        const int64_t sz = (int64_t)sizeof(T);                                 \
+        if (fx == sz && fo == sz) {                                            \
+            if (in_place) {                                                    \
+                if (interleaved)                                               \
+                    inter_ip_##SUF(R, (T *)(void *)o, c, s);                   \
+                else                                                           \
+                    half_ip_##SUF(R, (T *)(void *)o, c, s);                    \
+                return;                                                        \
+            }                                                                  \
+            if (interleaved)                                                   \
+                inter_oop_##SUF(R, (const T *)(const void *)x,                 \
+                                (T *)(void *)o, c, s);                         \
+            else                                                               \
+                half_oop_##SUF(R, (const T *)(const void *)x, (T *)(void *)o,  \
+                               c, s);                                          \
+            if (D > 2 * R)                                                     \
+                memcpy(o + 2 * R * sz, x + 2 * R * sz,                         \
+                       (size_t)((D - 2 * R) * sz));                            \
+            return;                                                            \
+        }                                                                      \
+        strided_##SUF(R, interleaved, x, fx, o, fo, c, s);                     \
+        if (!in_place) {                                                       \
+            for (int64_t j = 2 * R; j < D; j++)                                \
+                memcpy(o + j * fo, x + j * fx, sizeof(T));                     \
+        }                                                                      \
+    }
+
+RS_DEFINE_KERNELS(float, f32)
+RS_DEFINE_KERNELS(double, f64)
+
+/* float16: widen the rotated part of the row, rotate in float32, narrow. */
+static void rot_row_f16(int64_t R, int64_t D, int interleaved, int in_place,
+                        const char *x, int64_t fx, char *o, int64_t fo,
+                        const float *c, const float *s, float *buf)
+{
+    const int64_t n = 2 * R;
+    if (fx == 2) {
+        rs_half_to_float_n(n, (const uint16_t *)(const void *)x, buf);
+    } else {
+        for (int64_t j = 0; j < n; j++) {
+            uint16_t h;
+            memcpy(&h, x + j * fx, 2);
+            buf[j] = rs_half_to_float(h);
+        }
+    }
+    rot_row_f32(R, n, interleaved, 1, (const char *)buf, 4, (char *)buf, 4, c, s);
+    if (fo == 2) {
+        rs_float_to_half_n(n, buf, (uint16_t *)(void *)o);
+    } else {
+        for (int64_t j = 0; j < n; j++) {
+            uint16_t h = rs_float_to_half(buf[j]);
+            memcpy(o + j * fo, &h, 2);
+        }
+    }
+    if (!in_place) {
+        if (fx == 2 && fo == 2)
+            memcpy(o + n * 2, x + n * 2, (size_t)((D - n) * 2));
+        else
+            for (int64_t j = n; j < D; j++)
+                memcpy(o + j * fo, x + j * fx, 2);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Row iteration                                                        */
+/* ------------------------------------------------------------------ */
+
+/* Drop unit axes and merge neighbours that every operand steps through as
+ * one, so that e.g. (B, S, H) contiguous rows become a single axis. */
+static void coalesce(rs_layout *L)
+{
+    int j = 0;
+    for (int i = 0; i < L->ndim; i++) {
+        if (L->shape[i] == 1)
+            continue;
+        L->shape[j] = L->shape[i];
+        L->sx[j] = L->sx[i];
+        L->so[j] = L->so[i];
+        L->sc[j] = L->sc[i];
+        L->ss[j] = L->ss[i];
+        j++;
+    }
+    L->ndim = j;
+    if (j <= 1)
+        return;
+    j = 0;
+    for (int i = 1; i < L->ndim; i++) {
+        int64_t n = L->shape[i];
+        if (L->sx[j] == L->sx[i] * n && L->so[j] == L->so[i] * n &&
+            L->sc[j] == L->sc[i] * n && L->ss[j] == L->ss[i] * n) {
+            L->shape[j] *= n;
+            L->sx[j] = L->sx[i];
+            L->so[j] = L->so[i];
+            L->sc[j] = L->sc[i];
+            L->ss[j] = L->ss[i];
+        } else {
+            j++;
+            L->shape[j] = L->shape[i];
+            L->sx[j] = L->sx[i];
+            L->so[j] = L->so[i];
+            L->sc[j] = L->sc[i];
+            L->ss[j] = L->ss[i];
+        }
+    }
+    L->ndim = j + 1;
+}
+
+typedef struct {
+    int64_t idx[RS_MAXDIM];
+    int64_t ox, oo, oc, os;
+} rs_iter;
+
+static void iter_seek(const rs_layout *L, rs_iter *it, int64_t row)
+{
+    it->ox = it->oo = it->oc = it->os = 0;
+    for (int d = L->ndim - 1; d >= 0; d--) {
+        int64_t i = row % L->shape[d];
+        row /= L->shape[d];
+        it->idx[d] = i;
+        it->ox += i * L->sx[d];
+        it->oo += i * L->so[d];
+        it->oc += i * L->sc[d];
+        it->os += i * L->ss[d];
+    }
+}
+
+static void iter_next(const rs_layout *L, rs_iter *it)
+{
+    for (int d = L->ndim - 1; d >= 0; d--) {
+        it->idx[d]++;
+        it->ox += L->sx[d];
+        it->oo += L->so[d];
+        it->oc += L->sc[d];
+        it->os += L->ss[d];
+        if (it->idx[d] < L->shape[d])
+            return;
+        it->ox -= L->sx[d] * L->shape[d];
+        it->oo -= L->so[d] * L->shape[d];
+        it->oc -= L->sc[d] * L->shape[d];
+        it->os -= L->ss[d] * L->shape[d];
+        it->idx[d] = 0;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Tasks                                                                */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    const rs_layout *L;
+    const rs_options *opt;
+    const char *x;
+    char *out;
+    const char *cos;      /* or positions */
+    const char *sin;
+    const double *theta;  /* fused form only */
+    double scale;
+    int64_t row0, row1;
+    int status;
+} rs_task;
+
+/* Contiguous compute-type rows of cos and sin (sin negated for the inverse). */
+typedef struct {
+    void *mem;
+    float *cf, *sf;   /* float32 rows */
+    double *cd, *sd;  /* float64 rows */
+    float *hbuf;      /* float16 widening buffer, 2R floats */
+} rs_rowbuf;
+
+static int rowbuf_init(rs_rowbuf *b, int64_t R)
+{
+    size_t n = R > 0 ? (size_t)R : 1;
+    /* 2 float rows, 2 double rows, 2R floats */
+    b->mem = malloc(n * (2 * sizeof(float) + 2 * sizeof(double) + 2 * sizeof(float)));
+    if (b->mem == NULL)
+        return -1;
+    b->cd = (double *)b->mem;
+    b->sd = b->cd + n;
+    b->cf = (float *)(void *)(b->sd + n);
+    b->sf = b->cf + n;
+    b->hbuf = b->sf + n;
+    return 0;
+}
+
+static void rotate_one(const rs_task *t, const rs_rowbuf *b, const char *xr,
+                       char *orow)
+{
+    const rs_layout *L = t->L;
+    const rs_options *o = t->opt;
+    switch (o->dtype) {
+    case RS_F64:
+        rot_row_f64(L->n_pairs, L->n_features, o->interleaved, o->in_place, xr,
+                    L->fx, orow, L->fo, b->cd, b->sd);
+        break;
+    case RS_F32:
+        rot_row_f32(L->n_pairs, L->n_features, o->interleaved, o->in_place, xr,
+                    L->fx, orow, L->fo, b->cf, b->sf);
+        break;
+    default:
+        rot_row_f16(L->n_pairs, L->n_features, o->interleaved, o->in_place, xr,
+                    L->fx, orow, L->fo, b->cf, b->sf, b->hbuf);
+        break;
+    }
+}
+
+/* Cached form: gather the row's cos/sin into the buffer (compute type). */
+static void gather_table_row(const rs_task *t, rs_rowbuf *b, const char *c,
+                             const char *s)
+{
+    const rs_layout *L = t->L;
+    const int64_t R = L->n_pairs;
+    const double sg = t->opt->inverse ? -1.0 : 1.0;
+    if (t->opt->dtype == RS_F64) {
+        for (int64_t k = 0; k < R; k++) {
+            b->cd[k] = *(const double *)(const void *)(c + k * L->fc);
+            b->sd[k] = sg * *(const double *)(const void *)(s + k * L->fs);
+        }
+    } else {
+        const float fsg = (float)sg;
+        for (int64_t k = 0; k < R; k++) {
+            b->cf[k] = *(const float *)(const void *)(c + k * L->fc);
+            b->sf[k] = fsg * *(const float *)(const void *)(s + k * L->fs);
+        }
+    }
+}
+
+static void table_task(void *arg)
+{
+    rs_task *t = (rs_task *)arg;
+    const rs_layout *L = t->L;
+    rs_rowbuf b;
+    rs_iter it;
+    const char *last_c = NULL, *last_s = NULL;
+
+    t->status = 0;
+    if (t->row0 >= t->row1)
+        return;
+    if (rowbuf_init(&b, L->n_pairs) != 0) {
+        t->status = -1;
+        return;
+    }
+    iter_seek(L, &it, t->row0);
+    for (int64_t r = t->row0; r < t->row1; r++) {
+        const char *c = t->cos + it.oc, *s = t->sin + it.os;
+        if (c != last_c || s != last_s) {
+            gather_table_row(t, &b, c, s);
+            last_c = c;
+            last_s = s;
+        }
+        rotate_one(t, &b, t->x + it.ox, t->out + it.oo);
+        iter_next(L, &it);
+    }
+    free(b.mem);
+}
+
+static void fused_task(void *arg)
+{
+    rs_task *t = (rs_task *)arg;
+    const rs_layout *L = t->L;
+    const int64_t R = L->n_pairs;
+    const double sg = t->opt->inverse ? -1.0 : 1.0;
+    rs_rowbuf b;
+    rs_iter it;
+    rs_angle_cache *cache;
+    double last = 0.0;
+    int have_last = 0;
+
+    t->status = 0;
+    if (t->row0 >= t->row1)
+        return;
+    if (rowbuf_init(&b, R) != 0) {
+        t->status = -1;
+        return;
+    }
+    cache = rs_angle_cache_new(t->theta, R, t->scale);
+    if (cache == NULL) {
+        free(b.mem);
+        t->status = -1;
+        return;
+    }
+    iter_seek(L, &it, t->row0);
+    for (int64_t r = t->row0; r < t->row1; r++) {
+        double pos = *(const double *)(const void *)(t->cos + it.oc);
+        if (!have_last || pos != last) {
+            rs_angle_row(cache, pos, b.cd, b.sd);
+            if (sg < 0)
+                for (int64_t k = 0; k < R; k++)
+                    b.sd[k] = -b.sd[k];
+            if (t->opt->dtype != RS_F64)
+                for (int64_t k = 0; k < R; k++) {
+                    b.cf[k] = (float)b.cd[k];
+                    b.sf[k] = (float)b.sd[k];
+                }
+            last = pos;
+            have_last = 1;
+        }
+        rotate_one(t, &b, t->x + it.ox, t->out + it.oo);
+        iter_next(L, &it);
+    }
+    rs_angle_cache_free(cache);
+    free(b.mem);
+}
+
+/* Threads only pay on large arrays: below this many bytes of x, one. */
+#define RS_PARALLEL_BYTES (4 << 20)
+#define RS_MAX_TASKS 64
+
+static int64_t total_rows(const rs_layout *L)
+{
+    int64_t n = 1;
+    for (int i = 0; i < L->ndim; i++)
+        n *= L->shape[i];
+    return n;
+}
+
+static int run(const rs_layout *lay, const rs_options *opt, const char *x,
+               char *out, const char *c, const char *s, const double *theta,
+               double scale, rs_task_fn fn)
+{
+    rs_layout L = *lay;
+    rs_task tasks[RS_MAX_TASKS];
+    int64_t rows, item, bytes;
+    int n, status = 0;
+
+    if (L.ndim < 0 || L.ndim > RS_MAXDIM || L.n_pairs < 0 ||
+        2 * L.n_pairs > L.n_features)
+        return -2;
+    for (int i = 0; i < L.ndim; i++)
+        if (L.shape[i] < 0)
+            return -2;
+    coalesce(&L);
+    rows = total_rows(&L);
+    if (rows == 0 || L.n_features == 0)
+        return 0;
+    item = opt->dtype == RS_F64 ? 8 : (opt->dtype == RS_F32 ? 4 : 2);
+    /* rows * D * item cannot overflow: x exists in memory with this size. */
+    bytes = rows * L.n_features * item;
+    n = opt->n_threads < 1 ? 1 : opt->n_threads;
+    if (n > RS_MAX_TASKS)
+        n = RS_MAX_TASKS;
+    if (bytes < RS_PARALLEL_BYTES || rows < n)
+        n = 1;
+    for (int i = 0; i < n; i++) {
+        rs_task *t = &tasks[i];
+        t->L = &L;
+        t->opt = opt;
+        t->x = x;
+        t->out = out;
+        t->cos = c;
+        t->sin = s;
+        t->theta = theta;
+        t->scale = scale;
+        t->row0 = rows / n * i + (i < rows % n ? i : rows % n);
+        t->row1 = t->row0 + rows / n + (i < rows % n ? 1 : 0);
+        t->status = 0;
+    }
+    if (n == 1)
+        fn(&tasks[0]);
+    else
+        rs_parallel(fn, tasks, sizeof(rs_task), n);
+    for (int i = 0; i < n; i++)
+        if (tasks[i].status != 0)
+            status = tasks[i].status;
+    return status;
+}
+
+int rs_rotate(const rs_layout *lay, const rs_options *opt, const char *x,
+              char *out, const char *cos, const char *sin)
+{
+    return run(lay, opt, x, out, cos, sin, NULL, 1.0, table_task);
+}
+
+int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
+                        const char *x, char *out, const char *positions,
+                        const double *theta, double scale)
+{
+    return run(lay, opt, x, out, positions, NULL, theta, scale, fused_task);
+}
+
+/* ------------------------------------------------------------------ */
+/* cos/sin tables                                                       */
+/* ------------------------------------------------------------------ */
+
+typedef struct {
+    int64_t i0, i1;
+    const char *positions;
+    int64_t pos_stride;
+    const double *theta;
+    int64_t n_pairs;
+    double scale;
+    int out_dtype;
+    char *cos, *sin;
+    int status;
+} rs_table_task;
+
+static void cos_sin_task(void *arg)
+{
+    rs_table_task *t = (rs_table_task *)arg;
+    const int64_t R = t->n_pairs;
+    const int64_t item = t->out_dtype == RS_F64 ? 8 : (t->out_dtype == RS_F32 ? 4 : 2);
+    double *cd = NULL, *sd = NULL;
+    rs_angle_cache *cache;
+
+    t->status = 0;
+    if (t->i0 >= t->i1 || R == 0)
+        return;
+    cache = rs_angle_cache_new(t->theta, R, t->scale);
+    if (t->out_dtype != RS_F64) {
+        cd = (double *)malloc(sizeof(double) * 2 * (size_t)R);
+        sd = cd ? cd + R : NULL;
+    }
+    if (cache == NULL || (t->out_dtype != RS_F64 && cd == NULL)) {
+        rs_angle_cache_free(cache);
+        free(cd);
+        t->status = -1;
+        return;
+    }
+    for (int64_t i = t->i0; i < t->i1; i++) {
+        double pos = *(const double *)(const void *)(t->positions + i * t->pos_stride);
+        char *co = t->cos + i * R * item, *so = t->sin + i * R * item;
+        if (t->out_dtype == RS_F64) {
+            rs_angle_row(cache, pos, (double *)(void *)co, (double *)(void *)so);
+            continue;
+        }
+        rs_angle_row(cache, pos, cd, sd);
+        if (t->out_dtype == RS_F32) {
+            float *restrict cf = (float *)(void *)co;
+            float *restrict sf = (float *)(void *)so;
+            for (int64_t k = 0; k < R; k++) {
+                cf[k] = (float)cd[k];
+                sf[k] = (float)sd[k];
+            }
+        } else {
+            uint16_t *ch = (uint16_t *)(void *)co, *sh = (uint16_t *)(void *)so;
+            /* straight from float64: no double rounding through float32 */
+            for (int64_t k = 0; k < R; k++) {
+                ch[k] = rs_double_to_half(cd[k]);
+                sh[k] = rs_double_to_half(sd[k]);
+            }
+        }
+    }
+    rs_angle_cache_free(cache);
+    free(cd);
+}
+
+int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride,
+               const double *theta, int64_t n_pairs, double scale,
+               int out_dtype, char *cos, char *sin, int n_threads)
+{
+    rs_table_task tasks[RS_MAX_TASKS];
+    int nt = n_threads < 1 ? 1 : (n_threads > RS_MAX_TASKS ? RS_MAX_TASKS : n_threads);
+    int status = 0;
+    if (n < 0 || n_pairs < 0)
+        return -2;
+    /* The work is the angle rows, not memory: split when there are many. */
+    if (n * n_pairs < (1 << 16) || n < nt)
+        nt = 1;
+    for (int i = 0; i < nt; i++) {
+        rs_table_task *t = &tasks[i];
+        t->i0 = n / nt * i + (i < n % nt ? i : n % nt);
+        t->i1 = t->i0 + n / nt + (i < n % nt ? 1 : 0);
+        t->positions = positions;
+        t->pos_stride = pos_stride;
+        t->theta = theta;
+        t->n_pairs = n_pairs;
+        t->scale = scale;
+        t->out_dtype = out_dtype;
+        t->cos = cos;
+        t->sin = sin;
+        t->status = 0;
+    }
+    if (nt == 1)
+        cos_sin_task(&tasks[0]);
+    else
+        rs_parallel(cos_sin_task, tasks, sizeof(rs_table_task), nt);
+    for (int i = 0; i < nt; i++)
+        if (tasks[i].status != 0)
+            status = tasks[i].status;
+    return status;
+}

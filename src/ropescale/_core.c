@@ -1,0 +1,548 @@
+/*
+ * ropescale._core: the only file that knows CPython and NumPy.
+ *
+ * The Python layer (src/ropescale/*.py) validates arguments and prepares
+ * arrays (dtype, byte order, alignment, broadcasting, overlap).  This glue
+ * re-checks what the C core relies on, cheaply, and trusts nothing: a wrong
+ * call raises, it never reaches a kernel.  Kernels run without the GIL.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#define NPY_NO_DEPRECATED_API NPY_2_0_API_VERSION
+#include <numpy/arrayobject.h>
+
+#include <math.h>
+
+#include "ropescale.h"
+
+/* ------------------------------------------------------------------ */
+/* Frequencies                                                          */
+/* ------------------------------------------------------------------ */
+
+static int check_dim(long long dim)
+{
+    if (dim < 2 || dim % 2 != 0 || dim > ((long long)1 << 32)) {
+        PyErr_Format(PyExc_ValueError,
+                     "dim must be a positive even integer <= 2**32, got %lld", dim);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_inv_freq(PyObject *self, PyObject *args)
+{
+    long long dim;
+    double base;
+    PyArrayObject *out;
+    npy_intp n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Ld:inv_freq", &dim, &base))
+        return NULL;
+    if (check_dim(dim) < 0)
+        return NULL;
+    if (!(base > 1.0) || !isfinite(base)) {
+        PyErr_Format(PyExc_ValueError, "base must be finite and > 1, got %R",
+                     PyTuple_GET_ITEM(args, 1));
+        return NULL;
+    }
+    n = (npy_intp)(dim / 2);
+    out = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_FLOAT64);
+    if (out == NULL)
+        return NULL;
+    rs_inv_freq((int64_t)dim, base, (double *)PyArray_DATA(out));
+    return (PyObject *)out;
+}
+
+static PyObject *py_ntk_lambda(PyObject *self, PyObject *args)
+{
+    long long dim;
+    double factor;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Ld:ntk_lambda", &dim, &factor))
+        return NULL;
+    if (check_dim(dim) < 0)
+        return NULL;
+    if (dim < 4) {
+        PyErr_Format(PyExc_ValueError, "dim must be >= 4 for base scaling, got %lld", dim);
+        return NULL;
+    }
+    return PyFloat_FromDouble(rs_ntk_lambda((int64_t)dim, factor));
+}
+
+static PyObject *py_yarn_range(PyObject *self, PyObject *args)
+{
+    long long dim;
+    double base, original_max, beta_fast, beta_slow, lo, hi;
+    int truncate;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Ldddd p:yarn_range", &dim, &base, &original_max,
+                          &beta_fast, &beta_slow, &truncate))
+        return NULL;
+    if (check_dim(dim) < 0)
+        return NULL;
+    rs_yarn_range((int64_t)dim, base, original_max, beta_fast, beta_slow,
+                  truncate, &lo, &hi);
+    return Py_BuildValue("dd", lo, hi);
+}
+
+/* A float64 1-D contiguous array of exactly n entries, or NULL (error set). */
+static const double *factor_list(PyObject *obj, npy_intp n, const char *name,
+                                 PyArrayObject **keep)
+{
+    PyArrayObject *a;
+    *keep = NULL;
+    if (obj == Py_None)
+        return NULL;
+    a = (PyArrayObject *)PyArray_FROMANY(obj, NPY_FLOAT64, 1, 1,
+                                         NPY_ARRAY_IN_ARRAY);
+    if (a == NULL)
+        return NULL;
+    if (PyArray_DIM(a, 0) != n) {
+        PyErr_Format(PyExc_ValueError, "%s must have %zd entries, got %zd", name,
+                     (Py_ssize_t)n, (Py_ssize_t)PyArray_DIM(a, 0));
+        Py_DECREF(a);
+        return NULL;
+    }
+    *keep = a;
+    return (const double *)PyArray_DATA(a);
+}
+
+static PyObject *py_scaled_inv_freq(PyObject *self, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"dim", "base", "method", "factor", "original_max",
+                            "seq_len", "beta_fast", "beta_slow", "mscale",
+                            "mscale_all_dim", "attention_factor", "truncate",
+                            "low_freq_factor", "high_freq_factor",
+                            "short_factor", "long_factor", "rotated_pairs", NULL};
+    long long dim, rotated = 0;
+    double base, attn = 1.0;
+    rs_scaling sc;
+    PyObject *short_obj = Py_None, *long_obj = Py_None;
+    PyArrayObject *short_arr = NULL, *long_arr = NULL, *out = NULL;
+    npy_intp n;
+    (void)self;
+
+    sc.factor = NAN;
+    sc.original_max = NAN;
+    sc.seq_len = NAN;
+    sc.beta_fast = 32.0;
+    sc.beta_slow = 1.0;
+    sc.mscale = NAN;
+    sc.mscale_all_dim = NAN;
+    sc.attention_factor = NAN;
+    sc.truncate = 1;
+    sc.low_freq_factor = NAN;
+    sc.high_freq_factor = NAN;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Ldi|ddddddddpddOOL:scaled_inv_freq",
+                                     names, &dim, &base, &sc.method, &sc.factor,
+                                     &sc.original_max, &sc.seq_len, &sc.beta_fast,
+                                     &sc.beta_slow, &sc.mscale, &sc.mscale_all_dim,
+                                     &sc.attention_factor, &sc.truncate,
+                                     &sc.low_freq_factor, &sc.high_freq_factor,
+                                     &short_obj, &long_obj, &rotated))
+        return NULL;
+    if (check_dim(dim) < 0)
+        return NULL;
+    n = (npy_intp)(dim / 2);
+    sc.rotated_pairs = rotated;
+    sc.short_factor = factor_list(short_obj, n, "short_factor", &short_arr);
+    if (PyErr_Occurred())
+        goto fail;
+    sc.long_factor = factor_list(long_obj, n, "long_factor", &long_arr);
+    if (PyErr_Occurred())
+        goto fail;
+    out = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_FLOAT64);
+    if (out == NULL)
+        goto fail;
+    if (rs_scaled_inv_freq((int64_t)dim, base, &sc, (double *)PyArray_DATA(out),
+                           &attn) != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "scaling parameters outside what method %d defines "
+                     "(dim=%lld, base=%R)", sc.method, dim, PyTuple_GET_ITEM(args, 1));
+        goto fail;
+    }
+    Py_XDECREF(short_arr);
+    Py_XDECREF(long_arr);
+    return Py_BuildValue("Nd", (PyObject *)out, attn);
+fail:
+    Py_XDECREF(short_arr);
+    Py_XDECREF(long_arr);
+    Py_XDECREF(out);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Rotation                                                             */
+/* ------------------------------------------------------------------ */
+
+static int dtype_code(PyArrayObject *a, const char *name)
+{
+    switch (PyArray_TYPE(a)) {
+    case NPY_FLOAT16:
+        return RS_F16;
+    case NPY_FLOAT32:
+        return RS_F32;
+    case NPY_FLOAT64:
+        return RS_F64;
+    default:
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be float16, float32 or float64, got %R", name,
+                     (PyObject *)PyArray_DESCR(a));
+        return -1;
+    }
+}
+
+/* What every operand handed to a kernel must be: an ndarray, native byte
+ * order, aligned; writeable if it is written. */
+static int check_operand(PyObject *obj, const char *name, int writeable)
+{
+    PyArrayObject *a;
+    if (!PyArray_Check(obj)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a numpy.ndarray, got %s", name,
+                     Py_TYPE(obj)->tp_name);
+        return -1;
+    }
+    a = (PyArrayObject *)obj;
+    if (!PyArray_ISNBO(PyArray_DESCR(a)->byteorder) || !PyArray_ISALIGNED(a)) {
+        PyErr_Format(PyExc_ValueError,
+                     "%s must be aligned and in native byte order", name);
+        return -1;
+    }
+    if (writeable && !PyArray_ISWRITEABLE(a)) {
+        PyErr_Format(PyExc_ValueError, "%s is read-only", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* Fill the row axes and feature strides of x and out; checks shapes agree. */
+static int layout_x_out(rs_layout *L, PyArrayObject *x, PyArrayObject *out)
+{
+    int nd = PyArray_NDIM(x);
+    if (nd < 1 || nd - 1 > RS_MAXDIM) {
+        PyErr_Format(PyExc_ValueError, "x must have 1 to %d dimensions, got %d",
+                     RS_MAXDIM + 1, nd);
+        return -1;
+    }
+    if (PyArray_NDIM(out) != nd ||
+        !PyArray_CompareLists(PyArray_DIMS(x), PyArray_DIMS(out), nd)) {
+        PyErr_SetString(PyExc_ValueError, "out must have the shape of x");
+        return -1;
+    }
+    L->ndim = nd - 1;
+    for (int i = 0; i < nd - 1; i++) {
+        L->shape[i] = PyArray_DIM(x, i);
+        L->sx[i] = PyArray_STRIDE(x, i);
+        L->so[i] = PyArray_STRIDE(out, i);
+        L->sc[i] = 0;
+        L->ss[i] = 0;
+    }
+    L->n_features = PyArray_DIM(x, nd - 1);
+    L->fx = PyArray_STRIDE(x, nd - 1);
+    L->fo = PyArray_STRIDE(out, nd - 1);
+    L->fc = L->fs = 0;
+    return 0;
+}
+
+static int same_view(PyArrayObject *a, PyArrayObject *b)
+{
+    int nd = PyArray_NDIM(a);
+    if (PyArray_DATA(a) != PyArray_DATA(b) || PyArray_NDIM(b) != nd)
+        return 0;
+    for (int i = 0; i < nd; i++)
+        if (PyArray_DIM(a, i) > 1 && PyArray_STRIDE(a, i) != PyArray_STRIDE(b, i))
+            return 0;
+    return 1;
+}
+
+static int threads_arg(int n)
+{
+    return n < 1 ? 1 : n;
+}
+
+static int kernel_status(int rc)
+{
+    if (rc == -1) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (rc != 0) {
+        PyErr_SetString(PyExc_ValueError, "inconsistent layout passed to the kernel");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_rotate(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *co, *so, *oo;
+    PyArrayObject *x, *c, *s, *out;
+    int interleaved, inverse, n_threads, rc, dt, ct;
+    rs_layout L;
+    rs_options opt;
+    int nd;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OOOOppi:rotate", &xo, &co, &so, &oo,
+                          &interleaved, &inverse, &n_threads))
+        return NULL;
+    if (check_operand(xo, "x", 0) < 0 || check_operand(co, "cos", 0) < 0 ||
+        check_operand(so, "sin", 0) < 0 || check_operand(oo, "out", 1) < 0)
+        return NULL;
+    x = (PyArrayObject *)xo;
+    c = (PyArrayObject *)co;
+    s = (PyArrayObject *)so;
+    out = (PyArrayObject *)oo;
+    if ((dt = dtype_code(x, "x")) < 0 || dtype_code(out, "out") < 0 ||
+        (ct = dtype_code(c, "cos")) < 0 || dtype_code(s, "sin") < 0)
+        return NULL;
+    if (PyArray_TYPE(out) != PyArray_TYPE(x)) {
+        PyErr_SetString(PyExc_TypeError, "out must have the dtype of x");
+        return NULL;
+    }
+    if (PyArray_TYPE(c) != PyArray_TYPE(s) ||
+        ct != (dt == RS_F64 ? RS_F64 : RS_F32)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "cos and sin must be float64 for float64 x, float32 otherwise");
+        return NULL;
+    }
+    if (layout_x_out(&L, x, out) < 0)
+        return NULL;
+    nd = PyArray_NDIM(x);
+    if (PyArray_NDIM(c) != nd || PyArray_NDIM(s) != nd ||
+        !PyArray_CompareLists(PyArray_DIMS(c), PyArray_DIMS(s), nd) ||
+        !PyArray_CompareLists(PyArray_DIMS(c), PyArray_DIMS(x), nd - 1)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "cos and sin must have the leading shape of x");
+        return NULL;
+    }
+    for (int i = 0; i < nd - 1; i++) {
+        L.sc[i] = PyArray_STRIDE(c, i);
+        L.ss[i] = PyArray_STRIDE(s, i);
+    }
+    L.n_pairs = PyArray_DIM(c, nd - 1);
+    L.fc = PyArray_STRIDE(c, nd - 1);
+    L.fs = PyArray_STRIDE(s, nd - 1);
+    if (2 * L.n_pairs > L.n_features || L.n_features % 2 != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "x's last axis (%zd) must be even and hold 2 * cos.shape[-1] (%zd) features",
+                     (Py_ssize_t)L.n_features, (Py_ssize_t)L.n_pairs);
+        return NULL;
+    }
+    opt.dtype = dt;
+    opt.interleaved = interleaved;
+    opt.inverse = inverse;
+    opt.in_place = same_view(x, out);
+    if (!opt.in_place && PyArray_DATA(x) == PyArray_DATA(out) && PyArray_SIZE(x) > 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "out overlaps x with another layout; pass out=x or a separate array");
+        return NULL;
+    }
+    opt.n_threads = threads_arg(n_threads);
+    Py_BEGIN_ALLOW_THREADS
+    rc = rs_rotate(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out),
+                   PyArray_BYTES(c), PyArray_BYTES(s));
+    Py_END_ALLOW_THREADS
+    if (kernel_status(rc) < 0)
+        return NULL;
+    Py_INCREF(out);
+    return (PyObject *)out;
+}
+
+static PyArrayObject *theta_array(PyObject *obj)
+{
+    PyArrayObject *t;
+    if (check_operand(obj, "inv_freq", 0) < 0)
+        return NULL;
+    t = (PyArrayObject *)obj;
+    if (PyArray_TYPE(t) != NPY_FLOAT64 || PyArray_NDIM(t) != 1 ||
+        !PyArray_IS_C_CONTIGUOUS(t)) {
+        PyErr_SetString(PyExc_TypeError,
+                        "inv_freq must be a contiguous 1-D float64 array");
+        return NULL;
+    }
+    return t;
+}
+
+static int check_positions(PyObject *obj)
+{
+    if (check_operand(obj, "positions", 0) < 0)
+        return -1;
+    if (PyArray_TYPE((PyArrayObject *)obj) != NPY_FLOAT64) {
+        PyErr_SetString(PyExc_TypeError, "positions must be float64 here");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *po, *to, *oo;
+    PyArrayObject *x, *p, *t, *out;
+    double scale;
+    int interleaved, inverse, n_threads, rc, dt, nd;
+    rs_layout L;
+    rs_options opt;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OOOdOppi:rotate_positions", &xo, &po, &to,
+                          &scale, &oo, &interleaved, &inverse, &n_threads))
+        return NULL;
+    if (check_operand(xo, "x", 0) < 0 || check_positions(po) < 0 ||
+        check_operand(oo, "out", 1) < 0)
+        return NULL;
+    if ((t = theta_array(to)) == NULL)
+        return NULL;
+    x = (PyArrayObject *)xo;
+    p = (PyArrayObject *)po;
+    out = (PyArrayObject *)oo;
+    if ((dt = dtype_code(x, "x")) < 0 || dtype_code(out, "out") < 0)
+        return NULL;
+    if (PyArray_TYPE(out) != PyArray_TYPE(x)) {
+        PyErr_SetString(PyExc_TypeError, "out must have the dtype of x");
+        return NULL;
+    }
+    if (layout_x_out(&L, x, out) < 0)
+        return NULL;
+    nd = PyArray_NDIM(x);
+    if (PyArray_NDIM(p) != nd - 1 ||
+        !PyArray_CompareLists(PyArray_DIMS(p), PyArray_DIMS(x), nd - 1)) {
+        PyErr_SetString(PyExc_ValueError, "positions must have the shape of x[..., 0]");
+        return NULL;
+    }
+    for (int i = 0; i < nd - 1; i++)
+        L.sc[i] = PyArray_STRIDE(p, i);
+    L.n_pairs = PyArray_DIM(t, 0);
+    if (2 * L.n_pairs > L.n_features || L.n_features % 2 != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "x's last axis (%zd) must be even and hold 2 * len(inv_freq) (%zd) features",
+                     (Py_ssize_t)L.n_features, (Py_ssize_t)L.n_pairs);
+        return NULL;
+    }
+    opt.dtype = dt;
+    opt.interleaved = interleaved;
+    opt.inverse = inverse;
+    opt.in_place = same_view(x, out);
+    if (!opt.in_place && PyArray_DATA(x) == PyArray_DATA(out) && PyArray_SIZE(x) > 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "out overlaps x with another layout; pass out=x or a separate array");
+        return NULL;
+    }
+    opt.n_threads = threads_arg(n_threads);
+    Py_BEGIN_ALLOW_THREADS
+    rc = rs_rotate_positions(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out),
+                             PyArray_BYTES(p), (const double *)PyArray_DATA(t), scale);
+    Py_END_ALLOW_THREADS
+    if (kernel_status(rc) < 0)
+        return NULL;
+    Py_INCREF(out);
+    return (PyObject *)out;
+}
+
+static PyObject *py_cos_sin(PyObject *self, PyObject *args)
+{
+    PyObject *po, *to, *co, *so;
+    PyArrayObject *p, *t, *c, *s;
+    double scale;
+    int n_threads, rc, dt;
+    npy_intp n, R;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OOdOOi:cos_sin", &po, &to, &scale, &co, &so,
+                          &n_threads))
+        return NULL;
+    if (check_positions(po) < 0 || check_operand(co, "cos", 1) < 0 ||
+        check_operand(so, "sin", 1) < 0)
+        return NULL;
+    if ((t = theta_array(to)) == NULL)
+        return NULL;
+    p = (PyArrayObject *)po;
+    c = (PyArrayObject *)co;
+    s = (PyArrayObject *)so;
+    if (PyArray_NDIM(p) != 1) {
+        PyErr_SetString(PyExc_ValueError, "positions must be 1-D here");
+        return NULL;
+    }
+    if ((dt = dtype_code(c, "cos")) < 0)
+        return NULL;
+    n = PyArray_DIM(p, 0);
+    R = PyArray_DIM(t, 0);
+    if (PyArray_TYPE(s) != PyArray_TYPE(c) || PyArray_NDIM(c) != 2 ||
+        PyArray_NDIM(s) != 2 || PyArray_DIM(c, 0) != n || PyArray_DIM(c, 1) != R ||
+        PyArray_DIM(s, 0) != n || PyArray_DIM(s, 1) != R ||
+        !PyArray_IS_C_CONTIGUOUS(c) || !PyArray_IS_C_CONTIGUOUS(s)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "cos and sin must be contiguous (len(positions), len(inv_freq)) arrays of one dtype");
+        return NULL;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    rc = rs_cos_sin((int64_t)n, PyArray_BYTES(p), (int64_t)PyArray_STRIDE(p, 0),
+                    (const double *)PyArray_DATA(t), (int64_t)R, scale, dt,
+                    PyArray_BYTES(c), PyArray_BYTES(s), threads_arg(n_threads));
+    Py_END_ALLOW_THREADS
+    if (kernel_status(rc) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_sincos_exact(PyObject *self, PyObject *args)
+{
+    double t, theta, c, s;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "dd:sincos_exact", &t, &theta))
+        return NULL;
+    rs_sincos_exact(t, theta, &c, &s);
+    return Py_BuildValue("dd", c, s);
+}
+
+static PyObject *py_simd_name(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyUnicode_FromString(rs_simd_name());
+}
+
+static PyMethodDef methods[] = {
+    {"inv_freq", py_inv_freq, METH_VARARGS, "inv_freq(dim, base) -> float64 array"},
+    {"ntk_lambda", py_ntk_lambda, METH_VARARGS, "ntk_lambda(dim, factor) -> float"},
+    {"yarn_range", py_yarn_range, METH_VARARGS,
+     "yarn_range(dim, base, original_max, beta_fast, beta_slow, truncate) -> (lo, hi)"},
+    {"scaled_inv_freq", (PyCFunction)(void (*)(void))py_scaled_inv_freq,
+     METH_VARARGS | METH_KEYWORDS, "scaled_inv_freq(dim, base, method, ...) -> (array, float)"},
+    {"rotate", py_rotate, METH_VARARGS,
+     "rotate(x, cos, sin, out, interleaved, inverse, n_threads) -> out"},
+    {"rotate_positions", py_rotate_positions, METH_VARARGS,
+     "rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads) -> out"},
+    {"cos_sin", py_cos_sin, METH_VARARGS,
+     "cos_sin(positions, inv_freq, scale, cos, sin, n_threads) -> None"},
+    {"sincos_exact", py_sincos_exact, METH_VARARGS,
+     "sincos_exact(t, theta) -> (cos, sin) of the exact product t*theta"},
+    {"simd_name", py_simd_name, METH_NOARGS, "instruction set of the float16 conversions"},
+    {NULL, NULL, 0, NULL}};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_core",
+                                    "ropescale's C core (internal; use the ropescale package).",
+                                    -1, methods, NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__core(void)
+{
+    PyObject *m;
+    import_array();
+    m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddIntConstant(m, "DEFAULT", RS_DEFAULT) < 0 ||
+        PyModule_AddIntConstant(m, "LINEAR", RS_LINEAR) < 0 ||
+        PyModule_AddIntConstant(m, "NTK", RS_NTK) < 0 ||
+        PyModule_AddIntConstant(m, "DYNAMIC", RS_DYNAMIC) < 0 ||
+        PyModule_AddIntConstant(m, "YARN", RS_YARN) < 0 ||
+        PyModule_AddIntConstant(m, "LLAMA3", RS_LLAMA3) < 0 ||
+        PyModule_AddIntConstant(m, "LONGROPE", RS_LONGROPE) < 0 ||
+        PyModule_AddIntConstant(m, "PROPORTIONAL", RS_PROPORTIONAL) < 0 ||
+        PyModule_AddObject(m, "MAX_ANGLE", PyFloat_FromDouble(RS_MAX_ANGLE)) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

@@ -1,0 +1,370 @@
+"""Rotary application: validation and array preparation around the C kernels.
+
+The dtype rule, in one place:
+
+* ``x``, ``out``: float16, float32 or float64 (bfloat16 through ``ml_dtypes``
+  when installed).  The result has ``x``'s dtype, or ``out``'s when ``out`` is
+  given (``x`` is then converted first).
+* The kernel computes in float64 for float64 results and in float32 for
+  float16 and float32 results (float16 is widened and narrowed per row).
+* ``cos``/``sin`` of any float dtype are converted to that compute type.
+* Angles (fused form and :func:`cos_sin`) are always formed and reduced in
+  float64, then rounded once to the output type.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Optional, Tuple
+
+import numpy as np
+
+from . import _checks, _core
+
+_KERNEL_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+#: Largest |position * inv_freq| whose reduction modulo 2 pi is exact (2**34).
+MAX_ANGLE = float(_core.MAX_ANGLE)
+#: Largest |position| accepted (exact as float64 and as int64 arithmetic).
+MAX_POSITION = float(2**52)
+
+_num_threads = None
+
+
+def get_num_threads() -> int:
+    """Threads the kernels may use on large arrays (default: ``ROPESCALE_NUM_THREADS`` or the CPU count, at most 8)."""
+    global _num_threads
+    if _num_threads is None:
+        env = os.environ.get("ROPESCALE_NUM_THREADS")
+        if env is not None and env.strip().isdigit() and int(env) >= 1:
+            _num_threads = min(int(env), 64)
+        else:
+            _num_threads = max(1, min(os.cpu_count() or 1, 8))
+    return _num_threads
+
+
+def set_num_threads(n: int) -> int:
+    """Set the number of threads for large calls (1 disables threading); returns the previous value.
+
+    Small calls always run on the calling thread.
+    """
+    global _num_threads
+    prev = get_num_threads()
+    _num_threads = _checks.integer("n", n, minimum=1, maximum=64)
+    return prev
+
+
+def _bfloat16():
+    try:
+        import ml_dtypes  # optional
+    except ImportError:  # pragma: no cover - depends on the environment
+        return None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _float_dtype(name: str, dt: np.dtype) -> np.dtype:
+    """The native kernel dtype for a float dtype; TypeError for anything else."""
+    if dt.kind == "f" and dt.itemsize in (2, 4, 8):
+        return dt.newbyteorder("=")
+    bf16 = _bfloat16()
+    if bf16 is not None and dt == bf16:
+        return bf16
+    raise TypeError(f"{name} must be a float16, float32 or float64 array (bfloat16 with ml_dtypes), got dtype {dt}")
+
+
+def _as_float_array(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, (str, bytes)) or value is None:
+        raise TypeError(f"{name} must be a float array, got {type(value).__name__}")
+    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    _float_dtype(name, arr.dtype)
+    return arr
+
+
+def _compute_dtype(dt: np.dtype) -> np.dtype:
+    """Kernel dtype for a result dtype (bfloat16 computes via float32)."""
+    return dt if dt in _KERNEL_DTYPES else np.dtype(np.float32)
+
+
+def _table_dtype(kernel_dt: np.dtype) -> np.dtype:
+    return np.dtype(np.float64) if kernel_dt == np.float64 else np.dtype(np.float32)
+
+
+def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` as native-order, aligned ``dtype`` (a copy only when needed)."""
+    return np.require(a, dtype=dtype, requirements=["A"])
+
+
+def _theta(inv_freq: Any) -> np.ndarray:
+    if isinstance(inv_freq, (str, bytes)) or inv_freq is None:
+        raise TypeError(f"inv_freq must be a 1-D array of frequencies, got {type(inv_freq).__name__}")
+    t = np.asarray(inv_freq)
+    if t.dtype.kind not in "fiu":
+        raise TypeError(f"inv_freq must be a 1-D array of real numbers, got dtype {t.dtype}")
+    if t.ndim != 1:
+        raise ValueError(f"inv_freq must be 1-D, got shape {t.shape}")
+    if t.size == 0:
+        raise ValueError("inv_freq must not be empty")
+    t = np.ascontiguousarray(t, dtype=np.float64)
+    if not np.all(np.isfinite(t)):
+        raise ValueError("inv_freq must be finite")
+    return t
+
+
+def _positions(positions: Any, theta: np.ndarray) -> np.ndarray:
+    """positions as float64; finite, integral where integer-typed, and in range."""
+    if isinstance(positions, (str, bytes)) or positions is None:
+        raise TypeError(f"positions must be an array of integers or floats, got {type(positions).__name__}")
+    p = np.asarray(positions)
+    if p.dtype.kind not in "iuf" or p.dtype.kind == "b":
+        raise TypeError(f"positions must be integers or real numbers, got dtype {p.dtype}")
+    pf = p.astype(np.float64)
+    if pf.size:
+        if p.dtype.kind == "f" and not np.all(np.isfinite(pf)):
+            raise ValueError("positions must be finite, got NaN or inf")
+        big = float(np.max(np.abs(pf)))
+        if big > MAX_POSITION:
+            raise ValueError(f"positions must satisfy |position| <= 2**52, got {big:.6g}")
+        tmax = float(np.max(np.abs(theta)))
+        if big * tmax > MAX_ANGLE:
+            raise ValueError(
+                f"positions * inv_freq must stay within 2**34 radians for exact angles; "
+                f"got max |position| {big:.6g} with max inv_freq {tmax:.6g}"
+            )
+    return pf
+
+
+def cos_sin(positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, dtype: Any = np.float32) -> Tuple[np.ndarray, np.ndarray]:
+    """cos and sin tables of ``positions[..., None] * inv_freq``, times ``attention_factor``.
+
+    Angles are formed in float64 and reduced exactly before one rounding to
+    ``dtype``, so the error stays at ``dtype``'s rounding at any position.
+
+    Parameters
+    ----------
+    positions : array_like of int or float, any shape
+        Token positions (finite; ``|position * inv_freq| <= 2**34``).
+    inv_freq : array_like, shape (R,)
+        Frequencies in radians per position (e.g. from :func:`scaled_inv_freq`).
+    attention_factor : float
+        Multiplies cos and sin (YaRN / LongRoPE temperature).
+    dtype : float16, float32 or float64 (bfloat16 with ml_dtypes)
+
+    Returns
+    -------
+    (cos, sin) : two arrays of shape ``positions.shape + (R,)`` and ``dtype``.
+
+    Examples
+    --------
+    >>> c, s = ropescale.cos_sin(np.arange(3), ropescale.inv_freq(4), dtype=np.float64)
+    >>> c.shape
+    (3, 2)
+    >>> bool(np.allclose(c[2], np.cos(2 * ropescale.inv_freq(4))))
+    True
+    """
+    theta = _theta(inv_freq)
+    pos = _positions(positions, theta)
+    scale = _checks.real("attention_factor", attention_factor, above=0.0)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}") from None
+    dt = _float_dtype("dtype", dt)
+    kdt = dt if dt in _KERNEL_DTYPES else np.dtype(np.float64)
+    flat = np.ascontiguousarray(pos.reshape(-1))
+    n, r = flat.shape[0], theta.shape[0]
+    c = np.empty((n, r), dtype=kdt)
+    s = np.empty((n, r), dtype=kdt)
+    _core.cos_sin(flat, theta, scale, c, s, get_num_threads())
+    if kdt != dt:
+        c, s = c.astype(dt), s.astype(dt)
+    return c.reshape(pos.shape + (r,)), s.reshape(pos.shape + (r,))
+
+
+def _check_out(out: Any, shape: Tuple[int, ...]) -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    _float_dtype("out", out.dtype)
+    if out.shape != shape:
+        raise ValueError(f"out must have the shape of x {shape}, got {out.shape}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only; pass a writeable array")
+    return out
+
+
+def _check_x(x: Any) -> np.ndarray:
+    xa = _as_float_array("x", x)
+    if xa.ndim == 0:
+        raise ValueError("x must have at least one axis (..., D), got a 0-d array")
+    d = xa.shape[-1]
+    if d % 2:
+        raise ValueError(f"x's last axis D must be even, got D={d}")
+    return xa
+
+
+def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
+    ia, ib = a.__array_interface__, b.__array_interface__
+    return (
+        ia["data"][0] == ib["data"][0]
+        and a.shape == b.shape
+        and a.dtype == b.dtype
+        and all(sa == sb or n <= 1 for sa, sb, n in zip(a.strides, b.strides, a.shape))
+    )
+
+
+def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], readers, extra_args):
+    """Shared driver: dtype rule, out handling, overlap, then one kernel call.
+
+    ``readers`` are the other inputs (already prepared); they are copied if
+    ``out`` overlaps them.  ``kernel(xv, outv, readers...)`` runs the C call.
+    """
+    rdt = x.dtype.newbyteorder("=") if out is None else out.dtype
+    rdt = _float_dtype("out" if out is not None else "x", rdt)
+    kdt = _compute_dtype(rdt)
+
+    in_place = out is not None and _same_view(x, out) and out.dtype.isnative and out.flags.aligned and out.dtype == kdt
+    xv = x if in_place else _kernel_ready(x, kdt)
+    if out is None:
+        target = np.empty(x.shape, dtype=kdt)
+    elif in_place:
+        target = out
+    elif out.dtype == kdt and out.dtype.isnative and out.flags.aligned:
+        target = out
+        if xv is not out and np.may_share_memory(xv, out):
+            xv = xv.copy()
+        readers = [r.copy() if np.may_share_memory(r, out) else r for r in readers]
+    else:
+        target = np.empty(x.shape, dtype=kdt)
+    kernel(xv, target, *readers, *extra_args)
+    if out is None:
+        return target if kdt == rdt else target.astype(rdt)
+    if target is not out:
+        np.copyto(out, target, casting="unsafe")
+    return out
+
+
+def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inverse: bool = False, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Rotate the pairs of ``x``'s first ``2R`` features by the angles whose cos/sin are given.
+
+    Parameters
+    ----------
+    x : ndarray, shape (..., D), float16/32/64
+        Queries or keys; ``D`` even.  Never modified unless it is ``out``.
+    cos, sin : ndarray, shape (..., R), ``2R <= D``
+        Tables (e.g. from :func:`cos_sin`); their leading axes broadcast
+        against ``x.shape[:-1]``: ``(S, 1, R)`` serves ``(B, S, H, D)``,
+        ``(S, R)`` serves ``(B, H, S, D)``.  Features ``2R..D-1`` pass through.
+    interleaved : bool
+        False pairs ``(x[k], x[k+R])`` (HF ``rotate_half``, NeoX); True pairs
+        ``(x[2k], x[2k+1])`` (GPT-J, Meta).
+    inverse : bool
+        Rotate by the negative angle (backward pass, undoing a rotation).
+    out : ndarray, optional
+        Where to write; ``out=x`` works in place.  Overlap with an input is
+        handled by copying that input first.
+
+    Returns
+    -------
+    ndarray of ``x``'s shape and dtype (``out``'s when given).
+
+    Examples
+    --------
+    >>> x = np.ones((2, 4), dtype=np.float32)
+    >>> c, s = ropescale.cos_sin(np.arange(2), ropescale.inv_freq(4))
+    >>> ropescale.apply_rotary(x, c, s).round(4)
+    array([[ 1.    ,  1.    ,  1.    ,  1.    ],
+           [-0.3012,  0.99  ,  1.3818,  1.01  ]], dtype=float32)
+    """
+    xa = _check_x(x)
+    il = _checks.boolean("interleaved", interleaved)
+    inv = _checks.boolean("inverse", inverse)
+    ca = _as_float_array("cos", cos)
+    sa = _as_float_array("sin", sin)
+    if ca.shape != sa.shape:
+        raise ValueError(f"cos and sin must have the same shape, got {ca.shape} and {sa.shape}")
+    if ca.ndim == 0:
+        raise ValueError("cos and sin must have a last axis of R entries, got 0-d arrays")
+    r = ca.shape[-1]
+    d = xa.shape[-1]
+    if 2 * r > d:
+        raise ValueError(f"cos.shape[-1] (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
+    lead = xa.shape[:-1]
+    try:
+        bshape = np.broadcast_shapes(ca.shape[:-1], lead)
+    except ValueError:
+        raise ValueError(f"cos/sin leading shape {ca.shape[:-1]} does not broadcast against x's leading shape {lead}") from None
+    if bshape != lead:
+        raise ValueError(f"cos/sin leading shape {ca.shape[:-1]} broadcasts x's leading shape {lead} up to {bshape}; it may only broadcast down to it")
+    if out is not None:
+        out = _check_out(out, xa.shape)
+    rdt = _float_dtype("out", out.dtype) if out is not None else _float_dtype("x", xa.dtype)
+    tdt = _table_dtype(_compute_dtype(rdt))
+    cv = np.broadcast_to(_kernel_ready(ca, tdt), lead + (r,))
+    sv = np.broadcast_to(_kernel_ready(sa, tdt), lead + (r,))
+    n = get_num_threads()
+
+    def kernel(xv, target, cvv, svv):
+        _core.rotate(xv, cvv, svv, target, il, inv, n)
+
+    return _run(kernel, xa, out, [cv, sv], ())
+
+
+def _fused_order(shape_nd: int, pos: np.ndarray):
+    """Leading axes with positions varying first, repeated ones last (innermost).
+
+    Rows that share a position then come one after another, so the kernel
+    makes that position's cos/sin once and reuses them for all of them.
+    """
+    varying = [i for i in range(shape_nd) if pos.strides[i] != 0 and pos.shape[i] > 1]
+    repeated = [i for i in range(shape_nd) if i not in varying]
+    return varying + repeated
+
+
+def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, interleaved: bool = False,
+                           inverse: bool = False, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Fused rotary application from positions: no cos/sin table in memory.
+
+    Parameters
+    ----------
+    x : ndarray, shape (..., D)
+    positions : array_like of int or float
+        Broadcasts against ``x.shape[:-1]``: ``(S, 1)`` for ``(B, S, H, D)``,
+        ``(S,)`` for ``(B, H, S, D)``, ``(B, S, 1)`` for per-sequence position
+        ids (packed batches, KV-cache offsets).
+    inv_freq : array_like, shape (R,), ``2R <= D``
+    attention_factor, interleaved, inverse, out
+        As in :func:`cos_sin` and :func:`apply_rotary`.
+
+    Examples
+    --------
+    >>> x = np.ones((3, 2, 8))          # (S, H, D)
+    >>> y = ropescale.apply_rotary_positions(x, np.arange(3)[:, None], ropescale.inv_freq(8))
+    >>> bool(np.allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1)))
+    True
+    """
+    xa = _check_x(x)
+    theta = _theta(inv_freq)
+    pos = _positions(positions, theta)
+    scale = _checks.real("attention_factor", attention_factor, above=0.0)
+    il = _checks.boolean("interleaved", interleaved)
+    inv = _checks.boolean("inverse", inverse)
+    r, d = theta.shape[0], xa.shape[-1]
+    if 2 * r > d:
+        raise ValueError(f"len(inv_freq) (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
+    lead = xa.shape[:-1]
+    try:
+        bshape = np.broadcast_shapes(pos.shape, lead)
+    except ValueError:
+        raise ValueError(f"positions shape {pos.shape} does not broadcast against x's leading shape {lead}") from None
+    if bshape != lead:
+        raise ValueError(f"positions shape {pos.shape} broadcasts x's leading shape {lead} up to {bshape}; it may only broadcast down to it")
+    if out is not None:
+        out = _check_out(out, xa.shape)
+    pv = np.broadcast_to(pos, lead)
+    order = _fused_order(len(lead), pv)
+    perm = order + [len(lead)]
+    n = get_num_threads()
+
+    def kernel(xv, target, pvv):
+        _core.rotate_positions(xv.transpose(perm), pvv.transpose(order), theta, scale, target.transpose(perm), il, inv, n)
+
+    return _run(kernel, xa, out, [pv], ())

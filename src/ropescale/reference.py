@@ -1,0 +1,181 @@
+"""Pure-NumPy reference implementation of ropescale, written for clarity.
+
+This module is the oracle the C core is tested against and the place to read
+the mathematics (stated in full in the project's MATH.md).  It is not fast and
+does no argument checking beyond what NumPy does: the public functions in
+:mod:`ropescale` validate.  Every function computes in float64.
+
+Notation: ``d`` rotary dimension, ``b`` base, ``k`` pair index, ``t``
+position, ``m_l`` trained context (``original_max_position_embeddings``),
+``s`` the extension factor.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+__all__ = [
+    "inv_freq",
+    "ntk_lambda",
+    "ntk_base",
+    "periods",
+    "yarn_mscale",
+    "yarn_correction_range",
+    "scaled_inv_freq",
+    "cos_sin",
+    "apply_rotary",
+    "apply_rotary_positions",
+]
+
+
+def inv_freq(dim, base=10000.0):
+    """theta_k = base^(-2k/d) for k = 0 .. d/2 - 1."""
+    k = np.arange(dim // 2, dtype=np.float64)
+    return np.power(float(base), -(2.0 * k) / dim)
+
+
+def ntk_lambda(dim, factor):
+    """Solve 2 pi (lam b)^((d-2)/d) = s 2 pi b^((d-2)/d) for lam: lam = s^(d/(d-2))."""
+    return float(factor) ** (dim / (dim - 2))
+
+
+def ntk_base(base, dim, factor):
+    return float(base) * ntk_lambda(dim, factor)
+
+
+def periods(theta):
+    """Period 2 pi / theta of each pair (inf where theta is 0)."""
+    theta = np.asarray(theta, dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return 2.0 * math.pi / theta
+
+
+def yarn_mscale(scale, mscale=1.0):
+    return 1.0 if scale <= 1 else 0.1 * mscale * math.log(scale) + 1.0
+
+
+def yarn_correction_range(dim, base, original_max, beta_fast=32.0, beta_slow=1.0, truncate=True):
+    """Pair indices [lo, hi] between which YaRN blends interpolation and extrapolation.
+
+    c(r) = d ln(m_l / (2 pi r)) / (2 ln b) is the pair index that makes r full
+    turns within the trained context.
+    """
+
+    def c(rotations):
+        return dim * math.log(original_max / (rotations * 2 * math.pi)) / (2 * math.log(base))
+
+    lo, hi = c(beta_fast), c(beta_slow)
+    if truncate:
+        lo, hi = math.floor(lo), math.ceil(hi)
+    return max(lo, 0), min(hi, dim - 1)
+
+
+def scaled_inv_freq(dim, base, method, **p):
+    """theta' and the attention factor for one method; ``p`` holds its parameters.
+
+    ``dim`` is the rotary dimension (the full head dimension for
+    ``proportional``).  Parameter names are those of HF ``rope_scaling`` dicts.
+    """
+    theta = inv_freq(dim, base)
+    s = p.get("factor")
+    attn = 1.0
+    if method == "default":
+        out = theta
+    elif method == "linear":
+        out = theta / s
+    elif method == "ntk":
+        out = inv_freq(dim, ntk_base(base, dim, s))
+    elif method == "dynamic":
+        m_l = p["original_max_position_embeddings"]
+        seq_len = p.get("seq_len")
+        length = seq_len if seq_len is not None and seq_len > m_l else m_l
+        new_base = base * (s * length / m_l - (s - 1)) ** (dim / (dim - 2))
+        out = inv_freq(dim, new_base)
+    elif method == "yarn":
+        m_l = p["original_max_position_embeddings"]
+        lo, hi = yarn_correction_range(
+            dim, base, m_l, p.get("beta_fast", 32.0), p.get("beta_slow", 1.0), p.get("truncate", True)
+        )
+        if lo == hi:
+            hi += 0.001
+        ramp = np.clip((np.arange(dim // 2) - lo) / (hi - lo), 0.0, 1.0)
+        out = theta / s * ramp + theta * (1.0 - ramp)
+        mscale, mscale_all = p.get("mscale"), p.get("mscale_all_dim")
+        if p.get("attention_factor") is not None:
+            attn = p["attention_factor"]
+        elif mscale and mscale_all:
+            attn = yarn_mscale(s, mscale) / yarn_mscale(s, mscale_all)
+        else:
+            attn = yarn_mscale(s)
+    elif method == "llama3":
+        m_l = p["original_max_position_embeddings"]
+        lff, hff = p["low_freq_factor"], p["high_freq_factor"]
+        wavelen = 2 * math.pi / theta
+        u = (m_l / wavelen - lff) / (hff - lff)
+        out = np.where(
+            wavelen > m_l / lff, theta / s, np.where(wavelen < m_l / hff, theta, (1 - u) * theta / s + u * theta)
+        )
+    elif method == "longrope":
+        m_l = p["original_max_position_embeddings"]
+        seq_len = p.get("seq_len")
+        key = "long_factor" if seq_len is not None and seq_len > m_l else "short_factor"
+        out = theta / np.asarray(p[key], dtype=np.float64)
+        if p.get("attention_factor") is not None:
+            attn = p["attention_factor"]
+        elif s is None or s <= 1:
+            attn = 1.0
+        else:
+            attn = math.sqrt(1 + math.log(s) / math.log(m_l))
+    elif method == "proportional":
+        n_rot = p["rotated_pairs"]
+        out = theta.copy()
+        if s is not None:
+            out[:n_rot] = out[:n_rot] / s
+        out[n_rot:] = 0.0
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    if method not in ("yarn", "longrope") and p.get("attention_factor") is not None:
+        attn = p["attention_factor"]
+    return np.asarray(out, dtype=np.float64), float(attn)
+
+
+def cos_sin(positions, theta, attention_factor=1.0):
+    """cos and sin of t * theta_k (float64, shape positions.shape + (len(theta),)).
+
+    The product is formed in float64 here; for the exactly reduced angles the
+    tests use an extended-precision oracle.
+    """
+    angles = np.multiply.outer(np.asarray(positions, dtype=np.float64), np.asarray(theta, dtype=np.float64))
+    return attention_factor * np.cos(angles), attention_factor * np.sin(angles)
+
+
+def apply_rotary(x, cos, sin, interleaved=False, inverse=False):
+    """Rotate each pair of x's first 2R features by the angle whose cos/sin are given.
+
+    Half-split pairs (x[k], x[k+R]) (HF ``rotate_half``) unless ``interleaved``,
+    which pairs (x[2k], x[2k+1]).  ``inverse`` rotates by the negative angle.
+    Computes in float64; returns float64.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    c = np.asarray(cos, dtype=np.float64)
+    s = np.asarray(sin, dtype=np.float64)
+    if inverse:
+        s = -s
+    r = c.shape[-1]
+    out = x.copy()
+    if interleaved:
+        a, b = x[..., 0 : 2 * r : 2], x[..., 1 : 2 * r : 2]
+        out[..., 0 : 2 * r : 2] = a * c - b * s
+        out[..., 1 : 2 * r : 2] = b * c + a * s
+    else:
+        a, b = x[..., :r], x[..., r : 2 * r]
+        out[..., :r] = a * c - b * s
+        out[..., r : 2 * r] = b * c + a * s
+    return out
+
+
+def apply_rotary_positions(x, positions, theta, attention_factor=1.0, interleaved=False, inverse=False):
+    """The fused form: cos/sin of positions[..., None] * theta, then :func:`apply_rotary`."""
+    c, s = cos_sin(positions, theta, attention_factor)
+    return apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse)

@@ -1,7 +1,7 @@
 /*
  * ropescale._core: the only file that knows CPython and NumPy.
  *
- * The Python layer (src/ropescale/*.py) validates arguments and prepares
+ * The Python layer (the modules in src/ropescale) validates arguments and prepares
  * arrays (dtype, byte order, alignment, broadcasting, overlap).  This glue
  * re-checks what the C core relies on, cheaply, and trusts nothing: a wrong
  * call raises, it never reaches a kernel.  Kernels run without the GIL.
@@ -76,7 +76,7 @@ static PyObject *py_yarn_range(PyObject *self, PyObject *args)
     double base, original_max, beta_fast, beta_slow, lo, hi;
     int truncate;
     (void)self;
-    if (!PyArg_ParseTuple(args, "Ldddd p:yarn_range", &dim, &base, &original_max,
+    if (!PyArg_ParseTuple(args, "Lddddp:yarn_range", &dim, &base, &original_max,
                           &beta_fast, &beta_slow, &truncate))
         return NULL;
     if (check_dim(dim) < 0)

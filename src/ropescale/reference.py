@@ -143,11 +143,16 @@ def scaled_inv_freq(dim, base, method, **p):
 def cos_sin(positions, theta, attention_factor=1.0):
     """cos and sin of t * theta_k (float64, shape positions.shape + (len(theta),)).
 
-    The product is formed in float64 here; for the exactly reduced angles the
-    tests use an extended-precision oracle.
+    The angle t * theta_k is formed in ``np.longdouble`` (64-bit significand on
+    x86, 113-bit on most arm64), and cos/sin of long doubles reduce their
+    argument exactly, so the result is float64-accurate well past the
+    positions a float64 product would spoil (where long double is plain
+    double, as with MSVC, this is the float64 product).
     """
-    angles = np.multiply.outer(np.asarray(positions, dtype=np.float64), np.asarray(theta, dtype=np.float64))
-    return attention_factor * np.cos(angles), attention_factor * np.sin(angles)
+    t = np.asarray(positions, dtype=np.float64).astype(np.longdouble)
+    angles = np.multiply.outer(t, np.asarray(theta, dtype=np.float64).astype(np.longdouble))
+    a = np.longdouble(attention_factor)
+    return (a * np.cos(angles)).astype(np.float64), (a * np.sin(angles)).astype(np.float64)
 
 
 def apply_rotary(x, cos, sin, interleaved=False, inverse=False):

@@ -128,9 +128,16 @@ class Rope:
 
         rope_params = _get(config, "rope_parameters")
         rope_scaling = _get(config, "rope_scaling")
-        # Newer configs keep everything in rope_parameters; some nest it per attention type.
+        # Newer configs keep everything in rope_parameters; some (Gemma) nest it per
+        # attention type: the full-attention layers are the ones that see long context.
+        nested = False
         if isinstance(rope_params, Mapping) and "rope_type" not in rope_params and "full_attention" in rope_params:
             rope_params = rope_params["full_attention"]
+            nested = True
+        if isinstance(rope_scaling, Mapping) and "rope_type" not in rope_scaling and "type" not in rope_scaling \
+                and "full_attention" in rope_scaling:
+            rope_scaling = rope_scaling["full_attention"]
+            nested = True
         scaling = dict(rope_scaling) if isinstance(rope_scaling, Mapping) else None
         if scaling is None and isinstance(rope_params, Mapping):
             scaling = dict(rope_params)
@@ -140,6 +147,8 @@ class Rope:
         base = 10000.0 if base is None else base
 
         dim = _get(config, "qk_rope_head_dim")
+        if dim is None and nested:
+            dim = _get(config, "global_head_dim")
         if dim is None:
             dim = _get(config, "head_dim")
         if dim is None:
@@ -157,15 +166,20 @@ class Rope:
             scaling["partial_rotary_factor"] = prf
         method = scaling.get("rope_type", scaling.get("type", "default"))
         method = {"su": "longrope"}.get(method, method)
-        if method in ("dynamic", "yarn", "longrope", "llama3") and scaling.get("original_max_position_embeddings") is None:
-            if method == "longrope" and top_original is not None:
-                scaling["original_max_position_embeddings"] = top_original
-            elif max_pos is not None:
-                scaling["original_max_position_embeddings"] = max_pos
-        if method == "longrope" and top_original is not None and max_pos is not None:
-            # HF: the attention factor of LongRoPE uses max_pos / original when the
-            # config carries original_max_position_embeddings at top level.
-            scaling["factor"] = max_pos / top_original
+        # As HF transformers (5.x) resolves them: a top-level
+        # original_max_position_embeddings (Phi-3) wins for llama3/yarn/longrope;
+        # otherwise the trained length is max_position_embeddings.  Dynamic NTK
+        # always measures against max_position_embeddings.
+        if method in ("yarn", "longrope", "llama3") and top_original is not None:
+            scaling["original_max_position_embeddings"] = top_original
+        if method == "dynamic" and max_pos is not None:
+            scaling["original_max_position_embeddings"] = max_pos
+        if method in ("dynamic", "yarn", "longrope", "llama3") and scaling.get("original_max_position_embeddings") is None \
+                and max_pos is not None:
+            scaling["original_max_position_embeddings"] = max_pos
+        if method == "longrope" and scaling.get("factor") is None and max_pos is not None:
+            # LongRoPE's attention factor uses max_pos / original when no factor is given.
+            scaling["factor"] = max_pos / scaling["original_max_position_embeddings"]
         if scaling.get("rope_type") is None and "type" in scaling:
             scaling["rope_type"] = scaling.pop("type")
         if scaling.get("rope_type") in (None, "default") and len(scaling) <= 2 and "factor" not in scaling:

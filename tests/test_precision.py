@@ -1,0 +1,80 @@
+"""Angles at long context: float64 formation and exact reduction.
+
+Ground truth is mpmath at 50 digits, independent of the C code.  A float32
+``t * theta`` (what peers do) is shown to be far off at the same positions.
+"""
+import numpy as np
+import pytest
+
+import ropescale
+
+mpmath = pytest.importorskip("mpmath")
+
+
+def truth(positions, theta):
+    mpmath.mp.dps = 50
+    c = np.empty((len(positions), len(theta)))
+    s = np.empty_like(c)
+    for i, t in enumerate(positions):
+        for k, th in enumerate(theta):
+            a = mpmath.mpf(float(t)) * mpmath.mpf(float(th))  # theta as the double it is
+            c[i, k], s[i, k] = float(mpmath.cos(a)), float(mpmath.sin(a))
+    return c, s
+
+
+POSITIONS = np.array([0, 1, 2**20 + 3, 10**6, 123456789, 2**31 - 1, 2**31, 3 * 10**9 + 7, -(2**31)], dtype=np.int64)
+
+
+@pytest.mark.parametrize("base", [10000.0, 500000.0])
+def test_float32_tables_are_rounded_truth_at_positions_up_to_2_31(base):
+    theta = ropescale.inv_freq(128, base)
+    want_c, want_s = truth(POSITIONS, theta)
+    c, s = ropescale.cos_sin(POSITIONS, theta, dtype=np.float32)
+    err = max(np.abs(c - want_c).max(), np.abs(s - want_s).max())
+    assert err <= 4e-7
+    # what a float32 angle gives at the same positions (the peers' way)
+    ang32 = POSITIONS.astype(np.float32)[:, None] * theta.astype(np.float32)[None, :]
+    err32 = max(np.abs(np.cos(ang32.astype(np.float64)) - want_c).max(),
+                np.abs(np.sin(ang32.astype(np.float64)) - want_s).max())
+    assert err32 > 1e-2  # radians-scale errors: the reason angles are float64 here
+    print(f"base={base:g}: ropescale float32 max error {err:.2e}, float32 angles {err32:.2e}")
+
+
+def test_float64_tables_are_accurate_to_a_few_ulp():
+    theta = ropescale.inv_freq(64, 10000.0)
+    pos = np.array([7, 4097, 10**6 + 1, 2**31 - 5, 10**10 + 3], dtype=np.int64)
+    want_c, want_s = truth(pos, theta)
+    c, s = ropescale.cos_sin(pos, theta, dtype=np.float64)
+    assert max(np.abs(c - want_c).max(), np.abs(s - want_s).max()) <= 1e-15
+    # float positions take the direct path; still exact for the product
+    fpos = pos + 0.5
+    want_c, want_s = truth(fpos, theta)
+    c, s = ropescale.cos_sin(fpos, theta, dtype=np.float64)
+    assert max(np.abs(c - want_c).max(), np.abs(s - want_s).max()) <= 1e-15
+
+
+def test_float16_tables_are_correctly_rounded():
+    theta = ropescale.inv_freq(32, 10000.0)
+    pos = np.arange(0, 70000, 997)
+    want_c, want_s = truth(pos, theta)
+    c, s = ropescale.cos_sin(pos, theta, dtype=np.float16)
+    # NumPy's float64 -> float16 cast rounds correctly: same bits expected
+    assert np.array_equal(c, want_c.astype(np.float16)) and np.array_equal(s, want_s.astype(np.float16))
+
+
+def test_fused_apply_uses_exact_angles():
+    theta = ropescale.inv_freq(8, 10000.0)
+    pos = np.array([2**31 - 1, 10**9 + 7])
+    x = np.zeros((2, 8))
+    x[:, :4] = 1.0                     # pair k = (1, 0): result is (cos, sin)
+    y = ropescale.apply_rotary_positions(x, pos, theta)
+    want_c, want_s = truth(pos, theta)
+    assert np.abs(y[:, :4] - want_c).max() <= 1e-15 and np.abs(y[:, 4:] - want_s).max() <= 1e-15
+
+
+def test_positions_beyond_exact_range_are_refused():
+    theta = ropescale.inv_freq(8)
+    with pytest.raises(ValueError, match="positions"):
+        ropescale.cos_sin(np.array([2**35]), theta)
+    with pytest.raises(ValueError, match="positions"):
+        ropescale.cos_sin(np.array([2**62]), theta)

@@ -1,0 +1,295 @@
+"""Rotary application against the pure-NumPy reference, and its invariants."""
+import math
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, HealthCheck, strategies as st
+
+import ropescale
+from ropescale import reference as ref
+
+TOL = {np.float64: 1e-13, np.float32: 2e-6, np.float16: 2e-3}
+DTYPES = [np.float16, np.float32, np.float64]
+
+
+def assert_close_to_ref(got, want, x, dtype):
+    """|got - want| <= tol * max(|x|) per row (the rotation preserves norms)."""
+    scale = np.max(np.abs(np.asarray(x, dtype=np.float64)), axis=-1, keepdims=True)
+    scale = np.maximum(scale, 1e-30)
+    err = np.abs(np.asarray(got, dtype=np.float64) - want) / scale
+    assert err.size == 0 or float(np.nanmax(err)) <= TOL[np.dtype(dtype).type], float(np.nanmax(err))
+
+
+def table(positions, theta, dtype):
+    return ropescale.cos_sin(positions, theta, dtype=dtype)
+
+
+# ------------------------------------------------------------ hypothesis
+
+@st.composite
+def layouts(draw):
+    """x of shape lead + (D,), possibly transposed / strided / negative-strided,
+    and cos/sin whose leading shape broadcasts down to lead."""
+    nlead = draw(st.integers(0, 3))
+    lead = tuple(draw(st.lists(st.integers(0, 5), min_size=nlead, max_size=nlead)))
+    r = draw(st.integers(1, 9))
+    extra = draw(st.sampled_from([0, 0, 2, 4]))
+    d = 2 * r + extra
+    dtype = draw(st.sampled_from(DTYPES))
+    seed = draw(st.integers(0, 2**31))
+    rng = np.random.default_rng(seed)
+    # memory layout of x: contiguous, feature-strided, reversed, or transposed
+    kind = draw(st.sampled_from(["c", "step", "neg", "T", "swap"]))
+    full = lead + (d,)
+    if kind == "step":
+        x = rng.standard_normal(lead + (2 * d,)).astype(dtype)[..., ::2]
+    elif kind == "neg":
+        x = rng.standard_normal(full).astype(dtype)[..., ::-1]
+        if lead:
+            x = x[::-1]
+    elif kind == "T" and nlead >= 2:
+        swapped = (lead[1], lead[0]) + lead[2:] + (d,)
+        x = np.swapaxes(rng.standard_normal(swapped).astype(dtype), 0, 1)
+    elif kind == "swap":
+        x = rng.standard_normal(full).astype(np.dtype(dtype).newbyteorder(">"))
+    else:
+        x = rng.standard_normal(full).astype(dtype)
+    assert x.shape == full
+    # cos/sin leading shape: some axes of lead set to 1, some leading axes dropped
+    drop = draw(st.integers(0, nlead))
+    ones = draw(st.lists(st.booleans(), min_size=nlead - drop, max_size=nlead - drop))
+    clead = tuple(1 if o else n for o, n in zip(ones, lead[drop:]))
+    tdtype = draw(st.sampled_from(DTYPES))
+    pos = rng.integers(-50, 5000, size=clead)
+    theta = ropescale.inv_freq(2 * r, draw(st.sampled_from([10.0, 10000.0, 5e5])))
+    c, s = ropescale.cos_sin(pos, theta, dtype=np.float64)
+    return x, c.astype(tdtype), s.astype(tdtype), pos, theta, dtype
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layouts(), st.booleans(), st.booleans(), st.sampled_from(["new", "out", "inplace"]))
+def test_apply_rotary_matches_reference(lay, interleaved, inverse, mode):
+    x, c, s, pos, theta, dtype = lay
+    x_before = x.copy()
+    want = ref.apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse)
+    if mode == "new":
+        got = ropescale.apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse)
+        assert np.array_equal(x, x_before)  # input untouched
+        assert got.dtype == x.dtype.newbyteorder("=")
+    elif mode == "out":
+        out = np.full(x.shape, np.nan, dtype=np.dtype(dtype).newbyteorder("="))
+        got = ropescale.apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=out)
+        assert got is out
+        assert np.array_equal(x, x_before)
+    else:
+        got = ropescale.apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=x)
+        assert got is x
+    assert got.shape == x.shape
+    # the table was rounded to its dtype; compare with the reference on the same table
+    tdt = np.float64 if got.dtype.itemsize == 8 else np.float32
+    want = ref.apply_rotary(x_before, c.astype(tdt), s.astype(tdt), interleaved=interleaved, inverse=inverse)
+    assert_close_to_ref(got, want, x_before, got.dtype)
+    # pass-through features are bit-identical
+    r = c.shape[-1]
+    assert np.array_equal(got[..., 2 * r:], x_before[..., 2 * r:].astype(got.dtype))
+
+
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(layouts(), st.booleans(), st.booleans(), st.sampled_from(["new", "out", "inplace"]),
+       st.sampled_from([1.0, 1.25]), st.booleans())
+def test_apply_rotary_positions_matches_reference(lay, interleaved, inverse, mode, attn, float_pos):
+    x, _, _, pos, theta, dtype = lay
+    x_before = x.copy()
+    if float_pos:
+        pos = pos + 0.375
+    want = ref.apply_rotary_positions(x_before, pos, theta, attention_factor=attn, interleaved=interleaved, inverse=inverse)
+    kw = dict(attention_factor=attn, interleaved=interleaved, inverse=inverse)
+    if mode == "new":
+        got = ropescale.apply_rotary_positions(x, pos, theta, **kw)
+        assert np.array_equal(x, x_before)
+    elif mode == "out":
+        out = np.empty(x.shape, dtype=np.dtype(dtype).newbyteorder("="))
+        got = ropescale.apply_rotary_positions(x, pos, theta, out=out, **kw)
+        assert got is out
+    else:
+        got = ropescale.apply_rotary_positions(x, pos, theta, out=x, **kw)
+        assert got is x
+    assert_close_to_ref(np.asarray(got, dtype=np.float64) / attn if False else got, want, x_before * attn, got.dtype)
+
+
+# ----------------------------------------------------------- invariants
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_inverse_undoes_apply_and_norms_are_preserved(dtype, interleaved):
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3, 17, 4, 64)).astype(dtype)
+    pos = rng.integers(0, 100000, size=(3, 17, 1))
+    theta = ropescale.inv_freq(64, 10000.0)
+    y = ropescale.apply_rotary_positions(x, pos, theta, interleaved=interleaved)
+    z = ropescale.apply_rotary_positions(y, pos, theta, interleaved=interleaved, inverse=True)
+    tol = {np.float16: 4e-3, np.float32: 4e-6, np.float64: 1e-13}[dtype]
+    x64 = x.astype(np.float64)
+    assert np.max(np.abs(z.astype(np.float64) - x64)) <= tol * np.max(np.abs(x64))
+    n0 = np.linalg.norm(x64, axis=-1)
+    n1 = np.linalg.norm(y.astype(np.float64), axis=-1)
+    assert np.max(np.abs(n1 - n0) / n0) <= tol
+
+
+@pytest.mark.parametrize("method", ["default", "ntk", "yarn"])
+def test_scores_depend_only_on_relative_position(method):
+    rng = np.random.default_rng(2)
+    d = 128
+    q, k = rng.standard_normal(d), rng.standard_normal(d)
+    sc = None if method == "default" else {"rope_type": method, "factor": 8.0, "original_max_position_embeddings": 4096}
+    theta, attn = ropescale.scaled_inv_freq(d, 10000.0, sc)
+    for dist in (0, 3, 999):
+        ms = np.array([0, 10, 5000, 30000])
+        qm = ropescale.apply_rotary_positions(np.tile(q, (4, 1)), ms + dist, theta)
+        kn = ropescale.apply_rotary_positions(np.tile(k, (4, 1)), ms, theta)
+        scores = np.einsum("id,id->i", qm, kn)
+        assert np.ptp(scores) <= 1e-10 * np.abs(scores).max()
+
+
+@pytest.mark.parametrize("method", ["linear", "ntk"])
+@pytest.mark.parametrize("s", [2.0, 8.0, 32.0])
+def test_period_matching_identity_with_the_kernels(method, s):
+    """Ro'(x, t theta) = Ro(x, t theta'): rotating at the scaled frequencies equals
+    rotating each pair at the original frequency and the pair's rescaled position."""
+    d = 64
+    rng = np.random.default_rng(int(s))
+    x = rng.standard_normal((6, d))
+    t = rng.integers(0, 32768, size=6).astype(np.float64)
+    theta = ropescale.inv_freq(d)
+    theta_p = ropescale.scaled_inv_freq(d, 10000.0, {"rope_type": method, "factor": s})[0]
+    lhs = ropescale.apply_rotary_positions(x, t, theta_p)
+    # per pair k: position t * theta'_k / theta_k, original frequency theta_k
+    k_scale = theta_p / theta
+    c, sn = ropescale.cos_sin(np.multiply.outer(t, k_scale), theta, dtype=np.float64)
+    c, sn = c[:, np.arange(d // 2), np.arange(d // 2)], sn[:, np.arange(d // 2), np.arange(d // 2)]
+    rhs = ropescale.apply_rotary(x, c, sn)
+    np.testing.assert_allclose(lhs, rhs, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layout", ["bshd", "bhsd"])
+def test_cached_and_fused_forms_agree(dtype, layout):
+    rng = np.random.default_rng(3)
+    b, s, h, d = 2, 33, 3, 32
+    theta, attn = ropescale.scaled_inv_freq(d, 10000.0, {"rope_type": "yarn", "factor": 4.0,
+                                                         "original_max_position_embeddings": 16})
+    pos = np.arange(s) + 7
+    if layout == "bshd":
+        x = rng.standard_normal((b, s, h, d)).astype(dtype)
+        c, sn = ropescale.cos_sin(pos[:, None], theta, attention_factor=attn, dtype=np.float32 if dtype != np.float64 else np.float64)
+        p = pos[:, None]
+    else:
+        x = rng.standard_normal((b, h, s, d)).astype(dtype)
+        c, sn = ropescale.cos_sin(pos, theta, attention_factor=attn, dtype=np.float32 if dtype != np.float64 else np.float64)
+        p = pos
+    cached = ropescale.apply_rotary(x, c, sn)
+    fused = ropescale.apply_rotary_positions(x, p, theta, attention_factor=attn)
+    assert np.array_equal(cached, fused)  # same rounded table, same kernel arithmetic
+
+
+def test_per_token_positions_for_packed_batches():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 10, 4, 16))
+    pos = np.array([[0, 1, 2, 3, 0, 1, 2, 0, 1, 2], [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]])[..., None]
+    theta = ropescale.inv_freq(16)
+    got = ropescale.apply_rotary_positions(x, pos, theta)
+    for bi in range(2):
+        for si in range(10):
+            want = ref.apply_rotary_positions(x[bi, si], np.full(4, pos[bi, si, 0], float), theta)
+            np.testing.assert_allclose(got[bi, si], want, rtol=0, atol=1e-13)
+
+
+def test_one_token_and_empty_inputs():
+    theta = ropescale.inv_freq(8)
+    x = np.arange(8, dtype=np.float32)
+    y = ropescale.apply_rotary_positions(x, 5, theta)
+    np.testing.assert_allclose(y, ref.apply_rotary_positions(x, 5.0, theta), atol=2e-6 * 7)
+    e = np.zeros((0, 4, 8), dtype=np.float32)
+    assert ropescale.apply_rotary_positions(e, np.zeros((0, 1)), theta).shape == (0, 4, 8)
+    c, s = ropescale.cos_sin(np.zeros((0,)), theta)
+    assert c.shape == (0, 4) and ropescale.apply_rotary(e, c[:, None], s[:, None]).shape == (0, 4, 8)
+
+
+def test_nan_in_x_propagates_only_to_its_pair():
+    x = np.ones((2, 8))
+    x[1, 0] = np.nan
+    y = ropescale.apply_rotary_positions(x, np.array([0, 3]), ropescale.inv_freq(8))
+    assert np.isnan(y[1, 0]) and np.isnan(y[1, 4])
+    assert np.isfinite(np.delete(y[1], [0, 4])).all() and np.isfinite(y[0]).all()
+
+
+def test_out_overlapping_input_is_handled():
+    rng = np.random.default_rng(5)
+    theta = ropescale.inv_freq(8)
+    buf = rng.standard_normal((10, 8))
+    x = buf[:8]
+    want = ref.apply_rotary_positions(x.copy(), np.arange(8), theta)
+    ropescale.apply_rotary_positions(x, np.arange(8), theta, out=buf[2:])
+    np.testing.assert_allclose(buf[2:], want, atol=1e-13)
+    # out aliasing the cos table
+    c0, s = ropescale.cos_sin(np.arange(4), ropescale.inv_freq(4), dtype=np.float64)
+    buf = np.empty((4, 4))
+    c = buf[:, 1:3]
+    c[...] = c0
+    xx = np.ones((4, 4))
+    want = ref.apply_rotary(xx, c0, s)
+    got = ropescale.apply_rotary(xx, c, s, out=buf)
+    assert got is buf
+    np.testing.assert_allclose(got, want, atol=1e-13)
+
+
+def test_out_dtype_rule():
+    x = np.ones((3, 8), dtype=np.float16)
+    theta = ropescale.inv_freq(8)
+    out = np.empty((3, 8), dtype=np.float64)
+    got = ropescale.apply_rotary_positions(x, np.arange(3), theta, out=out)
+    assert got is out
+    np.testing.assert_allclose(out, ref.apply_rotary_positions(x, np.arange(3), theta), atol=1e-13)
+    got16 = ropescale.apply_rotary_positions(x, np.arange(3), theta)
+    assert got16.dtype == np.float16
+
+
+def test_bfloat16_when_ml_dtypes_is_installed():
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x = np.random.default_rng(0).standard_normal((4, 8)).astype(ml_dtypes.bfloat16)
+    theta = ropescale.inv_freq(8)
+    y = ropescale.apply_rotary_positions(x, np.arange(4), theta)
+    assert y.dtype == ml_dtypes.bfloat16
+    want = ref.apply_rotary_positions(x.astype(np.float64), np.arange(4), theta)
+    assert np.max(np.abs(y.astype(np.float64) - want)) <= 1.6e-2 * np.max(np.abs(want))
+
+
+def test_threads_split_large_arrays_identically():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2048, 8, 128)).astype(np.float32)   # 8 MiB: above the split size
+    pos = np.arange(2048)[:, None]
+    theta = ropescale.inv_freq(128)
+    prev = ropescale.set_num_threads(1)
+    try:
+        one = ropescale.apply_rotary_positions(x, pos, theta)
+        ropescale.set_num_threads(2)
+        two = ropescale.apply_rotary_positions(x, pos, theta)
+        c, s = ropescale.cos_sin(np.arange(2048)[:, None], theta)
+        two_cached = ropescale.apply_rotary(x, c, s)
+    finally:
+        ropescale.set_num_threads(prev)
+    assert np.array_equal(one, two) and np.array_equal(one, two_cached)
+
+
+def test_rope_apply_uses_sequence_length_for_dynamic():
+    rope = ropescale.Rope(64, 10000.0, {"rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 16})
+    x = np.ones((40, 64))
+    pos = np.arange(40)
+    got = rope.apply(x, pos)
+    theta40 = ropescale.scaled_inv_freq(64, 10000.0, rope.scaling, seq_len=40)[0]
+    np.testing.assert_allclose(got, ref.apply_rotary_positions(x, pos, theta40), atol=1e-13)
+    short = rope.apply(x[:8], pos[:8])
+    np.testing.assert_allclose(short, ref.apply_rotary_positions(x[:8], pos[:8], ropescale.inv_freq(64)), atol=1e-13)
+    c, s = rope.cos_sin(pos, dtype=np.float64)
+    np.testing.assert_allclose(c, np.cos(np.outer(pos, theta40)), atol=1e-13)

@@ -1,0 +1,529 @@
+"""Benchmark machinery shared by ``bench/bench.py`` and the ``ropescale bench`` command.
+
+A *case* is a plain dict (JSON-serialisable, so a fresh subprocess can rebuild
+it to measure peak memory).  For each case the contenders are timed
+interleaved, one call of each per round, so that they all see the same machine
+state (turbo, page cache, a noisy neighbour); the median over rounds is kept.
+
+Contenders of an ``apply`` case:
+
+* ``ropescale``: :func:`ropescale.apply_rotary` (``form="cached"``, with a
+  table from :func:`ropescale.cos_sin`) or
+  :func:`ropescale.apply_rotary_positions` (``form="fused"``);
+  ``place`` is ``"alloc"`` (returns a new array), ``"out"`` (writes into a
+  preallocated buffer) or ``"inplace"`` (``out=x``).
+* ``floor``: ``np.copyto`` of the same bytes, into a fresh ``np.empty`` for
+  ``alloc`` (allocation and first-touch page faults are part of both), into a
+  preallocated buffer otherwise.
+* ``ipfloor`` (in-place cases): ``np.multiply(x, 1, out=x)``, the same
+  read-modify-write traffic as an in-place rotation.
+* ``numpy``: :mod:`ropescale.reference` (pure NumPy, float64).
+* ``torch``: what Hugging Face transformers does on CPU,
+  ``q * cos + rotate_half(q) * sin`` (``rotate_every_two`` for interleaved
+  pairs; the fused form also makes cos/sin from positions, as the HF rotary
+  module's forward does), at the same thread count.  Skipped when torch is
+  not installed.
+
+NumPy is the only requirement; torch is imported lazily.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+import numpy as np
+
+import ropescale
+from . import _core
+
+__all__ = [
+    "apply_case",
+    "cos_sin_case",
+    "machine_info",
+    "markdown_table",
+    "peak_rss_growth",
+    "run_case",
+    "run_cases",
+    "run_quick",
+    "QUICK_CASES",
+]
+
+_DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
+_SHORT = {"float16": "f16", "float32": "f32", "float64": "f64"}
+
+
+# ---------------------------------------------------------------------------
+# Case specifications
+# ---------------------------------------------------------------------------
+
+def apply_case(name, shape, dtype="float32", *, form="cached", place="alloc", pairs=None, interleaved=False,
+               positions="prefill", threads=None, targets=(), numpy_ref=True, torch_ref=True):
+    """Spec of one rotary-application case on x of ``shape`` = (B, S, H, D).
+
+    ``pairs`` is R (default D/2; smaller for partial rotary).  ``positions``
+    is ``"prefill"`` (token t at position t, table (S, 1, R)) or
+    ``"decode"`` (one token per sequence at different offsets, (B, 1, 1, R)).
+    ``targets`` are ``(metric, op, value)`` with metric one of ``x_floor``,
+    ``x_ipfloor``, ``x_numpy``, ``x_torch`` and op ``"<="`` or ``">="``.
+    """
+    return {
+        "kind": "apply", "name": name, "shape": list(shape), "dtype": dtype, "form": form, "place": place,
+        "pairs": pairs, "interleaved": bool(interleaved), "positions": positions, "threads": threads,
+        "targets": [list(t) for t in targets], "numpy_ref": numpy_ref, "torch_ref": torch_ref,
+    }
+
+
+def cos_sin_case(name, n_positions=131072, n_pairs=64, dtype="float32", *, threads=None, targets=()):
+    """Spec of a table build: ``ropescale.cos_sin`` for ``n_positions`` x ``n_pairs``."""
+    return {
+        "kind": "cos_sin", "name": name, "n": int(n_positions), "pairs": int(n_pairs), "dtype": dtype,
+        "threads": threads, "targets": [list(t) for t in targets], "numpy_ref": True, "torch_ref": True,
+    }
+
+
+def _label(spec):
+    if spec["kind"] == "cos_sin":
+        return f"({spec['n']}, {spec['pairs']}) x2 {_SHORT[spec['dtype']]}"
+    return "(" + ", ".join(str(v) for v in spec["shape"]) + ") " + _SHORT[spec["dtype"]]
+
+
+# ---------------------------------------------------------------------------
+# Building the contenders
+# ---------------------------------------------------------------------------
+
+def _random(shape, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    dt = np.dtype(dtype)
+    if dt in (np.float32, np.float64):
+        return rng.standard_normal(tuple(shape), dtype=dt)
+    return rng.standard_normal(tuple(shape), dtype=np.float32).astype(dt)
+
+
+def _positions(spec):
+    b, s = spec["shape"][0], spec["shape"][1]
+    if spec["positions"] == "decode":
+        # one new token per sequence, KV caches of different lengths
+        return (1000 + 37 * np.arange(b, dtype=np.int64) + (s - 1)).reshape(b, 1, 1)
+    return np.arange(s, dtype=np.int64).reshape(s, 1)
+
+
+def _import_torch():
+    try:
+        import torch  # optional
+    except ImportError:
+        return None
+    return torch
+
+
+def _torch_apply(torch, q, cos, sin, rot, interleaved):
+    """HF transformers' application on CPU (cos/sin already expanded to 2R features)."""
+    if rot < q.shape[-1]:
+        q_rot, q_pass = q[..., :rot], q[..., rot:]
+    else:
+        q_rot, q_pass = q, None
+    if interleaved:
+        # GPT-J / CodeGen: rotate_every_two
+        x1, x2 = q_rot[..., ::2], q_rot[..., 1::2]
+        turned = torch.stack((-x2, x1), dim=-1).flatten(-2)
+    else:
+        half = rot // 2
+        turned = torch.cat((-q_rot[..., half:], q_rot[..., :half]), dim=-1)
+    emb = q_rot * cos + turned * sin
+    return emb if q_pass is None else torch.cat((emb, q_pass), dim=-1)
+
+
+def _expand_np(table, interleaved):
+    """(…, R) -> (…, 2R) the way HF lays cos/sin out for each pairing."""
+    return np.repeat(table, 2, axis=-1) if interleaved else np.concatenate([table, table], axis=-1)
+
+
+def build_apply(spec, want):
+    """Contenders (name -> zero-argument callable) for an ``apply`` spec.
+
+    ``want`` is a set of contender names to build (the memory probe builds
+    only ``ropescale``).  Also returns the output size in bytes.
+    """
+    B, S, H, D = spec["shape"]
+    dt = np.dtype(_DTYPES[spec["dtype"]])
+    R = spec["pairs"] or D // 2
+    il = spec["interleaved"]
+    form, place = spec["form"], spec["place"]
+    x = _random(spec["shape"], dt)
+    pos = _positions(spec)
+    theta = ropescale.inv_freq(2 * R, 10000.0)
+    table_dt = np.float64 if dt == np.float64 else np.float32
+    c = s = None
+    if form == "cached":
+        c, s = ropescale.cos_sin(pos, theta, dtype=table_dt)
+    buf = np.empty_like(x) if place in ("out", "inplace") or "floor" in want else None
+    fns: Dict[str, Callable[[], Any]] = {}
+
+    if "ropescale" in want:
+        out = {"alloc": None, "out": buf, "inplace": x}[place]
+        if form == "cached":
+            fns["ropescale"] = lambda: ropescale.apply_rotary(x, c, s, interleaved=il, out=out)
+        else:
+            fns["ropescale"] = lambda: ropescale.apply_rotary_positions(x, pos, theta, interleaved=il, out=out)
+    if "floor" in want:
+        if place == "alloc":
+            fns["floor"] = lambda: np.copyto(np.empty_like(x), x)
+        else:
+            fns["floor"] = lambda: np.copyto(buf, x)
+    if "ipfloor" in want and place == "inplace":
+        one = dt.type(1)
+        fns["ipfloor"] = lambda: np.multiply(x, one, out=x)
+    if "numpy" in want and spec.get("numpy_ref", True):
+        if form == "cached":
+            fns["numpy"] = lambda: ropescale.reference.apply_rotary(x, c, s, interleaved=il)
+        else:
+            fns["numpy"] = lambda: ropescale.reference.apply_rotary_positions(x, pos, theta, interleaved=il)
+    if "torch" in want and spec.get("torch_ref", True):
+        torch = _import_torch()
+        if torch is not None:
+            tdt = getattr(torch, spec["dtype"])
+            q = torch.from_numpy(x)
+            rot = 2 * R
+            if form == "cached":
+                ct = torch.from_numpy(_expand_np(c, il)).to(tdt)
+                st = torch.from_numpy(_expand_np(s, il)).to(tdt)
+                fns["torch"] = lambda: _torch_apply(torch, q, ct, st, rot, il)
+            else:
+                pt = torch.from_numpy(pos)
+                inv = torch.from_numpy(theta).float()
+
+                def torch_fused():
+                    freqs = pt[..., None].float() * inv
+                    emb = torch.repeat_interleave(freqs, 2, dim=-1) if il else torch.cat((freqs, freqs), dim=-1)
+                    return _torch_apply(torch, q, emb.cos().to(tdt), emb.sin().to(tdt), rot, il)
+
+                fns["torch"] = torch_fused
+    return fns, x.nbytes
+
+
+def build_cos_sin(spec, want):
+    n, R = spec["n"], spec["pairs"]
+    dt = np.dtype(_DTYPES[spec["dtype"]])
+    pos = np.arange(n, dtype=np.int64)
+    theta = ropescale.inv_freq(2 * R, 10000.0)
+    out_bytes = 2 * n * R * dt.itemsize
+    fns: Dict[str, Callable[[], Any]] = {}
+    if "ropescale" in want:
+        fns["ropescale"] = lambda: ropescale.cos_sin(pos, theta, dtype=dt)
+    if "floor" in want:
+        src = np.ones((2, n, R), dtype=dt)
+        fns["floor"] = lambda: np.copyto(np.empty_like(src), src)
+    if "numpy" in want:
+        def numpy_cos_sin():
+            a = np.outer(pos.astype(np.float64), theta)
+            return np.cos(a), np.sin(a)
+
+        fns["numpy"] = numpy_cos_sin
+    if "torch" in want:
+        torch = _import_torch()
+        if torch is not None:
+            pt = torch.from_numpy(pos)
+            inv = torch.from_numpy(theta).float()
+
+            def torch_cos_sin():
+                freqs = torch.outer(pt.float(), inv)  # HF: float32 angles
+                return freqs.cos().to(getattr(torch, spec["dtype"])), freqs.sin().to(getattr(torch, spec["dtype"]))
+
+            fns["torch"] = torch_cos_sin
+    return fns, out_bytes
+
+
+def build(spec, want):
+    return (build_apply if spec["kind"] == "apply" else build_cos_sin)(spec, want)
+
+
+# ---------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------
+
+def _time_calls(fn, number):
+    t0 = time.perf_counter()
+    for _ in range(number):
+        fn()
+    return (time.perf_counter() - t0) / number
+
+
+def time_interleaved(fns, repeat=5, warmup=1, min_sample=0.005):
+    """Median seconds per call of each contender, measured round-robin.
+
+    Each sample runs ``number`` calls (calibrated so a sample lasts at least
+    ``min_sample`` seconds), so that microsecond calls are not lost in the
+    timer's resolution.  The GC is off while timing.
+    """
+    names = list(fns)
+    number = {}
+    for name in names:  # first call: imports, lazy init; sets the batch size
+        t = _time_calls(fns[name], 1)
+        number[name] = max(1, min(10000, int(math.ceil(min_sample / max(t, 1e-9)))))
+    samples: Dict[str, List[float]] = {n: [] for n in names}
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for r in range(warmup + repeat):
+            for name in names:
+                t = _time_calls(fns[name], number[name])
+                if r >= warmup:
+                    samples[name].append(t)
+            gc.collect()
+    finally:
+        if was_enabled:
+            gc.enable()
+    return {n: float(np.median(v)) for n, v in samples.items()}
+
+
+# ---------------------------------------------------------------------------
+# Peak memory: a fresh subprocess per case
+# ---------------------------------------------------------------------------
+
+def _status_kib(field):
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _rss_probe(spec):
+    """In the child: build the inputs, reset the high-water mark, call once."""
+    threads = spec.get("threads")
+    if threads:
+        ropescale.set_num_threads(threads)
+    fns, out_bytes = build(spec, {"ropescale"})
+    gc.collect()
+    try:
+        # "5" resets VmHWM (and getrusage's ru_maxrss) to the current RSS.
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base = _status_kib("VmRSS")
+        result = fns["ropescale"]()
+        peak = _status_kib("VmHWM")
+        method = "VmHWM"
+    except OSError:  # no clear_refs: the setup's own peak may hide growth
+        import resource
+
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        result = fns["ropescale"]()
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        method = "ru_maxrss"
+    del result
+    return {"growth_mb": (peak - base) / 1024.0, "out_mb": out_bytes / 2**20, "method": method}
+
+
+def _rss_child_main():
+    spec = json.loads(sys.stdin.read())
+    print(json.dumps(_rss_probe(spec)))
+
+
+def peak_rss_growth(spec, timeout=300):
+    """Peak RSS growth (MiB) of one ropescale call of ``spec``, in a fresh process.
+
+    Returns a dict ``growth_mb``, ``out_mb``, ``method``, or ``None`` when
+    the probe cannot run (not Linux, or the child failed).
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    code = "from ropescale._bench import _rss_child_main; _rss_child_main()"
+    try:
+        proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec), capture_output=True,
+                              text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if proc.returncode != 0:
+        return None
+    try:
+        return json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return None
+
+
+# ---------------------------------------------------------------------------
+# Running cases
+# ---------------------------------------------------------------------------
+
+def _check(row, targets):
+    """PASS / MISS against the targets (text), or "" when none apply."""
+    if not targets:
+        return ""
+    misses = []
+    for metric, op, value in targets:
+        got = row.get(metric)
+        if got is None:
+            continue
+        ok = got <= value if op == "<=" else got >= value
+        if not ok:
+            misses.append(f"{metric[2:]} {got:.2f}{'>' if op == '<=' else '<'}{value:g}")
+    return "PASS" if not misses else "MISS (" + "; ".join(misses) + ")"
+
+
+def _target_text(targets):
+    words = {"x_floor": "×floor", "x_ipfloor": "×ip-floor", "x_numpy": "×np", "x_torch": "×torch"}
+    return ", ".join(f"{words[m]}{op}{v:g}" for m, op, v in targets)
+
+
+def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True, torch_ref=True):
+    """Time one case; returns a row (dict) with milliseconds and ratios.
+
+    Ratios: ``x_floor`` = ropescale / copy floor (lower is better; the
+    in-place floor ``x_ipfloor`` likewise), ``x_numpy`` and ``x_torch`` =
+    how many times ropescale is faster (higher is better).
+    """
+    spec = dict(spec)
+    n_threads = spec.get("threads") or threads or ropescale.get_num_threads()
+    spec["threads"] = n_threads
+    prev = ropescale.set_num_threads(n_threads)
+    torch = _import_torch() if torch_ref else None
+    prev_torch = None
+    if torch is not None:
+        prev_torch = torch.get_num_threads()
+        torch.set_num_threads(n_threads)
+    want = {"ropescale", "floor", "ipfloor"}
+    if numpy_ref:
+        want.add("numpy")
+    if torch is not None:
+        want.add("torch")
+    try:
+        fns, out_bytes = build(spec, want)
+        med = time_interleaved(fns, repeat=repeat, warmup=warmup)
+        del fns
+        gc.collect()
+    finally:
+        ropescale.set_num_threads(prev)
+        if torch is not None:
+            torch.set_num_threads(prev_torch)
+    ms = {k: v * 1e3 for k, v in med.items()}
+    rs_ms = ms["ropescale"]
+    row: Dict[str, Any] = {
+        "case": spec["name"], "shape": _label(spec), "threads": n_threads,
+        "ropescale_ms": rs_ms, "floor_ms": ms.get("floor"), "ipfloor_ms": ms.get("ipfloor"),
+        "numpy_ms": ms.get("numpy"), "torch_ms": ms.get("torch"),
+        "out_mb": out_bytes / 2**20,
+    }
+    row["x_floor"] = rs_ms / row["floor_ms"] if row["floor_ms"] else None
+    row["x_ipfloor"] = rs_ms / row["ipfloor_ms"] if row["ipfloor_ms"] else None
+    row["x_numpy"] = row["numpy_ms"] / rs_ms if row["numpy_ms"] else None
+    row["x_torch"] = row["torch_ms"] / rs_ms if row["torch_ms"] else None
+    row["rss_mb"] = None
+    if rss:
+        probe = peak_rss_growth(spec)
+        if probe is not None:
+            row["rss_mb"] = probe["growth_mb"]
+    row["target"] = _target_text(spec.get("targets", []))
+    row["status"] = _check(row, spec.get("targets", []))
+    return row
+
+
+def run_cases(specs, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True, torch_ref=True, progress=None):
+    rows = []
+    for spec in specs:
+        row = run_case(spec, repeat=repeat, warmup=warmup, threads=threads, rss=rss, numpy_ref=numpy_ref,
+                       torch_ref=torch_ref)
+        rows.append(row)
+        if progress is not None:
+            progress(row)
+    return rows
+
+
+# Representative and quick (a few seconds): a prefill of 2048 tokens (64 MiB
+# in and out, beyond the last-level cache of most machines), the fused form,
+# a decode step and a table build.
+QUICK_CASES = [
+    apply_case("prefill cached", (1, 2048, 32, 128), targets=[("x_floor", "<=", 1.3), ("x_numpy", ">=", 10),
+                                                             ("x_torch", ">=", 5)]),
+    apply_case("prefill fused", (1, 2048, 32, 128), form="fused", targets=[("x_floor", "<=", 1.6)]),
+    apply_case("decode cached", (64, 1, 32, 128), positions="decode", targets=[("x_floor", "<=", 3.0)]),
+    cos_sin_case("cos_sin table", 32768, 64, targets=[("x_numpy", ">=", 3)]),
+]
+
+
+def run_quick(*, repeat=3, threads=None, rss=False, numpy_ref=True, torch_ref=True, progress=None):
+    """Run :data:`QUICK_CASES` (about 5-10 s) and return their rows (list of dicts).
+
+    Keys of a row: ``case``, ``shape``, ``threads``, ``ropescale_ms``,
+    ``floor_ms``, ``x_floor``, ``ipfloor_ms``, ``x_ipfloor``, ``numpy_ms``,
+    ``x_numpy``, ``torch_ms``, ``x_torch`` (``None`` where a contender was
+    skipped), ``out_mb``, ``rss_mb`` (``None`` unless ``rss``), ``target``,
+    ``status`` ("PASS", "MISS (...)" or "").
+    """
+    return run_cases(QUICK_CASES, repeat=repeat, threads=threads, rss=rss, numpy_ref=numpy_ref,
+                     torch_ref=torch_ref, progress=progress)
+
+
+# ---------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            info = f.read()
+    except OSError:
+        return platform.processor() or platform.machine()
+    fields = {}
+    for line in info.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            fields.setdefault(k.strip(), v.strip())
+    name = fields.get("model name", platform.machine())
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def machine_info():
+    torch = _import_torch()
+    return {
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "torch": torch.__version__ if torch is not None else None,
+        "ropescale": ropescale.__version__,
+        "ropescale_threads": ropescale.get_num_threads(),
+        "simd": _core.simd_name(),
+    }
+
+
+def header_lines(info):
+    return [
+        f"- CPU: {info['cpu']}, {info['cpus']} logical CPUs",
+        f"- Python {info['python']}, NumPy {info['numpy']}, torch {info['torch'] or 'not installed (skipped)'}",
+        f"- ropescale {info['ropescale']}: get_num_threads() = {info['ropescale_threads']}, "
+        f"_core.simd_name() = {info['simd']}",
+    ]
+
+
+def _fmt_ms(v):
+    if v is None:
+        return "–"
+    if v < 1:
+        return f"{v:.3f}"
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def _fmt_x(v):
+    return "–" if v is None else f"{v:.2f}" if v < 10 else f"{v:.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def markdown_table(rows):
+    """One Markdown table, one row per case."""
+    head = ["case", "shape / dtype", "thr", "ropescale ms", "copy-floor ms", "×floor", "×ip-floor",
+            "×faster than numpy ref", "×faster than torch", "peak RSS growth MB (out)", "target", "PASS/MISS"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        rss = "–" if r.get("rss_mb") is None else f"{r['rss_mb']:.1f} ({r['out_mb']:.0f})"
+        cells = [r["case"], r["shape"], str(r["threads"]), _fmt_ms(r["ropescale_ms"]), _fmt_ms(r["floor_ms"]),
+                 _fmt_x(r["x_floor"]), _fmt_x(r["x_ipfloor"]), _fmt_x(r["x_numpy"]), _fmt_x(r["x_torch"]), rss,
+                 r.get("target", ""), r.get("status", "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)

@@ -30,9 +30,9 @@ def integer(name, value, *, minimum=None, maximum=None, even=False):
     if even and (v <= 0 or v % 2):
         raise ValueError(f"{name} must be a positive even integer, got {v}")
     if minimum is not None and v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+        raise ValueError(f"{name} must be >= {minimum}, got {_show(v)}")
     if maximum is not None and v > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {v}")
+        raise ValueError(f"{name} must be <= {maximum}, got {_show(v)}")
     return v
 
 

@@ -123,9 +123,14 @@ def periods(inv_freq: Any) -> np.ndarray:
     >>> ropescale.periods([1.0, 0.5]).round(4)
     array([ 6.2832, 12.5664])
     """
-    theta = np.asarray(inv_freq)
-    if theta.dtype.kind not in "fiu" or theta.ndim != 1:
-        raise TypeError(f"inv_freq must be a 1-D array of real numbers, got dtype {theta.dtype} and shape {theta.shape}")
+    try:
+        theta = np.asarray(inv_freq)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"inv_freq must be a 1-D array of real numbers: {e}") from None
+    if theta.dtype.kind not in "fiu":
+        raise TypeError(f"inv_freq must be a 1-D array of real numbers, got dtype {theta.dtype}")
+    if theta.ndim != 1:
+        raise ValueError(f"inv_freq must be 1-D, got shape {theta.shape}")
     theta = theta.astype(np.float64)
     if not np.all(np.isfinite(theta)) or np.any(theta < 0):
         raise ValueError("inv_freq must hold finite, non-negative frequencies")
@@ -256,7 +261,7 @@ def _factor_list(name, value, n):
 def _seq_len(seq_len):
     if seq_len is None:
         return None
-    return _checks.integer("seq_len", seq_len, minimum=0)
+    return _checks.integer("seq_len", seq_len, minimum=0, maximum=2**53)
 
 
 def scaled_inv_freq(dim: int, base: float, scaling: Optional[Mapping[str, Any]], *, seq_len: Optional[int] = None) -> Tuple[np.ndarray, float]:

@@ -72,10 +72,18 @@ def _float_dtype(name: str, dt: np.dtype) -> np.dtype:
     raise TypeError(f"{name} must be a float16, float32 or float64 array (bfloat16 with ml_dtypes), got dtype {dt}")
 
 
+def _asarray(name: str, value: Any) -> np.ndarray:
+    """np.asarray, with NumPy's complaint about ragged nesting naming the argument."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"{name} must be a rectangular array of numbers: {e}") from None
+
+
 def _as_float_array(name: str, value: Any) -> np.ndarray:
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be a float array, got {type(value).__name__}")
-    arr = value if isinstance(value, np.ndarray) else np.asarray(value)
+    arr = value if isinstance(value, np.ndarray) else _asarray(name, value)
     _float_dtype(name, arr.dtype)
     return arr
 
@@ -97,7 +105,7 @@ def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 def _theta(inv_freq: Any) -> np.ndarray:
     if isinstance(inv_freq, (str, bytes)) or inv_freq is None:
         raise TypeError(f"inv_freq must be a 1-D array of frequencies, got {type(inv_freq).__name__}")
-    t = np.asarray(inv_freq)
+    t = _asarray("inv_freq", inv_freq)
     if t.dtype.kind not in "fiu":
         raise TypeError(f"inv_freq must be a 1-D array of real numbers, got dtype {t.dtype}")
     if t.ndim != 1:
@@ -114,7 +122,7 @@ def _positions(positions: Any, theta: np.ndarray) -> np.ndarray:
     """positions as float64; finite, integral where integer-typed, and in range."""
     if isinstance(positions, (str, bytes)) or positions is None:
         raise TypeError(f"positions must be an array of integers or floats, got {type(positions).__name__}")
-    p = np.asarray(positions)
+    p = _asarray("positions", positions)
     if p.dtype.kind not in "iuf" or p.dtype.kind == "b":
         raise TypeError(f"positions must be integers or real numbers, got dtype {p.dtype}")
     pf = p.astype(np.float64)
@@ -227,6 +235,8 @@ def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], readers, extra_args):
         target = np.empty(x.shape, dtype=kdt)
     elif in_place:
         target = out
+        # A table that is a view of x would be read after earlier rows rotated it.
+        readers = [r.copy() if np.may_share_memory(r, out) else r for r in readers]
     elif out.dtype == kdt and out.dtype.isnative and out.flags.aligned:
         target = out
         if xv is not out and np.may_share_memory(xv, out):

@@ -318,7 +318,9 @@ def _resolve_lengths(rope, target_len, original_len) -> Tuple[float, float]:
                          "(its scaling names no original_max_position_embeddings and it has no max_position_embeddings)")
     m_l = _checks.real("original_len", original_len, above=0.0)
     if target_len is None:
-        target_len = m_l * rope.factor
+        mp = getattr(rope, "max_position_embeddings", None)
+        mp = None if mp is None else _checks.real("rope.max_position_embeddings", mp, above=0.0)
+        target_len = mp if mp is not None and mp > m_l else m_l * rope.factor
     m = _checks.real("target_len", target_len, above=0.0)
     return m_l, m
 
@@ -332,8 +334,10 @@ def analyze(rope: Any, target_len: Optional[float] = None, original_len: Optiona
         Any rope (any method; the original frequencies are
         ``inv_freq(rope.rotary_dim, rope.base)``).
     target_len : float, optional
-        Target context ``m`` in tokens.  Default: ``original_len * factor``,
-        the length the scaling was designed for.  ``dynamic`` and
+        Target context ``m`` in tokens.  Default: the rope's
+        ``max_position_embeddings`` when it exceeds ``original_len``
+        (:meth:`Rope.extend` sets it to its target, :meth:`Rope.from_hf` to
+        the config's), else ``original_len * factor``.  ``dynamic`` and
         ``longrope`` frequencies are taken at ``seq_len = ceil(target_len)``.
     original_len : float, optional
         Trained context ``m_l`` in tokens.  Default: the scaling's

@@ -12,6 +12,7 @@
  * (-ffp-contract=off): a fused multiply-add would break Dekker's product.
  */
 #include "ropescale.h"
+#include "rs_internal.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -21,40 +22,78 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
-/* 2 pi = P1 + P2 + P3 (+ ~2^-96): P1 and P2 carry 21 significant bits each. */
-static const double TWO_PI_1 = 0x1.921fb00000000p+2;
-static const double TWO_PI_2 = 0x1.5110b00000000p-20;
-static const double TWO_PI_3 = 0x1.18469898cc517p-42;
-static const double INV_TWO_PI = 0x1.45f306dc9c883p-3;
+/* pi/2 = P1 + P2 + P3 (+ ~2^-91): P1 and P2 carry at most 19 significant bits,
+ * so n*P1 and n*P2 are exact for |n| < 2^34 (|t*theta| <= RS_MAX_ANGLE). */
+static const double HALF_PI_1 = 0x1.921f800000000p+0;
+static const double HALF_PI_2 = 0x1.aa22000000000p-19;
+static const double HALF_PI_3 = 0x1.68c234c4c6629p-39;
+static const double TWO_OVER_PI = 0x1.45f306dc9c883p-1;
+/* Adding and subtracting 1.5*2^52 rounds |v| < 2^51 to the nearest integer,
+ * in any vector width (SSE2 has no rounding instruction). */
+static const double ROUNDER = 0x1.8p52;
+
+/* 1/n!, correctly rounded (Taylor coefficients; on |r| <= pi/4 the series
+ * truncated after r^17 (sin) and r^16 (cos) is within 5e-17). */
+#define S3 (-0x1.5555555555555p-3)
+#define S5 0x1.1111111111111p-7
+#define S7 (-0x1.a01a01a01a01ap-13)
+#define S9 0x1.71de3a556c734p-19
+#define S11 (-0x1.ae64567f544e4p-26)
+#define S13 0x1.6124613a86d09p-33
+#define S15 (-0x1.ae7f3e733b81fp-41)
+#define S17 0x1.952c77030ad4ap-49
+#define C2 (-0x1.0000000000000p-1)
+#define C4 0x1.5555555555555p-5
+#define C6 (-0x1.6c16c16c16c17p-10)
+#define C8 0x1.a01a01a01a01ap-16
+#define C10 (-0x1.27e4fb7789f5cp-22)
+#define C12 0x1.1eed8eff8d898p-29
+#define C14 (-0x1.93974a8c07c9dp-37)
+#define C16 0x1.ae7f3e733b81fp-45
 
 /* Veltkamp split: a = hi + lo with hi holding the top 26 bits. */
-static void split(double a, double *hi, double *lo)
-{
-    double t = 134217729.0 * a; /* 2^27 + 1 */
-    *hi = t - (t - a);
-    *lo = a - *hi;
-}
+#define RS_SPLIT(a, hi, lo)                                                    \
+    do {                                                                       \
+        double t_ = 134217729.0 * (a); /* 2^27 + 1 */                          \
+        hi = t_ - (t_ - (a));                                                  \
+        lo = (a) - hi;                                                         \
+    } while (0)
 
-/* Dekker: a*b = p + e exactly (barring overflow). */
-static void two_prod(double a, double b, double *p, double *e)
-{
-    double ah, al, bh, bl;
-    *p = a * b;
-    split(a, &ah, &al);
-    split(b, &bh, &bl);
-    *e = ((ah * bh - *p) + ah * bl + al * bh) + al * bl;
-}
+/* cos and sin of the exact t*theta, branch-free so that loops over theta
+ * vectorize.  Steps: Dekker's product t*theta = p + e; n = nearest integer to
+ * p/(pi/2); r = p - n*pi/2 + e by Cody-Waite with a 3-piece pi/2; Taylor
+ * polynomials on |r| <= pi/4; the quadrant n mod 4 swaps and negates. */
+#define RS_SINCOS_BODY(t, theta, COUT, SOUT)                                   \
+    do {                                                                       \
+        double p_ = (t) * (theta), ah_, al_, bh_, bl_;                         \
+        RS_SPLIT(t, ah_, al_);                                                 \
+        RS_SPLIT(theta, bh_, bl_);                                             \
+        double e_ = ((ah_ * bh_ - p_) + ah_ * bl_ + al_ * bh_) + al_ * bl_;    \
+        double n_ = (p_ * TWO_OVER_PI + ROUNDER) - ROUNDER;                    \
+        double r_ = ((p_ - n_ * HALF_PI_1) - n_ * HALF_PI_2) - n_ * HALF_PI_3; \
+        r_ += e_;                                                              \
+        double z_ = r_ * r_;                                                   \
+        double sp_ = r_ + r_ * z_ * (S3 + z_ * (S5 + z_ * (S7 + z_ * (S9 +    \
+                     z_ * (S11 + z_ * (S13 + z_ * (S15 + z_ * S17)))))));      \
+        double cp_ = 1.0 + z_ * (C2 + z_ * (C4 + z_ * (C6 + z_ * (C8 +        \
+                     z_ * (C10 + z_ * (C12 + z_ * (C14 + z_ * C16)))))));      \
+        /* quadrant q = n mod 4 in [0, 4), exact in double */                  \
+        double q_ = n_ - 4.0 * ((n_ * 0.25 + ROUNDER) - ROUNDER);              \
+        q_ = q_ < 0.0 ? q_ + 4.0 : q_;                                         \
+        int odd_ = (q_ == 1.0) | (q_ == 3.0);                                  \
+        int negc_ = (q_ == 1.0) | (q_ == 2.0);                                 \
+        double cc_ = odd_ ? sp_ : cp_;                                         \
+        double ss_ = odd_ ? cp_ : sp_;                                         \
+        COUT = negc_ ? -cc_ : cc_;                                             \
+        SOUT = (q_ >= 2.0) ? -ss_ : ss_;                                       \
+    } while (0)
 
 void rs_sincos_exact(double t, double theta, double *c, double *s)
 {
-    double p, e;
-    two_prod(t, theta, &p, &e);
-    double n = nearbyint(p * INV_TWO_PI);
-    /* p - n*P1 is exact (Sterbenz); the later terms are small. */
-    double r = ((p - n * TWO_PI_1) - n * TWO_PI_2) - n * TWO_PI_3;
-    r += e;
-    *c = cos(r);
-    *s = sin(r);
+    double cv, sv;
+    RS_SINCOS_BODY(t, theta, cv, sv);
+    *c = cv;
+    *s = sv;
 }
 
 /* Positions split as t = q*B + r; B is a power of two so q*B is exact. */
@@ -103,11 +142,43 @@ void rs_angle_cache_free(rs_angle_cache *a)
     }
 }
 
+static void exact_row_base(const double *restrict theta, int64_t n, double t,
+                           double *restrict c, double *restrict s)
+{
+    for (int64_t k = 0; k < n; k++)
+        RS_SINCOS_BODY(t, theta[k], c[k], s[k]);
+}
+
+#if RS_HAVE_X86_DISPATCH
+__attribute__((target("avx2"))) static void
+exact_row_avx2(const double *restrict theta, int64_t n, double t,
+               double *restrict c, double *restrict s)
+{
+    for (int64_t k = 0; k < n; k++)
+        RS_SINCOS_BODY(t, theta[k], c[k], s[k]);
+}
+
+static int have_avx2(void)
+{
+    static int cached = -1; /* benign race: every thread computes the same */
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2");
+    }
+    return cached;
+}
+#endif
+
 static void exact_row(const double *theta, int64_t n, double t, double *c,
                       double *s)
 {
-    for (int64_t k = 0; k < n; k++)
-        rs_sincos_exact(t, theta[k], &c[k], &s[k]);
+#if RS_HAVE_X86_DISPATCH
+    if (have_avx2()) {
+        exact_row_avx2(theta, n, t, c, s);
+        return;
+    }
+#endif
+    exact_row_base(theta, n, t, c, s);
 }
 
 void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,

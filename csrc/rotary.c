@@ -23,8 +23,8 @@
 /* Contiguous kernels: the restrict-qualified forms let the compiler
  * vectorize without run-time alias checks.  The in-place forms name the two
  * halves separately; within one row they never overlap. */
-#define RS_DEFINE_KERNELS(T, SUF)                                              \
-    static void half_oop_##SUF(int64_t R, const T *restrict x,                 \
+#define RS_DEFINE_KERNELS(T, SUF, ATTR)                                        \
+    ATTR static void half_oop_##SUF(int64_t R, const T *restrict x,                 \
                                T *restrict o, const T *restrict c,             \
                                const T *restrict s)                            \
     {                                                                          \
@@ -34,7 +34,7 @@
             o[k + R] = b * c[k] + a * s[k];                                    \
         }                                                                      \
     }                                                                          \
-    static void half_ip_##SUF(int64_t R, T *x, const T *restrict c,            \
+    ATTR static void half_ip_##SUF(int64_t R, T *x, const T *restrict c,            \
                               const T *restrict s)                             \
     {                                                                          \
         T *restrict xa = x;                                                    \
@@ -45,7 +45,7 @@
             xb[k] = b * c[k] + a * s[k];                                       \
         }                                                                      \
     }                                                                          \
-    static void inter_oop_##SUF(int64_t R, const T *restrict x,                \
+    ATTR static void inter_oop_##SUF(int64_t R, const T *restrict x,                \
                                 T *restrict o, const T *restrict c,            \
                                 const T *restrict s)                           \
     {                                                                          \
@@ -55,7 +55,7 @@
             o[2 * k + 1] = b * c[k] + a * s[k];                                \
         }                                                                      \
     }                                                                          \
-    static void inter_ip_##SUF(int64_t R, T *restrict x, const T *restrict c,  \
+    ATTR static void inter_ip_##SUF(int64_t R, T *restrict x, const T *restrict c,  \
                                const T *restrict s)                            \
     {                                                                          \
         for (int64_t k = 0; k < R; k++) {                                      \
@@ -66,7 +66,7 @@
     }                                                                          \
     /* Any strides, in place or not: both inputs of a pair are read before   \
      * either output is written. */                                          \
-    static void strided_##SUF(int64_t R, int interleaved, const char *x,       \
+    ATTR static void strided_##SUF(int64_t R, int interleaved, const char *x,       \
                               int64_t fx, char *o, int64_t fo, const T *c,     \
                               const T *s)                                      \
     {                                                                          \
@@ -80,7 +80,7 @@
             *(T *)(void *)(o + ib * fo) = b * c[k] + a * s[k];                 \
         }                                                                      \
     }                                                                          \
-    static void rot_row_##SUF(int64_t R, int64_t D, int interleaved,           \
+    ATTR static void rot_row_##SUF(int64_t R, int64_t D, int interleaved,           \
                               int in_place, const char *x, int64_t fx,         \
                               char *o, int64_t fo, const T *c, const T *s)     \
     {                                                                          \
@@ -111,13 +111,55 @@
         }                                                                      \
     }
 
-RS_DEFINE_KERNELS(float, f32)
-RS_DEFINE_KERNELS(double, f64)
+#define RS_NO_ATTR
+RS_DEFINE_KERNELS(float, f32, RS_NO_ATTR)
+RS_DEFINE_KERNELS(double, f64, RS_NO_ATTR)
+
+/* The same bodies compiled for AVX2 (256-bit vectors), chosen at run time.
+ * Without FMA: the arithmetic, and so every result bit, is the baseline's. */
+#if RS_HAVE_X86_DISPATCH
+#define RS_AVX2 __attribute__((target("avx2")))
+RS_DEFINE_KERNELS(float, f32_avx2, RS_AVX2)
+RS_DEFINE_KERNELS(double, f64_avx2, RS_AVX2)
+
+static int have_avx2(void)
+{
+    static int cached = -1; /* benign race: every thread computes the same */
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2");
+    }
+    return cached;
+}
+#endif
+
+typedef void (*rs_row_f32)(int64_t, int64_t, int, int, const char *, int64_t,
+                           char *, int64_t, const float *, const float *);
+typedef void (*rs_row_f64)(int64_t, int64_t, int, int, const char *, int64_t,
+                           char *, int64_t, const double *, const double *);
+
+static rs_row_f32 pick_f32(void)
+{
+#if RS_HAVE_X86_DISPATCH
+    if (have_avx2())
+        return rot_row_f32_avx2;
+#endif
+    return rot_row_f32;
+}
+
+static rs_row_f64 pick_f64(void)
+{
+#if RS_HAVE_X86_DISPATCH
+    if (have_avx2())
+        return rot_row_f64_avx2;
+#endif
+    return rot_row_f64;
+}
 
 /* float16: widen the rotated part of the row, rotate in float32, narrow. */
-static void rot_row_f16(int64_t R, int64_t D, int interleaved, int in_place,
-                        const char *x, int64_t fx, char *o, int64_t fo,
-                        const float *c, const float *s, float *buf)
+static void rot_row_f16(rs_row_f32 row32, int64_t R, int64_t D, int interleaved,
+                        int in_place, const char *x, int64_t fx, char *o,
+                        int64_t fo, const float *c, const float *s, float *buf)
 {
     const int64_t n = 2 * R;
     if (fx == 2) {
@@ -129,7 +171,7 @@ static void rot_row_f16(int64_t R, int64_t D, int interleaved, int in_place,
             buf[j] = rs_half_to_float(h);
         }
     }
-    rot_row_f32(R, n, interleaved, 1, (const char *)buf, 4, (char *)buf, 4, c, s);
+    row32(R, n, interleaved, 1, (const char *)buf, 4, (char *)buf, 4, c, s);
     if (fo == 2) {
         rs_float_to_half_n(n, buf, (uint16_t *)(void *)o);
     } else {
@@ -242,6 +284,8 @@ typedef struct {
     const double *theta;  /* fused form only */
     double scale;
     int64_t row0, row1;
+    rs_row_f32 row32;
+    rs_row_f64 row64;
     int status;
 } rs_task;
 
@@ -268,60 +312,60 @@ static int rowbuf_init(rs_rowbuf *b, int64_t R)
     return 0;
 }
 
-static void rotate_one(const rs_task *t, const rs_rowbuf *b, const char *xr,
-                       char *orow)
+/* Rotate one row with cos/sin rows c, s of the compute type (float32 for
+ * float16/float32 x, float64 for float64 x). */
+static void rotate_one(const rs_task *t, const void *c, const void *s,
+                       float *hbuf, const char *xr, char *orow)
 {
     const rs_layout *L = t->L;
     const rs_options *o = t->opt;
     switch (o->dtype) {
     case RS_F64:
-        rot_row_f64(L->n_pairs, L->n_features, o->interleaved, o->in_place, xr,
-                    L->fx, orow, L->fo, b->cd, b->sd);
+        t->row64(L->n_pairs, L->n_features, o->interleaved, o->in_place, xr,
+                 L->fx, orow, L->fo, (const double *)c, (const double *)s);
         break;
     case RS_F32:
-        rot_row_f32(L->n_pairs, L->n_features, o->interleaved, o->in_place, xr,
-                    L->fx, orow, L->fo, b->cf, b->sf);
+        t->row32(L->n_pairs, L->n_features, o->interleaved, o->in_place, xr,
+                 L->fx, orow, L->fo, (const float *)c, (const float *)s);
         break;
     default:
-        rot_row_f16(L->n_pairs, L->n_features, o->interleaved, o->in_place, xr,
-                    L->fx, orow, L->fo, b->cf, b->sf, b->hbuf);
+        rot_row_f16(t->row32, L->n_pairs, L->n_features, o->interleaved,
+                    o->in_place, xr, L->fx, orow, L->fo, (const float *)c,
+                    (const float *)s, hbuf);
         break;
     }
 }
 
-/* Cached form: gather the row's cos/sin into the buffer (compute type). */
-static void gather_table_row(const rs_task *t, rs_rowbuf *b, const char *c,
-                             const char *s)
-{
-    const rs_layout *L = t->L;
-    const int64_t R = L->n_pairs;
-    const double sg = t->opt->inverse ? -1.0 : 1.0;
-    if (t->opt->dtype == RS_F64) {
-        for (int64_t k = 0; k < R; k++) {
-            b->cd[k] = *(const double *)(const void *)(c + k * L->fc);
-            b->sd[k] = sg * *(const double *)(const void *)(s + k * L->fs);
-        }
-    } else {
-        const float fsg = (float)sg;
-        for (int64_t k = 0; k < R; k++) {
-            b->cf[k] = *(const float *)(const void *)(c + k * L->fc);
-            b->sf[k] = fsg * *(const float *)(const void *)(s + k * L->fs);
-        }
-    }
-}
+/* Cached form: copy a strided table row into the buffer, negating sin for
+ * the inverse.  Contiguous rows of the forward rotation are used in place. */
+#define RS_GATHER(T, CB, SB)                                                   \
+    do {                                                                       \
+        T *restrict cb_ = (CB);                                                \
+        T *restrict sb_ = (SB);                                                \
+        const T sg_ = (T)sg;                                                   \
+        for (int64_t k = 0; k < R; k++) {                                      \
+            cb_[k] = *(const T *)(const void *)(c + k * fc);                   \
+            sb_[k] = sg_ * *(const T *)(const void *)(s + k * fs);             \
+        }                                                                      \
+    } while (0)
 
 static void table_task(void *arg)
 {
     rs_task *t = (rs_task *)arg;
     const rs_layout *L = t->L;
+    const int64_t R = L->n_pairs, fc = L->fc, fs = L->fs;
+    const int64_t item = t->opt->dtype == RS_F64 ? 8 : 4;
+    const double sg = t->opt->inverse ? -1.0 : 1.0;
+    const int direct = fc == item && fs == item && !t->opt->inverse;
     rs_rowbuf b;
     rs_iter it;
     const char *last_c = NULL, *last_s = NULL;
+    const void *cp = NULL, *sp = NULL;
 
     t->status = 0;
     if (t->row0 >= t->row1)
         return;
-    if (rowbuf_init(&b, L->n_pairs) != 0) {
+    if (rowbuf_init(&b, R) != 0) {
         t->status = -1;
         return;
     }
@@ -329,11 +373,22 @@ static void table_task(void *arg)
     for (int64_t r = t->row0; r < t->row1; r++) {
         const char *c = t->cos + it.oc, *s = t->sin + it.os;
         if (c != last_c || s != last_s) {
-            gather_table_row(t, &b, c, s);
+            if (direct) {
+                cp = c;
+                sp = s;
+            } else if (item == 8) {
+                RS_GATHER(double, b.cd, b.sd);
+                cp = b.cd;
+                sp = b.sd;
+            } else {
+                RS_GATHER(float, b.cf, b.sf);
+                cp = b.cf;
+                sp = b.sf;
+            }
             last_c = c;
             last_s = s;
         }
-        rotate_one(t, &b, t->x + it.ox, t->out + it.oo);
+        rotate_one(t, cp, sp, b.hbuf, t->x + it.ox, t->out + it.oo);
         iter_next(L, &it);
     }
     free(b.mem);
@@ -380,7 +435,10 @@ static void fused_task(void *arg)
             last = pos;
             have_last = 1;
         }
-        rotate_one(t, &b, t->x + it.ox, t->out + it.oo);
+        if (t->opt->dtype == RS_F64)
+            rotate_one(t, b.cd, b.sd, b.hbuf, t->x + it.ox, t->out + it.oo);
+        else
+            rotate_one(t, b.cf, b.sf, b.hbuf, t->x + it.ox, t->out + it.oo);
         iter_next(L, &it);
     }
     rs_angle_cache_free(cache);
@@ -438,6 +496,8 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
         t->scale = scale;
         t->row0 = rows / n * i + (i < rows % n ? i : rows % n);
         t->row1 = t->row0 + rows / n + (i < rows % n ? 1 : 0);
+        t->row32 = pick_f32();
+        t->row64 = pick_f64();
         t->status = 0;
     }
     if (n == 1)

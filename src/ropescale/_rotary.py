@@ -209,6 +209,15 @@ def _check_x(x: Any) -> np.ndarray:
     return xa
 
 
+def _broadcast_shape(a: Tuple[int, ...], b: Tuple[int, ...]) -> Tuple[int, ...]:
+    """np.broadcast_shapes for two shapes, without its 32-axis limit (NumPy arrays may have 64)."""
+    n = max(len(a), len(b))
+    a, b = (1,) * (n - len(a)) + tuple(a), (1,) * (n - len(b)) + tuple(b)
+    if any(i != j and i != 1 and j != 1 for i, j in zip(a, b)):
+        raise ValueError("shapes do not broadcast")
+    return tuple(j if i == 1 else i for i, j in zip(a, b))
+
+
 def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
     ia, ib = a.__array_interface__, b.__array_interface__
     return (
@@ -299,7 +308,7 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
         raise ValueError(f"cos.shape[-1] (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
     lead = xa.shape[:-1]
     try:
-        bshape = np.broadcast_shapes(ca.shape[:-1], lead)
+        bshape = _broadcast_shape(ca.shape[:-1], lead)
     except ValueError:
         raise ValueError(f"cos/sin leading shape {ca.shape[:-1]} does not broadcast against x's leading shape {lead}") from None
     if bshape != lead:
@@ -362,7 +371,7 @@ def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_f
         raise ValueError(f"len(inv_freq) (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
     lead = xa.shape[:-1]
     try:
-        bshape = np.broadcast_shapes(pos.shape, lead)
+        bshape = _broadcast_shape(pos.shape, lead)
     except ValueError:
         raise ValueError(f"positions shape {pos.shape} does not broadcast against x's leading shape {lead}") from None
     if bshape != lead:

@@ -8,6 +8,7 @@ or input files exit with status 2 and one line on stderr.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import os
@@ -172,7 +173,7 @@ def report_data(dim: int = 128, base: float = 10000.0, original_len: float = 409
     --------
     >>> r = ropescale.cli.report_data()
     >>> round(r["ntk"]["lambda"], 5), round(r["ntk"]["new_base"])
-    (8.26869, 82687)
+    (8.26846, 82685)
     >>> r["ntk"]["relative_error"] < 1e-12, r["critical_dim"], r["yarn_correction_range"]
     (True, 46, [20.0, 46.0])
     >>> r["pairs"]
@@ -255,8 +256,10 @@ def _format_report(r: Dict[str, Any], source: Optional[str]) -> str:
     else:
         lines.append(f"Critical dim: pair {kc} (first pair whose period, {r['critical_period']:,.0f} tokens, "
                      f"exceeds {md['original_len']:,.0f}; {2 * kc} of {d} rotary features rotate fully in training)")
-    lines += ["", "Per-pair periods in tokens (dynamic at the target length; llama3 low 1, high 4):"]
     names = list(r["periods"])
+    notes = [text for name, text in (("dynamic", "dynamic at the target length"),
+                                     ("llama3", "llama3 low_freq_factor 1, high_freq_factor 4")) if name in names]
+    lines += ["", "Per-pair periods in tokens" + (f" ({'; '.join(notes)})" if notes else "") + ":"]
     head = ["k"] + names + ["note"]
     body = []
     for i, k in enumerate(r["pairs"]):
@@ -319,6 +322,8 @@ def _rows_table(rows: Any) -> str:
 
 
 def _cell(v: Any) -> str:
+    if v is None:
+        return "-"
     if isinstance(v, float):
         return f"{v:.4g}"
     return str(v)
@@ -326,9 +331,9 @@ def _cell(v: Any) -> str:
 
 def _bench(args) -> int:
     try:
-        from . import _bench as bench_module
+        bench_module = importlib.import_module("ropescale._bench")
     except ModuleNotFoundError as e:
-        if e.name not in ("ropescale._bench",):
+        if e.name != "ropescale._bench":
             raise
         print("ropescale bench: the benchmark module (ropescale._bench) is not available in this installation",
               file=sys.stderr)

@@ -198,8 +198,9 @@ def attention_scores(rope: Rope, distances: Any, vector: Any = "ones", *, seed: 
                      seq_len: Optional[int] = None) -> np.ndarray:
     """``<Ro(q, m theta'), Ro(k, n theta')> / <q, k>`` for ``m - n`` in ``distances`` and ``q = k``.
 
-    Rotations go through :meth:`Rope.apply` (so the attention factor is
-    included, squared, as in a model); ``n = 0`` and ``m`` = the distance,
+    Rotations go through :meth:`Rope.apply`, so the attention factor is
+    included as in a model: squared, on the rotated features only (features
+    past the rotary dim pass through).  ``n = 0`` and ``m`` = the distance,
     which is enough because the score depends only on ``m - n``.
 
     Parameters

@@ -1,0 +1,188 @@
+"""The ropescale command: report numbers against independent math, flags, and error handling."""
+import json
+import math
+import subprocess
+import sys
+import types
+
+import numpy as np
+import pytest
+
+import ropescale
+from ropescale.cli import main
+
+TWO_PI = 2.0 * math.pi
+
+
+def run(argv, capsys):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_json(argv, capsys):
+    code, out, err = run(list(argv) + ["--json"], capsys)
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_default_report_numbers(capsys):
+    code, out, err = run([], capsys)
+    assert code == 0 and err == ""
+    lam = 8.0 ** (128 / 126)
+    assert f"{lam:.6f}" in out
+    assert f"{lam * 10000:,.2f}" in out
+    assert "pairs 20 .. 46" in out
+    assert "Critical dim: pair 46" in out
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["k"])
+    assert header.split() == ["k", "default", "linear", "ntk", "dynamic", "yarn", "llama3", "note"]
+    assert "yarn 1.20794" in out     # 0.1 ln 8 + 1
+
+
+def test_json_periods_match_independent_formulas(capsys):
+    r = run_json([], capsys)
+    d, b, s = 128, 10000.0, 8.0
+    k = np.array(r["pairs"])
+    assert k[0] == 0 and k[-1] == 63 and list(k) == sorted(set(k))
+    assert {0, 8, 16, 24, 32, 40, 48, 56, 63} <= set(k)
+    base_p = TWO_PI * b ** (2 * k / d)
+    lam = s ** (d / (d - 2))
+    np.testing.assert_allclose(r["periods"]["default"], base_p, rtol=1e-13)
+    np.testing.assert_allclose(r["periods"]["linear"], s * base_p, rtol=1e-13)
+    np.testing.assert_allclose(r["periods"]["ntk"], TWO_PI * (lam * b) ** (2 * k / d), rtol=1e-12)
+    eff = s * s - (s - 1)            # dynamic at L = target = s * m_l
+    np.testing.assert_allclose(r["periods"]["dynamic"], TWO_PI * (eff ** (d / (d - 2)) * b) ** (2 * k / d), rtol=1e-12)
+    assert r["ntk"]["lambda"] == pytest.approx(lam, rel=1e-15)
+    assert r["ntk"]["new_base"] == pytest.approx(lam * b, rel=1e-15)
+    assert r["ntk"]["relative_error"] < 1e-13
+    assert r["ntk"]["lowest_period_linear"] == pytest.approx(s * TWO_PI * b ** (126 / 128), rel=1e-13)
+    assert r["yarn_correction_range"] == [20.0, 46.0] and r["critical_dim"] == 46
+    assert r["marks"]["46"] == "yarn hi, critical"
+    assert r["model"]["original_len"] == 4096 and r["model"]["target_len"] == 32768
+
+
+def test_flags_change_the_model(capsys):
+    r = run_json(["--dim", "64", "--base", "500000", "--original", "8192", "--target", "65536"], capsys)
+    assert r["model"]["rotary_dim"] == 64 and r["model"]["factor"] == 8.0
+    assert r["ntk"]["lambda"] == pytest.approx(8.0 ** (64 / 62), rel=1e-15)
+    c = 32 * math.log(8192 / TWO_PI) / math.log(500000.0)
+    assert r["critical_dim"] == math.ceil(c)
+    k = np.array(r["pairs"])
+    np.testing.assert_allclose(r["periods"]["linear"], 8 * TWO_PI * 500000.0 ** (2 * k / 64), rtol=1e-13)
+
+
+def test_method_restricts_columns(capsys):
+    r = run_json(["--method", "yarn"], capsys)
+    assert list(r["periods"]) == ["default", "yarn"]
+    code, out, _ = run(["report", "--method", "llama3"], capsys)
+    header = next(line for line in out.splitlines() if line.split()[:1] == ["k"])
+    assert code == 0 and header.split() == ["k", "default", "llama3", "note"] and "dynamic" not in out
+
+
+def test_hf_config_reads_model_and_lengths(tmp_path, capsys):
+    cfg = {"hidden_size": 4096, "num_attention_heads": 32, "rope_theta": 500000.0,
+           "max_position_embeddings": 131072,
+           "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    r = run_json(["--hf", str(path)], capsys)
+    assert r["model"]["dim"] == 128 and r["model"]["base"] == 500000.0
+    assert r["model"]["original_len"] == 8192 and r["model"]["target_len"] == 131072
+    assert r["model"]["method"] == "llama3" and "model (llama3)" in r["periods"]
+    # the model's own column is the llama3 frequencies of its config
+    theta, _ = ropescale.scaled_inv_freq(128, 500000.0, cfg["rope_scaling"])
+    np.testing.assert_allclose(r["periods"]["model (llama3)"], TWO_PI / theta[r["pairs"]], rtol=1e-13)
+    plain = {"head_dim": 64, "rope_theta": 10000.0, "max_position_embeddings": 2048}
+    path.write_text(json.dumps(plain))
+    r = run_json(["--hf", str(path)], capsys)
+    assert (r["model"]["original_len"], r["model"]["target_len"]) == (2048, 8 * 2048)
+    r = run_json(["--hf", str(path), "--target", "4096"], capsys)
+    assert r["model"]["factor"] == 2.0
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--dim", "127"], "dim"),
+    (["--dim", "abc"], "--dim"),
+    (["--dim", "2"], "dim"),
+    (["--base", "0.5"], "base"),
+    (["--base", "inf"], "--base"),
+    (["--original", "-5"], "--original"),
+    (["--target", "100"], "--target"),
+    (["--method", "rope"], "--method"),
+    (["--frobnicate"], "--frobnicate"),
+    (["--hf", "/nonexistent/config.json"], "cannot read"),
+    (["--hf", "x.json", "--dim", "64"], "--hf"),
+])
+def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("ropescale: error:") and needle in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("content", ["{not json", "[1, 2]", '{"head_dim": 127, "max_position_embeddings": 10}',
+                                     '{"rope_theta": 10000}'])
+def test_invalid_config_files_exit_2(tmp_path, content, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(content)
+    code, out, err = run(["--hf", str(path)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_help_lists_flags_and_bench(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--dim", "--base", "--original", "--target", "--method", "--hf", "--plot", "--json", "bench"):
+        assert flag in out
+
+
+def test_plot_writes_png(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "periods.png"
+    code, out, err = run(["--method", "yarn", "--plot", str(path)], capsys)
+    assert code == 0, err
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(path) in out
+
+
+def test_plot_without_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    code, out, err = run(["--plot", str(tmp_path / "p.png")], capsys)
+    assert code == 2 and "ropescale[plot]" in err and err.count("\n") == 1
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_bench_prints_rows_of_run_quick(monkeypatch, capsys):
+    fake = types.ModuleType("ropescale._bench")
+    fake.run_quick = lambda: [{"case": "prefill", "ropescale_ms": 1.25, "torch_ms": None},
+                              {"case": "decode", "ropescale_ms": 0.5, "extra": 3}]
+    monkeypatch.setitem(sys.modules, "ropescale._bench", fake)
+    code, out, err = run(["bench"], capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0].split() == ["case", "ropescale_ms", "torch_ms", "extra"]
+    assert lines[1].split() == ["prefill", "1.25", "-"]     # None shows as "-", a missing key as blank
+    assert lines[2].split() == ["decode", "0.5", "3"]
+    code, out, err = run(["bench", "--json"], capsys)
+    assert code == 0 and json.loads(out)[1]["extra"] == 3
+
+
+def test_bench_missing_module_says_so(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "ropescale._bench", None)
+    monkeypatch.delattr(ropescale, "_bench", raising=False)
+    code, out, err = run(["bench"], capsys)
+    assert code == 1 and "ropescale._bench" in err and "Traceback" not in err
+
+
+def test_python_dash_m_runs_the_report_and_errors_cleanly():
+    ok = subprocess.run([sys.executable, "-m", "ropescale", "--method", "ntk"], capture_output=True, text=True,
+                        timeout=60)
+    assert ok.returncode == 0 and "lambda = s^(d/(d-2))" in ok.stdout and ok.stderr == ""
+    bad = subprocess.run([sys.executable, "-m", "ropescale", "--target", "10"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr and "--target" in bad.stderr

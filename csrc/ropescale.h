@@ -126,22 +126,24 @@ typedef struct {
     int inverse;      /* rotate by -angle */
     int in_place;     /* out == x, same strides */
     int n_threads;    /* upper bound on worker threads (1: none) */
+    int pos_int;      /* fused form: positions are int64, not float64 */
 } rs_options;
 
 /* cos/sin are float32 for F16 and F32 x, float64 for F64 x. */
 int rs_rotate(const rs_layout *lay, const rs_options *opt, const char *x,
               char *out, const char *cos, const char *sin);
 
-/* Fused: positions (float64, one per row, strides lay->sc) and
+/* Fused: positions (float64, or int64 with opt->pos_int; one per row,
+ * strides lay->sc, 0 where a position repeats) and
  * theta[n_pairs]; cos/sin made per distinct position run and shared by
  * the rows that follow with the same position. */
 int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
                         const char *x, char *out, const char *positions,
                         const double *theta, double scale);
 
-/* Table: n positions (float64, byte stride pos_stride) -> cos, sin
- * contiguous (n, n_pairs) of dtype out_dtype (enum rs_dtype). */
-int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride,
+/* Table: n positions (float64, or int64 if pos_int; byte stride pos_stride)
+ * -> cos, sin contiguous (n, n_pairs) of dtype out_dtype (enum rs_dtype). */
+int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int,
                const double *theta, int64_t n_pairs, double scale,
                int out_dtype, char *cos, char *sin, int n_threads);
 

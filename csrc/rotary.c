@@ -193,6 +193,35 @@ static void rot_row_f16(rs_row_f32 row32, int64_t R, int64_t D, int interleaved,
 /* Row iteration                                                        */
 /* ------------------------------------------------------------------ */
 
+static double read_position(const char *p, int is_int)
+{
+    if (is_int)
+        return (double)*(const int64_t *)(const void *)p;
+    return *(const double *)(const void *)p;
+}
+
+/* Fused form: move the axes along which the position repeats (stride 0)
+ * innermost, keeping the order otherwise, so that rows sharing a position
+ * follow each other and its cos/sin are made once for all of them. */
+static void repeated_positions_last(rs_layout *L)
+{
+    rs_layout t = *L;
+    int j = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < t.ndim; i++) {
+            int repeats = t.sc[i] == 0;
+            if (repeats != pass)
+                continue;
+            L->shape[j] = t.shape[i];
+            L->sx[j] = t.sx[i];
+            L->so[j] = t.so[i];
+            L->sc[j] = t.sc[i];
+            L->ss[j] = t.ss[i];
+            j++;
+        }
+    }
+}
+
 /* Drop unit axes and merge neighbours that every operand steps through as
  * one, so that e.g. (B, S, H) contiguous rows become a single axis. */
 static void coalesce(rs_layout *L)
@@ -421,7 +450,7 @@ static void fused_task(void *arg)
     }
     iter_seek(L, &it, t->row0);
     for (int64_t r = t->row0; r < t->row1; r++) {
-        double pos = *(const double *)(const void *)(t->cos + it.oc);
+        double pos = read_position(t->cos + it.oc, t->opt->pos_int);
         if (!have_last || pos != last) {
             rs_angle_row(cache, pos, b.cd, b.sd);
             if (sg < 0)
@@ -459,7 +488,7 @@ static int64_t total_rows(const rs_layout *L)
 
 static int run(const rs_layout *lay, const rs_options *opt, const char *x,
                char *out, const char *c, const char *s, const double *theta,
-               double scale, rs_task_fn fn)
+               double scale, rs_task_fn fn, int fused)
 {
     rs_layout L = *lay;
     rs_task tasks[RS_MAX_TASKS];
@@ -472,6 +501,8 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     for (int i = 0; i < L.ndim; i++)
         if (L.shape[i] < 0)
             return -2;
+    if (fused)
+        repeated_positions_last(&L);
     coalesce(&L);
     rows = total_rows(&L);
     if (rows == 0 || L.n_features == 0)
@@ -513,14 +544,14 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
 int rs_rotate(const rs_layout *lay, const rs_options *opt, const char *x,
               char *out, const char *cos, const char *sin)
 {
-    return run(lay, opt, x, out, cos, sin, NULL, 1.0, table_task);
+    return run(lay, opt, x, out, cos, sin, NULL, 1.0, table_task, 0);
 }
 
 int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
                         const char *x, char *out, const char *positions,
                         const double *theta, double scale)
 {
-    return run(lay, opt, x, out, positions, NULL, theta, scale, fused_task);
+    return run(lay, opt, x, out, positions, NULL, theta, scale, fused_task, 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -531,6 +562,7 @@ typedef struct {
     int64_t i0, i1;
     const char *positions;
     int64_t pos_stride;
+    int pos_int;
     const double *theta;
     int64_t n_pairs;
     double scale;
@@ -562,7 +594,7 @@ static void cos_sin_task(void *arg)
         return;
     }
     for (int64_t i = t->i0; i < t->i1; i++) {
-        double pos = *(const double *)(const void *)(t->positions + i * t->pos_stride);
+        double pos = read_position(t->positions + i * t->pos_stride, t->pos_int);
         char *co = t->cos + i * R * item, *so = t->sin + i * R * item;
         if (t->out_dtype == RS_F64) {
             rs_angle_row(cache, pos, (double *)(void *)co, (double *)(void *)so);
@@ -589,7 +621,7 @@ static void cos_sin_task(void *arg)
     free(cd);
 }
 
-int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride,
+int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int,
                const double *theta, int64_t n_pairs, double scale,
                int out_dtype, char *cos, char *sin, int n_threads)
 {
@@ -607,6 +639,7 @@ int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride,
         t->i1 = t->i0 + n / nt + (i < n % nt ? 1 : 0);
         t->positions = positions;
         t->pos_stride = pos_stride;
+        t->pos_int = pos_int;
         t->theta = theta;
         t->n_pairs = n_pairs;
         t->scale = scale;

@@ -245,6 +245,38 @@ static int layout_x_out(rs_layout *L, PyArrayObject *x, PyArrayObject *out)
     return 0;
 }
 
+/* Byte strides of `a`'s first `n_lead` axes broadcast (NumPy rules, right
+ * aligned) onto the n row axes of L; 0 where `a` repeats.  Refuses shapes
+ * that would broadcast x up rather than a down. */
+static int broadcast_rows(const rs_layout *L, PyArrayObject *a, int n_lead,
+                          const char *name, int64_t *strides)
+{
+    int n = L->ndim;
+    if (n_lead > n)
+        goto fail;
+    for (int i = 0; i < n; i++) {
+        int j = i - (n - n_lead);
+        if (j < 0 || PyArray_DIM(a, j) == 1) {
+            strides[i] = 0;
+        } else if (PyArray_DIM(a, j) == L->shape[i]) {
+            strides[i] = PyArray_STRIDE(a, j);
+        } else {
+            goto fail;
+        }
+    }
+    return 0;
+fail:
+    {
+        PyObject *shape = PyObject_GetAttrString((PyObject *)a, "shape");
+        if (shape != NULL) {
+            PyErr_Format(PyExc_ValueError,
+                         "%s of shape %R does not broadcast to x's leading shape", name, shape);
+            Py_DECREF(shape);
+        }
+    }
+    return -1;
+}
+
 static int same_view(PyArrayObject *a, PyArrayObject *b)
 {
     int nd = PyArray_NDIM(a);
@@ -281,7 +313,6 @@ static PyObject *py_rotate(PyObject *self, PyObject *args)
     int interleaved, inverse, n_threads, rc, dt, ct;
     rs_layout L;
     rs_options opt;
-    int nd;
     (void)self;
 
     if (!PyArg_ParseTuple(args, "OOOOppi:rotate", &xo, &co, &so, &oo,
@@ -309,21 +340,17 @@ static PyObject *py_rotate(PyObject *self, PyObject *args)
     }
     if (layout_x_out(&L, x, out) < 0)
         return NULL;
-    nd = PyArray_NDIM(x);
-    if (PyArray_NDIM(c) != nd || PyArray_NDIM(s) != nd ||
-        !PyArray_CompareLists(PyArray_DIMS(c), PyArray_DIMS(s), nd) ||
-        !PyArray_CompareLists(PyArray_DIMS(c), PyArray_DIMS(x), nd - 1)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "cos and sin must have the leading shape of x");
+    if (PyArray_NDIM(c) < 1 || PyArray_NDIM(c) != PyArray_NDIM(s) ||
+        !PyArray_CompareLists(PyArray_DIMS(c), PyArray_DIMS(s), PyArray_NDIM(c))) {
+        PyErr_SetString(PyExc_ValueError, "cos and sin must have the same shape (..., R)");
         return NULL;
     }
-    for (int i = 0; i < nd - 1; i++) {
-        L.sc[i] = PyArray_STRIDE(c, i);
-        L.ss[i] = PyArray_STRIDE(s, i);
-    }
-    L.n_pairs = PyArray_DIM(c, nd - 1);
-    L.fc = PyArray_STRIDE(c, nd - 1);
-    L.fs = PyArray_STRIDE(s, nd - 1);
+    if (broadcast_rows(&L, c, PyArray_NDIM(c) - 1, "cos", L.sc) < 0 ||
+        broadcast_rows(&L, s, PyArray_NDIM(s) - 1, "sin", L.ss) < 0)
+        return NULL;
+    L.n_pairs = PyArray_DIM(c, PyArray_NDIM(c) - 1);
+    L.fc = PyArray_STRIDE(c, PyArray_NDIM(c) - 1);
+    L.fs = PyArray_STRIDE(s, PyArray_NDIM(s) - 1);
     if (2 * L.n_pairs > L.n_features || L.n_features % 2 != 0) {
         PyErr_Format(PyExc_ValueError,
                      "x's last axis (%zd) must be even and hold 2 * cos.shape[-1] (%zd) features",
@@ -340,6 +367,7 @@ static PyObject *py_rotate(PyObject *self, PyObject *args)
         return NULL;
     }
     opt.n_threads = threads_arg(n_threads);
+    opt.pos_int = 0;
     Py_BEGIN_ALLOW_THREADS
     rc = rs_rotate(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out),
                    PyArray_BYTES(c), PyArray_BYTES(s));
@@ -365,12 +393,104 @@ static PyArrayObject *theta_array(PyObject *obj)
     return t;
 }
 
+/* positions: int64 or float64 of any shape; 1 if integer.  The values are
+ * checked by check_position_values once the frequencies are known. */
 static int check_positions(PyObject *obj)
 {
+    int type;
     if (check_operand(obj, "positions", 0) < 0)
         return -1;
-    if (PyArray_TYPE((PyArrayObject *)obj) != NPY_FLOAT64) {
-        PyErr_SetString(PyExc_TypeError, "positions must be float64 here");
+    type = PyArray_TYPE((PyArrayObject *)obj);
+    if (type != NPY_FLOAT64 && type != NPY_INT64) {
+        PyErr_SetString(PyExc_TypeError, "positions must be int64 or float64 here");
+        return -1;
+    }
+    return type == NPY_INT64;
+}
+
+/* Largest |theta|; also refuses non-finite frequencies. */
+static int theta_max(PyArrayObject *t, double *out)
+{
+    const double *th = (const double *)PyArray_DATA(t);
+    npy_intp n = PyArray_DIM(t, 0);
+    double m = 0.0;
+    if (n == 0) {
+        PyErr_SetString(PyExc_ValueError, "inv_freq must not be empty");
+        return -1;
+    }
+    for (npy_intp k = 0; k < n; k++) {
+        /* Beyond 1e300 the exact product's splitting would overflow. */
+        if (!(fabs(th[k]) <= 1e300)) {
+            char buf[40];
+            snprintf(buf, sizeof(buf), "%.17g", th[k]);
+            PyErr_Format(PyExc_ValueError,
+                         "inv_freq must be finite (and |inv_freq| <= 1e300), got %s at index %zd",
+                         buf, (Py_ssize_t)k);
+            return -1;
+        }
+        m = fabs(th[k]) > m ? fabs(th[k]) : m;
+    }
+    *out = m;
+    return 0;
+}
+
+/* Every position finite, |p| <= 2^52 and |p * theta| <= RS_MAX_ANGLE. */
+static int check_position_values(PyArrayObject *p, int is_int, double tmax)
+{
+    NpyIter *it;
+    NpyIter_IterNextFunc *next;
+    char **data;
+    npy_intp *stride, *count;
+    double big = 0.0;
+    int bad = 0;
+    if (PyArray_SIZE(p) == 0)
+        return 0;
+    it = NpyIter_New(p, NPY_ITER_READONLY | NPY_ITER_EXTERNAL_LOOP | NPY_ITER_ZEROSIZE_OK,
+                     NPY_KEEPORDER, NPY_NO_CASTING, NULL);
+    if (it == NULL)
+        return -1;
+    next = NpyIter_GetIterNext(it, NULL);
+    if (next == NULL) {
+        NpyIter_Deallocate(it);
+        return -1;
+    }
+    data = NpyIter_GetDataPtrArray(it);
+    stride = NpyIter_GetInnerStrideArray(it);
+    count = NpyIter_GetInnerLoopSizePtr(it);
+    do {
+        char *d = data[0];
+        npy_intp st = stride[0], n = *count;
+        for (npy_intp i = 0; i < n; i++, d += st) {
+            double v;
+            if (is_int) {
+                int64_t iv = *(const int64_t *)(const void *)d;
+                v = iv < 0 ? -(double)iv : (double)iv; /* INT64_MIN: 2^63, too big */
+            } else {
+                v = fabs(*(const double *)(const void *)d);
+                if (!(v <= 1e300))
+                    bad = 1; /* NaN or inf */
+            }
+            big = v > big ? v : big;
+        }
+    } while (next(it));
+    NpyIter_Deallocate(it);
+    if (bad) {
+        PyErr_SetString(PyExc_ValueError, "positions must be finite, got NaN or inf");
+        return -1;
+    }
+    if (big > 4503599627370496.0) {
+        char buf[40];
+        snprintf(buf, sizeof(buf), "%.17g", big);
+        PyErr_Format(PyExc_ValueError, "positions must satisfy |position| <= 2**52, got %s", buf);
+        return -1;
+    }
+    if (big * tmax > RS_MAX_ANGLE) {
+        char b1[40], b2[40];
+        snprintf(b1, sizeof(b1), "%.17g", big);
+        snprintf(b2, sizeof(b2), "%.17g", tmax);
+        PyErr_Format(PyExc_ValueError,
+                     "positions * inv_freq must stay within 2**34 radians for exact angles; "
+                     "got max |position| %s with max inv_freq %s", b1, b2);
         return -1;
     }
     return 0;
@@ -381,7 +501,7 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
     PyObject *xo, *po, *to, *oo;
     PyArrayObject *x, *p, *t, *out;
     double scale;
-    int interleaved, inverse, n_threads, rc, dt, nd;
+    int interleaved, inverse, n_threads, rc, dt;
     rs_layout L;
     rs_options opt;
     (void)self;
@@ -389,10 +509,14 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOOdOppi:rotate_positions", &xo, &po, &to,
                           &scale, &oo, &interleaved, &inverse, &n_threads))
         return NULL;
-    if (check_operand(xo, "x", 0) < 0 || check_positions(po) < 0 ||
+    int pos_int;
+    double tmax;
+    if (check_operand(xo, "x", 0) < 0 || (pos_int = check_positions(po)) < 0 ||
         check_operand(oo, "out", 1) < 0)
         return NULL;
-    if ((t = theta_array(to)) == NULL)
+    if ((t = theta_array(to)) == NULL || theta_max(t, &tmax) < 0)
+        return NULL;
+    if (check_position_values((PyArrayObject *)po, pos_int, tmax) < 0)
         return NULL;
     x = (PyArrayObject *)xo;
     p = (PyArrayObject *)po;
@@ -405,14 +529,8 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
     }
     if (layout_x_out(&L, x, out) < 0)
         return NULL;
-    nd = PyArray_NDIM(x);
-    if (PyArray_NDIM(p) != nd - 1 ||
-        !PyArray_CompareLists(PyArray_DIMS(p), PyArray_DIMS(x), nd - 1)) {
-        PyErr_SetString(PyExc_ValueError, "positions must have the shape of x[..., 0]");
+    if (broadcast_rows(&L, p, PyArray_NDIM(p), "positions", L.sc) < 0)
         return NULL;
-    }
-    for (int i = 0; i < nd - 1; i++)
-        L.sc[i] = PyArray_STRIDE(p, i);
     L.n_pairs = PyArray_DIM(t, 0);
     if (2 * L.n_pairs > L.n_features || L.n_features % 2 != 0) {
         PyErr_Format(PyExc_ValueError,
@@ -430,6 +548,7 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
         return NULL;
     }
     opt.n_threads = threads_arg(n_threads);
+    opt.pos_int = pos_int;
     Py_BEGIN_ALLOW_THREADS
     rc = rs_rotate_positions(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out),
                              PyArray_BYTES(p), (const double *)PyArray_DATA(t), scale);
@@ -452,10 +571,14 @@ static PyObject *py_cos_sin(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "OOdOOi:cos_sin", &po, &to, &scale, &co, &so,
                           &n_threads))
         return NULL;
-    if (check_positions(po) < 0 || check_operand(co, "cos", 1) < 0 ||
+    int pos_int;
+    double tmax;
+    if ((pos_int = check_positions(po)) < 0 || check_operand(co, "cos", 1) < 0 ||
         check_operand(so, "sin", 1) < 0)
         return NULL;
-    if ((t = theta_array(to)) == NULL)
+    if ((t = theta_array(to)) == NULL || theta_max(t, &tmax) < 0)
+        return NULL;
+    if (check_position_values((PyArrayObject *)po, pos_int, tmax) < 0)
         return NULL;
     p = (PyArrayObject *)po;
     c = (PyArrayObject *)co;
@@ -477,7 +600,7 @@ static PyObject *py_cos_sin(PyObject *self, PyObject *args)
         return NULL;
     }
     Py_BEGIN_ALLOW_THREADS
-    rc = rs_cos_sin((int64_t)n, PyArray_BYTES(p), (int64_t)PyArray_STRIDE(p, 0),
+    rc = rs_cos_sin((int64_t)n, PyArray_BYTES(p), (int64_t)PyArray_STRIDE(p, 0), pos_int,
                     (const double *)PyArray_DATA(t), (int64_t)R, scale, dt,
                     PyArray_BYTES(c), PyArray_BYTES(s), threads_arg(n_threads));
     Py_END_ALLOW_THREADS

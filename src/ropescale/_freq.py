@@ -94,7 +94,7 @@ def ntk_lambda(dim: int, factor: float) -> float:
     Examples
     --------
     >>> round(ropescale.ntk_lambda(128, 8.0), 6)
-    8.26869
+    8.268462
     """
     d = _checks.dim(dim)
     if d < 4:
@@ -109,7 +109,7 @@ def ntk_base(base: float, dim: int, factor: float) -> float:
     Examples
     --------
     >>> round(ropescale.ntk_base(10000.0, 128, 8.0))
-    82687
+    82685
     """
     b = _checks.real("base", base, above=1.0)
     return b * ntk_lambda(dim, factor)
@@ -147,7 +147,7 @@ def solve_base(dim: int, base: float, original_len: float, target_len: float) ->
     Examples
     --------
     >>> round(ropescale.solve_base(128, 10000.0, 4096, 32768))
-    82687
+    82685
     """
     m_l = _checks.real("original_len", original_len, above=0.0)
     m = _checks.real("target_len", target_len, above=0.0)
@@ -161,7 +161,7 @@ def solve_factor(dim: int, base: float, new_base: float) -> float:
 
     Examples
     --------
-    >>> round(ropescale.solve_factor(128, 10000.0, 82687.0), 3)
+    >>> round(ropescale.solve_factor(128, 10000.0, 82685.0), 3)
     8.0
     """
     d = _checks.dim(dim)

@@ -103,6 +103,10 @@ def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _theta(inv_freq: Any) -> np.ndarray:
+    """inv_freq as a contiguous float64 1-D array (finiteness is checked in C)."""
+    if type(inv_freq) is np.ndarray and inv_freq.dtype == np.float64 and inv_freq.ndim == 1 \
+            and inv_freq.flags.c_contiguous and inv_freq.size:
+        return inv_freq
     if isinstance(inv_freq, (str, bytes)) or inv_freq is None:
         raise TypeError(f"inv_freq must be a 1-D array of frequencies, got {type(inv_freq).__name__}")
     t = _asarray("inv_freq", inv_freq)
@@ -118,27 +122,31 @@ def _theta(inv_freq: Any) -> np.ndarray:
     return t
 
 
-def _positions(positions: Any, theta: np.ndarray) -> np.ndarray:
-    """positions as float64; finite, integral where integer-typed, and in range."""
-    if isinstance(positions, (str, bytes)) or positions is None:
-        raise TypeError(f"positions must be an array of integers or floats, got {type(positions).__name__}")
-    p = _asarray("positions", positions)
-    if p.dtype.kind not in "iuf" or p.dtype.kind == "b":
-        raise TypeError(f"positions must be integers or real numbers, got dtype {p.dtype}")
-    pf = p.astype(np.float64)
-    if pf.size:
-        if p.dtype.kind == "f" and not np.all(np.isfinite(pf)):
-            raise ValueError("positions must be finite, got NaN or inf")
-        big = float(np.max(np.abs(pf)))
-        if big > MAX_POSITION:
-            raise ValueError(f"positions must satisfy |position| <= 2**52, got {big:.6g}")
-        tmax = float(np.max(np.abs(theta)))
-        if big * tmax > MAX_ANGLE:
-            raise ValueError(
-                f"positions * inv_freq must stay within 2**34 radians for exact angles; "
-                f"got max |position| {big:.6g} with max inv_freq {tmax:.6g}"
-            )
-    return pf
+_INT64 = np.dtype(np.int64)
+_FLOAT64 = np.dtype(np.float64)
+
+
+def _positions(positions: Any) -> np.ndarray:
+    """positions as native int64 or float64 (no copy when already so).
+
+    Their values (finite, ``|p| <= 2**52``, ``|p * inv_freq| <= 2**34``) are
+    checked by the C glue in the same pass that reads them.
+    """
+    p = positions if type(positions) is np.ndarray else None
+    if p is None:
+        if isinstance(positions, (str, bytes)) or positions is None:
+            raise TypeError(f"positions must be an array of integers or floats, got {type(positions).__name__}")
+        p = _asarray("positions", positions)
+    dt = p.dtype
+    if (dt == _INT64 or dt == _FLOAT64) and p.flags.aligned:
+        return p
+    if dt.kind in "iu":
+        if dt.kind == "u" and dt.itemsize == 8 and p.size and int(p.max()) > 2**52:
+            raise ValueError(f"positions must satisfy |position| <= 2**52, got {int(p.max())}")
+        return p.astype(_INT64)
+    if dt.kind == "f":
+        return p.astype(_FLOAT64)
+    raise TypeError(f"positions must be integers or real numbers, got dtype {dt}")
 
 
 def cos_sin(positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, dtype: Any = np.float32) -> Tuple[np.ndarray, np.ndarray]:
@@ -170,7 +178,7 @@ def cos_sin(positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, dty
     True
     """
     theta = _theta(inv_freq)
-    pos = _positions(positions, theta)
+    pos = _positions(positions)
     scale = _checks.real("attention_factor", attention_factor, above=0.0)
     try:
         dt = np.dtype(dtype)
@@ -178,7 +186,7 @@ def cos_sin(positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, dty
         raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}") from None
     dt = _float_dtype("dtype", dt)
     kdt = dt if dt in _KERNEL_DTYPES else np.dtype(np.float64)
-    flat = np.ascontiguousarray(pos.reshape(-1))
+    flat = pos.reshape(-1)
     n, r = flat.shape[0], theta.shape[0]
     c = np.empty((n, r), dtype=kdt)
     s = np.empty((n, r), dtype=kdt)
@@ -219,45 +227,52 @@ def _broadcast_shape(a: Tuple[int, ...], b: Tuple[int, ...]) -> Tuple[int, ...]:
 
 
 def _same_view(a: np.ndarray, b: np.ndarray) -> bool:
-    ia, ib = a.__array_interface__, b.__array_interface__
     return (
-        ia["data"][0] == ib["data"][0]
+        a.ctypes.data == b.ctypes.data
         and a.shape == b.shape
         and a.dtype == b.dtype
         and all(sa == sb or n <= 1 for sa, sb, n in zip(a.strides, b.strides, a.shape))
     )
 
 
-def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], readers, extra_args):
+def _ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``a`` as native, aligned ``dtype``; the array itself when it already is."""
+    if a.dtype == dtype and a.flags.aligned:
+        return a
+    return np.require(a, dtype=dtype, requirements=["A"])
+
+
+def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], readers):
     """Shared driver: dtype rule, out handling, overlap, then one kernel call.
 
     ``readers`` are the other inputs (already prepared); they are copied if
-    ``out`` overlaps them.  ``kernel(xv, outv, readers...)`` runs the C call.
+    ``out`` overlaps them.  ``kernel(xv, target, *readers)`` runs the C call.
     """
-    rdt = x.dtype.newbyteorder("=") if out is None else out.dtype
-    rdt = _float_dtype("out" if out is not None else "x", rdt)
-    kdt = _compute_dtype(rdt)
-
-    in_place = out is not None and _same_view(x, out) and out.dtype.isnative and out.flags.aligned and out.dtype == kdt
-    xv = x if in_place else _kernel_ready(x, kdt)
     if out is None:
+        rdt = _float_dtype("x", x.dtype)
+        kdt = _compute_dtype(rdt)
         target = np.empty(x.shape, dtype=kdt)
-    elif in_place:
-        target = out
-        # A table that is a view of x would be read after earlier rows rotated it.
+        kernel(_ready(x, kdt), target, *readers)
+        return target if kdt == rdt else target.astype(rdt)
+    rdt = _float_dtype("out", out.dtype)
+    kdt = _compute_dtype(rdt)
+    usable = out.dtype == kdt and out.flags.aligned
+    if usable and (out is x or _same_view(x, out)):
+        # In place.  A table that is a view of x would be read after earlier
+        # rows rotated it: copy it first.
         readers = [r.copy() if np.may_share_memory(r, out) else r for r in readers]
-    elif out.dtype == kdt and out.dtype.isnative and out.flags.aligned:
-        target = out
-        if xv is not out and np.may_share_memory(xv, out):
+        kernel(out, out, *readers)
+        return out
+    xv = _ready(x, kdt)
+    if usable:
+        if np.may_share_memory(xv, out):
             xv = xv.copy()
         readers = [r.copy() if np.may_share_memory(r, out) else r for r in readers]
-    else:
-        target = np.empty(x.shape, dtype=kdt)
-    kernel(xv, target, *readers, *extra_args)
-    if out is None:
-        return target if kdt == rdt else target.astype(rdt)
-    if target is not out:
-        np.copyto(out, target, casting="unsafe")
+        kernel(xv, out, *readers)
+        return out
+    target = np.empty(x.shape, dtype=kdt)
+    kernel(xv, target, *readers)
+    np.copyto(out, target, casting="unsafe")
     return out
 
 
@@ -289,9 +304,9 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
     --------
     >>> x = np.ones((2, 4), dtype=np.float32)
     >>> c, s = ropescale.cos_sin(np.arange(2), ropescale.inv_freq(4))
-    >>> ropescale.apply_rotary(x, c, s).round(4)
-    array([[ 1.    ,  1.    ,  1.    ,  1.    ],
-           [-0.3012,  0.99  ,  1.3818,  1.01  ]], dtype=float32)
+    >>> ropescale.apply_rotary(x, c, s).round(3)
+    array([[ 1.   ,  1.   ,  1.   ,  1.   ],
+           [-0.301,  0.99 ,  1.382,  1.01 ]], dtype=float32)
     """
     xa = _check_x(x)
     il = _checks.boolean("interleaved", interleaved)
@@ -307,35 +322,32 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
     if 2 * r > d:
         raise ValueError(f"cos.shape[-1] (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
     lead = xa.shape[:-1]
-    try:
-        bshape = _broadcast_shape(ca.shape[:-1], lead)
-    except ValueError:
-        raise ValueError(f"cos/sin leading shape {ca.shape[:-1]} does not broadcast against x's leading shape {lead}") from None
-    if bshape != lead:
-        raise ValueError(f"cos/sin leading shape {ca.shape[:-1]} broadcasts x's leading shape {lead} up to {bshape}; it may only broadcast down to it")
+    _check_broadcast("cos/sin", ca.shape[:-1], lead)
     if out is not None:
         out = _check_out(out, xa.shape)
     rdt = _float_dtype("out", out.dtype) if out is not None else _float_dtype("x", xa.dtype)
     tdt = _table_dtype(_compute_dtype(rdt))
-    cv = np.broadcast_to(_kernel_ready(ca, tdt), lead + (r,))
-    sv = np.broadcast_to(_kernel_ready(sa, tdt), lead + (r,))
+    cv = _ready(ca, tdt)
+    sv = _ready(sa, tdt)
     n = get_num_threads()
 
     def kernel(xv, target, cvv, svv):
         _core.rotate(xv, cvv, svv, target, il, inv, n)
 
-    return _run(kernel, xa, out, [cv, sv], ())
+    return _run(kernel, xa, out, [cv, sv])
 
 
-def _fused_order(shape_nd: int, pos: np.ndarray):
-    """Leading axes with positions varying first, repeated ones last (innermost).
-
-    Rows that share a position then come one after another, so the kernel
-    makes that position's cos/sin once and reuses them for all of them.
-    """
-    varying = [i for i in range(shape_nd) if pos.strides[i] != 0 and pos.shape[i] > 1]
-    repeated = [i for i in range(shape_nd) if i not in varying]
-    return varying + repeated
+def _check_broadcast(name: str, shape: Tuple[int, ...], lead: Tuple[int, ...]) -> None:
+    """``shape`` must broadcast down to ``lead`` (the C glue relies on it)."""
+    if shape == lead:
+        return
+    try:
+        bshape = _broadcast_shape(shape, lead)
+    except ValueError:
+        raise ValueError(f"{name} leading shape {shape} does not broadcast against x's leading shape {lead}") from None
+    if bshape != lead:
+        raise ValueError(f"{name} leading shape {shape} broadcasts x's leading shape {lead} up to {bshape}; "
+                         f"it may only broadcast down to it")
 
 
 def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, interleaved: bool = False,
@@ -362,28 +374,22 @@ def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_f
     """
     xa = _check_x(x)
     theta = _theta(inv_freq)
-    pos = _positions(positions, theta)
-    scale = _checks.real("attention_factor", attention_factor, above=0.0)
+    pos = _positions(positions)
+    scale = attention_factor if type(attention_factor) is float and 0.0 < attention_factor < math.inf \
+        else _checks.real("attention_factor", attention_factor, above=0.0)
     il = _checks.boolean("interleaved", interleaved)
     inv = _checks.boolean("inverse", inverse)
     r, d = theta.shape[0], xa.shape[-1]
     if 2 * r > d:
         raise ValueError(f"len(inv_freq) (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
-    lead = xa.shape[:-1]
-    try:
-        bshape = _broadcast_shape(pos.shape, lead)
-    except ValueError:
-        raise ValueError(f"positions shape {pos.shape} does not broadcast against x's leading shape {lead}") from None
-    if bshape != lead:
-        raise ValueError(f"positions shape {pos.shape} broadcasts x's leading shape {lead} up to {bshape}; it may only broadcast down to it")
+    _check_broadcast("positions", pos.shape, xa.shape[:-1])
     if out is not None:
         out = _check_out(out, xa.shape)
-    pv = np.broadcast_to(pos, lead)
-    order = _fused_order(len(lead), pv)
-    perm = order + [len(lead)]
     n = get_num_threads()
 
-    def kernel(xv, target, pvv):
-        _core.rotate_positions(xv.transpose(perm), pvv.transpose(order), theta, scale, target.transpose(perm), il, inv, n)
+    # The C core orders the row axes so that rows sharing a position are
+    # consecutive: each distinct position's cos/sin are made once.
+    def kernel(xv, target, pv):
+        _core.rotate_positions(xv, pv, theta, scale, target, il, inv, n)
 
-    return _run(kernel, xa, out, [pv], ())
+    return _run(kernel, xa, out, [pos])

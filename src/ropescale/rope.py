@@ -25,6 +25,20 @@ def _get(config: Any, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def _config_int(key: str, value: Any) -> int:
+    """An integer from a config value (JSON may carry 128.0); ValueError names the key."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not float(value).is_integer() or value <= 0:
+        raise ValueError(f"config[{key!r}] must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _config_float(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"config[{key!r}] must be a number, got {value!r}")
+    return float(value)
+
+
 class Rope:
     """A rotary embedding: head dim, base, and an optional HF-style ``rope_scaling`` dict.
 
@@ -155,7 +169,7 @@ class Rope:
             hidden, heads = _get(config, "hidden_size"), _get(config, "num_attention_heads")
             if hidden is None or heads is None:
                 raise ValueError("config must give head_dim, or hidden_size and num_attention_heads")
-            dim = int(hidden) // int(heads)
+            dim = _config_int("hidden_size", hidden) // _config_int("num_attention_heads", heads)
         max_pos = _get(config, "max_position_embeddings")
         top_original = _get(config, "original_max_position_embeddings")
         prf = _get(config, "partial_rotary_factor")
@@ -185,7 +199,7 @@ class Rope:
         if scaling.get("rope_type") in (None, "default") and len(scaling) <= 2 and "factor" not in scaling:
             rest = {k: v for k, v in scaling.items() if k != "rope_type"}
             scaling = rest if rest else None
-        rope = cls(int(dim), float(base), scaling)
+        rope = cls(_config_int("head_dim", dim), _config_float("rope_theta", base), scaling)
         rope.max_position_embeddings = max_pos
         return rope
 

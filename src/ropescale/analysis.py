@@ -184,6 +184,27 @@ class RopeAnalysis:
         extrapolate high frequencies, interpolate low ones and blend between.
     """
 
+    method: str
+    dim: int
+    rotary_dim: int
+    base: float
+    factor: float
+    attention_factor: float
+    original_len: float
+    target_len: float
+    yarn_range: Tuple[float, float]
+    critical_dim: int
+    extrapolation_bound: float
+    k: np.ndarray
+    theta: np.ndarray
+    theta_scaled: np.ndarray
+    stretch: np.ndarray
+    period_before: np.ndarray
+    period_after: np.ndarray
+    rotations_original: np.ndarray
+    rotations_target: np.ndarray
+    regime: np.ndarray
+
     _ARRAYS = ("k", "theta", "theta_scaled", "stretch", "period_before", "period_after",
                "rotations_original", "rotations_target", "regime")
     _SCALARS = ("method", "dim", "rotary_dim", "base", "factor", "attention_factor", "original_len",

@@ -12,7 +12,7 @@ Ropes can be given as :class:`ropescale.Rope` objects, as method names
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -81,6 +81,7 @@ def build_ropes(ropes: Any = (), *, dim: int = 128, base: float = 10000.0,
     """
     if isinstance(ropes, (str, Rope)):
         ropes = [ropes]
+    items: List[Tuple[Optional[str], Any]]
     if isinstance(ropes, Mapping):
         items = [(str(k), v) for k, v in ropes.items()]
     else:

@@ -28,6 +28,7 @@ DEFAULT_METHODS = ("default", "linear", "ntk", "dynamic", "yarn", "llama3")
 # One color per method in every figure, so plots can be compared side by side.
 _COLORS = {"linear": "tab:blue", "ntk": "tab:orange", "dynamic": "tab:green", "yarn": "tab:red",
            "llama3": "tab:purple", "longrope": "tab:brown", "proportional": "tab:pink"}
+_SPARE = ("tab:cyan", "tab:olive", "black", "tab:gray")
 # Reference lines: trained context, target context.
 _TRAINED = {"color": "black", "linestyle": ":", "linewidth": 1.0}
 _TARGET = {"color": "0.35", "linestyle": "-.", "linewidth": 1.0}
@@ -38,7 +39,10 @@ def _style(rope, used, *, width):
         return {"color": "0.45", "linestyle": "--", "linewidth": width}
     color = _COLORS.get(rope.method)
     if color is None or color in used:
-        color = None  # let matplotlib's cycle choose
+        # a second rope of a method (e.g. a model's own config): a color no method uses
+        color = next((c for c in _SPARE if c not in used), None)
+        used.add(color)
+        return {"color": color, "linewidth": width, "linestyle": "-."}
     used.add(color)
     return {"color": color, "linewidth": width}
 

@@ -26,6 +26,7 @@ from ._rotary import (
     set_num_threads,
 )
 from .rope import Rope
+from .analysis import RopeAnalysis, analyze, critical_dim, max_supported_length
 from . import reference
 
 __version__ = "0.1.0"
@@ -35,6 +36,10 @@ __all__ = [
     "MAX_ANGLE",
     "METHODS",
     "Rope",
+    "RopeAnalysis",
+    "analyze",
+    "critical_dim",
+    "max_supported_length",
     "apply_rotary",
     "apply_rotary_positions",
     "cos_sin",

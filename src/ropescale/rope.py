@@ -221,7 +221,7 @@ class Rope:
             d["max_position_embeddings"] = mp
         return d
 
-    def extend(self, target_len: int, method: str = "yarn", *, original_len: Optional[int] = None, **params: Any) -> "Rope":
+    def extend(self, target_len: float, method: str = "yarn", *, original_len: Optional[float] = None, **params: Any) -> "Rope":
         """The rope scaled for a target context length ``target_len``.
 
         ``original_len`` defaults to this rope's trained context

@@ -63,7 +63,9 @@ class Rope:
     def __init__(self, dim: int, base: float = 10000.0, scaling: Optional[Mapping[str, Any]] = None):
         self.dim = _checks.dim(dim)
         self.base = _checks.real("base", base, above=1.0)
-        self.scaling = None if scaling is None else dict(copy.deepcopy(dict(scaling)) if isinstance(scaling, Mapping) else scaling)
+        if scaling is not None and not isinstance(scaling, Mapping):
+            raise TypeError(f"scaling must be None or a dict like a config's rope_scaling, got {type(scaling).__name__}")
+        self.scaling = None if scaling is None else copy.deepcopy(dict(scaling))
         method, params = normalize_scaling(self.scaling, self.dim)
         self.method = method
         self.rotary_dim = params["rotary_dim"]

@@ -1,0 +1,661 @@
+/*
+ * Tests of the pure-C core (csrc/) without Python, meant to run under
+ * AddressSanitizer and UndefinedBehaviorSanitizer (tools/sanitize.sh builds
+ * it with -fsanitize=address,undefined -Wall -Wextra -Werror).
+ *
+ * Expected values are independent of the code under test: constants worked
+ * out by hand or in 50-digit arithmetic (mpmath, exact rational product of
+ * the two doubles) and pasted here, a bit-level IEEE binary16 decoder written
+ * with ldexp, and rotations recomputed in double with the formula of
+ * shared/MATH.md.
+ *
+ * Build by hand:
+ *   cc -std=c99 -ffp-contract=off -Icsrc tests/c/test_core.c csrc/[a-z]*.c -lm -pthread
+ */
+#include "ropescale.h"
+#include "rs_internal.h" /* the float16 array conversions */
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int failures = 0;
+static int checks = 0;
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        checks++;                                                              \
+        if (!(cond)) {                                                         \
+            failures++;                                                        \
+            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);              \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fputc('\n', stderr);                                               \
+        }                                                                      \
+    } while (0)
+
+static int close_rel(double got, double want, double rel)
+{
+    if (got == want)
+        return 1;
+    return fabs(got - want) <= rel * fabs(want);
+}
+
+static int close_abs(double got, double want, double tol)
+{
+    return fabs(got - want) <= tol;
+}
+
+/* ------------------------------------------------------------------ */
+/* Frequencies                                                          */
+/* ------------------------------------------------------------------ */
+
+static void test_frequencies(void)
+{
+    double th[64];
+    /* 10000^(-2k/8) = 10^(-k) */
+    const double want8[4] = {1.0, 0.1, 0.01, 0.001};
+    rs_inv_freq(8, 10000.0, th);
+    for (int k = 0; k < 4; k++)
+        CHECK(close_rel(th[k], want8[k], 4e-16), "inv_freq(8)[%d] = %.17g, want %.17g",
+              k, th[k], want8[k]);
+
+    /* 4^(-2k/4) = 2^(-k) exactly */
+    rs_inv_freq(4, 4.0, th);
+    CHECK(th[0] == 1.0 && th[1] == 0.5, "inv_freq(4, 4) = %.17g %.17g", th[0], th[1]);
+
+    /* 10000^(-2/128), 50 digits rounded to double */
+    rs_inv_freq(128, 10000.0, th);
+    CHECK(close_rel(th[1], 0.8659643233600653, 3e-16), "inv_freq(128)[1] = %.17g", th[1]);
+    CHECK(close_rel(th[63], pow(10000.0, -126.0 / 128.0), 3e-16), "inv_freq(128)[63]");
+
+    /* lambda = 8^(128/126) */
+    CHECK(close_rel(rs_ntk_lambda(128, 8.0), 8.268462264056222, 1e-15),
+          "ntk_lambda(128, 8) = %.17g", rs_ntk_lambda(128, 8.0));
+    /* factor 1 leaves the base alone */
+    CHECK(rs_ntk_lambda(64, 1.0) == 1.0, "ntk_lambda(64, 1) = %.17g", rs_ntk_lambda(64, 1.0));
+
+    /* mscale(4, 1) = 0.1 ln 4 + 1; s <= 1 gives 1 */
+    CHECK(close_rel(rs_yarn_mscale(4.0, 1.0), 1.138629436111989, 1e-15), "yarn_mscale(4, 1)");
+    CHECK(rs_yarn_mscale(1.0, 1.0) == 1.0 && rs_yarn_mscale(0.5, 3.0) == 1.0, "yarn_mscale(s <= 1)");
+
+    /* c(32) = 128 ln(4096/(64 pi)) / (2 ln 1e4) = 20.94 -> floor 20;
+     * c(1)  = 128 ln(4096/(2 pi)) / (2 ln 1e4) = 45.0 (45.03) -> ceil 46. */
+    {
+        double lo, hi;
+        rs_yarn_range(128, 10000.0, 4096.0, 32.0, 1.0, 1, &lo, &hi);
+        CHECK(lo == 20.0 && hi == 46.0, "yarn_range truncate = (%g, %g), want (20, 46)", lo, hi);
+        rs_yarn_range(128, 10000.0, 4096.0, 32.0, 1.0, 0, &lo, &hi);
+        CHECK(lo > 20.9 && lo < 21.0 && hi > 45.0 && hi < 45.1,
+              "yarn_range no truncate = (%.17g, %.17g)", lo, hi);
+    }
+
+    /* linear: theta / s; the attention factor stays 1 */
+    {
+        rs_scaling sc;
+        double out[4], attn = -1.0;
+        memset(&sc, 0, sizeof(sc));
+        sc.method = RS_LINEAR;
+        sc.factor = 4.0;
+        sc.original_max = NAN;
+        sc.seq_len = NAN;
+        sc.mscale = sc.mscale_all_dim = sc.attention_factor = NAN;
+        sc.low_freq_factor = sc.high_freq_factor = NAN;
+        CHECK(rs_scaled_inv_freq(8, 10000.0, &sc, out, &attn) == 0, "linear status");
+        for (int k = 0; k < 4; k++)
+            CHECK(close_rel(out[k], want8[k] / 4.0, 4e-16), "linear[%d] = %.17g", k, out[k]);
+        CHECK(attn == 1.0, "linear attention factor %g", attn);
+
+        /* Invalid parameters are refused, not computed. */
+        sc.factor = 0.5;
+        CHECK(rs_scaled_inv_freq(8, 10000.0, &sc, out, &attn) == -1, "factor < 1 accepted");
+        sc.factor = 2.0;
+        CHECK(rs_scaled_inv_freq(7, 10000.0, &sc, out, &attn) == -1, "odd dim accepted");
+        CHECK(rs_scaled_inv_freq(8, 1.0, &sc, out, &attn) == -1, "base 1 accepted");
+        CHECK(rs_scaled_inv_freq(8, INFINITY, &sc, out, &attn) == -1, "base inf accepted");
+        sc.method = 99;
+        CHECK(rs_scaled_inv_freq(8, 10000.0, &sc, out, &attn) == -1, "unknown method accepted");
+        /* longrope without a factor list */
+        sc.method = RS_LONGROPE;
+        sc.short_factor = sc.long_factor = NULL;
+        CHECK(rs_scaled_inv_freq(8, 10000.0, &sc, out, &attn) == -1, "longrope without lists");
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Exact angles                                                         */
+/* ------------------------------------------------------------------ */
+
+static void test_sincos_exact(void)
+{
+    /* cos/sin of the exact product t*theta, from 50-digit arithmetic. */
+    static const struct {
+        double t, theta, c, s;
+    } cases[] = {
+        {1.0, 1.0, 0.5403023058681398, 0.8414709848078965},
+        {8589934592.0, 1.0, 0.5731368006982142, 0.8194597047356359},
+        {1e6, 0.1, -0.9993608074384109, 0.035748797966468945},
+        {123456789.0, 0.8659643233600653, -0.7140394021219363, -0.7001055150599428},
+        {-3000000.5, 0.7071067811865476, -0.4549493219044571, 0.8905173297014913},
+        {17179869183.0, 1.0, 0.605075711676281, 0.7961679365180703},
+        {4503599627370496.0, 9.5367431640625e-07, -0.886886915197821, -0.4619865795138349},
+    };
+    double c, s;
+    rs_sincos_exact(0.0, 0.3, &c, &s);
+    CHECK(c == 1.0 && s == 0.0, "sincos_exact(0) = (%.17g, %.17g)", c, s);
+    rs_sincos_exact(-0.0, 0.3, &c, &s);
+    CHECK(c == 1.0 && s == 0.0, "sincos_exact(-0) = (%.17g, %.17g)", c, s);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        rs_sincos_exact(cases[i].t, cases[i].theta, &c, &s);
+        CHECK(close_abs(c, cases[i].c, 4e-15) && close_abs(s, cases[i].s, 4e-15),
+              "sincos_exact(%.17g, %.17g) = (%.17g, %.17g), want (%.17g, %.17g)",
+              cases[i].t, cases[i].theta, c, s, cases[i].c, cases[i].s);
+        /* negating t negates sin only */
+        {
+            double c2, s2;
+            rs_sincos_exact(-cases[i].t, cases[i].theta, &c2, &s2);
+            CHECK(close_abs(c2, cases[i].c, 4e-15) && close_abs(s2, -cases[i].s, 4e-15),
+                  "sincos_exact(-t) at case %zu", i);
+        }
+    }
+}
+
+static void test_angle_cache(void)
+{
+    double theta[8], c[8], s[8], ec, es;
+    rs_angle_cache *cache;
+    rs_inv_freq(16, 10000.0, theta);
+    cache = rs_angle_cache_new(theta, 8, 0.75);
+    CHECK(cache != NULL, "angle cache allocation");
+    if (cache == NULL)
+        return;
+    /* Integer positions take the cached q*B + r path (both q = 0 and q != 0,
+     * negative too); fractional ones the direct path.  Both must match the
+     * exact product to float64 rounding. */
+    {
+        const double ts[] = {0.0, 1.0, 255.0, 256.0, 257.0, 1000.0, 1000.0, 70000.0,
+                             -1.0, -256.0, -70001.0, 0.5, -2.25, 12345.678, 1e9, 4503599627370495.0};
+        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
+            double t = ts[i];
+            if (fabs(t) * theta[0] > RS_MAX_ANGLE)
+                continue;
+            rs_angle_row(cache, t, c, s);
+            for (int k = 0; k < 8; k++) {
+                rs_sincos_exact(t, theta[k], &ec, &es);
+                CHECK(close_abs(c[k], 0.75 * ec, 2e-15) && close_abs(s[k], 0.75 * es, 2e-15),
+                      "angle_row(t=%.17g)[%d] = (%.17g, %.17g), exact (%.17g, %.17g)", t, k,
+                      c[k], s[k], 0.75 * ec, 0.75 * es);
+            }
+        }
+    }
+    /* position 1000 against 50-digit values for theta_0 = 1 */
+    rs_angle_row(cache, 1000.0, c, s);
+    CHECK(close_abs(c[0], 0.75 * 0.5623790762907029, 2e-15) &&
+              close_abs(s[0], 0.75 * 0.8268795405320025, 2e-15),
+          "angle_row(1000)[0] = (%.17g, %.17g)", c[0], s[0]);
+    rs_angle_cache_free(cache);
+    rs_angle_cache_free(NULL);
+}
+
+/* ------------------------------------------------------------------ */
+/* float16                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Independent decoder: the IEEE binary16 definition with ldexp. */
+static double half_value(uint16_t h)
+{
+    int sign = h >> 15, e = (h >> 10) & 0x1f, m = h & 0x3ff;
+    double v;
+    if (e == 0x1f)
+        v = m ? NAN : INFINITY;
+    else if (e == 0)
+        v = ldexp((double)m, -24);
+    else
+        v = ldexp((double)(m | 0x400), e - 25);
+    return sign ? -v : v;
+}
+
+static uint32_t fbits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static void test_half(void)
+{
+    static float arr_f[65536], scalar_f[65536];
+    static uint16_t arr_h[65536], src_h[65536];
+    int bad_decode = 0, bad_trip = 0, bad_nan = 0, bad_mid = 0, bad_d = 0;
+
+    for (uint32_t i = 0; i < 65536; i++) {
+        uint16_t h = (uint16_t)i;
+        float f = rs_half_to_float(h);
+        double want = half_value(h);
+        uint16_t back = rs_float_to_half(f);
+        src_h[i] = h;
+        scalar_f[i] = f;
+        if (isnan(want)) {
+            /* NaN stays NaN with its sign; the payload is kept in the
+             * top mantissa bits (the quiet bit may be set on the way back). */
+            if (!isnan(f) || ((back & 0x7c00u) != 0x7c00u) || !(back & 0x3ffu) ||
+                ((back ^ h) & 0x8000u) || ((back | 0x200u) != (h | 0x200u)))
+                bad_nan++;
+            continue;
+        }
+        if ((double)f != want || (signbit(f) != 0) != ((h & 0x8000u) != 0))
+            bad_decode++;
+        if (back != h)
+            bad_trip++;
+        /* float64 -> half must agree on exactly representable values */
+        if (rs_double_to_half((double)f) != h)
+            bad_d++;
+        /* Midpoint to the next half up in magnitude rounds to the even one. */
+        if ((h & 0x7fffu) < 0x7bffu) {
+            uint16_t up = (uint16_t)(h + 1);
+            double mid = (want + half_value(up)) / 2.0; /* exact in float32 */
+            uint16_t even = (h & 1u) ? up : h;
+            if (rs_float_to_half((float)mid) != even || rs_double_to_half(mid) != even)
+                bad_mid++;
+            /* just past the midpoint (in magnitude) rounds away, just short of
+             * it rounds back */
+            if (rs_double_to_half(mid + mid * 1e-12) != up ||
+                rs_double_to_half(mid - mid * 1e-12) != h)
+                bad_mid++;
+        }
+    }
+    CHECK(bad_decode == 0, "half_to_float disagrees with the binary16 definition on %d values", bad_decode);
+    CHECK(bad_trip == 0, "half -> float -> half changed %d finite/inf values", bad_trip);
+    CHECK(bad_nan == 0, "%d NaN halves lost their NaN-ness, sign or payload", bad_nan);
+    CHECK(bad_d == 0, "double_to_half disagrees on %d exactly representable values", bad_d);
+    CHECK(bad_mid == 0, "%d round-to-nearest-even failures at midpoints", bad_mid);
+
+    /* Edges of the range. */
+    CHECK(rs_float_to_half(65504.0f) == 0x7bffu, "max half");
+    CHECK(rs_float_to_half(65519.99f) == 0x7bffu, "below the overflow midpoint");
+    CHECK(rs_float_to_half(65520.0f) == 0x7c00u, "overflow midpoint -> inf");
+    CHECK(rs_double_to_half(1e300) == 0x7c00u && rs_double_to_half(-1e300) == 0xfc00u, "huge -> inf");
+    CHECK(rs_float_to_half(0x1p-24f) == 0x0001u, "smallest subnormal");
+    CHECK(rs_float_to_half(0x1p-25f) == 0x0000u, "half the smallest subnormal ties to 0");
+    CHECK(rs_float_to_half(0x1.8p-25f) == 0x0001u, "0.75 of the smallest subnormal");
+    CHECK(rs_float_to_half(-0x1p-30f) == 0x8000u, "tiny negative -> -0");
+    CHECK(rs_double_to_half(0x1p-1060) == 0x0000u, "float64 subnormal -> 0");
+    CHECK(rs_float_to_half(0x1.ffcp-15f) == 0x0400u, "largest subnormal rounding up to the smallest normal");
+    CHECK(rs_float_to_half(1e-45f) == 0x0000u, "float32 subnormal -> 0");
+
+    /* Array conversions (F16C or portable) agree with the scalar ones bit
+     * for bit; odd lengths reach the scalar tails. */
+    for (int64_t n = 0; n <= 17; n++) {
+        memset(arr_f, 0, sizeof(float) * 32);
+        rs_half_to_float_n(n, src_h + 0x3c00 - 3, arr_f);
+        for (int64_t i = 0; i < n; i++)
+            CHECK(fbits(arr_f[i]) == fbits(scalar_f[0x3c00 - 3 + i]), "half_to_float_n n=%lld i=%lld",
+                  (long long)n, (long long)i);
+    }
+    rs_half_to_float_n(65536, src_h, arr_f);
+    {
+        int bad = 0;
+        for (int i = 0; i < 65536; i++)
+            if (fbits(arr_f[i]) != fbits(scalar_f[i]) && !(isnan(arr_f[i]) && isnan(scalar_f[i])))
+                bad++;
+        CHECK(bad == 0, "half_to_float_n (%s) differs from the scalar on %d values", rs_simd_name(), bad);
+    }
+    {
+        int bad = 0;
+        /* floats that are not halves: every midpoint-ish value of a sweep */
+        static float probe[65536];
+        static uint16_t want[65536];
+        for (int i = 0; i < 65536; i++) {
+            float f = scalar_f[i];
+            if (!isfinite(f))
+                f = (float)i;
+            probe[i] = f * 1.00048828125f; /* 1 + 2^-11: lands between halves */
+            want[i] = rs_float_to_half(probe[i]);
+        }
+        rs_float_to_half_n(65536, probe, arr_h);
+        for (int i = 0; i < 65536; i++)
+            if (arr_h[i] != want[i])
+                bad++;
+        CHECK(bad == 0, "float_to_half_n (%s) differs from the scalar on %d values", rs_simd_name(), bad);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Rotation                                                             */
+/* ------------------------------------------------------------------ */
+
+#define ROWS 3
+#define D 6
+#define R 2 /* 2R = 4 < D: features 4, 5 pass through */
+
+/* The reference rotation in double, on a dense [ROWS][D] array. */
+static void expected_rotation(const double x[ROWS][D], const double c[ROWS][R],
+                              const double s[ROWS][R], int interleaved, int inverse,
+                              double y[ROWS][D])
+{
+    for (int i = 0; i < ROWS; i++) {
+        for (int j = 0; j < D; j++)
+            y[i][j] = x[i][j];
+        for (int k = 0; k < R; k++) {
+            int ia = interleaved ? 2 * k : k, ib = interleaved ? 2 * k + 1 : k + R;
+            double sn = inverse ? -s[i][k] : s[i][k];
+            y[i][ia] = x[i][ia] * c[i][k] - x[i][ib] * sn;
+            y[i][ib] = x[i][ib] * c[i][k] + x[i][ia] * sn;
+        }
+    }
+}
+
+static void set_value(char *p, int dtype, double v)
+{
+    if (dtype == RS_F64) {
+        memcpy(p, &v, 8);
+    } else if (dtype == RS_F32) {
+        float f = (float)v;
+        memcpy(p, &f, 4);
+    } else {
+        uint16_t h = rs_double_to_half(v);
+        memcpy(p, &h, 2);
+    }
+}
+
+static double get_value(const char *p, int dtype)
+{
+    if (dtype == RS_F64) {
+        double v;
+        memcpy(&v, p, 8);
+        return v;
+    }
+    if (dtype == RS_F32) {
+        float f;
+        memcpy(&f, p, 4);
+        return f;
+    }
+    {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        return half_value(h);
+    }
+}
+
+static int64_t itemsize(int dtype)
+{
+    return dtype == RS_F64 ? 8 : (dtype == RS_F32 ? 4 : 2);
+}
+
+/* One rotation test: x and out live inside buffers with the given element
+ * strides (row, feature; negative allowed), cos/sin in their own strided
+ * buffers.  Each buffer is allocated to exactly the bytes the view spans, so
+ * AddressSanitizer flags any access outside it. */
+static void run_rotation(int dtype, int interleaved, int inverse, int in_place,
+                         int64_t rstride, int64_t fstride, const char *what)
+{
+    const int64_t it = itemsize(dtype);
+    const int64_t tit = dtype == RS_F64 ? 8 : 4;
+    const int64_t span = (ROWS - 1) * llabs(rstride) + (D - 1) * llabs(fstride) + 1;
+    double x[ROWS][D], c[ROWS][R], s[ROWS][R], y[ROWS][D];
+    char *xbuf = malloc((size_t)(span * it)), *obuf = malloc((size_t)(span * it));
+    char *cbuf = malloc((size_t)(ROWS * R * 2 * tit)), *sbuf = malloc((size_t)(ROWS * R * 2 * tit));
+    char *x0, *o0;
+    rs_layout L;
+    rs_options opt;
+    double tol = dtype == RS_F64 ? 1e-15 : (dtype == RS_F32 ? 1e-6 : 2e-3);
+    int bad = 0, rc;
+
+    if (!xbuf || !obuf || !cbuf || !sbuf) {
+        CHECK(0, "allocation");
+        goto done;
+    }
+    memset(xbuf, 0, (size_t)(span * it));
+    memset(obuf, 0, (size_t)(span * it));
+    /* The element at logical (0, 0): shifted so negative strides stay inside. */
+    x0 = xbuf + ((rstride < 0 ? (ROWS - 1) * -rstride : 0) + (fstride < 0 ? (D - 1) * -fstride : 0)) * it;
+    o0 = (in_place ? xbuf : obuf) + (x0 - xbuf);
+
+    for (int i = 0; i < ROWS; i++) {
+        for (int j = 0; j < D; j++) {
+            double v = (double)(i * D + j + 1) * (j % 2 ? -0.25 : 0.5);
+            set_value(x0 + (i * rstride + j * fstride) * it, dtype, v);
+            x[i][j] = get_value(x0 + (i * rstride + j * fstride) * it, dtype);
+        }
+        for (int k = 0; k < R; k++) {
+            double a = 0.3 * (i + 1) + 1.1 * k;
+            double cv = cos(a), sv = sin(a);
+            /* tables with a feature stride of 2 elements, rows reversed */
+            set_value(cbuf + ((ROWS - 1 - i) * 2 * R + 2 * k) * tit, tit == 8 ? RS_F64 : RS_F32, cv);
+            set_value(sbuf + ((ROWS - 1 - i) * 2 * R + 2 * k) * tit, tit == 8 ? RS_F64 : RS_F32, sv);
+            c[i][k] = get_value(cbuf + ((ROWS - 1 - i) * 2 * R + 2 * k) * tit, tit == 8 ? RS_F64 : RS_F32);
+            s[i][k] = get_value(sbuf + ((ROWS - 1 - i) * 2 * R + 2 * k) * tit, tit == 8 ? RS_F64 : RS_F32);
+        }
+    }
+    expected_rotation((const double(*)[D])x, (const double(*)[R])c, (const double(*)[R])s,
+                      interleaved, inverse, y);
+
+    memset(&L, 0, sizeof(L));
+    L.ndim = 1;
+    L.shape[0] = ROWS;
+    L.sx[0] = rstride * it;
+    L.so[0] = rstride * it;
+    L.sc[0] = -2 * R * tit;
+    L.ss[0] = -2 * R * tit;
+    L.n_features = D;
+    L.n_pairs = R;
+    L.fx = L.fo = fstride * it;
+    L.fc = L.fs = 2 * tit;
+    opt.dtype = dtype;
+    opt.interleaved = interleaved;
+    opt.inverse = inverse;
+    opt.in_place = in_place;
+    opt.n_threads = 1;
+    rc = rs_rotate(&L, &opt, x0, o0, cbuf + (ROWS - 1) * 2 * R * tit, sbuf + (ROWS - 1) * 2 * R * tit);
+    CHECK(rc == 0, "%s: rs_rotate returned %d", what, rc);
+    for (int i = 0; i < ROWS; i++)
+        for (int j = 0; j < D; j++) {
+            double got = get_value(o0 + (i * rstride + j * fstride) * it, dtype);
+            double mag = fabs(x[i][j]) + 1.0;
+            if (!(fabs(got - y[i][j]) <= tol * mag * 8))
+                bad++;
+        }
+    CHECK(bad == 0, "%s dtype=%d interleaved=%d inverse=%d in_place=%d: %d wrong values", what,
+          dtype, interleaved, inverse, in_place, bad);
+    /* Elements outside the view are untouched (out of place: x entirely). */
+    if (!in_place) {
+        int changed = 0;
+        for (int i = 0; i < ROWS; i++)
+            for (int j = 0; j < D; j++)
+                if (get_value(x0 + (i * rstride + j * fstride) * it, dtype) != x[i][j])
+                    changed++;
+        CHECK(changed == 0, "%s: x modified out of place", what);
+    }
+done:
+    free(xbuf);
+    free(obuf);
+    free(cbuf);
+    free(sbuf);
+}
+
+static void test_rotation(void)
+{
+    static const struct {
+        int64_t rs, fs;
+        const char *what;
+    } layouts[] = {
+        {D, 1, "contiguous"},
+        {2 * D + 1, 2, "strided"},
+        {-D, 1, "rows reversed"},
+        {D, -1, "features reversed"},
+        {-3 * D, -3, "both reversed, strided"},
+    };
+    for (int dt = RS_F16; dt <= RS_F64; dt++)
+        for (int il = 0; il < 2; il++)
+            for (int inv = 0; inv < 2; inv++)
+                for (int ip = 0; ip < 2; ip++)
+                    for (size_t l = 0; l < sizeof(layouts) / sizeof(layouts[0]); l++)
+                        run_rotation(dt, il, inv, ip, layouts[l].rs, layouts[l].fs, layouts[l].what);
+}
+
+/* Fused form and tables against libm at small angles (where the float64
+ * product is exact enough that plain cos/sin are a valid oracle). */
+static void test_fused_and_table(void)
+{
+    double theta[2] = {1.0, 0.01};
+    double pos[4] = {0.0, 3.0, -7.0, 2.5};
+    double x[4][4], out[4][4], c[4][2], s[4][2];
+    rs_layout L;
+    rs_options opt;
+    int rc, bad = 0;
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++)
+            x[i][j] = (double)(i - j) + 0.5;
+    memset(&L, 0, sizeof(L));
+    L.ndim = 1;
+    L.shape[0] = 4;
+    L.sx[0] = L.so[0] = 4 * 8;
+    L.sc[0] = 8;
+    L.n_features = 4;
+    L.n_pairs = 2;
+    L.fx = L.fo = 8;
+    opt.dtype = RS_F64;
+    opt.interleaved = 0;
+    opt.inverse = 0;
+    opt.in_place = 0;
+    opt.n_threads = 1;
+    rc = rs_rotate_positions(&L, &opt, (const char *)x, (char *)out, (const char *)pos, theta, 2.0);
+    CHECK(rc == 0, "rs_rotate_positions returned %d", rc);
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 2; k++) {
+            double cv = 2.0 * cos(pos[i] * theta[k]), sv = 2.0 * sin(pos[i] * theta[k]);
+            double a = x[i][k], b = x[i][k + 2];
+            if (!close_abs(out[i][k], a * cv - b * sv, 1e-13) ||
+                !close_abs(out[i][k + 2], b * cv + a * sv, 1e-13))
+                bad++;
+        }
+    CHECK(bad == 0, "fused rotation: %d wrong pairs", bad);
+
+    rc = rs_cos_sin(4, (const char *)pos, 8, theta, 2, 0.5, RS_F64, (char *)c, (char *)s, 1);
+    CHECK(rc == 0, "rs_cos_sin returned %d", rc);
+    bad = 0;
+    for (int i = 0; i < 4; i++)
+        for (int k = 0; k < 2; k++)
+            if (!close_abs(c[i][k], 0.5 * cos(pos[i] * theta[k]), 1e-15) ||
+                !close_abs(s[i][k], 0.5 * sin(pos[i] * theta[k]), 1e-15))
+                bad++;
+    CHECK(bad == 0, "cos_sin table: %d wrong entries", bad);
+    /* Strided positions (every other entry) and float16 tables. */
+    {
+        double pos2[8] = {0.0, -1, 3.0, -1, -7.0, -1, 2.5, -1};
+        uint16_t ch[8], sh[8];
+        rc = rs_cos_sin(4, (const char *)pos2, 16, theta, 2, 1.0, RS_F16, (char *)ch, (char *)sh, 1);
+        CHECK(rc == 0, "rs_cos_sin f16 returned %d", rc);
+        bad = 0;
+        for (int i = 0; i < 4; i++)
+            for (int k = 0; k < 2; k++)
+                if (ch[i * 2 + k] != rs_double_to_half(cos(pos2[2 * i] * theta[k])) ||
+                    sh[i * 2 + k] != rs_double_to_half(sin(pos2[2 * i] * theta[k])))
+                    bad++;
+        CHECK(bad == 0, "float16 cos_sin table: %d entries not the rounded float64 value", bad);
+    }
+
+    /* Bad layouts are refused, not run. */
+    L.n_pairs = 3; /* 2R > D */
+    CHECK(rs_rotate_positions(&L, &opt, (const char *)x, (char *)out, (const char *)pos, theta, 1.0) == -2,
+          "2R > D accepted");
+    L.n_pairs = 2;
+    L.shape[0] = -1;
+    CHECK(rs_rotate(&L, &opt, (const char *)x, (char *)out, (const char *)c, (const char *)s) == -2,
+          "negative shape accepted");
+    L.shape[0] = 0; /* zero rows: nothing touched (NULL pointers are fine) */
+    CHECK(rs_rotate(&L, &opt, NULL, NULL, NULL, NULL) == 0, "zero rows");
+    CHECK(rs_cos_sin(0, NULL, 8, theta, 2, 1.0, RS_F64, NULL, NULL, 4) == 0, "zero positions");
+    CHECK(rs_cos_sin(-1, NULL, 8, theta, 2, 1.0, RS_F64, NULL, NULL, 1) == -2, "negative count accepted");
+}
+
+/* Large enough (>= 4 MiB of x, >= 2^16 angles) to be split over threads:
+ * the threaded result must equal the single-threaded one bit for bit. */
+static void test_threads(void)
+{
+    const int64_t rows = 8192, d = 128, r = 64;
+    float *x = malloc(sizeof(float) * (size_t)(rows * d));
+    float *o1 = malloc(sizeof(float) * (size_t)(rows * d));
+    float *o2 = malloc(sizeof(float) * (size_t)(rows * d));
+    double *pos = malloc(sizeof(double) * (size_t)rows);
+    double theta[64];
+    float *c1 = malloc(sizeof(float) * (size_t)(rows * r)), *s1 = malloc(sizeof(float) * (size_t)(rows * r));
+    float *c2 = malloc(sizeof(float) * (size_t)(rows * r)), *s2 = malloc(sizeof(float) * (size_t)(rows * r));
+    rs_layout L;
+    rs_options opt;
+    int rc1, rc2;
+    if (!x || !o1 || !o2 || !pos || !c1 || !s1 || !c2 || !s2) {
+        CHECK(0, "allocation");
+        goto done;
+    }
+    rs_inv_freq(128, 10000.0, theta);
+    for (int64_t i = 0; i < rows * d; i++)
+        x[i] = (float)((i * 7919) % 1000) / 250.0f - 2.0f;
+    for (int64_t i = 0; i < rows; i++)
+        pos[i] = (double)(i * 3 - 5000);
+    memset(&L, 0, sizeof(L));
+    L.ndim = 1;
+    L.shape[0] = rows;
+    L.sx[0] = L.so[0] = d * 4;
+    L.sc[0] = 8;
+    L.n_features = d;
+    L.n_pairs = r;
+    L.fx = L.fo = 4;
+    opt.dtype = RS_F32;
+    opt.interleaved = 1;
+    opt.inverse = 0;
+    opt.in_place = 0;
+    opt.n_threads = 1;
+    rc1 = rs_rotate_positions(&L, &opt, (const char *)x, (char *)o1, (const char *)pos, theta, 1.0);
+    opt.n_threads = 4;
+    rc2 = rs_rotate_positions(&L, &opt, (const char *)x, (char *)o2, (const char *)pos, theta, 1.0);
+    CHECK(rc1 == 0 && rc2 == 0, "threaded fused rotation status %d %d", rc1, rc2);
+    CHECK(memcmp(o1, o2, sizeof(float) * (size_t)(rows * d)) == 0, "threaded fused rotation differs");
+
+    rc1 = rs_cos_sin(rows, (const char *)pos, 8, theta, r, 1.0, RS_F32, (char *)c1, (char *)s1, 1);
+    rc2 = rs_cos_sin(rows, (const char *)pos, 8, theta, r, 1.0, RS_F32, (char *)c2, (char *)s2, 3);
+    CHECK(rc1 == 0 && rc2 == 0, "threaded cos_sin status %d %d", rc1, rc2);
+    CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(rows * r)) == 0 &&
+              memcmp(s1, s2, sizeof(float) * (size_t)(rows * r)) == 0,
+          "threaded cos_sin differs");
+
+    /* cached form, in place, from the tables just made */
+    L.sc[0] = L.ss[0] = r * 4;
+    L.fc = L.fs = 4;
+    opt.n_threads = 1;
+    memcpy(o1, x, sizeof(float) * (size_t)(rows * d));
+    memcpy(o2, x, sizeof(float) * (size_t)(rows * d));
+    opt.in_place = 1;
+    rc1 = rs_rotate(&L, &opt, (const char *)o1, (char *)o1, (const char *)c1, (const char *)s1);
+    opt.n_threads = 8;
+    rc2 = rs_rotate(&L, &opt, (const char *)o2, (char *)o2, (const char *)c1, (const char *)s1);
+    CHECK(rc1 == 0 && rc2 == 0, "threaded rotation status %d %d", rc1, rc2);
+    CHECK(memcmp(o1, o2, sizeof(float) * (size_t)(rows * d)) == 0, "threaded in-place rotation differs");
+done:
+    free(x);
+    free(o1);
+    free(o2);
+    free(pos);
+    free(c1);
+    free(s1);
+    free(c2);
+    free(s2);
+}
+
+int main(void)
+{
+    test_frequencies();
+    test_sincos_exact();
+    test_angle_cache();
+    test_half();
+    test_rotation();
+    test_fused_and_table();
+    test_threads();
+    if (failures) {
+        printf("%d passed, %d failed\n", checks - failures, failures);
+        return 1;
+    }
+    printf("%d passed, 0 failed\n", checks);
+    return 0;
+}

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 import operator
+import warnings
 
 import numpy as np
 
@@ -62,3 +63,18 @@ def boolean(name, value):
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise TypeError(f"{name} must be True or False, got {_show(value)}")
+
+
+# NumPy < 1.24 makes an object array from ragged nesting (with this warning)
+# where newer NumPy raises ValueError; both become the same ValueError here.
+_RAGGED_WARNING = getattr(getattr(np, "exceptions", np), "VisibleDeprecationWarning", DeprecationWarning)
+
+
+def asarray(name, value):
+    """np.asarray, with NumPy's complaint about ragged nesting naming the argument."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", _RAGGED_WARNING)
+            return np.asarray(value)
+    except (ValueError, TypeError, _RAGGED_WARNING) as e:
+        raise ValueError(f"{name} must be a rectangular array of numbers: {e}") from None

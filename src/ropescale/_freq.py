@@ -123,10 +123,7 @@ def periods(inv_freq: Any) -> np.ndarray:
     >>> ropescale.periods([1.0, 0.5]).round(4)
     array([ 6.2832, 12.5664])
     """
-    try:
-        theta = np.asarray(inv_freq)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"inv_freq must be a 1-D array of real numbers: {e}") from None
+    theta = _checks.asarray("inv_freq", inv_freq)
     if theta.dtype.kind not in "fiu":
         raise TypeError(f"inv_freq must be a 1-D array of real numbers, got dtype {theta.dtype}")
     if theta.ndim != 1:

@@ -81,12 +81,7 @@ def _float_dtype(name: str, dt: np.dtype) -> np.dtype:
     raise TypeError(f"{name} must be a float16, float32 or float64 array (bfloat16 with ml_dtypes), got dtype {dt}")
 
 
-def _asarray(name: str, value: Any) -> np.ndarray:
-    """np.asarray, with NumPy's complaint about ragged nesting naming the argument."""
-    try:
-        return np.asarray(value)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"{name} must be a rectangular array of numbers: {e}") from None
+_asarray = _checks.asarray
 
 
 def _as_float_array(name: str, value: Any) -> np.ndarray:

@@ -442,6 +442,7 @@ static void run_rotation(int dtype, int interleaved, int inverse, int in_place,
     L.n_pairs = R;
     L.fx = L.fo = fstride * it;
     L.fc = L.fs = 2 * tit;
+    memset(&opt, 0, sizeof(opt));
     opt.dtype = dtype;
     opt.interleaved = interleaved;
     opt.inverse = inverse;
@@ -515,6 +516,7 @@ static void test_fused_and_table(void)
     L.n_features = 4;
     L.n_pairs = 2;
     L.fx = L.fo = 8;
+    memset(&opt, 0, sizeof(opt));
     opt.dtype = RS_F64;
     opt.interleaved = 0;
     opt.inverse = 0;
@@ -532,7 +534,7 @@ static void test_fused_and_table(void)
         }
     CHECK(bad == 0, "fused rotation: %d wrong pairs", bad);
 
-    rc = rs_cos_sin(4, (const char *)pos, 8, theta, 2, 0.5, RS_F64, (char *)c, (char *)s, 1);
+    rc = rs_cos_sin(4, (const char *)pos, 8, 0, theta, 2, 0.5, RS_F64, (char *)c, (char *)s, 1);
     CHECK(rc == 0, "rs_cos_sin returned %d", rc);
     bad = 0;
     for (int i = 0; i < 4; i++)
@@ -545,7 +547,7 @@ static void test_fused_and_table(void)
     {
         double pos2[8] = {0.0, -1, 3.0, -1, -7.0, -1, 2.5, -1};
         uint16_t ch[8], sh[8];
-        rc = rs_cos_sin(4, (const char *)pos2, 16, theta, 2, 1.0, RS_F16, (char *)ch, (char *)sh, 1);
+        rc = rs_cos_sin(4, (const char *)pos2, 16, 0, theta, 2, 1.0, RS_F16, (char *)ch, (char *)sh, 1);
         CHECK(rc == 0, "rs_cos_sin f16 returned %d", rc);
         bad = 0;
         for (int i = 0; i < 4; i++)
@@ -554,6 +556,25 @@ static void test_fused_and_table(void)
                     sh[i * 2 + k] != rs_double_to_half(sin(pos2[2 * i] * theta[k])))
                     bad++;
         CHECK(bad == 0, "float16 cos_sin table: %d entries not the rounded float64 value", bad);
+    }
+
+    /* int64 positions (pos_int) give the same rows as the float64 ones. */
+    {
+        int64_t ipos[3] = {0, -7, 1000003};
+        double fpos[3] = {0.0, -7.0, 1000003.0};
+        double ci[3][2], si[3][2], cf[3][2], sf[3][2], oi[3][4], of[3][4];
+        rc = rs_cos_sin(3, (const char *)ipos, 8, 1, theta, 2, 1.0, RS_F64, (char *)ci, (char *)si, 1);
+        CHECK(rc == 0, "rs_cos_sin int64 returned %d", rc);
+        rc = rs_cos_sin(3, (const char *)fpos, 8, 0, theta, 2, 1.0, RS_F64, (char *)cf, (char *)sf, 1);
+        CHECK(rc == 0 && memcmp(ci, cf, sizeof(ci)) == 0 && memcmp(si, sf, sizeof(si)) == 0,
+              "int64 and float64 positions give different tables");
+        L.shape[0] = 3;
+        opt.pos_int = 1;
+        rc = rs_rotate_positions(&L, &opt, (const char *)x, (char *)oi, (const char *)ipos, theta, 1.0);
+        opt.pos_int = 0;
+        rc |= rs_rotate_positions(&L, &opt, (const char *)x, (char *)of, (const char *)fpos, theta, 1.0);
+        CHECK(rc == 0 && memcmp(oi, of, sizeof(oi)) == 0, "int64 and float64 positions rotate differently");
+        L.shape[0] = 4;
     }
 
     /* Bad layouts are refused, not run. */
@@ -566,8 +587,8 @@ static void test_fused_and_table(void)
           "negative shape accepted");
     L.shape[0] = 0; /* zero rows: nothing touched (NULL pointers are fine) */
     CHECK(rs_rotate(&L, &opt, NULL, NULL, NULL, NULL) == 0, "zero rows");
-    CHECK(rs_cos_sin(0, NULL, 8, theta, 2, 1.0, RS_F64, NULL, NULL, 4) == 0, "zero positions");
-    CHECK(rs_cos_sin(-1, NULL, 8, theta, 2, 1.0, RS_F64, NULL, NULL, 1) == -2, "negative count accepted");
+    CHECK(rs_cos_sin(0, NULL, 8, 0, theta, 2, 1.0, RS_F64, NULL, NULL, 4) == 0, "zero positions");
+    CHECK(rs_cos_sin(-1, NULL, 8, 0, theta, 2, 1.0, RS_F64, NULL, NULL, 1) == -2, "negative count accepted");
 }
 
 /* Large enough (>= 4 MiB of x, >= 2^16 angles) to be split over threads:
@@ -602,6 +623,7 @@ static void test_threads(void)
     L.n_features = d;
     L.n_pairs = r;
     L.fx = L.fo = 4;
+    memset(&opt, 0, sizeof(opt));
     opt.dtype = RS_F32;
     opt.interleaved = 1;
     opt.inverse = 0;
@@ -613,8 +635,8 @@ static void test_threads(void)
     CHECK(rc1 == 0 && rc2 == 0, "threaded fused rotation status %d %d", rc1, rc2);
     CHECK(memcmp(o1, o2, sizeof(float) * (size_t)(rows * d)) == 0, "threaded fused rotation differs");
 
-    rc1 = rs_cos_sin(rows, (const char *)pos, 8, theta, r, 1.0, RS_F32, (char *)c1, (char *)s1, 1);
-    rc2 = rs_cos_sin(rows, (const char *)pos, 8, theta, r, 1.0, RS_F32, (char *)c2, (char *)s2, 3);
+    rc1 = rs_cos_sin(rows, (const char *)pos, 8, 0, theta, r, 1.0, RS_F32, (char *)c1, (char *)s1, 1);
+    rc2 = rs_cos_sin(rows, (const char *)pos, 8, 0, theta, r, 1.0, RS_F32, (char *)c2, (char *)s2, 3);
     CHECK(rc1 == 0 && rc2 == 0, "threaded cos_sin status %d %d", rc1, rc2);
     CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(rows * r)) == 0 &&
               memcmp(s1, s2, sizeof(float) * (size_t)(rows * r)) == 0,

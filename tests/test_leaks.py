@@ -35,7 +35,7 @@ SANITIZED = bool(os.environ.get("ROPESCALE_SANITIZED"))
 CALLS = int(os.environ.get("ROPESCALE_LEAK_CALLS", 1000 if SANITIZED else 10_000))
 TRACED_CALLS = max(CALLS // 10, 100)
 WARMUP = 200
-TRACED_BOUND = 32 * 1024          # bytes of traced growth allowed over TRACED_CALLS
+TRACED_BOUND = max(32 * TRACED_CALLS, 16 * 1024)   # bytes of traced growth allowed over TRACED_CALLS
 RSS_BOUND = 4 * 1024 * 1024       # bytes of resident growth allowed per function
 
 PAGE = resource.getpagesize()
@@ -286,8 +286,8 @@ def test_detectors_see_a_reference_leak_a_python_leak_and_a_c_leak():
     assert sum(deltas.values()) >= 1000
     _KEEP.clear()
 
-    _, grown, _ = measure(lambda: _KEEP.append(bytearray(40)), 100, TRACED_CALLS)
-    assert grown > TRACED_BOUND                 # ~100 bytes a call
+    _, grown, _ = measure(lambda: _KEEP.append(bytearray(400)), 100, TRACED_CALLS)
+    assert grown > TRACED_BOUND                 # ~460 bytes a call
     _KEEP.clear()
 
     if SANITIZED or rss_bytes() is None:

@@ -1,0 +1,260 @@
+"""Thread safety and GIL release of the kernels.
+
+* Eight Python threads run every kernel at once on shared read-only inputs,
+  each into its own outputs (and, on the large cases, each splitting its call
+  over C threads of its own): every result is bit for bit what a sequential
+  run gives, and the shared inputs are untouched.
+* The kernels release the GIL: with the interpreter's forced switching made
+  very rare (``sys.setswitchinterval``), another Python thread advances a
+  counter only when the running thread lets go of the GIL itself, so the
+  counter moves during a long kernel call only if the kernel released it.  A
+  call known to hold the GIL (``sorted`` of a long list) is the control.
+* Splitting one call over 1, 2, 3 or 8 C threads gives identical bits.
+"""
+import os
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import ropescale
+
+N_THREADS = 8
+REPEATS = 4
+
+
+def frozen(a):
+    a = np.array(a)
+    a.setflags(write=False)
+    return a
+
+
+RNG = np.random.default_rng(7)
+TH = frozen(ropescale.inv_freq(64, 5e5))
+X64 = frozen(RNG.standard_normal((32, 4, 64)))
+X32 = frozen(X64.astype(np.float32))
+X16 = frozen(X64.astype(np.float16))
+XR = frozen(X64[::-1, :, ::-1])                       # negative strides
+POS = frozen(np.arange(32)[:, None] * 1000 - 7000)
+POS_F = frozen(np.linspace(-50.5, 3e6, 32)[:, None])
+C32, S32 = (frozen(a) for a in ropescale.cos_sin(POS, TH, dtype=np.float32))
+C64, S64 = (frozen(a) for a in ropescale.cos_sin(POS, TH, dtype=np.float64))
+# Large enough (>= 4 MiB of x) that each call splits over C threads too.
+BIG = frozen(RNG.standard_normal((4096, 4, 64)).astype(np.float32))
+BIG_POS = frozen(np.arange(4096)[:, None])
+YARN = {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 8192}
+
+
+def jobs():
+    """(name, fn(out_or_None) -> array) for every kernel; `out` is thread-private."""
+    return [
+        ("rotary-f32-out", lambda o: ropescale.apply_rotary(X32, C32, S32, out=o), X32),
+        ("rotary-f16-interleaved-inverse", lambda o: ropescale.apply_rotary(X16, C32, S32, interleaved=True,
+                                                                            inverse=True), None),
+        ("rotary-f64-reversed", lambda o: ropescale.apply_rotary(XR, C64, S64), None),
+        ("fused-f64-out", lambda o: ropescale.apply_rotary_positions(X64, POS, TH, attention_factor=0.9, out=o), X64),
+        ("fused-f16-fractional", lambda o: ropescale.apply_rotary_positions(X16, POS_F, TH, interleaved=True), None),
+        ("fused-in-place", lambda o: ropescale.apply_rotary_positions(o, POS, TH, out=o), "copy"),
+        ("cos_sin-f16", lambda o: np.concatenate(ropescale.cos_sin(POS_F, TH, dtype=np.float16)), None),
+        ("cos_sin-f64", lambda o: np.concatenate(ropescale.cos_sin(POS, TH, attention_factor=1.5,
+                                                                    dtype=np.float64)), None),
+        ("scaled_inv_freq", lambda o: ropescale.scaled_inv_freq(64, 5e5, YARN)[0], None),
+        ("big-fused-split", lambda o: ropescale.apply_rotary_positions(BIG, BIG_POS, TH, out=o), BIG),
+        ("big-rotary-split", lambda o: ropescale.apply_rotary(BIG, C32[:1], S32[:1], interleaved=True, out=o), BIG),
+    ]
+
+
+def fresh_out(template):
+    if template is None:
+        return None
+    if isinstance(template, str):
+        return np.array(X64)            # in place on a private copy
+    return np.empty_like(template)
+
+
+def run_job(fn, template):
+    return np.array(fn(fresh_out(template)))
+
+
+def bits(a):
+    return a.dtype.str, a.shape, a.tobytes()
+
+
+@pytest.fixture
+def two_c_threads():
+    prev = ropescale.set_num_threads(2)
+    yield
+    ropescale.set_num_threads(prev)
+
+
+def test_eight_threads_at_once_give_the_sequential_bits(two_c_threads):
+    table = jobs()
+    expected = {name: bits(run_job(fn, tpl)) for name, fn, tpl in table}
+    snapshot = {name: bits(np.array(a)) for name, a in
+                (("X64", X64), ("X16", X16), ("POS", POS), ("C32", C32), ("TH", TH), ("BIG", BIG))}
+    barrier = threading.Barrier(N_THREADS)
+    errors, done = [], []
+
+    def worker(k):
+        try:
+            barrier.wait()
+            for rep in range(REPEATS):
+                order = table[k % len(table):] + table[:k % len(table)]
+                for name, fn, tpl in order:
+                    got = bits(run_job(fn, tpl))
+                    if got != expected[name]:
+                        errors.append(f"thread {k} repeat {rep}: {name} differs from the sequential run")
+            done.append(k)
+        except Exception as e:  # reported below, with the thread
+            errors.append(f"thread {k}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(N_THREADS)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:5]
+    assert sorted(done) == list(range(N_THREADS))
+    for name, a in (("X64", X64), ("X16", X16), ("POS", POS), ("C32", C32), ("TH", TH), ("BIG", BIG)):
+        assert bits(np.array(a)) == snapshot[name], f"shared input {name} was modified"
+
+
+# ------------------------------------------------------------- GIL release
+
+# Releases and retakes the GIL; sched_yield costs ~1 us where sleep(0) pays the
+# timer slack (~50 us).
+yield_gil = getattr(os, "sched_yield", lambda: time.sleep(0))
+
+
+class Spinner:
+    """A thread that counts while it holds the GIL, giving it up each round (sched_yield)."""
+
+    def __init__(self):
+        self.count = 0
+        self.stop = threading.Event()
+        self.started = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        self.started.set()
+        while not self.stop.is_set():
+            self.count += 1
+            yield_gil()
+
+    def __enter__(self):
+        self.thread.start()
+        self.started.wait()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def count_during(call):
+    """How far the spinner advanced while `call` ran (forced switches off)."""
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    try:
+        with Spinner() as sp:
+            time.sleep(0.01)                 # let it get going
+            before = sp.count
+            call()
+            after = sp.count
+    finally:
+        sys.setswitchinterval(old)
+    return after - before
+
+
+@pytest.fixture
+def one_c_thread():
+    prev = ropescale.set_num_threads(1)
+    yield
+    ropescale.set_num_threads(prev)
+
+
+def long_calls():
+    # Each takes a good fraction of a second on one core: many rows or many angles.
+    x = np.ones((1 << 19, 64), np.float32)               # 128 MiB
+    pos = np.arange(1 << 19, dtype=np.int64) % 4096
+    th = ropescale.inv_freq(64)
+    c, s = ropescale.cos_sin(np.arange(4096), th)
+    c, s = np.tile(c, (128, 1)), np.tile(s, (128, 1))
+    many = np.arange(6000, dtype=np.float64) + 0.5        # fractional: no angle cache
+    th_long = ropescale.inv_freq(4096)
+    return {
+        "apply_rotary": lambda: ropescale.apply_rotary(x, c, s, out=x),
+        "apply_rotary_positions": lambda: ropescale.apply_rotary_positions(x, pos, th, out=x),
+        "cos_sin": lambda: ropescale.cos_sin(many, th_long, dtype=np.float64),
+    }
+
+
+@pytest.mark.parametrize("kernel", ["apply_rotary", "apply_rotary_positions", "cos_sin"])
+def test_kernels_release_the_gil(kernel, one_c_thread):
+    call = long_calls()[kernel]
+    moved = count_during(call)
+    big = list(np.random.default_rng(0).random(1_500_000))
+    held = count_during(lambda: sorted(big))             # the control: holds the GIL throughout
+    assert moved > 1000, f"{kernel}: another thread advanced only {moved} steps while it ran"
+    assert held < moved / 10, f"control advanced {held}, kernel {moved}"
+
+
+def test_another_thread_sees_an_in_place_rotation_half_done(one_c_thread):
+    """Stronger than a counter: a thread that can run only while the GIL is free
+    observes rows already rotated next to rows not yet rotated."""
+    rows = 1 << 19
+    x = np.ones((rows, 64), np.float32)
+    th = ropescale.inv_freq(64)
+    c, s = ropescale.cos_sin(np.ones(1), th)             # position 1: every row changes
+    probe = np.arange(0, rows, rows // 64)
+    seen = []
+    go, stop = threading.Event(), threading.Event()
+
+    def watch():
+        go.wait()
+        while not stop.is_set():
+            changed = x[probe, 0] != 1.0
+            if changed.any() and not changed.all():
+                seen.append(int(changed.sum()))
+                return
+            yield_gil()
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(100.0)
+    t = threading.Thread(target=watch, daemon=True)
+    try:
+        t.start()
+        go.set()
+        ropescale.apply_rotary(x, c, s, out=x)
+    finally:
+        stop.set()
+        t.join()
+        sys.setswitchinterval(old)
+    assert seen, "no thread ever ran while the kernel was writing"
+    assert np.all(x[:, 0] != 1.0)
+
+
+# --------------------------------------------------- C-level splitting
+
+@pytest.mark.parametrize("n", [2, 3, 8])
+def test_split_over_c_threads_gives_identical_bits(n):
+    rng = np.random.default_rng(n)
+    x = rng.standard_normal((3001, 3, 96)).astype(np.float16)[::-1, :, ::-1]   # > 4 MiB of work, odd rows
+    pos = rng.integers(-10**6, 10**6, size=(3001, 1))
+    th = ropescale.inv_freq(80)
+    c, s = ropescale.cos_sin(pos, th)
+    prev = ropescale.set_num_threads(1)
+    try:
+        one = (ropescale.apply_rotary_positions(x, pos, th, interleaved=True),
+               ropescale.apply_rotary(x, c, s),
+               *ropescale.cos_sin(pos[:, 0] + 0.25, th, dtype=np.float32))
+        ropescale.set_num_threads(n)
+        many = (ropescale.apply_rotary_positions(x, pos, th, interleaved=True),
+                ropescale.apply_rotary(x, c, s),
+                *ropescale.cos_sin(pos[:, 0] + 0.25, th, dtype=np.float32))
+    finally:
+        ropescale.set_num_threads(prev)
+    for a, b in zip(one, many):
+        assert bits(a) == bits(b)

@@ -197,8 +197,11 @@ def test_kernels_release_the_gil(kernel, one_c_thread):
     moved = count_during(call)
     big = list(np.random.default_rng(0).random(1_500_000))
     held = count_during(lambda: sorted(big))             # the control: holds the GIL throughout
-    assert moved > 1000, f"{kernel}: another thread advanced only {moved} steps while it ran"
-    assert held < moved / 10, f"control advanced {held}, kernel {moved}"
+    # Typically ~10**4 steps against 0 for the control (~10**2 under ASan, whose
+    # interceptors make each GIL hand-over slow); a kernel holding the GIL
+    # would leave the spinner where the control leaves it.
+    assert moved >= 20, f"{kernel}: another thread advanced only {moved} steps while it ran"
+    assert held * 10 < moved, f"control advanced {held}, kernel {moved}"
 
 
 def test_another_thread_sees_an_in_place_rotation_half_done(one_c_thread):

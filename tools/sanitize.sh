@@ -58,11 +58,19 @@ if [ ! -e "$LIBASAN" ]; then
     echo "sanitize: libasan not found ($LIBASAN)" >&2
     exit 1
 fi
+# libstdc++ too: ASan's __cxa_throw interceptor needs it present from the
+# start, or the first C++ exception in another extension (matplotlib's
+# ft2font, torch) aborts with "CHECK failed: real___cxa_throw".
+PRELOAD="$LIBASAN"
+LIBSTDCXX=$("$CC" -print-file-name=libstdc++.so)
+if [ -e "$LIBSTDCXX" ]; then
+    PRELOAD="$LIBASAN $LIBSTDCXX"
+fi
 
 run_sanitized() {
     # The scratch copy first on sys.path, so it shadows an editable install.
     env PYTHONPATH="$WORK/repo/src${PYTHONPATH:+:$PYTHONPATH}" \
-        LD_PRELOAD="$LIBASAN" \
+        LD_PRELOAD="$PRELOAD" \
         ASAN_OPTIONS="$ASAN_COMMON:detect_leaks=0" \
         ROPESCALE_SANITIZED=1 \
         PYTHONDONTWRITEBYTECODE=1 \

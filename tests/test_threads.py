@@ -176,9 +176,10 @@ def one_c_thread():
 
 
 def long_calls():
-    # Each takes a good fraction of a second on one core: many rows or many angles.
-    x = np.ones((1 << 19, 64), np.float32)               # 128 MiB
-    pos = np.arange(1 << 19, dtype=np.int64) % 4096
+    # Each takes a good fraction of a second on one core: strided float16 rows
+    # (the slowest path), fractional positions (no angle reuse), many angles.
+    x = np.ones((1 << 19, 128), np.float16)[:, ::2]      # 128 MiB buffer
+    pos = np.arange(1 << 19) % 4096 + 0.5
     th = ropescale.inv_freq(64)
     c, s = ropescale.cos_sin(np.arange(4096), th)
     c, s = np.tile(c, (128, 1)), np.tile(s, (128, 1))
@@ -208,7 +209,7 @@ def test_another_thread_sees_an_in_place_rotation_half_done(one_c_thread):
     """Stronger than a counter: a thread that can run only while the GIL is free
     observes rows already rotated next to rows not yet rotated."""
     rows = 1 << 19
-    x = np.ones((rows, 64), np.float32)
+    x = np.ones((rows, 128), np.float16)[:, ::2]          # the slow path: a long call
     th = ropescale.inv_freq(64)
     c, s = ropescale.cos_sin(np.ones(1), th)             # position 1: every row changes
     probe = np.arange(0, rows, rows // 64)

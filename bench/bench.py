@@ -113,6 +113,10 @@ def main(argv=None):
           "into a preallocated one otherwise); ×ip-floor = ropescale / np.multiply(x, 1, out=x) for in-place "
           "rows; ×faster = peer time / ropescale time. Peak RSS: growth of VmHWM over one call in a fresh "
           "process, with the output size in parentheses.")
+    if load is not None:
+        print(f"\nLoad average at end {os.getloadavg()[0]:.2f}: on a shared machine compare ratios within a row, "
+              "not times across runs; torch's small calls with several OpenMP threads can wait milliseconds "
+              "at barriers when the cores are oversubscribed.")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": info, "repeat": repeat, "rows": rows}, f, indent=1)

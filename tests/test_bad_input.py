@@ -12,6 +12,8 @@ zero-strided broadcasts) gives what ``ropescale.reference`` gives.
 """
 import math
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -572,13 +574,33 @@ def test_absurd_sizes_are_refused_or_out_of_memory_never_a_crash():
         ropescale.apply_rotary_positions(huge, 0, TH)
     with pytest.raises(MemoryError):
         ropescale.cos_sin(np.broadcast_to(0.0, (2**50,)), TH)
-    # 2**41 zero-strided features and an out that is zero-strided too: the
-    # kernel's per-row buffer (2**40 pairs) cannot be had -> MemoryError.
+    # 2**41 zero-strided features, tables of 2**40 zero-strided pairs and an
+    # out that is zero-strided too: refused before the kernel sizes a row buffer.
     x = np.broadcast_to(np.float32(1), (2**41,))
     out = as_strided(np.zeros(1, np.float32), shape=(2**41,), strides=(0,))
     cs = np.broadcast_to(np.float32(1), (2**40,))
-    with pytest.raises(MemoryError):
+    with pytest.raises(ValueError, match="cos"):
         ropescale.apply_rotary(x, cs, cs, out=out)
+
+
+def test_row_buffer_size_cannot_overflow_into_a_small_allocation():
+    """R = 2**59 + 1 zero-strided pairs made the kernel's row buffer R * 32 bytes
+    wrap to 32 bytes, then write past it (a segfault).  In a child process, so
+    a regression is a failed test, not a dead test run."""
+    code = (
+        "import numpy as np, ropescale\n"
+        "from numpy.lib.stride_tricks import as_strided\n"
+        "R = 2**59 + 1\n"
+        "x = np.broadcast_to(np.float16(1), (2 * R,))\n"
+        "out = as_strided(np.zeros(1, np.float16), shape=(2 * R,), strides=(0,))\n"
+        "cs = np.broadcast_to(np.float32(0.5), (R,))\n"
+        "try:\n"
+        "    ropescale.apply_rotary(x, cs, cs, out=out)\n"
+        "except (ValueError, MemoryError) as e:\n"
+        "    print('refused', type(e).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "refused" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-3000:])
 
 
 def test_huge_zero_strided_broadcast_over_a_tiny_x():

@@ -325,6 +325,10 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
     d = xa.shape[-1]
     if 2 * r > d:
         raise ValueError(f"cos.shape[-1] (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
+    if r > _checks.MAX_DIM // 2:
+        # Zero-strided (broadcast) tables can be this long without the memory;
+        # the kernel's per-row buffer size would overflow (R * 32 bytes).
+        raise ValueError(f"cos.shape[-1] (R={r}) must be <= {_checks.MAX_DIM // 2} pairs")
     lead = xa.shape[:-1]
     _check_broadcast("cos/sin", ca.shape[:-1], lead)
     if out is not None:

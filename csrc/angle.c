@@ -108,6 +108,7 @@ struct rs_angle_cache {
     double *hi_c, *hi_s;          /* one row of n */
     double hi_q;
     int hi_ok;
+    double last_t;  /* previous position, to tell runs from scattered ones */
 };
 
 rs_angle_cache *rs_angle_cache_new(const double *theta, int64_t n_pairs,
@@ -121,6 +122,7 @@ rs_angle_cache *rs_angle_cache_new(const double *theta, int64_t n_pairs,
         goto fail;
     a->theta = theta;
     a->n = n_pairs;
+    a->last_t = NAN;
     a->scale = scale;
     a->lo_c = (double *)malloc(sizeof(double) * 2 * (RS_LO_ROWS + 1) * n);
     if (a->lo_c == NULL)
@@ -187,9 +189,16 @@ void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
     const int64_t n = a->n;
     const double scale = a->scale;
 
+    double prev = a->last_t;
+    a->last_t = t;
     if (t == floor(t) && fabs(t) < 0x1p52) {
         double q = floor(t / RS_LO_ROWS);
         int r = (int)(t - q * RS_LO_ROWS);
+        /* A scattered position whose rows are not cached (decode: one
+         * position per sequence) costs one exact row directly instead of
+         * two; a run (t = previous + 1) fills the cache for what follows. */
+        if (!a->lo_ok[r] && !(a->hi_ok && a->hi_q == q) && t != prev + 1.0)
+            goto direct;
         const double *restrict lc = a->lo_c + (size_t)r * (size_t)n;
         const double *restrict ls = a->lo_s + (size_t)r * (size_t)n;
         const double *restrict hc = a->hi_c;
@@ -218,6 +227,7 @@ void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
         }
         return;
     }
+direct:
     exact_row(a->theta, n, t, c, s);
     if (scale != 1.0) {
         for (int64_t k = 0; k < n; k++) {

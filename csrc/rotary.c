@@ -20,6 +20,14 @@
 /* Row kernels                                                          */
 /* ------------------------------------------------------------------ */
 
+/* What a batch of rows shares: geometry, pairing and the row strides. */
+typedef struct {
+    int64_t nb, bsx, bso;  /* rows in the batch and their byte strides */
+    int64_t R, D;          /* pairs, features */
+    int64_t fx, fo;        /* feature byte strides */
+    int interleaved, in_place;
+} rs_batch;
+
 /* Contiguous kernels: the restrict-qualified forms let the compiler
  * vectorize without run-time alias checks.  The in-place forms name the two
  * halves separately; within one row they never overlap. */
@@ -80,34 +88,43 @@
             *(T *)(void *)(o + ib * fo) = b * c[k] + a * s[k];                 \
         }                                                                      \
     }                                                                          \
-    ATTR static void rot_row_##SUF(int64_t R, int64_t D, int interleaved,           \
-                              int in_place, const char *x, int64_t fx,         \
-                              char *o, int64_t fo, const T *c, const T *s)     \
+    /* nb rows that share one cos/sin row, row strides bsx/bso: the kernel is \
+     * chosen once for all of them (a token's heads, typically). */          \
+    ATTR static void rot_rows_##SUF(const rs_batch *B, const char *x,          \
+                                    char *o, const T *c, const T *s)           \
     {                                                                          \
-        const int64_t sz = (int64_t)sizeof(T);                                 \
-        if (fx == sz && fo == sz) {                                            \
-            if (in_place) {                                                    \
-                if (interleaved)                                               \
-                    inter_ip_##SUF(R, (T *)(void *)o, c, s);                   \
+        const int64_t sz = (int64_t)sizeof(T), R = B->R, D = B->D;             \
+        const int64_t nb = B->nb, bsx = B->bsx, bso = B->bso;                  \
+        const size_t tail = (size_t)((D - 2 * R) * sz);                        \
+        if (B->fx == sz && B->fo == sz) {                                      \
+            if (B->in_place) {                                                 \
+                if (B->interleaved)                                            \
+                    for (int64_t r = 0; r < nb; r++)                           \
+                        inter_ip_##SUF(R, (T *)(void *)(o + r * bso), c, s);   \
                 else                                                           \
-                    half_ip_##SUF(R, (T *)(void *)o, c, s);                    \
+                    for (int64_t r = 0; r < nb; r++)                           \
+                        half_ip_##SUF(R, (T *)(void *)(o + r * bso), c, s);    \
                 return;                                                        \
             }                                                                  \
-            if (interleaved)                                                   \
-                inter_oop_##SUF(R, (const T *)(const void *)x,                 \
-                                (T *)(void *)o, c, s);                         \
-            else                                                               \
-                half_oop_##SUF(R, (const T *)(const void *)x, (T *)(void *)o,  \
-                               c, s);                                          \
-            if (D > 2 * R)                                                     \
-                memcpy(o + 2 * R * sz, x + 2 * R * sz,                         \
-                       (size_t)((D - 2 * R) * sz));                            \
+            for (int64_t r = 0; r < nb; r++) {                                 \
+                const T *xr = (const T *)(const void *)(x + r * bsx);          \
+                T *orow = (T *)(void *)(o + r * bso);                          \
+                if (B->interleaved)                                            \
+                    inter_oop_##SUF(R, xr, orow, c, s);                        \
+                else                                                           \
+                    half_oop_##SUF(R, xr, orow, c, s);                         \
+                if (tail)                                                      \
+                    memcpy(orow + 2 * R, xr + 2 * R, tail);                    \
+            }                                                                  \
             return;                                                            \
         }                                                                      \
-        strided_##SUF(R, interleaved, x, fx, o, fo, c, s);                     \
-        if (!in_place) {                                                       \
-            for (int64_t j = 2 * R; j < D; j++)                                \
-                memcpy(o + j * fo, x + j * fx, sizeof(T));                     \
+        for (int64_t r = 0; r < nb; r++) {                                     \
+            const char *xr = x + r * bsx;                                      \
+            char *orow = o + r * bso;                                          \
+            strided_##SUF(R, B->interleaved, xr, B->fx, orow, B->fo, c, s);    \
+            if (!B->in_place)                                                  \
+                for (int64_t j = 2 * R; j < D; j++)                            \
+                    memcpy(orow + j * B->fo, xr + j * B->fx, sizeof(T));       \
         }                                                                      \
     }
 
@@ -133,59 +150,119 @@ static int have_avx2(void)
 }
 #endif
 
-typedef void (*rs_row_f32)(int64_t, int64_t, int, int, const char *, int64_t,
-                           char *, int64_t, const float *, const float *);
-typedef void (*rs_row_f64)(int64_t, int64_t, int, int, const char *, int64_t,
-                           char *, int64_t, const double *, const double *);
+typedef void (*rs_rows_f32)(const rs_batch *, const char *, char *,
+                            const float *, const float *);
+typedef void (*rs_rows_f64)(const rs_batch *, const char *, char *,
+                            const double *, const double *);
 
-static rs_row_f32 pick_f32(void)
+static rs_rows_f32 pick_f32(void)
 {
 #if RS_HAVE_X86_DISPATCH
     if (have_avx2())
-        return rot_row_f32_avx2;
+        return rot_rows_f32_avx2;
 #endif
-    return rot_row_f32;
+    return rot_rows_f32;
 }
 
-static rs_row_f64 pick_f64(void)
+static rs_rows_f64 pick_f64(void)
 {
 #if RS_HAVE_X86_DISPATCH
     if (have_avx2())
-        return rot_row_f64_avx2;
+        return rot_rows_f64_avx2;
 #endif
-    return rot_row_f64;
+    return rot_rows_f64;
 }
 
-/* float16: widen the rotated part of the row, rotate in float32, narrow. */
-static void rot_row_f16(rs_row_f32 row32, int64_t R, int64_t D, int interleaved,
-                        int in_place, const char *x, int64_t fx, char *o,
-                        int64_t fo, const float *c, const float *s, float *buf)
+#if RS_HAVE_X86_DISPATCH
+#include <immintrin.h>
+
+/* float16, half-split, contiguous: widen 8 pairs, rotate in float32 and
+ * narrow in one pass (F16C).  The float operations are those of the
+ * portable path, so the results are the same bits. */
+__attribute__((target("avx2,f16c"))) static void
+half_f16_f16c(int64_t R, const uint16_t *x, uint16_t *o, const float *c,
+              const float *s)
 {
-    const int64_t n = 2 * R;
-    if (fx == 2) {
-        rs_half_to_float_n(n, (const uint16_t *)(const void *)x, buf);
-    } else {
-        for (int64_t j = 0; j < n; j++) {
-            uint16_t h;
-            memcpy(&h, x + j * fx, 2);
-            buf[j] = rs_half_to_float(h);
-        }
+    int64_t k = 0;
+    for (; k + 8 <= R; k += 8) {
+        __m256 a = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(x + k)));
+        __m256 b = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(x + k + R)));
+        __m256 cc = _mm256_loadu_ps(c + k), ss = _mm256_loadu_ps(s + k);
+        __m256 oa = _mm256_sub_ps(_mm256_mul_ps(a, cc), _mm256_mul_ps(b, ss));
+        __m256 ob = _mm256_add_ps(_mm256_mul_ps(b, cc), _mm256_mul_ps(a, ss));
+        _mm_storeu_si128((__m128i *)(void *)(o + k),
+                         _mm256_cvtps_ph(oa, _MM_FROUND_TO_NEAREST_INT));
+        _mm_storeu_si128((__m128i *)(void *)(o + k + R),
+                         _mm256_cvtps_ph(ob, _MM_FROUND_TO_NEAREST_INT));
     }
-    row32(R, n, interleaved, 1, (const char *)buf, 4, (char *)buf, 4, c, s);
-    if (fo == 2) {
-        rs_float_to_half_n(n, buf, (uint16_t *)(void *)o);
-    } else {
-        for (int64_t j = 0; j < n; j++) {
-            uint16_t h = rs_float_to_half(buf[j]);
-            memcpy(o + j * fo, &h, 2);
-        }
+    for (; k < R; k++) {
+        float a = rs_half_to_float(x[k]), b = rs_half_to_float(x[k + R]);
+        float oa = a * c[k] - b * s[k], ob = b * c[k] + a * s[k];
+        o[k] = rs_float_to_half(oa);
+        o[k + R] = rs_float_to_half(ob);
     }
-    if (!in_place) {
-        if (fx == 2 && fo == 2)
-            memcpy(o + n * 2, x + n * 2, (size_t)((D - n) * 2));
-        else
-            for (int64_t j = n; j < D; j++)
-                memcpy(o + j * fo, x + j * fx, 2);
+}
+
+static int have_f16c_avx2(void)
+{
+    static int cached = -1; /* benign race: every thread computes the same */
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+    }
+    return cached;
+}
+#endif
+
+/* float16: widen the rotated part of each row, rotate in float32, narrow
+ * (one fused pass for contiguous half-split rows where F16C exists). */
+static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
+                         char *o, const float *c, const float *s, float *buf)
+{
+    const int64_t R = B->R, D = B->D, n = 2 * R, fx = B->fx, fo = B->fo;
+    rs_batch one = *B;
+    one.nb = 1;
+    one.D = n;
+    one.fx = one.fo = 4;
+    one.in_place = 1;
+    for (int64_t r = 0; r < B->nb; r++) {
+        const char *xr = x + r * B->bsx;
+        char *orow = o + r * B->bso;
+#if RS_HAVE_X86_DISPATCH
+        if (fx == 2 && fo == 2 && !B->interleaved && have_f16c_avx2()) {
+            half_f16_f16c(R, (const uint16_t *)(const void *)xr,
+                          (uint16_t *)(void *)orow, c, s);
+            goto tail;
+        }
+#endif
+        if (fx == 2) {
+            rs_half_to_float_n(n, (const uint16_t *)(const void *)xr, buf);
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                uint16_t h;
+                memcpy(&h, xr + j * fx, 2);
+                buf[j] = rs_half_to_float(h);
+            }
+        }
+        rows32(&one, (const char *)buf, (char *)buf, c, s);
+        if (fo == 2) {
+            rs_float_to_half_n(n, buf, (uint16_t *)(void *)orow);
+        } else {
+            for (int64_t j = 0; j < n; j++) {
+                uint16_t h = rs_float_to_half(buf[j]);
+                memcpy(orow + j * fo, &h, 2);
+            }
+        }
+#if RS_HAVE_X86_DISPATCH
+    tail:
+#endif
+        if (!B->in_place) {
+            if (fx == 2 && fo == 2)
+                memcpy(orow + n * 2, xr + n * 2, (size_t)((D - n) * 2));
+            else
+                for (int64_t j = n; j < D; j++)
+                    memcpy(orow + j * fo, xr + j * fx, 2);
+        }
     }
 }
 
@@ -313,8 +390,9 @@ typedef struct {
     const double *theta;  /* fused form only */
     double scale;
     int64_t row0, row1;
-    rs_row_f32 row32;
-    rs_row_f64 row64;
+    rs_rows_f32 rows32;
+    rs_rows_f64 rows64;
+    rs_batch batch;
     int status;
 } rs_task;
 
@@ -343,24 +421,21 @@ static int rowbuf_init(rs_rowbuf *b, int64_t R)
 
 /* Rotate one row with cos/sin rows c, s of the compute type (float32 for
  * float16/float32 x, float64 for float64 x). */
-static void rotate_one(const rs_task *t, const void *c, const void *s,
-                       float *hbuf, const char *xr, char *orow)
+/* Rotate one batch of rows (see rs_batch) with cos/sin rows c, s of the
+ * compute type (float32 for float16/float32 x, float64 for float64 x). */
+static void rotate_batch(const rs_task *t, const void *c, const void *s,
+                         float *hbuf, const char *xr, char *orow)
 {
-    const rs_layout *L = t->L;
-    const rs_options *o = t->opt;
-    switch (o->dtype) {
+    switch (t->opt->dtype) {
     case RS_F64:
-        t->row64(L->n_pairs, L->n_features, o->interleaved, o->in_place, xr,
-                 L->fx, orow, L->fo, (const double *)c, (const double *)s);
+        t->rows64(&t->batch, xr, orow, (const double *)c, (const double *)s);
         break;
     case RS_F32:
-        t->row32(L->n_pairs, L->n_features, o->interleaved, o->in_place, xr,
-                 L->fx, orow, L->fo, (const float *)c, (const float *)s);
+        t->rows32(&t->batch, xr, orow, (const float *)c, (const float *)s);
         break;
     default:
-        rot_row_f16(t->row32, L->n_pairs, L->n_features, o->interleaved,
-                    o->in_place, xr, L->fx, orow, L->fo, (const float *)c,
-                    (const float *)s, hbuf);
+        rot_rows_f16(t->rows32, &t->batch, xr, orow, (const float *)c,
+                     (const float *)s, hbuf);
         break;
     }
 }
@@ -417,7 +492,7 @@ static void table_task(void *arg)
             last_c = c;
             last_s = s;
         }
-        rotate_one(t, cp, sp, b.hbuf, t->x + it.ox, t->out + it.oo);
+        rotate_batch(t, cp, sp, b.hbuf, t->x + it.ox, t->out + it.oo);
         iter_next(L, &it);
     }
     free(b.mem);
@@ -465,9 +540,9 @@ static void fused_task(void *arg)
             have_last = 1;
         }
         if (t->opt->dtype == RS_F64)
-            rotate_one(t, b.cd, b.sd, b.hbuf, t->x + it.ox, t->out + it.oo);
+            rotate_batch(t, b.cd, b.sd, b.hbuf, t->x + it.ox, t->out + it.oo);
         else
-            rotate_one(t, b.cf, b.sf, b.hbuf, t->x + it.ox, t->out + it.oo);
+            rotate_batch(t, b.cf, b.sf, b.hbuf, t->x + it.ox, t->out + it.oo);
         iter_next(L, &it);
     }
     rs_angle_cache_free(cache);
@@ -492,6 +567,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
 {
     rs_layout L = *lay;
     rs_task tasks[RS_MAX_TASKS];
+    rs_batch batch;
     int64_t rows, item, bytes;
     int n, status = 0;
 
@@ -515,6 +591,24 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
         n = RS_MAX_TASKS;
     if (bytes < RS_PARALLEL_BYTES || rows < n)
         n = 1;
+    /* Rows along the innermost axis that share cos/sin (or the position) go
+     * to the kernel together, unless that would leave too few to split. */
+    batch.nb = 1;
+    batch.bsx = batch.bso = 0;
+    if (L.ndim >= 1 && L.sc[L.ndim - 1] == 0 && L.ss[L.ndim - 1] == 0 &&
+        rows / L.shape[L.ndim - 1] >= n) {
+        batch.nb = L.shape[L.ndim - 1];
+        batch.bsx = L.sx[L.ndim - 1];
+        batch.bso = L.so[L.ndim - 1];
+        rows /= batch.nb;
+        L.ndim--;
+    }
+    batch.R = L.n_pairs;
+    batch.D = L.n_features;
+    batch.fx = L.fx;
+    batch.fo = L.fo;
+    batch.interleaved = opt->interleaved;
+    batch.in_place = opt->in_place;
     for (int i = 0; i < n; i++) {
         rs_task *t = &tasks[i];
         t->L = &L;
@@ -527,8 +621,9 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
         t->scale = scale;
         t->row0 = rows / n * i + (i < rows % n ? i : rows % n);
         t->row1 = t->row0 + rows / n + (i < rows % n ? 1 : 0);
-        t->row32 = pick_f32();
-        t->row64 = pick_f64();
+        t->rows32 = pick_f32();
+        t->rows64 = pick_f64();
+        t->batch = batch;
         t->status = 0;
     }
     if (n == 1)

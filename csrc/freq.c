@@ -180,6 +180,8 @@ int rs_scaled_inv_freq(int64_t dim, double base, const rs_scaling *sc,
         break;
     }
     case RS_PROPORTIONAL: {
+        if (sc->rotated_pairs < 0 || sc->rotated_pairs > half)
+            return -1;
         /* Exponent over the full head dim; pairs past rotated_pairs stay still. */
         rs_inv_freq(dim, base, out);
         for (int64_t k = sc->rotated_pairs; k < half; k++)

@@ -407,6 +407,8 @@ typedef struct {
 static int rowbuf_init(rs_rowbuf *b, int64_t R)
 {
     size_t n = R > 0 ? (size_t)R : 1;
+    if (n > ((size_t)-1) / (2 * sizeof(float) + 2 * sizeof(double) + 2 * sizeof(float)))
+        return -1;
     /* 2 float rows, 2 double rows, 2R floats */
     b->mem = malloc(n * (2 * sizeof(float) + 2 * sizeof(double) + 2 * sizeof(float)));
     if (b->mem == NULL)

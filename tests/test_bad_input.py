@@ -334,10 +334,8 @@ def test_the_table_is_large_and_covers_every_public_function():
 
 
 # Cases that fail today in code this suite does not own; reported to the lead.
-KNOWN = {
-    "RopeAnalysis.table-pairs-int": "RopeAnalysis.table(pairs=5): 'int' object is not iterable",
-    "analyze-target-1e300-dynamic": "analyze passes ceil(target_len) as seq_len: the message names seq_len",
-}
+# Cases that are known to fail, with the reason (none at present).
+KNOWN: dict = {}
 
 
 @pytest.mark.parametrize("call, exc, word", [
@@ -662,3 +660,23 @@ def test_byte_strides_beyond_32_bits_forward_and_backward(dtype):
         assert_matches(view, orig.astype(np.float64), orig, dtype)   # inverse, then forward, in place
         x[...] = x0
     del x, out, buf
+
+
+# ------------------------------------------------ the internal module guards itself
+
+def test_core_refuses_out_of_range_rotated_pairs():
+    from ropescale import _core
+    for bad in (-3, 5):
+        with pytest.raises(ValueError, match="rotated_pairs"):
+            _core.scaled_inv_freq(8, 1e4, _core.PROPORTIONAL, rotated_pairs=bad)
+
+
+def test_core_refuses_absurd_dim():
+    from ropescale import _core
+    with pytest.raises(ValueError, match="dim"):
+        _core.inv_freq(2**32, 1e4)
+
+
+def test_huge_finite_position_is_named_as_too_large_not_nan():
+    with pytest.raises(ValueError, match=r"\|position\| <= 2\*\*52"):
+        ropescale.cos_sin(np.array([1e301]), np.array([1e-310]))

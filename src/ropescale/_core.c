@@ -22,9 +22,9 @@
 
 static int check_dim(long long dim)
 {
-    if (dim < 2 || dim % 2 != 0 || dim > ((long long)1 << 32)) {
+    if (dim < 2 || dim % 2 != 0 || dim > ((long long)1 << 24)) {
         PyErr_Format(PyExc_ValueError,
-                     "dim must be a positive even integer <= 2**32, got %lld", dim);
+                     "dim must be a positive even integer <= 2**24, got %lld", dim);
         return -1;
     }
     return 0;
@@ -145,6 +145,11 @@ static PyObject *py_scaled_inv_freq(PyObject *self, PyObject *args, PyObject *kw
     if (check_dim(dim) < 0)
         return NULL;
     n = (npy_intp)(dim / 2);
+    if (rotated < 0 || rotated > dim / 2) {
+        PyErr_Format(PyExc_ValueError, "rotated_pairs must be in [0, dim/2 = %lld], got %lld",
+                     dim / 2, rotated);
+        return NULL;
+    }
     sc.rotated_pairs = rotated;
     sc.short_factor = factor_list(short_obj, n, "short_factor", &short_arr);
     if (PyErr_Occurred())
@@ -467,8 +472,8 @@ static int check_position_values(PyArrayObject *p, int is_int, double tmax)
                 v = iv < 0 ? -(double)iv : (double)iv; /* INT64_MIN: 2^63, too big */
             } else {
                 v = fabs(*(const double *)(const void *)d);
-                if (!(v <= 1e300))
-                    bad = 1; /* NaN or inf */
+                if (!isfinite(v))
+                    bad = 1;
             }
             big = v > big ? v : big;
         }

@@ -298,6 +298,8 @@ class RopeAnalysis:
 def _rows(a: RopeAnalysis, pairs: Optional[Sequence[int]]):
     if pairs is None:
         return range(a.n_pairs)
+    if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__iter__"):
+        raise TypeError(f"pairs must be a sequence of pair indices, got {type(pairs).__name__}")
     rows = [_checks.integer("pairs[i]", k, minimum=-a.n_pairs, maximum=a.n_pairs - 1) for k in pairs]
     return [k % a.n_pairs for k in rows]
 
@@ -392,6 +394,8 @@ def analyze(rope: Any, target_len: Optional[float] = None, original_len: Optiona
     if not isinstance(rope, Rope):
         raise TypeError(f"rope must be a ropescale.Rope, got {type(rope).__name__}")
     m_l, m = _resolve_lengths(rope, target_len, original_len)
+    if m > 2.0**53:
+        raise ValueError(f"target_len must be <= 2**53 tokens, got {m:.6g}")
     d = rope.rotary_dim
     theta = inv_freq(d, rope.base)
     theta_scaled, attn = rope.inv_freq_at(seq_len=int(math.ceil(m)))

@@ -54,7 +54,7 @@ _OPTIONAL = {
 }
 
 # Keys that may sit in a config's rope dict without being scaling parameters.
-_PASSIVE = {"rope_type", "type", "rope_theta", "attention_factor", "partial_rotary_factor",
+_PASSIVE = {"rope_type", "type", "rope_theta", "attention_factor", "partial_rotary_factor", "original_max_position_embeddings",
             "max_position_embeddings"}
 
 

@@ -32,7 +32,13 @@ _num_threads = None
 
 
 def get_num_threads() -> int:
-    """Threads the kernels may use on large arrays (default: ``ROPESCALE_NUM_THREADS`` or the CPU count, at most 8)."""
+    """Threads the kernels may use on large arrays (default: ``ROPESCALE_NUM_THREADS`` or the CPU count, at most 8).
+
+    Examples
+    --------
+    >>> ropescale.get_num_threads() >= 1
+    True
+    """
     global _num_threads
     if _num_threads is None:
         env = os.environ.get("ROPESCALE_NUM_THREADS")
@@ -47,6 +53,13 @@ def set_num_threads(n: int) -> int:
     """Set the number of threads for large calls (1 disables threading); returns the previous value.
 
     Small calls always run on the calling thread.
+
+    Examples
+    --------
+    >>> prev = ropescale.set_num_threads(1)
+    >>> ropescale.get_num_threads()
+    1
+    >>> _ = ropescale.set_num_threads(prev)
     """
     global _num_threads
     prev = get_num_threads()

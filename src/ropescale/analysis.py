@@ -182,6 +182,14 @@ class RopeAnalysis:
         target length stretches the last pair by ``s*m/m_l - (s - 1)`` (not
         ``s``), so every pair but 0 blends; ``yarn`` and ``llama3``
         extrapolate high frequencies, interpolate low ones and blend between.
+
+    Examples
+    --------
+    >>> a = ropescale.analyze(ropescale.Rope(64).extend(16384, "linear", original_len=4096))
+    >>> a.counts
+    {'interpolate': 32}
+    >>> a.period_after.shape
+    (32,)
     """
 
     method: str

@@ -90,7 +90,17 @@ class Rope:
             return 2.0 * math.pi / self.inv_freq
 
     def inv_freq_at(self, seq_len: Optional[int] = None) -> tuple:
-        """``(inv_freq, attention_factor)`` at a sequence length (dynamic and longrope depend on it)."""
+        """``(inv_freq, attention_factor)`` at a sequence length (dynamic and longrope depend on it).
+
+        Examples
+        --------
+        >>> rope = ropescale.Rope(64, 10000.0, {"rope_type": "dynamic", "factor": 2.0,
+        ...                                     "original_max_position_embeddings": 4096})
+        >>> bool(np.array_equal(rope.inv_freq_at(4096)[0], ropescale.inv_freq(64)))
+        True
+        >>> bool(rope.inv_freq_at(8192)[0][-1] < ropescale.inv_freq(64)[-1])
+        True
+        """
         if seq_len is None or self.method not in _LENGTH_DEPENDENT:
             return self.inv_freq, self.attention_factor
         return scaled_inv_freq(self.dim, self.base, self.scaling, seq_len=seq_len)
@@ -108,13 +118,34 @@ class Rope:
         """cos/sin tables for ``positions`` with this rope's frequencies and attention factor.
 
         For ``dynamic`` and ``longrope`` the sequence length defaults to ``max(positions) + 1``.
+
+        Returns ``(cos, sin)``, each ``positions.shape + (rotary_dim // 2,)`` of ``dtype``.
+
+        Examples
+        --------
+        >>> c, s = ropescale.Rope(64).cos_sin(np.arange(4)[:, None])
+        >>> c.shape, c.dtype
+        ((4, 1, 32), dtype('float32'))
         """
         theta, attn = self._for_positions(positions, seq_len)
         return cos_sin(positions, theta, attention_factor=attn, dtype=dtype)
 
     def apply(self, x: Any, positions: Any, *, interleaved: bool = False, inverse: bool = False,
               out: Optional[np.ndarray] = None, seq_len: Optional[int] = None) -> np.ndarray:
-        """Rotate ``x`` (..., D) at ``positions`` (fused, see :func:`ropescale.apply_rotary_positions`)."""
+        """Rotate ``x`` (..., D) at ``positions`` (fused, see :func:`ropescale.apply_rotary_positions`).
+
+        Returns an array of ``x``'s shape and dtype (``out``'s when given).
+
+        Examples
+        --------
+        >>> rope = ropescale.Rope(8, 10000.0, {"rope_type": "linear", "factor": 2.0})
+        >>> q = np.ones((3, 2, 8), dtype=np.float32)        # (tokens, heads, head_dim)
+        >>> y = rope.apply(q, np.arange(3)[:, None])
+        >>> y.shape, y.dtype
+        ((3, 2, 8), dtype('float32'))
+        >>> bool(np.allclose(rope.apply(y, np.arange(3)[:, None], inverse=True), q, atol=1e-6))
+        True
+        """
         theta, attn = self._for_positions(positions, seq_len)
         return apply_rotary_positions(x, positions, theta, attention_factor=attn, interleaved=interleaved,
                                       inverse=inverse, out=out)
@@ -128,6 +159,15 @@ class Rope:
         ``qk_rope_head_dim`` for DeepSeek), ``partial_rotary_factor``,
         ``rope_scaling`` or ``rope_parameters``, ``max_position_embeddings`` and
         ``original_max_position_embeddings``, resolving them as HF transformers does.
+
+        Examples
+        --------
+        >>> cfg = {"rope_theta": 500000.0, "hidden_size": 4096, "num_attention_heads": 32,
+        ...        "max_position_embeddings": 131072,
+        ...        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+        ...                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
+        >>> ropescale.Rope.from_hf(cfg)
+        Rope(dim=128, base=500000, scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 8192})
         """
         if isinstance(config, (str, os.PathLike)):
             try:
@@ -206,7 +246,13 @@ class Rope:
         return rope
 
     def to_hf(self) -> dict:
-        """The config fragment that :meth:`from_hf` reads back (``rope_theta``, ``head_dim``, ``rope_scaling``)."""
+        """The config fragment that :meth:`from_hf` reads back (``rope_theta``, ``head_dim``, ``rope_scaling``).
+
+        Examples
+        --------
+        >>> ropescale.Rope(64, 1e6, {"rope_type": "linear", "factor": 2.0}).to_hf()
+        {'rope_theta': 1000000.0, 'head_dim': 64, 'rope_scaling': {'rope_type': 'linear', 'factor': 2.0}}
+        """
         d = {"rope_theta": self.base, "head_dim": self.dim}
         if self.scaling is not None:
             sc = {}
@@ -273,6 +319,13 @@ class Rope:
         return rope_html(self)
 
     def analyze(self, target_len: Optional[int] = None, original_len: Optional[int] = None):
-        """Per-pair analysis against the original rope; see :func:`ropescale.analyze`."""
+        """Per-pair analysis against the original rope; see :func:`ropescale.analyze`.
+
+        Examples
+        --------
+        >>> a = ropescale.Rope(128).extend(32768, "yarn", original_len=4096).analyze()
+        >>> a.critical_dim
+        46
+        """
         from .analysis import analyze
         return analyze(self, target_len=target_len, original_len=original_len)

@@ -160,22 +160,13 @@ exact_row_avx2(const double *restrict theta, int64_t n, double t,
         RS_SINCOS_BODY(t, theta[k], c[k], s[k]);
 }
 
-static int have_avx2(void)
-{
-    static int cached = -1; /* benign race: every thread computes the same */
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2");
-    }
-    return cached;
-}
 #endif
 
 static void exact_row(const double *theta, int64_t n, double t, double *c,
                       double *s)
 {
 #if RS_HAVE_X86_DISPATCH
-    if (have_avx2()) {
+    if (rs_cpu_has_avx2()) {
         exact_row_avx2(theta, n, t, c, s);
         return;
     }

@@ -152,21 +152,12 @@ __attribute__((target("avx,f16c"))) static void f2h_f16c(int64_t n,
         dst[i] = rs_float_to_half(src[i]);
 }
 
-static int have_f16c(void)
-{
-    static int cached = -1; /* benign race: every thread computes the same */
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-    }
-    return cached;
-}
 #endif
 
 void rs_half_to_float_n(int64_t n, const uint16_t *src, float *dst)
 {
 #if RS_HAVE_X86_DISPATCH
-    if (have_f16c()) {
+    if (rs_cpu_has_f16c()) {
         h2f_f16c(n, src, dst);
         return;
     }
@@ -177,7 +168,7 @@ void rs_half_to_float_n(int64_t n, const uint16_t *src, float *dst)
 void rs_float_to_half_n(int64_t n, const float *src, uint16_t *dst)
 {
 #if RS_HAVE_X86_DISPATCH
-    if (have_f16c()) {
+    if (rs_cpu_has_f16c()) {
         f2h_f16c(n, src, dst);
         return;
     }
@@ -188,7 +179,7 @@ void rs_float_to_half_n(int64_t n, const float *src, uint16_t *dst)
 const char *rs_simd_name(void)
 {
 #if RS_HAVE_X86_DISPATCH
-    if (have_f16c())
+    if (rs_cpu_has_f16c())
         return "f16c";
 #endif
     return "portable";

@@ -139,15 +139,6 @@ RS_DEFINE_KERNELS(double, f64, RS_NO_ATTR)
 RS_DEFINE_KERNELS(float, f32_avx2, RS_AVX2)
 RS_DEFINE_KERNELS(double, f64_avx2, RS_AVX2)
 
-static int have_avx2(void)
-{
-    static int cached = -1; /* benign race: every thread computes the same */
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2");
-    }
-    return cached;
-}
 #endif
 
 typedef void (*rs_rows_f32)(const rs_batch *, const char *, char *,
@@ -158,7 +149,7 @@ typedef void (*rs_rows_f64)(const rs_batch *, const char *, char *,
 static rs_rows_f32 pick_f32(void)
 {
 #if RS_HAVE_X86_DISPATCH
-    if (have_avx2())
+    if (rs_cpu_has_avx2())
         return rot_rows_f32_avx2;
 #endif
     return rot_rows_f32;
@@ -167,7 +158,7 @@ static rs_rows_f32 pick_f32(void)
 static rs_rows_f64 pick_f64(void)
 {
 #if RS_HAVE_X86_DISPATCH
-    if (have_avx2())
+    if (rs_cpu_has_avx2())
         return rot_rows_f64_avx2;
 #endif
     return rot_rows_f64;
@@ -203,15 +194,6 @@ half_f16_f16c(int64_t R, const uint16_t *x, uint16_t *o, const float *c,
     }
 }
 
-static int have_f16c_avx2(void)
-{
-    static int cached = -1; /* benign race: every thread computes the same */
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
-    }
-    return cached;
-}
 #endif
 
 /* float16: widen the rotated part of each row, rotate in float32, narrow
@@ -229,7 +211,7 @@ static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
         const char *xr = x + r * B->bsx;
         char *orow = o + r * B->bso;
 #if RS_HAVE_X86_DISPATCH
-        if (fx == 2 && fo == 2 && !B->interleaved && have_f16c_avx2()) {
+        if (fx == 2 && fo == 2 && !B->interleaved && (rs_cpu_has_avx2() && rs_cpu_has_f16c())) {
             half_f16_f16c(R, (const uint16_t *)(const void *)xr,
                           (uint16_t *)(void *)orow, c, s);
             goto tail;
@@ -621,17 +603,13 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
         t->sin = s;
         t->theta = theta;
         t->scale = scale;
-        t->row0 = rows / n * i + (i < rows % n ? i : rows % n);
-        t->row1 = t->row0 + rows / n + (i < rows % n ? 1 : 0);
+        rs_split_range(rows, n, i, &t->row0, &t->row1);
         t->rows32 = pick_f32();
         t->rows64 = pick_f64();
         t->batch = batch;
         t->status = 0;
     }
-    if (n == 1)
-        fn(&tasks[0]);
-    else
-        rs_parallel(fn, tasks, sizeof(rs_task), n);
+    rs_parallel(fn, tasks, sizeof(rs_task), n);
     for (int i = 0; i < n; i++)
         if (tasks[i].status != 0)
             status = tasks[i].status;
@@ -732,8 +710,7 @@ int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int
         nt = 1;
     for (int i = 0; i < nt; i++) {
         rs_table_task *t = &tasks[i];
-        t->i0 = n / nt * i + (i < n % nt ? i : n % nt);
-        t->i1 = t->i0 + n / nt + (i < n % nt ? 1 : 0);
+        rs_split_range(n, nt, i, &t->i0, &t->i1);
         t->positions = positions;
         t->pos_stride = pos_stride;
         t->pos_int = pos_int;
@@ -745,10 +722,7 @@ int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int
         t->sin = sin;
         t->status = 0;
     }
-    if (nt == 1)
-        cos_sin_task(&tasks[0]);
-    else
-        rs_parallel(cos_sin_task, tasks, sizeof(rs_table_task), nt);
+    rs_parallel(cos_sin_task, tasks, sizeof(rs_table_task), nt);
     for (int i = 0; i < nt; i++)
         if (tasks[i].status != 0)
             status = tasks[i].status;

@@ -12,6 +12,43 @@
 
 #include <stddef.h>
 
+void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi)
+{
+    int64_t q = n / parts, r = n % parts;
+    *lo = q * i + (i < r ? i : r);
+    *hi = *lo + q + (i < r ? 1 : 0);
+}
+
+/* The probes: the answer cannot change while the process runs, and racing
+ * threads all store the same value, so a plain static cache is safe. */
+int rs_cpu_has_avx2(void)
+{
+#if RS_HAVE_X86_DISPATCH
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
+int rs_cpu_has_f16c(void)
+{
+#if RS_HAVE_X86_DISPATCH
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
 #if RS_HAVE_PTHREADS
 #include <pthread.h>
 

@@ -298,6 +298,32 @@ static int threads_arg(int n)
     return n < 1 ? 1 : n;
 }
 
+/* Shared by both rotation entry points once the layout is filled: the
+ * pair count fits, and the options, in-place detection included. */
+static int finish_options(const rs_layout *L, rs_options *opt, PyArrayObject *x,
+                          PyArrayObject *out, int dt, int interleaved, int inverse,
+                          int n_threads, int pos_int, const char *pairs_name)
+{
+    if (2 * L->n_pairs > L->n_features || L->n_features % 2 != 0) {
+        PyErr_Format(PyExc_ValueError,
+                     "x's last axis (%zd) must be even and hold 2 * %s (%zd) features",
+                     (Py_ssize_t)L->n_features, pairs_name, (Py_ssize_t)L->n_pairs);
+        return -1;
+    }
+    opt->dtype = dt;
+    opt->interleaved = interleaved;
+    opt->inverse = inverse;
+    opt->in_place = same_view(x, out);
+    if (!opt->in_place && PyArray_DATA(x) == PyArray_DATA(out) && PyArray_SIZE(x) > 0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "out overlaps x with another layout; pass out=x or a separate array");
+        return -1;
+    }
+    opt->n_threads = threads_arg(n_threads);
+    opt->pos_int = pos_int;
+    return 0;
+}
+
 static int kernel_status(int rc)
 {
     if (rc == -1) {
@@ -356,23 +382,9 @@ static PyObject *py_rotate(PyObject *self, PyObject *args)
     L.n_pairs = PyArray_DIM(c, PyArray_NDIM(c) - 1);
     L.fc = PyArray_STRIDE(c, PyArray_NDIM(c) - 1);
     L.fs = PyArray_STRIDE(s, PyArray_NDIM(s) - 1);
-    if (2 * L.n_pairs > L.n_features || L.n_features % 2 != 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "x's last axis (%zd) must be even and hold 2 * cos.shape[-1] (%zd) features",
-                     (Py_ssize_t)L.n_features, (Py_ssize_t)L.n_pairs);
+    if (finish_options(&L, &opt, x, out, dt, interleaved, inverse, n_threads, 0,
+                       "cos.shape[-1]") < 0)
         return NULL;
-    }
-    opt.dtype = dt;
-    opt.interleaved = interleaved;
-    opt.inverse = inverse;
-    opt.in_place = same_view(x, out);
-    if (!opt.in_place && PyArray_DATA(x) == PyArray_DATA(out) && PyArray_SIZE(x) > 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "out overlaps x with another layout; pass out=x or a separate array");
-        return NULL;
-    }
-    opt.n_threads = threads_arg(n_threads);
-    opt.pos_int = 0;
     Py_BEGIN_ALLOW_THREADS
     rc = rs_rotate(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out),
                    PyArray_BYTES(c), PyArray_BYTES(s));
@@ -537,23 +549,9 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
     if (broadcast_rows(&L, p, PyArray_NDIM(p), "positions", L.sc) < 0)
         return NULL;
     L.n_pairs = PyArray_DIM(t, 0);
-    if (2 * L.n_pairs > L.n_features || L.n_features % 2 != 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "x's last axis (%zd) must be even and hold 2 * len(inv_freq) (%zd) features",
-                     (Py_ssize_t)L.n_features, (Py_ssize_t)L.n_pairs);
+    if (finish_options(&L, &opt, x, out, dt, interleaved, inverse, n_threads, pos_int,
+                       "len(inv_freq)") < 0)
         return NULL;
-    }
-    opt.dtype = dt;
-    opt.interleaved = interleaved;
-    opt.inverse = inverse;
-    opt.in_place = same_view(x, out);
-    if (!opt.in_place && PyArray_DATA(x) == PyArray_DATA(out) && PyArray_SIZE(x) > 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "out overlaps x with another layout; pass out=x or a separate array");
-        return NULL;
-    }
-    opt.n_threads = threads_arg(n_threads);
-    opt.pos_int = pos_int;
     Py_BEGIN_ALLOW_THREADS
     rc = rs_rotate_positions(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out),
                              PyArray_BYTES(p), (const double *)PyArray_DATA(t), scale);

@@ -25,8 +25,6 @@ _KERNEL_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float6
 
 #: Largest |position * inv_freq| whose reduction modulo 2 pi is exact (2**34).
 MAX_ANGLE = float(_core.MAX_ANGLE)
-#: Largest |position| accepted (exact as float64 and as int64 arithmetic).
-MAX_POSITION = float(2**52)
 
 _num_threads = None
 
@@ -112,11 +110,6 @@ def _compute_dtype(dt: np.dtype) -> np.dtype:
 
 def _table_dtype(kernel_dt: np.dtype) -> np.dtype:
     return np.dtype(np.float64) if kernel_dt == np.float64 else np.dtype(np.float32)
-
-
-def _kernel_ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``a`` as native-order, aligned ``dtype`` (a copy only when needed)."""
-    return np.require(a, dtype=dtype, requirements=["A"])
 
 
 def _theta(inv_freq: Any) -> np.ndarray:

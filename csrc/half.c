@@ -38,6 +38,15 @@ float rs_half_to_float(uint16_t h)
     return bits_f32(sign | ((exp + 112u) << 23) | (man << 13));
 }
 
+/* Index of the highest set bit of m > 0 (portable; float32 subnormals only). */
+static int top_bit(uint32_t m)
+{
+    int b = 0;
+    while (m >>= 1)
+        b++;
+    return b;
+}
+
 /* Round a finite magnitude with `shift` bits to drop, nearest even. */
 static uint32_t round_shift(uint64_t m, int shift)
 {
@@ -90,7 +99,7 @@ uint16_t rs_float_to_half(float f)
     if (exp == 0) {
         if (man == 0)
             return sign;
-        return pack_half(sign, man, -149, 31 - __builtin_clz(man));
+        return pack_half(sign, man, -149, top_bit(man));
     }
     return pack_half(sign, man | 0x800000u, (int)exp - 150, 23);
 }

@@ -5,6 +5,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* MSVC's C compiler spells C99's restrict as __restrict. */
+#if defined(_MSC_VER) && !defined(__clang__)
+#define restrict __restrict
+#endif
+
 /* Run-time dispatch to x86 extensions needs GCC/clang's target attribute
  * and __builtin_cpu_supports. */
 #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))

@@ -167,7 +167,7 @@ class Rope:
         ...        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
         ...                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
         >>> ropescale.Rope.from_hf(cfg)
-        Rope(dim=128, base=500000, scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 8192})
+        Rope(dim=128, base=500000.0, scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 8192})
         """
         if isinstance(config, (str, os.PathLike)):
             try:
@@ -312,7 +312,7 @@ class Rope:
                   for k, v in self.scaling.items()}
         extra = f", rotary_dim={self.rotary_dim}" if self.rotary_dim != self.dim else ""
         attn = f", attention_factor={self.attention_factor:.6g}" if self.attention_factor != 1.0 else ""
-        return f"Rope(dim={self.dim}, base={self.base:g}, scaling={sc}{extra}{attn})"
+        return f"Rope(dim={self.dim}, base={self.base!r}, scaling={sc}{extra}{attn})"
 
     def _repr_html_(self) -> str:
         from ._display import rope_html

@@ -293,3 +293,21 @@ def test_rope_apply_uses_sequence_length_for_dynamic():
     np.testing.assert_allclose(short, ref.apply_rotary_positions(x[:8], pos[:8], ropescale.inv_freq(64)), atol=1e-13)
     c, s = rope.cos_sin(pos, dtype=np.float64)
     np.testing.assert_allclose(c, np.cos(np.outer(pos, theta40)), atol=1e-13)
+
+
+def test_unaligned_inputs_are_accepted():
+    theta = ropescale.inv_freq(8)
+    u = np.ndarray((4,), dtype=np.float64, buffer=bytearray(33), offset=1)
+    u[:] = theta
+    x = np.ndarray((2, 8), dtype=np.float32, buffer=bytearray(65), offset=1)
+    x[:] = np.arange(16).reshape(2, 8)
+    p = np.ndarray((2,), dtype=np.int64, buffer=bytearray(17), offset=1)
+    p[:] = [3, 4]
+    assert not (u.flags.aligned or x.flags.aligned or p.flags.aligned)
+    out = np.ndarray((2, 8), dtype=np.float32, buffer=bytearray(65), offset=1)
+    got = ropescale.apply_rotary_positions(x, p, u, out=out)
+    assert got is out
+    want = ref.apply_rotary_positions(np.array(x), np.array(p), theta)
+    np.testing.assert_allclose(out, want, atol=2e-6 * 15)
+    c, s = ropescale.cos_sin(p, u, dtype=np.float64)
+    np.testing.assert_allclose(c, np.cos(np.outer([3, 4], theta)), atol=1e-15)

@@ -115,7 +115,7 @@ def _table_dtype(kernel_dt: np.dtype) -> np.dtype:
 def _theta(inv_freq: Any) -> np.ndarray:
     """inv_freq as a contiguous float64 1-D array (finiteness is checked in C)."""
     if type(inv_freq) is np.ndarray and inv_freq.dtype == np.float64 and inv_freq.ndim == 1 \
-            and inv_freq.flags.c_contiguous and inv_freq.size:
+            and inv_freq.flags.c_contiguous and inv_freq.flags.aligned and inv_freq.size:
         return inv_freq
     if isinstance(inv_freq, (str, bytes)) or inv_freq is None:
         raise TypeError(f"inv_freq must be a 1-D array of frequencies, got {type(inv_freq).__name__}")
@@ -126,7 +126,7 @@ def _theta(inv_freq: Any) -> np.ndarray:
         raise ValueError(f"inv_freq must be 1-D, got shape {t.shape}")
     if t.size == 0:
         raise ValueError("inv_freq must not be empty")
-    t = np.ascontiguousarray(t, dtype=np.float64)
+    t = np.require(t, dtype=np.float64, requirements=["C", "A"])
     if not np.all(np.isfinite(t)):
         raise ValueError("inv_freq must be finite")
     return t

@@ -115,6 +115,10 @@ def _positions(spec):
 
 
 def _import_torch():
+    # torch's OpenMP workers spin-wait after each call by default, taking the
+    # cores from whichever contender runs next in the round-robin; passive
+    # waiting keeps the comparison fair (set before torch starts its pool).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import torch  # optional
     except ImportError:
@@ -471,7 +475,10 @@ def run_quick(*, repeat=3, threads=None, rss=False, numpy_ref=True, torch_ref=Tr
     ``status`` ("PASS", "MISS (...)" or ""), ``min_ms`` (fastest sample
     of each contender).
     """
-    return run_cases(QUICK_CASES, repeat=repeat, threads=threads, rss=rss, numpy_ref=numpy_ref,
+    # Several warm-up calls: the first allocations of a fresh process fault
+    # their pages in from the OS until malloc's mmap threshold adapts, which
+    # would be timed as the kernel otherwise.
+    return run_cases(QUICK_CASES, repeat=repeat, warmup=4, threads=threads, rss=rss, numpy_ref=numpy_ref,
                      torch_ref=torch_ref, budget=0.5, progress=progress)
 
 

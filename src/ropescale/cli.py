@@ -345,6 +345,10 @@ def _bench(args) -> int:
     rows = run_quick()
     if args.json:
         print(json.dumps(list(rows), indent=2, default=str))
+    elif hasattr(bench_module, "markdown_table") and hasattr(bench_module, "machine_info"):
+        print("\n".join(bench_module.header_lines(bench_module.machine_info())))
+        print()
+        print(bench_module.markdown_table(rows))
     else:
         print(_rows_table(rows))
     return 0

@@ -403,8 +403,6 @@ static int rowbuf_init(rs_rowbuf *b, int64_t R)
     return 0;
 }
 
-/* Rotate one row with cos/sin rows c, s of the compute type (float32 for
- * float16/float32 x, float64 for float64 x). */
 /* Rotate one batch of rows (see rs_batch) with cos/sin rows c, s of the
  * compute type (float32 for float16/float32 x, float64 for float64 x). */
 static void rotate_batch(const rs_task *t, const void *c, const void *s,

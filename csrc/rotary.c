@@ -554,7 +554,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     int n, status = 0;
 
     if (L.ndim < 0 || L.ndim > RS_MAXDIM || L.n_pairs < 0 ||
-        2 * L.n_pairs > L.n_features)
+        L.n_pairs > L.n_features / 2)
         return -2;
     for (int i = 0; i < L.ndim; i++)
         if (L.shape[i] < 0)

@@ -304,7 +304,7 @@ static int finish_options(const rs_layout *L, rs_options *opt, PyArrayObject *x,
                           PyArrayObject *out, int dt, int interleaved, int inverse,
                           int n_threads, int pos_int, const char *pairs_name)
 {
-    if (2 * L->n_pairs > L->n_features || L->n_features % 2 != 0) {
+    if (L->n_pairs > L->n_features / 2 || L->n_features % 2 != 0) {
         PyErr_Format(PyExc_ValueError,
                      "x's last axis (%zd) must be even and hold 2 * %s (%zd) features",
                      (Py_ssize_t)L->n_features, pairs_name, (Py_ssize_t)L->n_pairs);

@@ -681,11 +681,3 @@ def test_huge_finite_position_is_named_as_too_large_not_nan():
     with pytest.raises(ValueError, match=r"\|position\| <= 2\*\*52"):
         ropescale.cos_sin(np.array([1e301]), np.array([1e-310]))
 
-
-def test_core_pair_count_cannot_overflow_the_feature_check():
-    from ropescale import _core
-    x = np.ones((2, 8), np.float32)
-    o = np.empty_like(x)
-    huge = np.lib.stride_tricks.as_strided(np.ones(1, np.float32), (2, 2**60), (0, 0))
-    with pytest.raises(ValueError, match="features"):
-        _core.rotate(x, huge, huge, o, False, False, 1)

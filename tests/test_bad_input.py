@@ -211,6 +211,8 @@ CASES = [
     ("apply-x-int", lambda: ropescale.apply_rotary(np.ones((3, 8), int), C, S), TypeError, "x"),
     ("apply-x-complex", lambda: ropescale.apply_rotary(X.astype(complex), C, S), TypeError, "x"),
     ("apply-x-float128", lambda: ropescale.apply_rotary(X.astype(np.longdouble), C, S), TypeError, "x"),
+    ("apply-x-object", lambda: ropescale.apply_rotary(np.ones((3, 8), object), C, S), TypeError, "x"),
+    ("fused-x-object", lambda: ropescale.apply_rotary_positions(np.ones((3, 8), object), [0, 1, 2], TH), TypeError, "x"),
     ("apply-x-str", lambda: ropescale.apply_rotary("x", C, S), TypeError, "x"),
     ("apply-x-none", lambda: ropescale.apply_rotary(None, C, S), TypeError, "x"),
     ("apply-x-0d", lambda: ropescale.apply_rotary(np.float32(1), C, S), ValueError, "x"),

@@ -10,7 +10,6 @@ The second half checks that odd but valid input (empty batch, one token,
 negative positions, NaN inside ``x``, reversed and unaligned memory, huge
 zero-strided broadcasts) gives what ``ropescale.reference`` gives.
 """
-import math
 import re
 import subprocess
 import sys

@@ -45,6 +45,9 @@ def real(name, value, *, above=None, at_least=None, at_most=None, allow_none=Fal
     """A finite Python float, with optional bounds (above: strict)."""
     if value is None and allow_none:
         return None
+    if type(value) is float and math.isfinite(value) and (above is None or value > above) \
+            and (at_least is None or value >= at_least) and (at_most is None or value <= at_most):
+        return value  # the common case, checked without the general path below
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, got {_show(value)} of type {type(value).__name__}")
     v = float(value)

@@ -255,7 +255,7 @@ def _factor_list(name, value, n):
     return arr
 
 
-def _seq_len(seq_len):
+def seq_len_arg(seq_len):
     if seq_len is None:
         return None
     return _checks.integer("seq_len", seq_len, minimum=0, maximum=2**53)
@@ -297,17 +297,25 @@ def scaled_inv_freq(dim: int, base: float, scaling: Optional[Mapping[str, Any]],
     """
     b = _checks.real("base", base, above=1.0)
     method, p = normalize_scaling(scaling, dim)
-    L = _seq_len(seq_len)
+    return scaled_from_params(method, p, b, seq_len_arg(seq_len))
+
+
+def scaled_from_params(method: str, p: Mapping[str, Any], base: float, seq_len: Optional[int] = None) -> Tuple[np.ndarray, float]:
+    """The C computation for already-checked ``(method, params)`` from :func:`normalize_scaling`.
+
+    For callers that keep a checked rope (``Rope``), so that a length-dependent
+    method does not re-check its dict at every sequence length.
+    """
     kw = {k: p[k] for k in ("factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim",
                             "attention_factor", "truncate", "low_freq_factor", "high_freq_factor",
                             "short_factor", "long_factor") if k in p}
     if "original_max_position_embeddings" in p:
         kw["original_max"] = p["original_max_position_embeddings"]
-    if L is not None:
-        kw["seq_len"] = float(L)
+    if seq_len is not None:
+        kw["seq_len"] = float(seq_len)
     if "rotated_pairs" in p:
         kw["rotated_pairs"] = p["rotated_pairs"]
-    return _core.scaled_inv_freq(p["rotary_dim"], b, _CODES[method], **kw)
+    return _core.scaled_inv_freq(p["rotary_dim"], base, _CODES[method], **kw)
 
 
 def yarn_correction_range(dim: int, base: float, original_max_position_embeddings: float,

@@ -13,7 +13,6 @@ The dtype rule, in one place:
 """
 from __future__ import annotations
 
-import math
 import os
 from typing import Any, Optional, Tuple
 
@@ -252,20 +251,23 @@ def _ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.require(a, dtype=dtype, requirements=["A"])
 
 
-def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], readers):
-    """Shared driver: dtype rule, out handling, overlap, then one kernel call.
+def _result_dtype(x: np.ndarray, out: Optional[np.ndarray]) -> np.dtype:
+    """The dtype rule: ``out``'s dtype when given, else ``x``'s (native order)."""
+    return _float_dtype("out", out.dtype) if out is not None else _float_dtype("x", x.dtype)
 
-    ``readers`` are the other inputs (already prepared); they are copied if
-    ``out`` overlaps them.  ``kernel(xv, target, *readers)`` runs the C call.
+
+def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype, readers):
+    """Shared driver: out handling, overlap, then one kernel call.
+
+    ``rdt`` is the result dtype from :func:`_result_dtype`.  ``readers`` are
+    the other inputs (already prepared); they are copied if ``out`` overlaps
+    them.  ``kernel(xv, target, *readers)`` runs the C call.
     """
+    kdt = _compute_dtype(rdt)
     if out is None:
-        rdt = _float_dtype("x", x.dtype)
-        kdt = _compute_dtype(rdt)
         target = np.empty(x.shape, dtype=kdt)
         kernel(_ready(x, kdt), target, *readers)
         return target if kdt == rdt else target.astype(rdt)
-    rdt = _float_dtype("out", out.dtype)
-    kdt = _compute_dtype(rdt)
     usable = out.dtype == kdt and out.flags.aligned
     if usable and (out is x or _same_view(x, out)):
         # In place.  A table that is a view of x would be read after earlier
@@ -339,7 +341,7 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
     _check_broadcast("cos/sin", ca.shape[:-1], lead)
     if out is not None:
         out = _check_out(out, xa.shape)
-    rdt = _float_dtype("out", out.dtype) if out is not None else _float_dtype("x", xa.dtype)
+    rdt = _result_dtype(xa, out)
     tdt = _table_dtype(_compute_dtype(rdt))
     cv = _ready(ca, tdt)
     sv = _ready(sa, tdt)
@@ -348,7 +350,7 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
     def kernel(xv, target, cvv, svv):
         _core.rotate(xv, cvv, svv, target, il, inv, n)
 
-    return _run(kernel, xa, out, [cv, sv])
+    return _run(kernel, xa, out, rdt, [cv, sv])
 
 
 def _check_broadcast(name: str, shape: Tuple[int, ...], lead: Tuple[int, ...]) -> None:
@@ -389,8 +391,7 @@ def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_f
     xa = _check_x(x)
     theta = _theta(inv_freq)
     pos = _positions(positions)
-    scale = attention_factor if type(attention_factor) is float and 0.0 < attention_factor < math.inf \
-        else _checks.real("attention_factor", attention_factor, above=0.0)
+    scale = _checks.real("attention_factor", attention_factor, above=0.0)
     il = _checks.boolean("interleaved", interleaved)
     inv = _checks.boolean("inverse", inverse)
     r, d = theta.shape[0], xa.shape[-1]
@@ -406,4 +407,4 @@ def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_f
     def kernel(xv, target, pv):
         _core.rotate_positions(xv, pv, theta, scale, target, il, inv, n)
 
-    return _run(kernel, xa, out, [pos])
+    return _run(kernel, xa, out, _result_dtype(xa, out), [pos])

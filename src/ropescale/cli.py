@@ -192,7 +192,7 @@ def report_data(dim: int = 128, base: float = 10000.0, original_len: float = 409
     if model is not None and model.method != "default":
         columns[f"model ({model.method})"] = model
     analyses = {name: analyze(r, target_len=m, original_len=m_l) for name, r in columns.items()}
-    ntk = analyze(_extended(rope0, "ntk", m_l, m), target_len=m, original_len=m_l)
+    ntk = analyses.get("ntk") or analyze(_extended(rope0, "ntk", m_l, m), target_len=m, original_len=m_l)
     p_ntk, p_lin = float(ntk.period_after[-1]), s * float(ntk.period_before[-1])
     lo, hi = yarn_correction_range(d, b, max(m_l, 1.0))
     kc = ntk.critical_dim

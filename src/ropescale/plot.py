@@ -11,7 +11,6 @@ Ropes can be given as :class:`ropescale.Rope` objects, as method names
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np

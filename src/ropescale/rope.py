@@ -10,7 +10,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 
 from . import _checks
-from ._freq import METHODS, normalize_scaling, scaled_inv_freq
+from ._freq import METHODS, normalize_scaling, scaled_from_params, seq_len_arg
 from ._rotary import apply_rotary_positions, cos_sin
 
 # Methods whose frequencies depend on the current sequence length.
@@ -70,7 +70,7 @@ class Rope:
         self.method = method
         self.rotary_dim = params["rotary_dim"]
         self._params = params
-        self.inv_freq, self.attention_factor = scaled_inv_freq(self.dim, self.base, self.scaling)
+        self.inv_freq, self.attention_factor = scaled_from_params(method, params, self.base)
         self.inv_freq.setflags(write=False)
 
     # -- frequencies -------------------------------------------------------
@@ -103,7 +103,7 @@ class Rope:
         """
         if seq_len is None or self.method not in _LENGTH_DEPENDENT:
             return self.inv_freq, self.attention_factor
-        return scaled_inv_freq(self.dim, self.base, self.scaling, seq_len=seq_len)
+        return scaled_from_params(self.method, self._params, self.base, seq_len_arg(seq_len))
 
     def _for_positions(self, positions, seq_len):
         if self.method in _LENGTH_DEPENDENT and seq_len is None:

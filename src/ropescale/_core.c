@@ -513,6 +513,22 @@ static int check_position_values(PyArrayObject *p, int is_int, double tmax)
     return 0;
 }
 
+/* What both angle-forming entry points need: positions (int64 or float64),
+ * a finite inv_freq, and every |position * theta| within the exact range.
+ * Returns 1 for integer positions, 0 for float, -1 with an error set. */
+static int angle_inputs(PyObject *po, PyObject *to, PyArrayObject **t)
+{
+    int pos_int;
+    double tmax;
+    if ((pos_int = check_positions(po)) < 0)
+        return -1;
+    if ((*t = theta_array(to)) == NULL || theta_max(*t, &tmax) < 0)
+        return -1;
+    if (check_position_values((PyArrayObject *)po, pos_int, tmax) < 0)
+        return -1;
+    return pos_int;
+}
+
 static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
 {
     PyObject *xo, *po, *to, *oo;
@@ -527,13 +543,8 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
                           &scale, &oo, &interleaved, &inverse, &n_threads))
         return NULL;
     int pos_int;
-    double tmax;
-    if (check_operand(xo, "x", 0) < 0 || (pos_int = check_positions(po)) < 0 ||
-        check_operand(oo, "out", 1) < 0)
-        return NULL;
-    if ((t = theta_array(to)) == NULL || theta_max(t, &tmax) < 0)
-        return NULL;
-    if (check_position_values((PyArrayObject *)po, pos_int, tmax) < 0)
+    if (check_operand(xo, "x", 0) < 0 || check_operand(oo, "out", 1) < 0 ||
+        (pos_int = angle_inputs(po, to, &t)) < 0)
         return NULL;
     x = (PyArrayObject *)xo;
     p = (PyArrayObject *)po;
@@ -575,13 +586,8 @@ static PyObject *py_cos_sin(PyObject *self, PyObject *args)
                           &n_threads))
         return NULL;
     int pos_int;
-    double tmax;
-    if ((pos_int = check_positions(po)) < 0 || check_operand(co, "cos", 1) < 0 ||
-        check_operand(so, "sin", 1) < 0)
-        return NULL;
-    if ((t = theta_array(to)) == NULL || theta_max(t, &tmax) < 0)
-        return NULL;
-    if (check_position_values((PyArrayObject *)po, pos_int, tmax) < 0)
+    if (check_operand(co, "cos", 1) < 0 || check_operand(so, "sin", 1) < 0 ||
+        (pos_int = angle_inputs(po, to, &t)) < 0)
         return NULL;
     p = (PyArrayObject *)po;
     c = (PyArrayObject *)co;

@@ -374,7 +374,7 @@ def _pairing(module, text_config, emb_at_1, width):
     Judged on the inputs: feature j is the partner of feature 0 when both span
     the same plane of the output (DeepSeek-V3's interleaved apply returns its
     output in half-split order, so the output indices alone would mislead).
-    Also returns the output feature the first input lands on besides itself.
+    Also returns the output features the first input feature spans.
     """
     def support(j):
         x = torch.zeros(1, 1, width)
@@ -388,7 +388,7 @@ def _pairing(module, text_config, emb_at_1, width):
     return pairing, sorted(s0)
 
 
-def _rotary_width(model_type, rot, layer_type):
+def _rotary_width(rot, layer_type):
     prefix = f"{layer_type}_" if layer_type else ""
     inv = getattr(rot, prefix + "inv_freq", None)
     if inv is not None:
@@ -409,7 +409,7 @@ def _rope_record(module, rot_cls, text_config, layer_type):
     mt = text_config.model_type
     rot = rot_cls(text_config)
     prefix = f"{layer_type}_" if layer_type else ""
-    width = _rotary_width(mt, rot, layer_type)
+    width = _rotary_width(rot, layer_type)
     params = getattr(text_config, "rope_parameters", None)
     params = params.get(layer_type) if layer_type and params else params
     rec = {"rope_type": getattr(rot, "rope_type", None) if layer_type is None else rot.rope_type.get(layer_type),
@@ -428,7 +428,7 @@ def _rope_record(module, rot_cls, text_config, layer_type):
         rec["attention_factor"] = 1.0
 
     is_mrope = "mrope_section" in (params or {}) or hasattr(rot, "mrope_section")
-    x_shape = torch.zeros(1, 1, width)
+    like = torch.zeros(1, 1, width)
     if is_mrope:
         rec["mrope_section"] = list(rot.mrope_section)
         rec["mrope_interleaved"] = bool((params or {}).get("mrope_interleaved", False))
@@ -439,7 +439,7 @@ def _rope_record(module, rot_cls, text_config, layer_type):
     rec["probe"] = {}
     for key, pos in probes.items():
         pid = torch.tensor(pos)[:, None, :] if is_mrope else torch.tensor(pos)[None, :]
-        emb = _forward(rot_cls(text_config), x_shape, pid, layer_type)
+        emb = _forward(rot_cls(text_config), like, pid, layer_type)
         cos, sin = _split_cos_sin(mt, emb)
         n = len(pos[0]) if is_mrope else len(pos)
         x = (1.0 + torch.arange(width, dtype=torch.float32) / width).expand(1, n, width).contiguous()
@@ -451,7 +451,7 @@ def _rope_record(module, rot_cls, text_config, layer_type):
             rec["probe"][key]["sin"] = [_floats(c) for c in sin.reshape(n, -1)]
     pid1 = torch.ones(3, 1, 1, dtype=torch.long) if is_mrope else torch.ones(1, 1, dtype=torch.long)
     rec["pairing"], rec["output_plane_of_feature_0"] = _pairing(
-        module, text_config, _forward(rot_cls(text_config), x_shape, pid1, layer_type), width)
+        module, text_config, _forward(rot_cls(text_config), like, pid1, layer_type), width)
 
     if rec["rope_type"] in ("dynamic", "longrope") and inv is not None:
         orig = (params or {}).get("original_max_position_embeddings") or text_config.max_position_embeddings
@@ -483,8 +483,8 @@ def _attention_records(module, rot_cls, text_config):
     out["softmax"] = {"scaling": float(a0.scaling), "qk_head_dim": int(d),
                       "factor_on_inv_sqrt_qk_head_dim": float(a0.scaling) * math.sqrt(d)}
     if text_config.model_type.startswith("llama4"):
-        # Query multiplier on the NoPE layers, as Llama4TextAttention.forward forms it
-        # (modeling_llama4.py: log1p(floor((pos + 1) / floor_scale)) * attn_scale + 1).
+        # Query multiplier on the NoPE layers, the expression transformers'
+        # Llama4TextAttention.forward uses inline (no function to call for it).
         pos = torch.tensor([0, 8190, 8191, 8192, 100000, 1000000], dtype=torch.float32)
         out["layers"] = []
         for attn in per_layer:
@@ -500,7 +500,8 @@ def _attention_records(module, rot_cls, text_config):
 def model_case(name, raw, source):
     case = {"name": name, "source": source, "config": copy.deepcopy(raw)}
     try:
-        config = AutoConfig.for_model(raw["model_type"], **copy.deepcopy({k: v for k, v in raw.items() if k != "model_type"}))
+        kwargs = copy.deepcopy({k: v for k, v in raw.items() if k != "model_type"})
+        config = AutoConfig.for_model(raw["model_type"], **kwargs)
         text = _text_config(config)
         module = _modeling_module(text)
         rot_cls = _pick_class(module, "RotaryEmbedding")
@@ -509,9 +510,12 @@ def model_case(name, raw, source):
         layer_types = getattr(text, "layer_types", None)
         case["layer_types"] = list(layer_types) if layer_types else None
         rot = rot_cls(text)
-        per_type = sorted(getattr(rot, "layer_types", []) or []) if isinstance(getattr(rot, "rope_type", None), dict) else []
-        case["ropes"] = {lt: _rope_record(module, rot_cls, text, lt) for lt in per_type} if per_type \
-            else {"default": _rope_record(module, rot_cls, text, None)}
+        # Gemma-style modules keep one rope per layer type (rope_type is then a dict)
+        per_type = sorted(rot.layer_types) if isinstance(getattr(rot, "rope_type", None), dict) else []
+        if per_type:
+            case["ropes"] = {lt: _rope_record(module, rot_cls, text, lt) for lt in per_type}
+        else:
+            case["ropes"] = {"default": _rope_record(module, rot_cls, text, None)}
         case.update(_attention_records(module, rot_cls, text))
     except Exception as e:  # record what transformers says, do not guess
         case["error"] = f"{type(e).__name__}: {e}"

@@ -34,7 +34,7 @@ from . import _checks, _core
 from ._rotary import (
     MAX_ANGLE,
     _bfloat16,
-    _check_broadcast,
+    _broadcast_shape,
     _check_out,
     _compute_dtype,
     _result_dtype,
@@ -99,15 +99,22 @@ def _named_positions(name: str, value: Any, lead: Tuple[int, ...]) -> np.ndarray
         big = max(abs(int(p.max())), abs(int(p.min()))) if dt.kind in "iu" else float(np.abs(p).max())
         if big > _MAX_POSITION:
             raise ValueError(f"{name} must satisfy |position| <= 2**52, got {big!r}")
-    _check_broadcast(name, p.shape, lead)
+    if p.shape != lead:
+        try:
+            ok = _broadcast_shape(p.shape, lead) == lead
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"{name} of shape {p.shape} must broadcast to k's leading shape {lead} "
+                             f"(k is (..., D); e.g. (S, 1) for a (B, S, H, D) cache)")
     return np.require(p, dtype=_INT64 if dt.kind in "iu" else _FLOAT64, requirements=["A"])
 
 
 def _two_sum(a: np.ndarray, b: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """``a + b = s + e`` exactly, ``s = fl(a + b)`` (Knuth's two-sum; float64 arrays)."""
-    s = a + b
+    s = np.asarray(a + b)
     bb = s - a
-    e = (a - (s - bb)) + (b - bb)
+    e = np.asarray((a - (s - bb)) + (b - bb))
     return s, e
 
 
@@ -226,7 +233,7 @@ def rerotate(k: Any, from_positions: Any, to_positions: Any, inv_freq: Any, *, i
         out = _check_out(out, ka.shape)
     lo = None
     if f.dtype == _INT64 and t.dtype == _INT64:
-        delta = np.subtract(t, f)  # |t|, |f| <= 2**52: no int64 overflow
+        delta = np.asarray(np.subtract(t, f))  # |t|, |f| <= 2**52: no int64 overflow
     else:
         delta, lo = _two_sum(t.astype(np.float64), -f.astype(np.float64))
         if not lo.any():

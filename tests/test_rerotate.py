@@ -337,10 +337,13 @@ def test_bad_input_raises_naming_the_argument_and_leaves_the_cache_untouched(cal
 
 
 # -- example and docstrings -----------------------------------------------------
-def test_streaming_sink_example_runs_and_checks_itself(capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["streaming_sink.py"])
-    runpy.run_path(os.path.join(ROOT, "examples", "streaming_sink.py"), run_name="__main__")
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_streaming_sink_example_runs_and_checks_itself(capsys, monkeypatch, dtype):
+    monkeypatch.setattr(sys, "argv", ["streaming_sink.py", "--tokens", "6000", "--dtype", dtype])
+    with pytest.raises(SystemExit) as info:
+        runpy.run_path(os.path.join(ROOT, "examples", "streaming_sink.py"), run_name="__main__")
     out = capsys.readouterr().out
+    assert info.value.code == 0, out  # the example compares its scores with keys rotated from scratch
     assert "max |scores - scores from scratch|" in out
 
 

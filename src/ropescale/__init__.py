@@ -28,7 +28,7 @@ from ._rotary import (
 from ._rerotate import rebase, rerotate
 from .rope import Rope
 from .analysis import RopeAnalysis, analyze, critical_dim, max_supported_length
-from . import reference
+from . import precision, reference
 
 __version__ = "0.1.0"
 
@@ -49,6 +49,7 @@ __all__ = [
     "ntk_base",
     "ntk_lambda",
     "periods",
+    "precision",
     "rebase",
     "reference",
     "rerotate",

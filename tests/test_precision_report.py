@@ -235,6 +235,7 @@ def test_cli_bad_arguments_exit_2_with_one_line(argv, word, capsys):
 def test_bad_input_names_the_argument(call, exc, word):
     with pytest.raises(exc) as info:
         call()
+    assert type(info.value) is exc
     assert word in str(info.value)
 
 

@@ -6,6 +6,7 @@ caches commonly use is run beside ours to show the drift these functions avoid.
 """
 import doctest
 import os
+import re
 import runpy
 import sys
 
@@ -42,6 +43,8 @@ def mp_rotate(k, delta, theta, interleaved=False, scale=1.0):
 
 
 def mp_delta(to, frm):
+    """Exact to - from (40 digits hold any difference of two doubles below 2**52 exactly here)."""
+    mpmath.mp.dps = 40
     return [mpmath.mpf(float(t)) - mpmath.mpf(float(f)) if isinstance(t, float) or isinstance(f, float)
             else mpmath.mpf(int(t) - int(f)) for t, f in zip(to, frm)]
 
@@ -130,11 +133,13 @@ def test_float64_many_shifts_stay_within_1e_12_of_one_direct_rotation():
 def test_float_positions_use_the_exact_difference_not_the_rounded_one():
     # to - from needs more than 53 bits here: dropping the two-sum's low part
     # moves the angle by ~1e-6 rad, which float64 keys show.
+    # The last row leaves a low part of ~2**-13 (half an ulp of 2**40): its
+    # angle, ~2**-20 rad, is large enough that its square counts as well.
     theta = ropescale.inv_freq(16, 10000.0) * 2.0**-7
-    frm = np.array([0.3, 1.0 / 3.0, -0.1])
-    to = np.array([2.0**40 + 0.7, 2.0**39 + 1.0 / 7.0, 2.0**38])
+    frm = np.array([0.3, 1.0 / 3.0, -0.1, 2.0**-13 + 2.0**-30])
+    to = np.array([2.0**40 + 0.7, 2.0**39 + 1.0 / 7.0, 2.0**38, 2.0**40 + 2.0**-12])
     assert np.any((to - frm) - to != -frm)  # the subtraction is inexact
-    k = np.random.default_rng(0).standard_normal((3, 16))
+    k = np.random.default_rng(0).standard_normal((4, 16))
     got = ropescale.rerotate(k, frm, to, theta)
     want = mp_rotate(k, mp_delta(list(to), list(frm)), theta)
     assert np.abs(got - want).max() <= 1e-13
@@ -260,6 +265,19 @@ def test_longrope_short_to_long_switch_and_the_attention_factor_once():
     assert np.array_equal(got[:, 16:], k[:, 16:])
 
 
+def test_rebase_cache_applies_the_ratio_of_attention_factors_once(monkeypatch):
+    # No published method changes its attention factor with the length, so
+    # stand one in: factor 1.0 at the old length, 1.5 at the new one.
+    rope = ropescale.Rope(16, 10000.0, {"rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 8})
+    th_old, th_new = rope.inv_freq_at(10)[0], rope.inv_freq_at(30)[0]
+    monkeypatch.setattr(rope, "inv_freq_at", lambda n: (th_old, 1.0) if n == 10 else (th_new, 1.5))
+    k0 = np.random.default_rng(1).standard_normal((10, 16))
+    pos = np.arange(10)
+    moved = rope.rebase_cache(ropescale.apply_rotary_positions(k0, pos, th_old), pos, 10, 30)
+    want = ropescale.apply_rotary_positions(k0, pos, th_new, attention_factor=1.5)
+    assert np.abs(moved - want).max() <= 1e-14
+
+
 def test_rebase_cache_of_a_method_without_length_dependence_copies():
     rope = ropescale.Rope(16, 10000.0, {"rope_type": "linear", "factor": 2.0})
     k = np.random.default_rng(0).standard_normal((4, 16)).astype(np.float32)
@@ -332,7 +350,8 @@ def test_bad_input_raises_naming_the_argument_and_leaves_the_cache_untouched(cal
     before = k.copy()
     with pytest.raises(exc) as info:
         call(k)
-    assert word in str(info.value)
+    assert type(info.value) is exc
+    assert re.search(r"(?<![A-Za-z_])" + re.escape(word) + r"(?![A-Za-z_])", str(info.value)), str(info.value)
     assert np.array_equal(k, before)
 
 

@@ -137,8 +137,9 @@ def _corrected_tables(t: np.ndarray, t_lo: Optional[np.ndarray], theta: np.ndarr
 
     ``t * theta`` is exact (ropescale's own tables); the cross terms
     ``delta = t_lo * theta + t * theta_lo`` are below ``2**-19`` radians, so
-    ``cos delta = 1 - delta**2/2`` and ``sin delta = delta - delta**3/6`` are
-    exact to float64 and the angle-addition formula joins the two.
+    ``cos delta = 1 - delta**2/2`` and ``sin delta = delta`` are exact to
+    float64 (the next terms are below ``2**-59``) and the angle-addition
+    formula joins the two.
     """
     c0, s0 = cos_sin(t, theta, dtype=np.float64)
     delta = np.zeros(c0.shape)
@@ -146,11 +147,9 @@ def _corrected_tables(t: np.ndarray, t_lo: Optional[np.ndarray], theta: np.ndarr
         delta += t_lo[..., None] * theta
     if theta_lo is not None:
         delta += t[..., None].astype(np.float64) * theta_lo
-    d2 = delta * delta
-    cd = 1.0 - 0.5 * d2
-    sd = delta - delta * d2 / 6.0
-    c = c0 * cd - s0 * sd
-    s = s0 * cd + c0 * sd
+    cd = 1.0 - 0.5 * delta * delta
+    c = c0 * cd - s0 * delta
+    s = s0 * cd + c0 * delta
     if scale != 1.0:
         c *= scale
         s *= scale

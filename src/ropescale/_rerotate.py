@@ -89,7 +89,7 @@ def _named_positions(name: str, value: Any, lead: Tuple[int, ...]) -> np.ndarray
         raise TypeError(f"{name} must be an array of integers or floats, got {type(value).__name__}")
     p = value if isinstance(value, np.ndarray) else _checks.asarray(name, value)
     dt = p.dtype
-    if dt.kind == "b" or dt.kind not in "iuf":
+    if dt.kind not in "iuf":
         raise TypeError(f"{name} must be integers or real numbers, got dtype {dt}")
     if p.size:
         if dt.kind == "f":

@@ -405,9 +405,8 @@ def check(cos: Any, sin: Any, positions: Any, inv_freq: Any, *, attention_factor
     from .rope import Rope
 
     if isinstance(inv_freq, Rope):
-        p = np.asarray(positions)
-        top = int(np.max(p)) + 1 if p.size and p.dtype.kind in "iu" else None
-        theta, attn = inv_freq.inv_freq_at(top if inv_freq.method in ("dynamic", "longrope") else None)
+        # as Rope.cos_sin: dynamic and longrope at max(positions) + 1
+        theta, attn = inv_freq._for_positions(positions, None)
         if attention_factor is None:
             attention_factor = attn
     else:

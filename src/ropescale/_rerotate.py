@@ -133,20 +133,20 @@ def _check_angles(name: str, t: np.ndarray, theta: np.ndarray) -> None:
 
 def _corrected_tables(t: np.ndarray, t_lo: Optional[np.ndarray], theta: np.ndarray,
                       theta_lo: Optional[np.ndarray], scale: float) -> Tuple[np.ndarray, np.ndarray]:
-    """float64 cos/sin of ``(t + t_lo) * (theta + theta_lo)`` times ``scale``.
+    """float64 cos/sin of ``(t + t_lo) * theta`` or ``t * (theta + theta_lo)``, times ``scale``.
 
-    ``t * theta`` is exact (ropescale's own tables); the cross terms
-    ``delta = t_lo * theta + t * theta_lo`` are below ``2**-19`` radians, so
+    ``t * theta`` is exact (ropescale's own tables); the rest,
+    ``delta = t_lo * theta`` or ``t * theta_lo``, is below ``2**-19`` radians, so
     ``cos delta = 1 - delta**2/2`` and ``sin delta = delta`` are exact to
     float64 (the next terms are below ``2**-59``) and the angle-addition
     formula joins the two.
     """
     c0, s0 = cos_sin(t, theta, dtype=np.float64)
-    delta = np.zeros(c0.shape)
+    # rerotate has only t_lo, rebase only theta_lo (the 2**-19 bound is per term)
     if t_lo is not None:
-        delta += t_lo[..., None] * theta
-    if theta_lo is not None:
-        delta += t[..., None].astype(np.float64) * theta_lo
+        delta = t_lo[..., None] * theta
+    else:
+        delta = t.astype(np.float64)[..., None] * theta_lo
     cd = 1.0 - 0.5 * delta * delta
     c = c0 * cd - s0 * delta
     s = s0 * cd + c0 * delta

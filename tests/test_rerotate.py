@@ -375,3 +375,57 @@ def test_docstring_examples():
         n += len(t.examples)
         runner.run(t)
     assert n >= 6 and runner.failures == 0
+
+
+# -- property: any layout ---------------------------------------------------------
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@st.composite
+def caches(draw):
+    """A cache of random shape, dtype, byte order and strides, and from/to positions broadcasting onto it."""
+    lead = draw(st.lists(st.integers(1, 4), min_size=1, max_size=3))
+    r = draw(st.integers(1, 6))
+    d = 2 * r + 2 * draw(st.integers(0, 2))
+    dt = draw(st.sampled_from(["<f4", ">f4", "<f8", ">f8", "<f2"]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    k = rng.standard_normal(tuple(lead) + (2 * d,)).astype(dt)
+    if draw(st.booleans()):
+        k = k[..., ::2]  # strided features
+    else:
+        k = k[..., :d]
+    if len(lead) > 1 and draw(st.booleans()):
+        k = np.swapaxes(k, 0, 1)  # transposed rows
+    shape = k.shape[:-1]
+
+    def positions():
+        # each axis either the row's length or 1 (broadcast), maybe fewer axes
+        n = draw(st.integers(0, len(shape)))
+        pshape = tuple(s if draw(st.booleans()) else 1 for s in shape[len(shape) - n:])
+        if draw(st.booleans()):
+            return rng.integers(-10**6, 10**6, size=pshape)
+        return np.round(rng.uniform(-10**5, 10**5, size=pshape), 3)
+
+    theta = ropescale.inv_freq(2 * r, 10000.0)
+    return k, positions(), positions(), theta
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(caches(), st.booleans(), st.booleans())
+def test_rerotate_equals_the_reference_for_any_layout(case, interleaved, in_place):
+    k, frm, to, theta = case
+    before = k.copy()
+    # the exact delta (long double holds the difference of these doubles), angles in long double
+    delta = np.asarray(to).astype(np.longdouble) - np.asarray(frm).astype(np.longdouble)
+    ang = delta[..., None] * theta.astype(np.longdouble)
+    want = ref.apply_rotary(k.astype(np.float64), np.cos(ang).astype(np.float64), np.sin(ang).astype(np.float64),
+                            interleaved=interleaved)
+    if in_place:
+        k = k.copy()
+        got = ropescale.rerotate(k, frm, to, theta, interleaved=interleaved, out=k)
+        assert got is k
+    else:
+        got = ropescale.rerotate(k, frm, to, theta, interleaved=interleaved)
+        assert np.array_equal(k, before)  # k untouched
+    tol = {2: 4e-3, 4: 2e-6, 8: 1e-12}[k.dtype.itemsize]
+    assert np.abs(got.astype(np.float64) - want).max(initial=0.0) <= tol * (1 + np.abs(want).max(initial=0.0))

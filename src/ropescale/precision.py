@@ -28,7 +28,7 @@ import numpy as np
 from . import _checks
 from ._rotary import MAX_ANGLE, cos_sin
 
-__all__ = ["STRATEGIES", "PrecisionReport", "CheckResult", "report", "check", "plot"]
+__all__ = ["STRATEGIES", "PrecisionReport", "CheckResult", "report", "check", "plot", "sample_positions"]
 
 
 # -- strategies -----------------------------------------------------------------

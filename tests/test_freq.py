@@ -328,3 +328,117 @@ def test_unknown_rope_type_lists_the_valid_ones():
         ropescale.scaled_inv_freq(64, 1e4, {"rope_type": "ntk-by-parts"})
     for m in ropescale.METHODS:
         assert m in str(info.value)
+
+
+# ------------------------------------------------------------ the method registry
+
+from ropescale import _core, methods  # noqa: E402
+
+# Smallest valid rope_scaling for each method, built only from the spec table.
+def minimal_scaling(name, dim=16):
+    spec = methods.SPECS[name]
+    values = {"factor": 4.0, "original_max_position_embeddings": 4096, "low_freq_factor": 1.0,
+              "high_freq_factor": 4.0, "short_factor": [1.0] * (dim // 2), "long_factor": [2.0] * (dim // 2)}
+    return {"rope_type": name, **{k: values[k] for k in spec.required + spec.optional if k in values}}
+
+
+def test_c_table_and_python_table_list_the_same_methods_in_code_order():
+    assert _core.METHOD_NAMES == ropescale.METHODS == tuple(methods.SPECS)
+    for code, name in enumerate(_core.METHOD_NAMES):
+        assert getattr(_core, name.upper()) == code == methods.CODES[name]
+    assert set(ropescale.ALIASES) == {"su", "mistral_yarn"}
+    assert all(target in ropescale.METHODS for target in ropescale.ALIASES.values())
+
+
+@pytest.mark.parametrize("name", ropescale.METHODS)
+def test_every_parameter_the_spec_sends_is_a_field_the_core_reads(name):
+    method, p = methods.normalize_scaling({**minimal_scaling(name), "attention_factor": 1.5}, 16)
+    kw = methods.core_params(p, seq_len=8192)
+    assert set(kw) <= set(_core.SCALING_PARAMS), set(kw) - set(_core.SCALING_PARAMS)
+    theta, attn = _core.scaled_inv_freq(16, 1e4, methods.CODES[method], **kw)
+    want, want_attn = ref.scaled_inv_freq(p["rotary_dim"], 1e4, method, seq_len=8192,
+                                          **{k: v for k, v in p.items() if k != "rotary_dim"})
+    assert rel(theta, want) <= 1e-15 and attn == want_attn == 1.5
+
+
+@pytest.mark.parametrize("name", [m for m in ropescale.METHODS if methods.SPECS[m].required])
+def test_core_refuses_each_missing_required_parameter_by_method_name(name):
+    """The glue trusts nothing: without a parameter it needs, a method raises instead of computing NaN."""
+    method, p = methods.normalize_scaling(minimal_scaling(name), 16)
+    full = methods.core_params(p)
+    for key in methods.SPECS[name].required:
+        ckey = methods._C_NAMES.get(key, key)
+        kw = {k: v for k, v in full.items() if k != ckey}
+        with pytest.raises(ValueError, match=f"rope_type '{name}'") as info:
+            _core.scaled_inv_freq(16, 1e4, methods.CODES[name], **kw)
+        assert ckey.split("_")[0] in str(info.value)
+        assert "method 4" not in str(info.value)
+
+
+def test_core_yarn_with_a_factor_only_raises_not_nan():
+    with pytest.raises(ValueError, match="rope_type 'yarn': original_max"):
+        _core.scaled_inv_freq(8, 1e4, _core.YARN, factor=2.0)
+
+
+@pytest.mark.parametrize("kw, word", [({"bogus": 1.0}, "bogus"), ({"factor": "2"}, "factor"),
+                                      ({"factor": True}, "factor"), ({"truncate": 1}, "truncate"),
+                                      ({"short_factor": [1.0]}, "short_factor")])
+def test_core_refuses_unknown_or_mistyped_keywords(kw, word):
+    with pytest.raises((TypeError, ValueError), match=word):
+        _core.scaled_inv_freq(8, 1e4, _core.LINEAR, **{"factor": 2.0, **kw})
+
+
+def test_core_refuses_a_method_code_outside_the_table():
+    for code in (-1, len(_core.METHOD_NAMES)):
+        with pytest.raises(ValueError, match="METHOD_NAMES"):
+            _core.scaled_inv_freq(8, 1e4, code)
+
+
+@pytest.mark.parametrize("alias", sorted(ropescale.ALIASES))
+def test_every_alias_is_accepted_everywhere_the_method_is(alias):
+    name = ropescale.ALIASES[alias]
+    sc = minimal_scaling(name, 64)
+    want = ropescale.scaled_inv_freq(64, 1e4, sc, seq_len=100)
+    got = ropescale.scaled_inv_freq(64, 1e4, {**sc, "rope_type": alias}, seq_len=100)
+    assert np.array_equal(got[0], want[0]) and got[1] == want[1]
+    cfg = {"rope_theta": 1e4, "head_dim": 64, "max_position_embeddings": 16384,
+           "rope_scaling": {**{k: v for k, v in sc.items() if k != "rope_type"}, "type": alias}}
+    rope = ropescale.Rope.from_hf(cfg)
+    assert rope.method == name
+    assert np.array_equal(rope.inv_freq_at(100)[0], want[0])
+    assert ropescale.Rope(64).extend(16384, alias, original_len=4096).method == name
+
+
+def test_mistral_yarn_config_reads_as_yarn():
+    cfg = {"rope_theta": 1e6, "head_dim": 128, "max_position_embeddings": 131072,
+           "rope_scaling": {"type": "mistral_yarn", "factor": 32.0, "original_max_position_embeddings": 4096,
+                            "beta_fast": 32, "beta_slow": 1}}
+    rope = ropescale.Rope.from_hf(cfg)
+    want, attn = ref.scaled_inv_freq(128, 1e6, "yarn", factor=32.0, original_max_position_embeddings=4096)
+    assert rope.method == "yarn" and rel(rope.inv_freq, want) <= 1e-15
+    assert rope.attention_factor == pytest.approx(attn, rel=1e-15)
+
+
+@pytest.mark.parametrize("name", ropescale.METHODS)
+def test_extend_builds_every_method_from_the_table(name):
+    base = ropescale.Rope(64, 1e4)
+    ext = base.extend(32768, name, original_len=4096)
+    assert ext.method == name and ext.max_position_embeddings == 32768
+    theta = ext.inv_freq_at(32768)[0]
+    if methods.SPECS[name].extend is None:
+        assert ext.scaling is None and np.array_equal(theta, base.inv_freq)
+        return
+    assert ext.factor == 8.0
+    want, _ = ref.scaled_inv_freq(64, 1e4, name, seq_len=32768, **{k: v for k, v in ext.scaling.items()
+                                                                    if k != "rope_type"})
+    assert rel(theta, want) <= 1e-14
+    # the slowest pair's period is stretched by the factor at the target length (dynamic, by HF's
+    # definition, by s * 8 - (s - 1) = 57)
+    stretch = 57 if name == "dynamic" else 8
+    assert ropescale.periods(theta)[-1] == pytest.approx(stretch * base.periods[-1], rel=1e-12), name
+
+
+def test_extend_refuses_an_unknown_method_listing_the_table():
+    with pytest.raises(ValueError) as info:
+        ropescale.Rope(64).extend(8192, "ntk-by-parts", original_len=4096)
+    assert all(m in str(info.value) for m in ropescale.METHODS)

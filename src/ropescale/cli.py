@@ -18,12 +18,13 @@ from typing import Any, Dict, List, Optional, Sequence
 from . import __version__
 from ._freq import ntk_lambda, yarn_correction_range
 from .analysis import analyze, format_table
+from .methods import METHODS, SPECS, report_methods
 from .rope import Rope
 
 __all__ = ["main", "report_data", "REPORT_METHODS"]
 
-#: The methods ``ropescale report`` compares.
-REPORT_METHODS = ("default", "linear", "ntk", "dynamic", "yarn", "llama3")
+#: The methods ``ropescale report`` compares (``report`` in the method table).
+REPORT_METHODS = report_methods()
 
 _DESCRIPTION = """\
 Plan a RoPE context extension.  With no arguments, reports on a default model
@@ -92,8 +93,8 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--target", type=_positive_int("--target"), default=None, metavar="N",
                    help="target context length in tokens (default: 8 x original, or the --hf model's "
                         "extended length when it has one)")
-    p.add_argument("--method", choices=REPORT_METHODS[1:], default=None, metavar="M",
-                   help="report only this method (and default); one of " + ", ".join(REPORT_METHODS[1:]))
+    p.add_argument("--method", choices=METHODS[1:], default=None, metavar="M",
+                   help="report only this method (and default); one of " + ", ".join(METHODS[1:]))
     p.add_argument("--hf", metavar="CONFIG", default=None,
                    help="read head dim, base and context from a Hugging Face config.json")
     p.add_argument("--plot", metavar="FILE", default=None,
@@ -143,7 +144,7 @@ def _model(args) -> Dict[str, Any]:
 
 
 def _extended(base_rope: Rope, method: str, original: float, target: float) -> Rope:
-    if method == "default":
+    if SPECS[method].extend is None:
         return base_rope
     return base_rope.extend(target, method, original_len=original)
 

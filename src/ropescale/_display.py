@@ -41,7 +41,13 @@ def _kv_table(items: Iterable[Tuple[str, Any]]) -> str:
 
 def _short(v: Any) -> str:
     if isinstance(v, (list, tuple, np.ndarray)):
-        arr = np.asarray(v, dtype=np.float64)
+        try:
+            arr = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):  # not a list of numbers (an unknown key): show it as text
+            text = repr(v)
+            return text if len(text) <= 60 else text[:57] + "..."
+        if arr.ndim != 1:
+            return repr(v)[:60]
         if arr.size > 4:
             return f"[{arr.size} values, {_num(arr.min(), 4)} .. {_num(arr.max(), 4)}]"
         return "[" + ", ".join(_num(x) for x in arr) + "]"

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
@@ -432,7 +433,13 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
     try:
         if command == "bench":
             return _bench(_bench_parser(prog).parse_args(args_list))
-        return _report(_report_parser(prog).parse_args(args_list), prog)
+        # Warnings (e.g. an assumed rope_theta) become one line each on stderr, after the report.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            status = _report(_report_parser(prog).parse_args(args_list), prog)
+        for w in caught:
+            print(f"{prog}: warning: {_one_line(w.message)}", file=sys.stderr)
+        return status
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

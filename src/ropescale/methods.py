@@ -320,3 +320,72 @@ def report_methods() -> Tuple[str, ...]:
     """The methods ``ropescale report`` and the default plots show."""
     return tuple(name for name, s in SPECS.items() if s.report)
 
+
+
+# -- what a model type implies when its config leaves a key out ----------------
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The rope a ``model_type`` has when its config.json omits the keys.
+
+    Values are those of transformers' configuration class for the type
+    (``default_theta``, the ``partial_rotary_factor`` / ``rotary_pct`` /
+    ``rotary_dim`` defaults) and the pairing of its modeling code (half-split
+    ``rotate_half`` on ``(x[k], x[k+R])``, or interleaved ``(x[2k], x[2k+1])``:
+    ``rotate_every_two``, ``x[..., 0::2]`` with ``repeat_interleave``d
+    cos/sin, or a complex view of consecutive pairs).  Source: transformers
+    5.x, ``models/<type>/configuration_<type>.py`` and ``modeling_<type>.py``;
+    ``tests/test_configs.py`` checks every row against the installed
+    transformers.
+    """
+
+    rope_theta: float = 10000.0
+    partial_rotary_factor: Optional[float] = None
+    #: Absolute rotary dim when the config gives none (GPT-J, CodeGen).
+    rotary_dim: Optional[int] = None
+    interleaved: bool = False
+
+
+_HALF, _INTERLEAVED = ModelDefaults(), ModelDefaults(interleaved=True)
+
+#: ``model_type`` -> defaults; a type not listed with no ``rope_theta`` is assumed
+#: 10000 with a warning.
+MODEL_TYPES: Dict[str, ModelDefaults] = {
+    **{t: _HALF for t in ("llama", "mistral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
+                          "phi3", "olmo", "olmo2", "falcon", "starcoder2", "granite", "chameleon")},
+    **{t: ModelDefaults(1e6) for t in ("mixtral", "gemma3", "gemma3_text", "gemma3n_text", "phimoe", "minimax",
+                                       "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text")},
+    **{t: ModelDefaults(5e5) for t in ("olmo3", "exaone", "bitnet", "mllama", "mllama_text_model")},
+    "smollm3": ModelDefaults(2e6),
+    "gpt_oss": ModelDefaults(1.5e5),
+    "apertus": ModelDefaults(1.2e7),
+    "helium": ModelDefaults(1e5, interleaved=True),
+    "ernie4_5": ModelDefaults(5e5, interleaved=True),
+    "cohere": ModelDefaults(5e5, interleaved=True),
+    "cohere2": _INTERLEAVED,
+    "llama4": ModelDefaults(5e5, interleaved=True),
+    "llama4_text": ModelDefaults(5e5, interleaved=True),
+    "deepseek_v2": _INTERLEAVED,
+    "deepseek_v3": _INTERLEAVED,   # rope_interleave, default True
+    "glm": ModelDefaults(partial_rotary_factor=0.5, interleaved=True),
+    "glm4": ModelDefaults(partial_rotary_factor=0.5, interleaved=True),
+    "phi": ModelDefaults(partial_rotary_factor=0.5),
+    "persimmon": ModelDefaults(partial_rotary_factor=0.5),
+    "nemotron": ModelDefaults(partial_rotary_factor=0.5),
+    "stablelm": ModelDefaults(partial_rotary_factor=0.25),
+    "gpt_neox": ModelDefaults(partial_rotary_factor=0.25),
+    "gpt_neox_japanese": ModelDefaults(partial_rotary_factor=1.0),
+    "gptj": ModelDefaults(rotary_dim=64, interleaved=True),
+    "codegen": ModelDefaults(rotary_dim=64, interleaved=True),
+    # ChatGLM 2/3 and GLM-4 (remote code, THUDM's modeling_chatglm.py): rotary on
+    # half the head dim, interleaved, base 10000 * rope_ratio.
+    "chatglm": ModelDefaults(partial_rotary_factor=0.5, interleaved=True),
+}
+
+#: Legacy spellings ``Rope.from_hf`` reads when the standard key is absent:
+#: standard key -> the older keys, in order of preference.  ``rotary_dim`` is
+#: absolute (rotary features), the others are fractions of the head dim.
+#: ``rope_ratio`` (ChatGLM) multiplies the base instead.
+LEGACY_KEYS: Dict[str, Tuple[str, ...]] = {
+    "rope_theta": ("rotary_emb_base",),                          # GPT-NeoX, Pythia
+    "partial_rotary_factor": ("rotary_pct", "rotary_emb_fraction"),  # GPT-NeoX; flash-attn style configs
+}

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import stat
+import warnings
 from typing import Any, Mapping, Optional
 
 import numpy as np
@@ -13,13 +14,13 @@ import numpy as np
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
 from ._rotary import apply_rotary_positions, cos_sin
-from .methods import SPECS, canonical, normalize_scaling, trained_length_from_hf
+from .methods import LEGACY_KEYS, MODEL_TYPES, SPECS, canonical, normalize_scaling, trained_length_from_hf
 
 #: Largest config file ``Rope.from_hf`` reads (a real config.json is a few KB).
 MAX_CONFIG_BYTES = 4 << 20
 
 # The attributes a Rope is made of; everything else is derived from them.
-_FIELDS = ("dim", "base", "scaling", "max_position_embeddings")
+_FIELDS = ("dim", "base", "scaling", "max_position_embeddings", "interleaved")
 
 
 def _get(config: Any, key: str, default: Any = None) -> Any:
@@ -52,8 +53,8 @@ def _length(name: str, value: Any) -> Optional[float]:
     return int(v) if v.is_integer() else v
 
 
-def _rebuild(dim, base, scaling, max_position_embeddings):
-    return Rope(dim, base, scaling, max_position_embeddings=max_position_embeddings)
+def _rebuild(dim, base, scaling, max_position_embeddings, interleaved=False):
+    return Rope(dim, base, scaling, max_position_embeddings=max_position_embeddings, interleaved=interleaved)
 
 
 class Rope:
@@ -73,6 +74,11 @@ class Rope:
     max_position_embeddings : int, optional
         The model's ``max_position_embeddings``: the context it is meant to
         serve (:meth:`extend` sets it to the target length).
+    interleaved : bool
+        The model's pairing: ``(x[2k], x[2k+1])`` (GPT-J, GLM, Cohere, Llama 4,
+        DeepSeek) instead of the half-split ``(x[k], x[k+R])`` (Llama, NeoX).
+        :meth:`apply` uses it unless told otherwise; :meth:`from_hf` knows it
+        from the model type.
 
     Examples
     --------
@@ -85,10 +91,10 @@ class Rope:
     500000.0
     """
 
-    __slots__ = ("_dim", "_base", "_scaling", "_max_pos", "_method", "_params", "_inv_freq", "_attn")
+    __slots__ = ("_dim", "_base", "_scaling", "_max_pos", "_interleaved", "_method", "_params", "_inv_freq", "_attn")
 
     def __init__(self, dim: int, base: float = 10000.0, scaling: Optional[Mapping[str, Any]] = None, *,
-                 max_position_embeddings: Optional[float] = None):
+                 max_position_embeddings: Optional[float] = None, interleaved: bool = False):
         set_ = object.__setattr__
         d = _checks.dim(dim)
         b = _checks.real("base", base, above=1.0)
@@ -100,6 +106,7 @@ class Rope:
         theta.setflags(write=False)
         for name, value in (("_dim", d), ("_base", b), ("_scaling", sc),
                             ("_max_pos", _length("max_position_embeddings", max_position_embeddings)),
+                            ("_interleaved", _checks.boolean("interleaved", interleaved)),
                             ("_method", method), ("_params", params), ("_inv_freq", theta), ("_attn", attn)):
             set_(self, name, value)
 
@@ -111,7 +118,7 @@ class Rope:
         raise AttributeError(f"Rope is immutable: cannot delete {name!r}")
 
     def __reduce__(self):
-        return _rebuild, (self._dim, self._base, self._scaling, self._max_pos)
+        return _rebuild, (self._dim, self._base, self._scaling, self._max_pos, self._interleaved)
 
     def __eq__(self, other: Any) -> bool:
         if not isinstance(other, Rope):
@@ -136,9 +143,9 @@ class Rope:
         if unknown:
             raise TypeError(f"replace() takes {', '.join(_FIELDS)}; got {', '.join(unknown)}")
         args = {"dim": self._dim, "base": self._base, "scaling": self._scaling,
-                "max_position_embeddings": self._max_pos, **changes}
+                "max_position_embeddings": self._max_pos, "interleaved": self._interleaved, **changes}
         return Rope(args["dim"], args["base"], args["scaling"],
-                    max_position_embeddings=args["max_position_embeddings"])
+                    max_position_embeddings=args["max_position_embeddings"], interleaved=args["interleaved"])
 
     # -- the arguments -------------------------------------------------------
     @property
@@ -160,6 +167,11 @@ class Rope:
     def max_position_embeddings(self) -> Optional[float]:
         """The context the model is meant to serve, when known."""
         return self._max_pos
+
+    @property
+    def interleaved(self) -> bool:
+        """Whether the model pairs ``(x[2k], x[2k+1])`` rather than ``(x[k], x[k+R])``."""
+        return self._interleaved
 
     @property
     def method(self) -> str:
@@ -242,10 +254,11 @@ class Rope:
         theta, attn = self._for_positions(positions, seq_len)
         return cos_sin(positions, theta, attention_factor=attn, dtype=dtype)
 
-    def apply(self, x: Any, positions: Any, *, interleaved: bool = False, inverse: bool = False,
+    def apply(self, x: Any, positions: Any, *, interleaved: Optional[bool] = None, inverse: bool = False,
               out: Optional[np.ndarray] = None, seq_len: Optional[int] = None) -> np.ndarray:
         """Rotate ``x`` (..., D) at ``positions`` (fused, see :func:`ropescale.apply_rotary_positions`).
 
+        The pairing is the rope's own (:attr:`interleaved`) unless ``interleaved`` is given.
         Returns an array of ``x``'s shape and dtype (``out``'s when given).
 
         Examples
@@ -259,6 +272,8 @@ class Rope:
         True
         """
         theta, attn = self._for_positions(positions, seq_len)
+        if interleaved is None:
+            interleaved = self._interleaved
         return apply_rotary_positions(x, positions, theta, attention_factor=attn, interleaved=interleaved,
                                       inverse=inverse, out=out)
 
@@ -294,18 +309,19 @@ class Rope:
 
     @classmethod
     def _from_config(cls, config: Any) -> "Rope":
-        config = _text_config(config)
+        config, model_type = _text_config(config)
+        known = MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
         try:
             scaling, nested = _rope_dict(config)
-            base = _get(config, "rope_theta")
-            if base is None and scaling is not None:
-                base = scaling.get("rope_theta")
-            base = 10000.0 if base is None else base
             dim = _head_dim(config, nested)
+            base = _base(config, scaling, known, model_type)
             max_pos = _length("config['max_position_embeddings']", _get(config, "max_position_embeddings"))
-            scaling = _resolve_scaling(config, scaling, max_pos)
-            return cls(dim, _checks.real("config['rope_theta']", base, above=1.0), scaling,
-                       max_position_embeddings=max_pos)
+            scaling = _resolve_scaling(config, scaling, max_pos, _partial_rotary(config, dim, known))
+            interleaved = _get(config, "rope_interleave")
+            if interleaved is None:
+                interleaved = known is not None and known.interleaved
+            return cls(dim, base, scaling, max_position_embeddings=max_pos,
+                       interleaved=_checks.boolean("config['rope_interleave']", interleaved))
         except TypeError as e:
             # The config itself is of the right type; a value in it is not.
             raise ValueError(str(e)) from None
@@ -331,6 +347,8 @@ class Rope:
             d["partial_rotary_factor"] = prf
         if self._method != "default" or sc.keys() - {"rope_type"}:
             d["rope_scaling"] = {"rope_type": self._method, **{k: v for k, v in sc.items() if k != "rope_type"}}
+        if self._interleaved:
+            d["rope_interleave"] = True
         mp = self._max_pos
         if SPECS[self._method].hf_trained_length == "max_position_embeddings":
             mp = _length("original_max_position_embeddings", self.original_max_position_embeddings)
@@ -365,7 +383,8 @@ class Rope:
         sc.update(params)
         if prf is not None:
             sc["partial_rotary_factor"] = prf
-        return Rope(self._dim, self._base, sc or None, max_position_embeddings=_length("target_len", m))
+        return Rope(self._dim, self._base, sc or None, max_position_embeddings=_length("target_len", m),
+                    interleaved=self._interleaved)
 
     def _n_pairs(self, spec, prf) -> int:
         if spec.full_head_dim:
@@ -431,12 +450,63 @@ def read_config(path: str) -> Any:
         raise ValueError(f"config {path}: not valid JSON: {' '.join(str(e).split())}") from None
 
 
-def _text_config(config: Any) -> Any:
-    if isinstance(config, Mapping) and isinstance(config.get("text_config"), Mapping) and "rope_theta" not in config:
-        config = config["text_config"]
+def _text_config(config: Any):
+    """``(the config holding the language model's rope, its model_type)``."""
     if not isinstance(config, Mapping) and not hasattr(config, "__dict__"):
         raise TypeError(f"config must be a dict, a path to config.json or a config object, got {type(config).__name__}")
-    return config
+    model_type = _get(config, "model_type")
+    text = _get(config, "text_config")
+    if text is not None and _get(config, "rope_theta") is None and (isinstance(text, Mapping) or hasattr(text, "__dict__")):
+        config = text
+        model_type = _get(config, "model_type", model_type)
+    return config, model_type
+
+
+def _legacy(config: Any, key: str):
+    """``(value, the key it came from)`` for a standard key or its legacy spellings."""
+    for k in (key,) + LEGACY_KEYS.get(key, ()):
+        value = _get(config, k)
+        if value is not None:
+            return value, k
+    return None, key
+
+
+def _base(config: Any, scaling: Optional[dict], known, model_type) -> float:
+    """rope_theta as transformers reads it: the key (or its legacy spelling), else the model type's default."""
+    base, key = _legacy(config, "rope_theta")
+    if base is None and scaling is not None and scaling.get("rope_theta") is not None:
+        base, key = scaling["rope_theta"], "rope_parameters['rope_theta']"
+    if base is None:
+        if known is None:
+            why = (f"transformers' default for model_type {model_type!r} is not in ropescale.methods.MODEL_TYPES"
+                   if model_type is not None else "no model_type")
+            warnings.warn(f"config gives no rope_theta and {why}: assuming 10000", stacklevel=4)
+        base, key = (10000.0 if known is None else known.rope_theta), "rope_theta"
+    base = _checks.real(f"config[{key!r}]", base, above=1.0)
+    ratio = _get(config, "rope_ratio")
+    if ratio is not None:  # ChatGLM: base = 10000 * rope_ratio
+        base *= _checks.real("config['rope_ratio']", ratio, above=0.0)
+        if not (math.isfinite(base) and base > 1.0):
+            raise ValueError(f"config['rope_ratio'] = {ratio!r} makes the base {base:g}, which must be finite and > 1")
+    return base
+
+
+def _partial_rotary(config: Any, dim: int, known) -> Optional[float]:
+    """partial_rotary_factor from the config (or a legacy spelling, or an absolute rotary_dim), else the type's."""
+    prf, key = _legacy(config, "partial_rotary_factor")
+    if prf is not None:
+        return _checks.real(f"config[{key!r}]", prf, above=0.0, at_most=1.0)
+    rotary_dim = _get(config, "rotary_dim")
+    if rotary_dim is None and known is not None:
+        if known.partial_rotary_factor is not None:
+            return known.partial_rotary_factor
+        rotary_dim = known.rotary_dim
+    if rotary_dim is None:
+        return None
+    rd = _config_int("rotary_dim", rotary_dim)
+    if rd > dim or rd % 2:
+        raise ValueError(f"config['rotary_dim'] must be an even number <= the head dim {dim}, got {rd}")
+    return rd / dim
 
 
 def _rope_dict(config: Any):
@@ -475,11 +545,11 @@ def _head_dim(config: Any, nested: bool) -> int:
     return _config_int("hidden_size", hidden) // _config_int("num_attention_heads", heads)
 
 
-def _resolve_scaling(config: Any, scaling: Optional[dict], max_pos: Optional[float]) -> Optional[dict]:
+def _resolve_scaling(config: Any, scaling: Optional[dict], max_pos: Optional[float],
+                     prf: Optional[float]) -> Optional[dict]:
     """The rope_scaling dict with the trained length and factor filled in as HF transformers (5.x) does."""
     scaling = {"rope_type": "default"} if scaling is None else scaling
     scaling.pop("rope_theta", None)
-    prf = _get(config, "partial_rotary_factor")
     if prf is not None and "partial_rotary_factor" not in scaling:
         scaling["partial_rotary_factor"] = prf
     if scaling.get("rope_type") is None and "type" in scaling:

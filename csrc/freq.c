@@ -216,9 +216,12 @@ static const char *rs_freq_llama3(int64_t dim, double base, const rs_scaling *sc
     (void)attn;
     if ((why = need_factor(sc)) != NULL || (why = need_original(sc)) != NULL)
         return why;
-    if (!(isfinite(lff) && isfinite(hff) && lff > 0.0 && lff < hff))
-        return "low_freq_factor and high_freq_factor must be finite with "
-               "0 < low_freq_factor < high_freq_factor";
+    /* HF only warns when high <= low and computes anyway (Llama 4 ships
+     * low == high: the blended band is then empty), so the bands are tested in
+     * HF's order and only a pair exactly on the edge of an empty band, where
+     * HF's blend is 0/0, is refused. */
+    if (!(isfinite(lff) && isfinite(hff) && lff > 0.0 && hff > 0.0))
+        return "low_freq_factor and high_freq_factor must be finite and > 0";
     rs_inv_freq(dim, base, out);
     for (int64_t k = 0; k < half; k++) {
         double theta = out[k];
@@ -227,6 +230,9 @@ static const char *rs_freq_llama3(int64_t dim, double base, const rs_scaling *sc
             out[k] = theta / sc->factor;
         } else if (wavelen < ml / hff) { /* short: keep */
             out[k] = theta;
+        } else if (!(lff < hff)) {
+            return "a pair's wavelength lies exactly on original_max / low_freq_factor "
+                   "with low_freq_factor == high_freq_factor (the blend is 0/0)";
         } else {
             double u = (ml / wavelen - lff) / (hff - lff);
             out[k] = (1.0 - u) * theta / sc->factor + u * theta;

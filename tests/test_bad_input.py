@@ -140,8 +140,8 @@ CASES = [
      TypeError, "truncate"),
     ("scaled-attention-factor-0", lambda: ropescale.scaled_inv_freq(8, 1e4, with_(YARN, attention_factor=0.0)),
      ValueError, "attention_factor"),
-    ("scaled-llama3-lff-ge-hff", lambda: ropescale.scaled_inv_freq(
-        8, 1e4, with_(LLAMA3, low_freq_factor=4.0)), ValueError, "low_freq_factor"),
+    ("scaled-llama3-lff-0", lambda: ropescale.scaled_inv_freq(
+        8, 1e4, with_(LLAMA3, low_freq_factor=0.0)), ValueError, "low_freq_factor"),
     ("scaled-llama3-missing-hff", lambda: ropescale.scaled_inv_freq(8, 1e4, without(LLAMA3, "high_freq_factor")),
      ValueError, "high_freq_factor"),
     ("scaled-longrope-short-length", lambda: ropescale.scaled_inv_freq(8, 1e4, with_(LONG, short_factor=[1.0] * 3)),

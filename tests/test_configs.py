@@ -356,3 +356,133 @@ def test_dynamic_with_a_huge_factor_is_the_original_rope_below_the_trained_lengt
 def test_overflowing_inputs_raise_value_error_naming_them(call, word):
     with pytest.raises(ValueError, match=word):
         call()
+
+
+# ------------------------------------------- real configs: defaults, spellings, pairing
+
+def _hf_inv_freq(model_type, cfg, seq_len=None):
+    """inv_freq and attention factor as transformers computes them for a config dict."""
+    pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = transformers.CONFIG_MAPPING[model_type](**cfg)
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    params = config.rope_parameters
+    layer_type = None
+    if "full_attention" in params:
+        params, layer_type = params["full_attention"], "full_attention"
+    rope_type = params.get("rope_type", "default")
+    if rope_type == "default":
+        base, prf = params["rope_theta"], params.get("partial_rotary_factor", 1.0)
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        d = int(head_dim * prf)
+        import torch
+        inv = 1.0 / (base ** (torch.arange(0, d, 2, dtype=torch.int64).double() / d))
+        return inv.numpy(), 1.0
+    inv, attn = ROPE_INIT_FUNCTIONS[rope_type](config, "cpu", seq_len=seq_len, layer_type=layer_type)
+    return inv.double().numpy(), attn
+
+
+@pytest.mark.parametrize("model_type", sorted(methods.MODEL_TYPES))
+def test_model_type_defaults_are_transformers_defaults(model_type):
+    transformers = pytest.importorskip("transformers")
+    if model_type not in transformers.CONFIG_MAPPING:
+        pytest.skip(f"{model_type} is not a transformers model type (remote code)")
+    known = methods.MODEL_TYPES[model_type]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = transformers.CONFIG_MAPPING[model_type]()
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    params = getattr(config, "rope_parameters", None) or {}
+    if "full_attention" in params:
+        params = params["full_attention"]
+    if known.rotary_dim is not None:     # GPT-J / CodeGen: an absolute rotary dim, fixed base 10000
+        assert config.rotary_dim == known.rotary_dim and known.rope_theta == 10000.0
+    else:
+        assert params["rope_theta"] == known.rope_theta
+        assert params.get("partial_rotary_factor", 1.0) == (known.partial_rotary_factor or 1.0)
+    if hasattr(config, "rope_interleave"):
+        assert config.rope_interleave == known.interleaved
+
+
+@pytest.mark.parametrize("model_type, cfg", [
+    # Gemma 3 text configs as published omit rope_theta (transformers: 1e6 on global layers)
+    ("gemma3_text", {"head_dim": 256, "hidden_size": 2560, "num_attention_heads": 8, "max_position_embeddings": 131072,
+                     "rope_scaling": {"rope_type": "linear", "factor": 8.0}}),
+    # GPT-NeoX / Pythia: rotary_pct and rotary_emb_base
+    ("gpt_neox", {"hidden_size": 2048, "num_attention_heads": 8, "rotary_pct": 0.25, "rotary_emb_base": 10000,
+                  "max_position_embeddings": 2048}),
+    ("gpt_neox", {"hidden_size": 2048, "num_attention_heads": 8, "rotary_emb_base": 50000,
+                  "max_position_embeddings": 2048}),            # rotary_pct absent: 0.25 by the class default
+    ("phi", {"hidden_size": 2560, "num_attention_heads": 32, "max_position_embeddings": 2048}),
+    ("glm", {"hidden_size": 4096, "num_attention_heads": 32, "head_dim": 128, "max_position_embeddings": 131072,
+             "rope_theta": 10000.0}),
+    ("olmo3", {"hidden_size": 4096, "num_attention_heads": 32, "max_position_embeddings": 65536}),
+])
+def test_from_hf_agrees_with_transformers_on_published_config_shapes(model_type, cfg):
+    want, attn = _hf_inv_freq(model_type, cfg)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")     # a known model type: no "assuming 10000"
+        rope = ropescale.Rope.from_hf({"model_type": model_type, **cfg})
+    np.testing.assert_allclose(rope.inv_freq, want, rtol=3e-7)
+    assert rope.attention_factor == pytest.approx(attn, rel=1e-7)
+
+
+def test_gptj_rotary_dim_is_absolute_and_pairs_are_interleaved():
+    # EleutherAI/gpt-j-6b's config.json names (transformers maps them with attribute_map)
+    cfg = {"model_type": "gptj", "n_embd": 4096, "n_head": 16, "rotary_dim": 64, "n_positions": 2048}
+    rope = ropescale.Rope.from_hf(cfg)
+    assert rope.dim == 256 and rope.rotary_dim == 64 and rope.interleaved and rope.max_position_embeddings == 2048
+    np.testing.assert_array_equal(rope.inv_freq, ropescale.inv_freq(64, 1e4))
+    x = np.random.default_rng(0).standard_normal((3, 256))
+    pos = np.arange(3)
+    np.testing.assert_allclose(rope.apply(x, pos), ref.apply_rotary_positions(x, pos, rope.inv_freq, interleaved=True),
+                               rtol=1e-12, atol=1e-12)
+    assert not np.allclose(rope.apply(x, pos), rope.apply(x, pos, interleaved=False))
+
+
+def test_chatglm_rope_ratio_multiplies_the_base_on_half_the_head_dim():
+    # THUDM ChatGLM3-6B-32K: kv_channels 128, rope_ratio 50 -> base 500000, rotary on 64 dims, interleaved
+    cfg = {"model_type": "chatglm", "hidden_size": 4096, "num_attention_heads": 32, "kv_channels": 128,
+           "seq_length": 32768, "rope_ratio": 50}
+    rope = ropescale.Rope.from_hf(cfg)
+    assert rope.base == 500000.0 and rope.rotary_dim == 64 and rope.interleaved
+    assert rope.max_position_embeddings == 32768
+    assert ropescale.Rope.from_hf({**cfg, "kv_channels": 64}).rotary_dim == 32
+    np.testing.assert_array_equal(rope.inv_freq, ropescale.inv_freq(64, 5e5))
+
+
+@pytest.mark.parametrize("key, value, rotary", [("rotary_pct", 0.5, 32), ("rotary_emb_fraction", 0.25, 16),
+                                                ("rotary_dim", 32, 32), ("partial_rotary_factor", 0.5, 32)])
+def test_legacy_partial_rotary_spellings(key, value, rotary):
+    rope = ropescale.Rope.from_hf({"head_dim": 64, "rope_theta": 1e4, key: value})
+    assert rope.rotary_dim == rotary
+    np.testing.assert_array_equal(rope.inv_freq, ropescale.inv_freq(rotary, 1e4))
+
+
+def test_deepseek_rope_interleave_and_unknown_model_type_without_theta_warns():
+    cfg = {"model_type": "deepseek_v3", "qk_rope_head_dim": 64, "rope_theta": 1e4, "rope_interleave": False}
+    assert not ropescale.Rope.from_hf(cfg).interleaved
+    assert ropescale.Rope.from_hf({**cfg, "rope_interleave": True}).interleaved
+    assert ropescale.Rope.from_hf({k: v for k, v in cfg.items() if k != "rope_interleave"}).interleaved
+    with pytest.warns(UserWarning, match="assuming 10000"):
+        rope = ropescale.Rope.from_hf({"model_type": "somethingnew", "head_dim": 64})
+    assert rope.base == 1e4 and not rope.interleaved
+
+
+def test_llama4_scout_llama3_with_equal_band_factors_matches_transformers():
+    # Llama-4-Scout-17B-16E text_config: llama3 with low_freq_factor == high_freq_factor == 1
+    cfg = {"hidden_size": 5120, "num_attention_heads": 40, "head_dim": 128, "rope_theta": 500000.0,
+           "max_position_embeddings": 10485760,
+           "rope_scaling": {"rope_type": "llama3", "factor": 16.0, "low_freq_factor": 1.0, "high_freq_factor": 1.0,
+                            "original_max_position_embeddings": 8192}}
+    rope = ropescale.Rope.from_hf({"model_type": "llama4_text", **cfg})
+    assert rope.interleaved and rope.method == "llama3"
+    want, attn = _hf_inv_freq("llama4_text", cfg)
+    np.testing.assert_allclose(rope.inv_freq, want, rtol=3e-7)
+    # no pair is blended: each keeps theta or is divided by the factor, split at wavelength 8192
+    theta = ropescale.inv_freq(128, 5e5)
+    long = 2 * np.pi / theta > 8192
+    np.testing.assert_array_equal(rope.inv_freq, np.where(long, theta / 16, theta))

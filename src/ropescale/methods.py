@@ -107,9 +107,11 @@ def _check_yarn(p: dict, scaling: Mapping[str, Any]) -> None:
 
 
 def _check_llama3(p: dict, scaling: Mapping[str, Any]) -> None:
-    if not p["low_freq_factor"] < p["high_freq_factor"]:
-        raise ValueError(f"scaling['low_freq_factor'] must be < high_freq_factor, got "
-                         f"{p['low_freq_factor']} >= {p['high_freq_factor']}")
+    # Llama 4 ships low_freq_factor == high_freq_factor (no blended band): computed as
+    # transformers does.  An inverted pair is computable too; transformers warns, so do we.
+    if p["high_freq_factor"] < p["low_freq_factor"]:
+        warnings.warn(f"scaling['high_freq_factor'] ({p['high_freq_factor']}) is below low_freq_factor "
+                      f"({p['low_freq_factor']}): no pair is blended (computed as transformers does)", stacklevel=4)
 
 
 def _check_longrope(p: dict, scaling: Mapping[str, Any]) -> None:
@@ -388,4 +390,9 @@ MODEL_TYPES: Dict[str, ModelDefaults] = {
 LEGACY_KEYS: Dict[str, Tuple[str, ...]] = {
     "rope_theta": ("rotary_emb_base",),                          # GPT-NeoX, Pythia
     "partial_rotary_factor": ("rotary_pct", "rotary_emb_fraction"),  # GPT-NeoX; flash-attn style configs
+    # transformers' attribute_map of GPT-J / CodeGen / GPT-2 style configs; ChatGLM's names
+    "hidden_size": ("n_embd",),
+    "num_attention_heads": ("n_head",),
+    "max_position_embeddings": ("n_positions", "seq_length"),
+    "head_dim": ("kv_channels",),
 }

@@ -315,7 +315,8 @@ class Rope:
             scaling, nested = _rope_dict(config)
             dim = _head_dim(config, nested)
             base = _base(config, scaling, known, model_type)
-            max_pos = _length("config['max_position_embeddings']", _get(config, "max_position_embeddings"))
+            value, key = _legacy(config, "max_position_embeddings")
+            max_pos = _length(f"config[{key!r}]", value)
             scaling = _resolve_scaling(config, scaling, max_pos, _partial_rotary(config, dim, known))
             interleaved = _get(config, "rope_interleave")
             if interleaved is None:
@@ -536,13 +537,13 @@ def _rope_dict(config: Any):
 
 def _head_dim(config: Any, nested: bool) -> int:
     for key in ("qk_rope_head_dim",) + (("global_head_dim",) if nested else ()) + ("head_dim",):
-        value = _get(config, key)
+        value, name = _legacy(config, key)
         if value is not None:
-            return _config_int(key, value)
-    hidden, heads = _get(config, "hidden_size"), _get(config, "num_attention_heads")
+            return _config_int(name, value)
+    (hidden, hkey), (heads, nkey) = _legacy(config, "hidden_size"), _legacy(config, "num_attention_heads")
     if hidden is None or heads is None:
         raise ValueError("config must give head_dim, or hidden_size and num_attention_heads")
-    return _config_int("hidden_size", hidden) // _config_int("num_attention_heads", heads)
+    return _config_int(hkey, hidden) // _config_int(nkey, heads)
 
 
 def _resolve_scaling(config: Any, scaling: Optional[dict], max_pos: Optional[float],

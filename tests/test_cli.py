@@ -286,3 +286,8 @@ def test_overflowing_base_is_a_clear_error_not_a_json_failure(capsys):
     for extra in ([], ["--json"]):
         code, out, err = run(["--base", "1e308"] + extra, capsys)
         assert code == 2 and out == "" and "overflow" in err and err.count("\n") == 1
+
+
+def test_huge_length_flags_exit_2_not_overflow(capsys):
+    code, out, err = run(["--target", "1" + "0" * 400], capsys)
+    assert code == 2 and "--target" in err and err.count("\n") == 1 and "Traceback" not in err

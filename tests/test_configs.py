@@ -486,3 +486,51 @@ def test_llama4_scout_llama3_with_equal_band_factors_matches_transformers():
     theta = ropescale.inv_freq(128, 5e5)
     long = 2 * np.pi / theta > 8192
     np.testing.assert_array_equal(rope.inv_freq, np.where(long, theta / 16, theta))
+
+
+# ------------------------------------- any config value: a Rope or one clear error
+
+JSON_SCALARS = st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.just(10**400),
+                         st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=5))
+JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                                 st.dictionaries(st.text(max_size=4), inner,
+                                                                                 max_size=3)),
+                           max_leaves=8)
+TOP_KEYS = ["rope_theta", "head_dim", "hidden_size", "num_attention_heads", "max_position_embeddings",
+            "original_max_position_embeddings", "partial_rotary_factor", "rotary_pct", "rotary_dim",
+            "rotary_emb_base", "rope_ratio", "rope_interleave", "rope_scaling", "rope_parameters", "text_config",
+            "model_type", "qk_rope_head_dim", "n_positions"]
+SCALING_KEYS = sorted({k for spec in methods.SPECS.values() for k in spec.keys}
+                      | {"rope_type", "type", "attention_factor", "partial_rotary_factor"})
+
+
+@st.composite
+def hostile_configs(draw):
+    name = draw(st.sampled_from(ropescale.METHODS))
+    sc = _scaling_for(name, 32, 4.0, 4096, draw) or {"rope_type": "default"}
+    cfg = {"rope_theta": 1e4, "head_dim": 64, "max_position_embeddings": 16384, "rope_scaling": sc}
+    for _ in range(draw(st.integers(1, 3))):
+        if draw(st.booleans()):
+            cfg[draw(st.sampled_from(TOP_KEYS))] = draw(JSON_VALUES)
+        elif isinstance(cfg.get("rope_scaling"), dict):
+            cfg["rope_scaling"] = {**cfg["rope_scaling"], draw(st.sampled_from(SCALING_KEYS)): draw(JSON_VALUES)}
+    return cfg
+
+
+@settings(max_examples=400, deadline=None)
+@given(cfg=hostile_configs())
+def test_any_config_value_gives_a_finite_rope_or_one_clear_error(cfg):
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            rope = ropescale.Rope.from_hf(cfg)
+    except (ValueError, TypeError) as e:
+        assert str(e) and "\n" not in str(e)
+        return
+    for seq_len in (None, 1, 4096, 65536):
+        theta, attn = rope.inv_freq_at(seq_len)
+        assert np.all(np.isfinite(theta)) and math.isfinite(attn) and attn > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        back = ropescale.Rope.from_hf(json.loads(json.dumps(rope.to_hf(), allow_nan=False)))
+    np.testing.assert_array_equal(back.inv_freq_at(65536)[0], rope.inv_freq_at(65536)[0])

@@ -442,3 +442,12 @@ def test_extend_refuses_an_unknown_method_listing_the_table():
     with pytest.raises(ValueError) as info:
         ropescale.Rope(64).extend(8192, "ntk-by-parts", original_len=4096)
     assert all(m in str(info.value) for m in ropescale.METHODS)
+
+
+@pytest.mark.parametrize("call", [lambda: _core.ntk_lambda(8, 0.5), lambda: _core.ntk_lambda(8, float("nan")),
+                                  lambda: _core.yarn_range(8, 1e4, 4096.0, 1.0, 32.0, True),
+                                  lambda: _core.yarn_range(8, 0.5, 4096.0, 32.0, 1.0, True),
+                                  lambda: _core.yarn_range(8, 1e4, 0.0, 32.0, 1.0, True)])
+def test_core_frequency_helpers_refuse_what_they_cannot_compute(call):
+    with pytest.raises(ValueError):
+        call()

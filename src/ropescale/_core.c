@@ -69,6 +69,11 @@ static PyObject *py_ntk_lambda(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "dim must be >= 4 for base scaling, got %lld", dim);
         return NULL;
     }
+    if (!(isfinite(factor) && factor >= 1.0)) {
+        PyErr_Format(PyExc_ValueError, "factor must be finite and >= 1, got %R",
+                     PyTuple_GET_ITEM(args, 1));
+        return NULL;
+    }
     return PyFloat_FromDouble(rs_ntk_lambda((int64_t)dim, factor));
 }
 
@@ -83,6 +88,15 @@ static PyObject *py_yarn_range(PyObject *self, PyObject *args)
         return NULL;
     if (check_dim(dim) < 0)
         return NULL;
+    if (!(isfinite(base) && base > 1.0) || !(isfinite(original_max) && original_max >= 1.0) ||
+        !(isfinite(beta_fast) && isfinite(beta_slow) && beta_slow > 0.0 && beta_fast >= beta_slow)) {
+        PyErr_Format(PyExc_ValueError,
+                     "yarn_range needs base > 1, original_max >= 1 and beta_fast >= beta_slow > 0, "
+                     "all finite; got base=%R, original_max=%R, beta_fast=%R, beta_slow=%R",
+                     PyTuple_GET_ITEM(args, 1), PyTuple_GET_ITEM(args, 2),
+                     PyTuple_GET_ITEM(args, 3), PyTuple_GET_ITEM(args, 4));
+        return NULL;
+    }
     rs_yarn_range((int64_t)dim, base, original_max, beta_fast, beta_slow,
                   truncate, &lo, &hi);
     return Py_BuildValue("dd", lo, hi);

@@ -6,19 +6,15 @@ from typing import Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-# Method codes for scaled_inv_freq: one per line of csrc/methods.def.
-DEFAULT: int
-LINEAR: int
-NTK: int
-DYNAMIC: int
-YARN: int
-LLAMA3: int
-LONGROPE: int
-PROPORTIONAL: int
 #: Method names indexed by code (csrc/methods.def).
 METHOD_NAMES: Tuple[str, ...]
 #: The keyword parameters scaled_inv_freq accepts (fields of rs_scaling).
 SCALING_PARAMS: Tuple[str, ...]
+
+# Method codes for scaled_inv_freq, one per line of csrc/methods.def
+# (DEFAULT, LINEAR, ...): declared by this catch-all so that a new method
+# needs no line here.
+def __getattr__(name: str) -> int: ...
 
 #: Largest |position * inv_freq| (radians) whose reduction modulo 2 pi is exact.
 MAX_ANGLE: float

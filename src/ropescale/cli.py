@@ -66,6 +66,8 @@ def _positive_int(name):
             raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
         if v <= 0:
             raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {v}")
+        if v > 2**53:
+            raise argparse.ArgumentTypeError(f"{name} must be <= 2**53, got {text[:20]}{'...' if len(text) > 20 else ''}")
         return v
     return parse
 

@@ -331,6 +331,8 @@ CASES = [
      ValueError, "attention_factor"),
     ("scaled-factor-10**400", lambda: ropescale.scaled_inv_freq(8, 1e4, with_(YARN, factor=10**400)),
      ValueError, "factor"),
+    ("scaled-yarn-truncate-null", lambda: ropescale.scaled_inv_freq(8, 1e4, with_(YARN, truncate=None)),
+     TypeError, "truncate"),
     ("ntk_base-overflow", lambda: ropescale.ntk_base(1e300, 128, 1e10), ValueError, "ntk_base"),
     ("ntk_lambda-overflow", lambda: ropescale.ntk_lambda(4, 1e300), ValueError, "factor"),
     ("Rope.extend-method", lambda: ropescale.Rope(64).extend(1000, "bogus", original_len=100), ValueError, "method"),

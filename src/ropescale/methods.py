@@ -202,6 +202,9 @@ _KEY_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
 
 # HF reads these with `get(key) or default`, so a 0 means "absent".
 _FALSY_IS_DEFAULT = ("beta_fast", "beta_slow")
+# HF reads truncate with `get(key, True)`: an explicit null would switch truncation
+# off there, and the default on here; ambiguous, so refused.
+_NULL_IS_INVALID = ("truncate",)
 
 
 def canonical(name: Any, what: str = "scaling['rope_type']") -> str:
@@ -259,6 +262,8 @@ def normalize_scaling(scaling: Optional[Mapping[str, Any]], dim: int) -> Tuple[s
             warnings.warn(f"scaling[{key!r}] = {value!r} is read as absent, i.e. {spec.defaults[key]!r}, "
                           f"as HF transformers does (it reads `{key} or default`)", stacklevel=3)
             value = None
+        if value is None and key in _NULL_IS_INVALID and key in scaling:
+            raise TypeError(f"scaling[{key!r}] must be True or False, got None")
         if value is None:
             if key in spec.defaults:
                 p[key] = spec.defaults[key]

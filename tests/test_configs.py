@@ -186,7 +186,7 @@ def ropes(draw):
     if prf is not None:
         sc = {**(sc or {}), "partial_rotary_factor": prf}
     max_pos = draw(st.sampled_from([None, m_l, int(m_l * s)]))
-    return ropescale.Rope(dim, base, sc, max_position_embeddings=max_pos)
+    return ropescale.Rope(dim, base, sc, max_position_embeddings=max_pos, interleaved=draw(st.booleans()))
 
 
 @settings(max_examples=300, deadline=None)
@@ -194,6 +194,9 @@ def ropes(draw):
 def test_to_hf_then_from_hf_reproduces_theta_and_attention_at_every_length(rope):
     back = ropescale.Rope.from_hf(json.loads(json.dumps(rope.to_hf())))
     assert back.method == rope.method and back.rotary_dim == rope.rotary_dim
+    assert back.interleaved == rope.interleaved
+    if rope.method != "dynamic":   # dynamic's max_position_embeddings is its trained length in HF
+        assert back == rope
     m_l = rope.original_max_position_embeddings or 4096
     for seq_len in (None, 1, int(m_l) - 1, int(m_l), int(m_l) + 1, 2 * int(m_l), 16 * int(m_l)):
         t1, a1 = rope.inv_freq_at(seq_len)

@@ -83,6 +83,7 @@ def rope_html(rope: Any) -> str:
     mp = getattr(rope, "max_position_embeddings", None)
     if mp is not None:
         items.append(("max_position_embeddings", mp))
+    items.append(("pairing", "interleaved (2k, 2k+1)" if getattr(rope, "interleaved", False) else "half-split (k, k+R)"))
     title = f"<b>Rope</b> ({_e(rope.method)})"
     return f'<div style="display:inline-block">{title}{_kv_table(items)}</div>'
 

@@ -120,10 +120,15 @@ class Rope:
     def __reduce__(self):
         return _rebuild, (self._dim, self._base, self._scaling, self._max_pos, self._interleaved)
 
+    def _key(self) -> tuple:
+        sc = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in (self._scaling or {}).items()
+              if k not in ("rope_type", "type")}
+        return self._dim, self._base, self._method, sc, self._max_pos, self._interleaved
+
     def __eq__(self, other: Any) -> bool:
         if not isinstance(other, Rope):
             return NotImplemented
-        return self.to_hf() == other.to_hf()
+        return self._key() == other._key()
 
     __hash__ = None  # equal ropes may hold unhashable scaling lists
 
@@ -330,8 +335,9 @@ class Rope:
     def to_hf(self) -> dict:
         """The config fragment that :meth:`from_hf` reads back to the same frequencies at every length.
 
-        ``rope_theta``, ``head_dim``, ``rope_scaling``, ``partial_rotary_factor``
-        and ``max_position_embeddings``.  For ``dynamic``, whose trained length
+        ``rope_theta``, ``head_dim``, ``rope_scaling`` (the keys its method
+        reads), ``partial_rotary_factor``, ``max_position_embeddings`` and, for
+        interleaved pairing, ``rope_interleave``.  For ``dynamic``, whose trained length
         HF takes from ``max_position_embeddings``, that key carries the trained
         length.
 
@@ -346,8 +352,11 @@ class Rope:
         prf = sc.pop("partial_rotary_factor", None)
         if prf is not None:
             d["partial_rotary_factor"] = prf
-        if self._method != "default" or sc.keys() - {"rope_type"}:
-            d["rope_scaling"] = {"rope_type": self._method, **{k: v for k, v in sc.items() if k != "rope_type"}}
+        # Only the keys the method reads (an ignored key may hold anything, even a non-JSON inf).
+        used = set(SPECS[self._method].keys) | {"attention_factor"}
+        sc = {k: v for k, v in sc.items() if k in used}
+        if self._method != "default" or sc:
+            d["rope_scaling"] = {"rope_type": self._method, **sc}
         if self._interleaved:
             d["rope_interleave"] = True
         mp = self._max_pos

@@ -537,3 +537,19 @@ def test_any_config_value_gives_a_finite_rope_or_one_clear_error(cfg):
         warnings.simplefilter("ignore")
         back = ropescale.Rope.from_hf(json.loads(json.dumps(rope.to_hf(), allow_nan=False)))
     np.testing.assert_array_equal(back.inv_freq_at(65536)[0], rope.inv_freq_at(65536)[0])
+
+
+@pytest.mark.parametrize("cls_name, rotary, base, interleaved", [("GPTJConfig", 64, 1e4, True),
+                                                                 ("GPTNeoXConfig", 24, 1e4, False),
+                                                                 ("Gemma3TextConfig", 256, 1e6, False),
+                                                                 ("CohereConfig", 128, 5e5, True)])
+def test_transformers_config_objects_read_like_their_json(cls_name, rotary, base, interleaved):
+    transformers = pytest.importorskip("transformers")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        config = getattr(transformers, cls_name)()
+        rope = ropescale.Rope.from_hf(config)
+        from_json = ropescale.Rope.from_hf(config.to_dict())
+    assert (rope.rotary_dim, rope.base, rope.interleaved) == (rotary, base, interleaved)
+    assert from_json == rope
+    assert ("interleaved=True" in repr(rope)) == interleaved

@@ -410,7 +410,8 @@ class Rope:
         mp = f", max_position_embeddings={self._max_pos!r}" if self._max_pos is not None else ""
         extra = f", rotary_dim={self.rotary_dim}" if self.rotary_dim != self._dim else ""
         attn = f", attention_factor={self._attn:.6g}" if self._attn != 1.0 else ""
-        return f"Rope(dim={self._dim}, base={self._base!r}, scaling={sc}{mp}{extra}{attn})"
+        il = ", interleaved=True" if self._interleaved else ""
+        return f"Rope(dim={self._dim}, base={self._base!r}, scaling={sc}{mp}{il}{extra}{attn})"
 
     def _repr_html_(self) -> str:
         from ._display import rope_html

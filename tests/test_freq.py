@@ -97,9 +97,22 @@ def test_scaled_rotation_equals_rotation_at_scaled_angles(d, s):
 
 @pytest.mark.parametrize("d", DIMS)
 @pytest.mark.parametrize("s", FACTORS)
-def test_scaled_scores_depend_only_on_distance(d, s):
+def test_ntk_scores_are_the_closed_form_of_the_distance(d, s):
+    """q.k after rotation at positions m, n is sum_k A_k cos((m-n) theta'_k) + B_k sin((m-n) theta'_k).
+
+    That it depends on m - n alone holds for any theta (so it is not checked
+    alone); here theta' is computed independently from the period-matching base
+    (mpmath), so the scores pin the ntk frequencies down.
+    """
+    import mpmath
+    mpmath.mp.dps = 40
+    lam = mpmath.mpf(s) ** (mpmath.mpf(d) / (d - 2))
+    theta_ind = np.array([float((10000 * lam) ** (-mpmath.mpf(2 * k) / d)) for k in range(d // 2)])
     rng = np.random.default_rng(7 + d + s)
     q, k = rng.standard_normal(d), rng.standard_normal(d)
+    r = d // 2
+    a_k = q[:r] * k[:r] + q[r:] * k[r:]
+    b_k = q[:r] * k[r:] - q[r:] * k[:r]
     theta_p = ropescale.scaled_inv_freq(d, 10000.0, {"rope_type": "ntk", "factor": s})[0]
 
     def score(m, n):
@@ -108,9 +121,9 @@ def test_scaled_scores_depend_only_on_distance(d, s):
         return float(qm @ kn)
 
     for dist in (0, 1, 17, 1000):
-        vals = [score(m + dist, m) for m in (0, 5, 123, 4000)]
-        assert max(vals) - min(vals) <= 1e-9 * max(1.0, abs(vals[0]))
-    assert score(10, 0) != pytest.approx(score(20, 0))  # and it does depend on the distance
+        want = float(np.sum(a_k * np.cos(dist * theta_ind) + b_k * np.sin(dist * theta_ind)))
+        for m in (0, 5, 123, 4000):
+            assert score(m + dist, m) == pytest.approx(want, rel=1e-9, abs=1e-9 * float(np.abs(a_k).sum())), (dist, m)
 
 
 # ------------------------------------------------- every method vs reference

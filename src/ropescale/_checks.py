@@ -18,7 +18,7 @@ MAX_DIM = 1 << 24
 
 
 def _show(value):
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line, even for an array
     return text if len(text) <= 60 else text[:57] + "..."
 
 

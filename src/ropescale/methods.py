@@ -279,7 +279,7 @@ def normalize_scaling(scaling: Optional[Mapping[str, Any]], dim: int) -> Tuple[s
 
 def _factor_list(name: str, value: Any, n: int) -> np.ndarray:
     what = f"{name} must be a list of rotary_dim/2 = {n} positive numbers"
-    if isinstance(value, (str, bytes, Mapping)) or np.ndim(value) != 1:
+    if not isinstance(value, (list, tuple, np.ndarray)) or (isinstance(value, np.ndarray) and value.ndim != 1):
         raise TypeError(f"{what}, got {_checks._show(value)}")
     items = list(value)
     for i, v in enumerate(items):

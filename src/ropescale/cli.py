@@ -13,6 +13,7 @@ import json
 import math
 import os
 import sys
+import textwrap
 import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -27,14 +28,13 @@ __all__ = ["main", "report_data", "REPORT_METHODS"]
 #: The methods ``ropescale report`` compares (``report`` in the method table).
 REPORT_METHODS = report_methods()
 
-_DESCRIPTION = """\
-Plan a RoPE context extension.  With no arguments, reports on a default model
-(head dim 128, base 10000) extended from 4096 to 32768 tokens: the base-scaling
-factor lambda = s^(d/(d-2)) and new base, the period-matching check, the YaRN
-correction range, the critical pair, and per-pair periods (tokens) under
-default, linear, ntk, dynamic (at the target length), yarn and llama3
-(low_freq_factor 1, high_freq_factor 4).
-"""
+_DESCRIPTION = textwrap.fill(
+    "Plan a RoPE context extension.  With no arguments, reports on a default model (head dim 128, base 10000) "
+    "extended from 4096 to 32768 tokens: the base-scaling factor lambda = s^(d/(d-2)) and new base, the "
+    "period-matching check, the YaRN correction range, the critical pair, and per-pair periods (tokens) under "
+    f"{', '.join(REPORT_METHODS)}, each built by Rope.extend for the extension ratio s = target / original "
+    "(length-dependent methods at the target length).  --method picks one of: "
+    f"{', '.join(METHODS[1:])}.", 79) + "\n"
 
 _EPILOG = """\
 commands:

@@ -1,7 +1,11 @@
 /*
  * Frequencies theta and scaled theta' for every method, in float64.
- * Formulas: shared/MATH.md; the key names and defaults follow HF
- * transformers' modeling_rope_utils (facts only; the code is ours).
+ * Formulas: docs/math.md; the key names and defaults follow HF transformers'
+ * modeling_rope_utils (facts only; the code is ours).
+ *
+ * One function per method, listed in methods.def.  Each checks the
+ * parameters it reads (the Python layer validated them already; this is the
+ * second guard) and returns NULL or a sentence saying what is wrong.
  */
 #include "ropescale.h"
 
@@ -10,6 +14,9 @@
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
 #endif
+
+typedef const char *(*rs_freq_fn)(int64_t dim, double base, const rs_scaling *sc,
+                                  double *out, double *attn);
 
 void rs_inv_freq(int64_t dim, double base, double *out)
 {
@@ -62,7 +69,35 @@ void rs_yarn_range(int64_t dim, double base, double original_max,
     *hi = h;
 }
 
+/* ------------------------------------------------------------------ */
+/* Parameter checks shared by the methods                              */
+/* ------------------------------------------------------------------ */
+
 static int has(double v) { return !isnan(v); }
+
+static int finite_at_least(double v, double lo) { return isfinite(v) && v >= lo; }
+
+static const char *need_factor(const rs_scaling *sc)
+{
+    return finite_at_least(sc->factor, 1.0) ? NULL : "factor must be finite and >= 1";
+}
+
+static const char *need_original(const rs_scaling *sc)
+{
+    return finite_at_least(sc->original_max, 1.0)
+               ? NULL
+               : "original_max must be finite and >= 1";
+}
+
+/* A base scaled by `mult` that stays a usable base. */
+static const char *scaled_base(double base, double mult, double *out)
+{
+    double b = base * mult;
+    if (!(isfinite(b) && b > 1.0))
+        return "the scaled base overflows float64";
+    *out = b;
+    return NULL;
+}
 
 static void scale_all(double *theta, int64_t n, double factor)
 {
@@ -70,11 +105,89 @@ static void scale_all(double *theta, int64_t n, double factor)
         theta[k] /= factor;
 }
 
-static void yarn(int64_t dim, double base, const rs_scaling *sc, double *out,
-                 double *attn)
+/* ------------------------------------------------------------------ */
+/* One function per line of methods.def                                */
+/* ------------------------------------------------------------------ */
+
+static const char *rs_freq_default(int64_t dim, double base, const rs_scaling *sc,
+                                   double *out, double *attn)
+{
+    (void)sc;
+    (void)attn;
+    rs_inv_freq(dim, base, out);
+    return NULL;
+}
+
+static const char *rs_freq_linear(int64_t dim, double base, const rs_scaling *sc,
+                                  double *out, double *attn)
+{
+    const char *why = need_factor(sc);
+    (void)attn;
+    if (why)
+        return why;
+    rs_inv_freq(dim, base, out);
+    scale_all(out, dim / 2, sc->factor);
+    return NULL;
+}
+
+static const char *rs_freq_ntk(int64_t dim, double base, const rs_scaling *sc,
+                               double *out, double *attn)
+{
+    double b;
+    const char *why = need_factor(sc);
+    (void)attn;
+    if (why)
+        return why;
+    if (dim < 4)
+        return "dim must be >= 4 (the exponent d/(d-2))";
+    if ((why = scaled_base(base, rs_ntk_lambda(dim, sc->factor), &b)) != NULL)
+        return why;
+    rs_inv_freq(dim, b, out);
+    return NULL;
+}
+
+static const char *rs_freq_dynamic(int64_t dim, double base, const rs_scaling *sc,
+                                   double *out, double *attn)
+{
+    const char *why;
+    double ml = sc->original_max, b = base;
+    (void)attn;
+    if ((why = need_factor(sc)) != NULL || (why = need_original(sc)) != NULL)
+        return why;
+    if (dim < 4)
+        return "dim must be >= 4 (the exponent d/(d-2))";
+    if (has(sc->seq_len) && !finite_at_least(sc->seq_len, 0.0))
+        return "seq_len must be finite and >= 0";
+    /* base (s L/m_l - (s-1))^(d/(d-2)) for L > m_l, in HF's order of
+     * operations; L <= m_l is the original rope (the bracket is exactly 1,
+     * even where rounding would not give 1 for a huge s). */
+    if (has(sc->seq_len) && sc->seq_len > ml) {
+        double bracket = sc->factor * sc->seq_len / ml - (sc->factor - 1.0);
+        if (!(bracket >= 1.0 && isfinite(bracket)))
+            return "factor is too large: s L/m_l - (s-1) is not representable";
+        if ((why = scaled_base(base, pow(bracket, (double)dim / (double)(dim - 2)),
+                               &b)) != NULL)
+            return why;
+    }
+    rs_inv_freq(dim, b, out);
+    return NULL;
+}
+
+static const char *rs_freq_yarn(int64_t dim, double base, const rs_scaling *sc,
+                                double *out, double *attn)
 {
     int64_t half = dim / 2;
     double lo, hi;
+    const char *why;
+    if ((why = need_factor(sc)) != NULL || (why = need_original(sc)) != NULL)
+        return why;
+    if (!(isfinite(sc->beta_fast) && isfinite(sc->beta_slow) && sc->beta_slow > 0.0 &&
+          sc->beta_fast >= sc->beta_slow))
+        return "beta_fast and beta_slow must be finite with beta_fast >= beta_slow > 0";
+    if ((has(sc->mscale) && !finite_at_least(sc->mscale, 0.0)) ||
+        (has(sc->mscale_all_dim) && !finite_at_least(sc->mscale_all_dim, 0.0)))
+        return "mscale and mscale_all_dim must be finite and >= 0";
+    rs_inv_freq(dim, base, out);
     rs_yarn_range(dim, base, sc->original_max, sc->beta_fast, sc->beta_slow,
                   sc->truncate, &lo, &hi);
     if (lo == hi)
@@ -85,118 +198,161 @@ static void yarn(int64_t dim, double base, const rs_scaling *sc, double *out,
         double theta = out[k];
         out[k] = theta / sc->factor * ramp + theta * (1.0 - ramp);
     }
-    if (has(sc->attention_factor)) {
-        *attn = sc->attention_factor;
-    } else if (has(sc->mscale) && has(sc->mscale_all_dim) && sc->mscale != 0.0 &&
-               sc->mscale_all_dim != 0.0) {
+    if (has(sc->mscale) && has(sc->mscale_all_dim) && sc->mscale != 0.0 &&
+        sc->mscale_all_dim != 0.0)
         *attn = rs_yarn_mscale(sc->factor, sc->mscale) /
                 rs_yarn_mscale(sc->factor, sc->mscale_all_dim);
-    } else {
+    else
         *attn = rs_yarn_mscale(sc->factor, 1.0);
-    }
+    return NULL;
 }
 
-static void llama3(int64_t dim, const rs_scaling *sc, double *out)
+static const char *rs_freq_llama3(int64_t dim, double base, const rs_scaling *sc,
+                                  double *out, double *attn)
 {
     int64_t half = dim / 2;
-    double ml = sc->original_max;
-    double low_wavelen = ml / sc->low_freq_factor;   /* longer: interpolate */
-    double high_wavelen = ml / sc->high_freq_factor; /* shorter: keep */
+    double ml = sc->original_max, lff = sc->low_freq_factor, hff = sc->high_freq_factor;
+    const char *why;
+    (void)attn;
+    if ((why = need_factor(sc)) != NULL || (why = need_original(sc)) != NULL)
+        return why;
+    /* HF only warns when high <= low and computes anyway (Llama 4 ships
+     * low == high: the blended band is then empty), so the bands are tested in
+     * HF's order and only a pair exactly on the edge of an empty band, where
+     * HF's blend is 0/0, is refused. */
+    if (!(isfinite(lff) && isfinite(hff) && lff > 0.0 && hff > 0.0))
+        return "low_freq_factor and high_freq_factor must be finite and > 0";
+    rs_inv_freq(dim, base, out);
     for (int64_t k = 0; k < half; k++) {
         double theta = out[k];
         double wavelen = 2.0 * M_PI / theta;
-        if (wavelen > low_wavelen) {
+        if (wavelen > ml / lff) {        /* longer than the trained context: interpolate */
             out[k] = theta / sc->factor;
-        } else if (wavelen < high_wavelen) {
+        } else if (wavelen < ml / hff) { /* short: keep */
             out[k] = theta;
+        } else if (!(lff < hff)) {
+            return "a pair's wavelength lies exactly on original_max / low_freq_factor "
+                   "with low_freq_factor == high_freq_factor (the blend is 0/0)";
         } else {
-            double u = (ml / wavelen - sc->low_freq_factor) /
-                       (sc->high_freq_factor - sc->low_freq_factor);
+            double u = (ml / wavelen - lff) / (hff - lff);
             out[k] = (1.0 - u) * theta / sc->factor + u * theta;
         }
     }
+    return NULL;
+}
+
+static const char *rs_freq_longrope(int64_t dim, double base, const rs_scaling *sc,
+                                    double *out, double *attn)
+{
+    int64_t half = dim / 2;
+    const double *f;
+    const char *why;
+    if ((why = need_original(sc)) != NULL)
+        return why;
+    if (has(sc->factor) && !(isfinite(sc->factor) && sc->factor > 0.0))
+        return "factor must be finite and > 0";
+    if (has(sc->seq_len) && !finite_at_least(sc->seq_len, 0.0))
+        return "seq_len must be finite and >= 0";
+    if (sc->short_factor == NULL || sc->long_factor == NULL)
+        return "short_factor and long_factor are required";
+    f = (has(sc->seq_len) && sc->seq_len > sc->original_max) ? sc->long_factor
+                                                               : sc->short_factor;
+    rs_inv_freq(dim, base, out);
+    for (int64_t k = 0; k < half; k++) {
+        if (!(isfinite(f[k]) && f[k] > 0.0))
+            return "short_factor and long_factor entries must be finite and > 0";
+        out[k] /= f[k];
+    }
+    if (has(sc->factor) && sc->factor > 1.0) {
+        if (!(sc->original_max > 1.0))
+            return "original_max must be > 1 for the attention factor "
+                   "sqrt(1 + ln(factor) / ln(original_max))";
+        *attn = sqrt(1.0 + log(sc->factor) / log(sc->original_max));
+    }
+    return NULL;
+}
+
+static const char *rs_freq_proportional(int64_t dim, double base, const rs_scaling *sc,
+                                        double *out, double *attn)
+{
+    int64_t half = dim / 2;
+    (void)attn;
+    if (sc->rotated_pairs < 0 || sc->rotated_pairs > half)
+        return "rotated_pairs must be in [0, dim/2]";
+    if (has(sc->factor) && !finite_at_least(sc->factor, 1.0))
+        return "factor must be finite and >= 1";
+    /* Exponent over the full head dim; pairs past rotated_pairs stay still. */
+    rs_inv_freq(dim, base, out);
+    for (int64_t k = sc->rotated_pairs; k < half; k++)
+        out[k] = 0.0;
+    if (has(sc->factor))
+        scale_all(out, sc->rotated_pairs, sc->factor);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Dispatch                                                            */
+/* ------------------------------------------------------------------ */
+
+static const struct {
+    const char *name;
+    rs_freq_fn fn;
+} method_table[] = {
+#define RS_METHOD(id, name, fn) {name, fn},
+#include "methods.def"
+#undef RS_METHOD
+};
+
+const char *rs_method_name(int method)
+{
+    if (method < 0 || method >= RS_N_METHODS)
+        return NULL;
+    return method_table[method].name;
+}
+
+void rs_scaling_init(rs_scaling *sc, int method)
+{
+    sc->method = method;
+#define RS_ABSENT(field) sc->field = NAN;
+    RS_SCALING_REALS(RS_ABSENT)
+#undef RS_ABSENT
+    sc->truncate = 1;
+    sc->rotated_pairs = 0;
+    sc->short_factor = NULL;
+    sc->long_factor = NULL;
+}
+
+const char *rs_scaled_inv_freq_why(int64_t dim, double base, const rs_scaling *sc,
+                                   double *out, double *attention_factor)
+{
+    double attn = 1.0;
+    const char *why;
+    if (dim < 2 || dim % 2 != 0)
+        return "dim must be a positive even integer";
+    if (!(base > 1.0) || !isfinite(base))
+        return "base must be finite and > 1";
+    if (sc->method < 0 || sc->method >= RS_N_METHODS)
+        return "unknown method code";
+    if (has(sc->attention_factor) &&
+        !(isfinite(sc->attention_factor) && sc->attention_factor > 0.0))
+        return "attention_factor must be finite and > 0";
+    why = method_table[sc->method].fn(dim, base, sc, out, &attn);
+    if (why != NULL)
+        return why;
+    /* A given attention factor wins over every method's own, as in HF. */
+    if (has(sc->attention_factor))
+        attn = sc->attention_factor;
+    if (!(isfinite(attn) && attn > 0.0))
+        return "the attention factor is not finite";
+    for (int64_t k = 0; k < dim / 2; k++)
+        if (!isfinite(out[k]))
+            return "a scaled frequency overflows float64";
+    *attention_factor = attn;
+    return NULL;
 }
 
 int rs_scaled_inv_freq(int64_t dim, double base, const rs_scaling *sc,
                        double *out, double *attention_factor)
 {
-    int64_t half = dim / 2;
-    double attn = 1.0;
-
-    if (dim < 2 || dim % 2 != 0 || !(base > 1.0) || !isfinite(base))
-        return -1;
-    if (sc->method != RS_DEFAULT && sc->method != RS_PROPORTIONAL &&
-        sc->method != RS_LONGROPE && !(sc->factor >= 1.0 && isfinite(sc->factor)))
-        return -1;
-
-    switch (sc->method) {
-    case RS_DEFAULT:
-        rs_inv_freq(dim, base, out);
-        break;
-    case RS_LINEAR:
-        rs_inv_freq(dim, base, out);
-        scale_all(out, half, sc->factor);
-        break;
-    case RS_NTK:
-        if (dim < 4)
-            return -1;
-        rs_inv_freq(dim, base * rs_ntk_lambda(dim, sc->factor), out);
-        break;
-    case RS_DYNAMIC: {
-        /* base * (s L/m_l - (s-1))^(d/(d-2)) for L > m_l; L <= m_l is the
-         * original rope (the bracket is then exactly 1). */
-        double ml = sc->original_max;
-        double len = (has(sc->seq_len) && sc->seq_len > ml) ? sc->seq_len : ml;
-        double bracket = sc->factor * len / ml - (sc->factor - 1.0);
-        if (dim < 4)
-            return -1;
-        rs_inv_freq(dim, base * pow(bracket, (double)dim / (double)(dim - 2)), out);
-        break;
-    }
-    case RS_YARN:
-        rs_inv_freq(dim, base, out);
-        yarn(dim, base, sc, out, &attn);
-        break;
-    case RS_LLAMA3:
-        if (!(sc->low_freq_factor < sc->high_freq_factor))
-            return -1;
-        rs_inv_freq(dim, base, out);
-        llama3(dim, sc, out);
-        break;
-    case RS_LONGROPE: {
-        int use_long = has(sc->seq_len) && sc->seq_len > sc->original_max;
-        const double *f = use_long ? sc->long_factor : sc->short_factor;
-        if (f == NULL)
-            return -1;
-        rs_inv_freq(dim, base, out);
-        for (int64_t k = 0; k < half; k++)
-            out[k] /= f[k];
-        if (has(sc->attention_factor))
-            attn = sc->attention_factor;
-        else if (!(sc->factor > 1.0))
-            attn = 1.0;
-        else
-            attn = sqrt(1.0 + log(sc->factor) / log(sc->original_max));
-        break;
-    }
-    case RS_PROPORTIONAL: {
-        if (sc->rotated_pairs < 0 || sc->rotated_pairs > half)
-            return -1;
-        /* Exponent over the full head dim; pairs past rotated_pairs stay still. */
-        rs_inv_freq(dim, base, out);
-        for (int64_t k = sc->rotated_pairs; k < half; k++)
-            out[k] = 0.0;
-        if (has(sc->factor) && sc->factor != 1.0)
-            scale_all(out, sc->rotated_pairs < half ? sc->rotated_pairs : half,
-                      sc->factor);
-        break;
-    }
-    default:
-        return -1;
-    }
-    if (sc->method != RS_YARN && sc->method != RS_LONGROPE &&
-        has(sc->attention_factor))
-        attn = sc->attention_factor;
-    *attention_factor = attn;
-    return 0;
+    return rs_scaled_inv_freq_why(dim, base, sc, out, attention_factor) == NULL ? 0 : -1;
 }

@@ -22,36 +22,47 @@ extern "C" {
 /* Frequencies                                                         */
 /* ------------------------------------------------------------------ */
 
+/* One enumerator per line of methods.def: RS_DEFAULT, RS_LINEAR, ... */
 enum rs_method {
-    RS_DEFAULT = 0,
-    RS_LINEAR = 1,
-    RS_NTK = 2,
-    RS_DYNAMIC = 3,
-    RS_YARN = 4,
-    RS_LLAMA3 = 5,
-    RS_LONGROPE = 6,
-    RS_PROPORTIONAL = 7
+#define RS_METHOD(id, name, fn) RS_##id,
+#include "methods.def"
+#undef RS_METHOD
+    RS_N_METHODS
 };
 
-/* Parameters of one scaling method, already validated by the caller.
- * Optional values are NaN when absent. */
+/* "default", "linear", ...: the name of a method code, or NULL. */
+const char *rs_method_name(int method);
+
+/* The real-valued parameters of a scaling, X(field): one list that declares
+ * them in rs_scaling and lets the glue fill them by name.  NaN means absent;
+ * a method refuses to run without the ones it needs (rs_scaled_inv_freq_why). */
+#define RS_SCALING_REALS(X)                                                  \
+    X(factor)            /* s */                                             \
+    X(original_max)      /* m_l, the trained context */                      \
+    X(seq_len)           /* current length (dynamic, longrope) */            \
+    X(beta_fast)         /* yarn */                                          \
+    X(beta_slow)         /* yarn */                                          \
+    X(mscale)            /* yarn; NaN or 0: absent */                        \
+    X(mscale_all_dim)    /* yarn; NaN or 0: absent */                        \
+    X(attention_factor)  /* overrides every method's own */                  \
+    X(low_freq_factor)   /* llama3 */                                        \
+    X(high_freq_factor)  /* llama3 */
+
+/* Parameters of one scaling method.  Set every field with rs_scaling_init
+ * first, so that parameters not given read as absent. */
 typedef struct {
-    int method;
-    double factor;            /* s */
-    double original_max;      /* m_l */
-    double seq_len;           /* NaN: none given */
-    double beta_fast;
-    double beta_slow;
-    double mscale;            /* NaN or 0: absent */
-    double mscale_all_dim;    /* NaN or 0: absent */
-    double attention_factor;  /* NaN: use the method's default */
-    int truncate;
-    double low_freq_factor;
-    double high_freq_factor;
+    int method;               /* enum rs_method */
+#define RS_DECLARE_REAL(field) double field;
+    RS_SCALING_REALS(RS_DECLARE_REAL)
+#undef RS_DECLARE_REAL
+    int truncate;               /* yarn: round the correction range outwards */
+    int64_t rotated_pairs;      /* proportional: pairs that rotate */
     const double *short_factor; /* longrope, dim/2 entries */
     const double *long_factor;  /* longrope, dim/2 entries */
-    int64_t rotated_pairs;      /* proportional: pairs that rotate */
 } rs_scaling;
+
+/* Every real parameter NaN (absent), truncate 1, no lists, no rotated pairs. */
+void rs_scaling_init(rs_scaling *sc, int method);
 
 /* theta_k = base^(-2k/dim), k = 0 .. dim/2-1. */
 void rs_inv_freq(int64_t dim, double base, double *out);
@@ -68,9 +79,15 @@ void rs_yarn_range(int64_t dim, double base, double original_max,
                    double *lo, double *hi);
 
 /* Scaled frequencies for `dim` (the rotary dim; the head dim for
- * proportional).  Writes dim/2 values to out and the attention factor.
- * Returns 0, or -1 if the parameters are outside what the method
- * defines (the caller validates first, so this is a second guard). */
+ * proportional): writes dim/2 finite values to out and the attention factor.
+ * Returns NULL, or (out unspecified) a short static sentence saying which
+ * parameter is missing or out of range for the method, or which result
+ * would not be finite.  Callers validate first; this second guard trusts
+ * nothing, so every field is checked before use. */
+const char *rs_scaled_inv_freq_why(int64_t dim, double base, const rs_scaling *sc,
+                                   double *out, double *attention_factor);
+
+/* The same, as a status: 0, or -1 where rs_scaled_inv_freq_why has a reason. */
 int rs_scaled_inv_freq(int64_t dim, double base, const rs_scaling *sc,
                        double *out, double *attention_factor);
 

@@ -578,7 +578,8 @@ def scaling_calls(draw):
         sc["beta_fast"], sc["beta_slow"] = 0.5, 2.0
         valid = False
     elif corrupt == "freqs" and canon == "llama3":
-        sc["low_freq_factor"] = sc["high_freq_factor"] + 1.0
+        # (low > high is computable and accepted with a warning, as transformers does)
+        sc[draw(st.sampled_from(["low_freq_factor", "high_freq_factor"]))] = draw(st.sampled_from([0.0, -1.0, NAN, "1"]))
         valid = False
     elif corrupt == "truncate" and canon == "yarn":
         sc["truncate"] = draw(st.sampled_from([1, "no", None]))

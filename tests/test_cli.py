@@ -1,6 +1,7 @@
 """The ropescale command: report numbers against independent math, flags, and error handling."""
 import json
 import math
+import os
 import subprocess
 import sys
 import types
@@ -63,7 +64,7 @@ def test_json_periods_match_independent_formulas(capsys):
 
 def test_flags_change_the_model(capsys):
     r = run_json(["--dim", "64", "--base", "500000", "--original", "8192", "--target", "65536"], capsys)
-    assert r["model"]["rotary_dim"] == 64 and r["model"]["factor"] == 8.0
+    assert r["model"]["rotary_dim"] == 64 and r["model"]["extension_ratio"] == 8.0
     assert r["ntk"]["lambda"] == pytest.approx(8.0 ** (64 / 62), rel=1e-15)
     c = 32 * math.log(8192 / TWO_PI) / math.log(500000.0)
     assert r["critical_dim"] == math.ceil(c)
@@ -98,7 +99,7 @@ def test_hf_config_reads_model_and_lengths(tmp_path, capsys):
     r = run_json(["--hf", str(path)], capsys)
     assert (r["model"]["original_len"], r["model"]["target_len"]) == (2048, 8 * 2048)
     r = run_json(["--hf", str(path), "--target", "4096"], capsys)
-    assert r["model"]["factor"] == 2.0
+    assert r["model"]["extension_ratio"] == 2.0 and r["model"]["model_factor"] is None
 
 
 @pytest.mark.parametrize("argv,needle", [
@@ -186,3 +187,107 @@ def test_python_dash_m_runs_the_report_and_errors_cleanly():
                          timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr and "--target" in bad.stderr
+
+
+# ------------------------------------------------------------------ polish
+
+LLAMA31 = {"hidden_size": 4096, "num_attention_heads": 32, "rope_theta": 500000.0, "max_position_embeddings": 131072,
+           "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                            "original_max_position_embeddings": 8192}}
+
+
+def test_hf_report_names_the_model_factor_and_the_extension_ratio_apart(tmp_path, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(LLAMA31))
+    r = run_json(["--hf", str(path)], capsys)
+    assert r["model"]["extension_ratio"] == 16.0 and r["model"]["model_factor"] == 8.0
+    code, out, err = run(["--hf", str(path)], capsys)
+    assert code == 0
+    ratio = next(line for line in out.splitlines() if "extension ratio" in line)
+    own = next(line for line in out.splitlines() if "model's own factor" in line)
+    assert ratio.split()[3] == "16" and own.split()[4] == "8" and "model (llama3)" in own
+    assert "s = 16" not in out
+
+
+def test_json_lengths_are_integers(capsys):
+    r = run_json(["--original", "4096", "--target", "32768"], capsys)
+    assert type(r["model"]["original_len"]) is int and type(r["model"]["target_len"]) is int
+
+
+def test_each_period_column_has_one_number_format(capsys):
+    code, out, err = run(["--dim", "256", "--base", "1000000", "--original", "4096", "--target", "4096000"], capsys)
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["k"])
+    head = lines[start].split()
+    rows = [line.split() for line in lines[start + 1:] if line.strip() and line.split()[0].isdigit()]
+    assert len(rows) > 5
+    for col in range(1, head.index("note")):
+        cells = [row[col] for row in rows]
+        styles = {("e" if "e+" in c else "f" + str(len(c.split(".")[1]))) for c in cells if c != "inf"}
+        assert len(styles) == 1, (head[col], cells)
+
+
+@pytest.mark.parametrize("method", ropescale.METHODS[1:])
+def test_method_accepts_every_method_of_the_table(method, capsys):
+    r = run_json(["--method", method, "--dim", "64"], capsys)
+    assert list(r["periods"]) == ["default", method]
+    rope = ropescale.Rope(64).extend(32768, method, original_len=4096)
+    theta, _ = rope.inv_freq_at(32768)
+    k = np.array(r["pairs"])
+    np.testing.assert_allclose(r["periods"][method], TWO_PI / theta[k], rtol=1e-13)
+
+
+def test_plot_without_suffix_writes_png_and_says_the_real_name(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    code, out, err = run(["--method", "ntk", "--plot", str(tmp_path / "noext")], capsys)
+    assert code == 0, err
+    written = tmp_path / "noext.png"
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"Plot saved to {written}" in out and not (tmp_path / "noext").exists()
+
+
+@pytest.mark.parametrize("target, needle", [("", "file name"), ("{tmp}/missing/dir/p.png", "does not exist"),
+                                            ("{tmp}/.png", "file name"), ("{tmp}/p.xyz", ".xyz"),
+                                            ("/dev/full", "cannot write")])
+def test_plot_into_a_bad_place_exits_2_with_one_line(tmp_path, target, needle, capsys):
+    pytest.importorskip("matplotlib")
+    if target == "/dev/full" and not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    target = target.format(tmp=tmp_path)
+    code, out, err = run(["--method", "ntk", "--plot", target], capsys)
+    assert code == 2 and "Plot saved" not in out and needle in err and err.count("\n") == 1
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("change, needle", [({"max_position_embeddings": "2"}, "max_position_embeddings"),
+                                            ({"max_position_embeddings": True}, "max_position_embeddings"),
+                                            ({"max_position_embeddings": 0}, "max_position_embeddings"),
+                                            ({"rope_scaling": "yarn"}, "rope_scaling")])
+def test_config_values_are_checked_and_named_with_the_file(tmp_path, change, needle, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"head_dim": 64, "rope_theta": 1e4, "max_position_embeddings": 4096, **change}))
+    code, out, err = run(["--hf", str(path)], capsys)
+    assert code == 2 and out == "" and needle in err and str(path) in err and err.count("\n") == 1
+
+
+def test_hostile_config_inputs_exit_2_promptly(tmp_path, capsys):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.json"
+    huge.write_text('{"head_dim": 64, "max_position_embeddings": 1' + "0" * 400 + "}")
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for path in (fifo, huge, deep):
+        code, out, err = run(["--hf", str(path)], capsys)
+        assert code == 2 and str(path) in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_overflowing_base_is_a_clear_error_not_a_json_failure(capsys):
+    for extra in ([], ["--json"]):
+        code, out, err = run(["--base", "1e308"] + extra, capsys)
+        assert code == 2 and out == "" and "overflow" in err and err.count("\n") == 1
+
+
+def test_huge_length_flags_exit_2_not_overflow(capsys):
+    code, out, err = run(["--target", "1" + "0" * 400], capsys)
+    assert code == 2 and "--target" in err and err.count("\n") == 1 and "Traceback" not in err

@@ -97,9 +97,22 @@ def test_scaled_rotation_equals_rotation_at_scaled_angles(d, s):
 
 @pytest.mark.parametrize("d", DIMS)
 @pytest.mark.parametrize("s", FACTORS)
-def test_scaled_scores_depend_only_on_distance(d, s):
+def test_ntk_scores_are_the_closed_form_of_the_distance(d, s):
+    """q.k after rotation at positions m, n is sum_k A_k cos((m-n) theta'_k) + B_k sin((m-n) theta'_k).
+
+    That it depends on m - n alone holds for any theta (so it is not checked
+    alone); here theta' is computed independently from the period-matching base
+    (mpmath), so the scores pin the ntk frequencies down.
+    """
+    import mpmath
+    mpmath.mp.dps = 40
+    lam = mpmath.mpf(s) ** (mpmath.mpf(d) / (d - 2))
+    theta_ind = np.array([float((10000 * lam) ** (-mpmath.mpf(2 * k) / d)) for k in range(d // 2)])
     rng = np.random.default_rng(7 + d + s)
     q, k = rng.standard_normal(d), rng.standard_normal(d)
+    r = d // 2
+    a_k = q[:r] * k[:r] + q[r:] * k[r:]
+    b_k = q[:r] * k[r:] - q[r:] * k[:r]
     theta_p = ropescale.scaled_inv_freq(d, 10000.0, {"rope_type": "ntk", "factor": s})[0]
 
     def score(m, n):
@@ -108,9 +121,9 @@ def test_scaled_scores_depend_only_on_distance(d, s):
         return float(qm @ kn)
 
     for dist in (0, 1, 17, 1000):
-        vals = [score(m + dist, m) for m in (0, 5, 123, 4000)]
-        assert max(vals) - min(vals) <= 1e-9 * max(1.0, abs(vals[0]))
-    assert score(10, 0) != pytest.approx(score(20, 0))  # and it does depend on the distance
+        want = float(np.sum(a_k * np.cos(dist * theta_ind) + b_k * np.sin(dist * theta_ind)))
+        for m in (0, 5, 123, 4000):
+            assert score(m + dist, m) == pytest.approx(want, rel=1e-9, abs=1e-9 * float(np.abs(a_k).sum())), (dist, m)
 
 
 # ------------------------------------------------- every method vs reference
@@ -292,9 +305,9 @@ BAD = [
                                                  "original_max_position_embeddings": 8192}), ValueError, "high_freq_factor"),
     (lambda: ropescale.scaled_inv_freq(64, 1e4, {"rope_type": "yarn", "factor": 4.0, "beta_fast": 1, "beta_slow": 32,
                                                  "original_max_position_embeddings": 4096}), ValueError, "beta_fast"),
-    (lambda: ropescale.scaled_inv_freq(64, 1e4, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 4.0,
-                                                 "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}),
-     ValueError, "low_freq_factor"),
+    (lambda: ropescale.scaled_inv_freq(64, 1e4, {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+                                                 "high_freq_factor": -4.0, "original_max_position_embeddings": 8192}),
+     ValueError, "high_freq_factor"),
     (lambda: ropescale.scaled_inv_freq(64, 1e4, {"rope_type": "longrope", "short_factor": [1.0] * 31,
                                                  "long_factor": [1.0] * 32, "factor": 2.0,
                                                  "original_max_position_embeddings": 4096}), ValueError, "short_factor"),
@@ -328,3 +341,126 @@ def test_unknown_rope_type_lists_the_valid_ones():
         ropescale.scaled_inv_freq(64, 1e4, {"rope_type": "ntk-by-parts"})
     for m in ropescale.METHODS:
         assert m in str(info.value)
+
+
+# ------------------------------------------------------------ the method registry
+
+from ropescale import _core, methods  # noqa: E402
+
+# Smallest valid rope_scaling for each method, built only from the spec table.
+def minimal_scaling(name, dim=16):
+    spec = methods.SPECS[name]
+    values = {"factor": 4.0, "original_max_position_embeddings": 4096, "low_freq_factor": 1.0,
+              "high_freq_factor": 4.0, "short_factor": [1.0] * (dim // 2), "long_factor": [2.0] * (dim // 2)}
+    return {"rope_type": name, **{k: values[k] for k in spec.required + spec.optional if k in values}}
+
+
+def test_c_table_and_python_table_list_the_same_methods_in_code_order():
+    assert _core.METHOD_NAMES == ropescale.METHODS == tuple(methods.SPECS)
+    for code, name in enumerate(_core.METHOD_NAMES):
+        assert getattr(_core, name.upper()) == code == methods.CODES[name]
+    assert set(ropescale.ALIASES) == {"su", "mistral_yarn"}
+    assert all(target in ropescale.METHODS for target in ropescale.ALIASES.values())
+
+
+@pytest.mark.parametrize("name", ropescale.METHODS)
+def test_every_parameter_the_spec_sends_is_a_field_the_core_reads(name):
+    method, p = methods.normalize_scaling({**minimal_scaling(name), "attention_factor": 1.5}, 16)
+    kw = methods.core_params(p, seq_len=8192)
+    assert set(kw) <= set(_core.SCALING_PARAMS), set(kw) - set(_core.SCALING_PARAMS)
+    theta, attn = _core.scaled_inv_freq(16, 1e4, methods.CODES[method], **kw)
+    want, want_attn = ref.scaled_inv_freq(p["rotary_dim"], 1e4, method, seq_len=8192,
+                                          **{k: v for k, v in p.items() if k != "rotary_dim"})
+    assert rel(theta, want) <= 1e-15 and attn == want_attn == 1.5
+
+
+@pytest.mark.parametrize("name", [m for m in ropescale.METHODS if methods.SPECS[m].required])
+def test_core_refuses_each_missing_required_parameter_by_method_name(name):
+    """The glue trusts nothing: without a parameter it needs, a method raises instead of computing NaN."""
+    method, p = methods.normalize_scaling(minimal_scaling(name), 16)
+    full = methods.core_params(p)
+    for key in methods.SPECS[name].required:
+        ckey = methods._C_NAMES.get(key, key)
+        kw = {k: v for k, v in full.items() if k != ckey}
+        with pytest.raises(ValueError, match=f"rope_type '{name}'") as info:
+            _core.scaled_inv_freq(16, 1e4, methods.CODES[name], **kw)
+        assert ckey.split("_")[0] in str(info.value)
+        assert "method 4" not in str(info.value)
+
+
+def test_core_yarn_with_a_factor_only_raises_not_nan():
+    with pytest.raises(ValueError, match="rope_type 'yarn': original_max"):
+        _core.scaled_inv_freq(8, 1e4, _core.YARN, factor=2.0)
+
+
+@pytest.mark.parametrize("kw, word", [({"bogus": 1.0}, "bogus"), ({"factor": "2"}, "factor"),
+                                      ({"factor": True}, "factor"), ({"truncate": 1}, "truncate"),
+                                      ({"short_factor": [1.0]}, "short_factor")])
+def test_core_refuses_unknown_or_mistyped_keywords(kw, word):
+    with pytest.raises((TypeError, ValueError), match=word):
+        _core.scaled_inv_freq(8, 1e4, _core.LINEAR, **{"factor": 2.0, **kw})
+
+
+def test_core_refuses_a_method_code_outside_the_table():
+    for code in (-1, len(_core.METHOD_NAMES)):
+        with pytest.raises(ValueError, match="METHOD_NAMES"):
+            _core.scaled_inv_freq(8, 1e4, code)
+
+
+@pytest.mark.parametrize("alias", sorted(ropescale.ALIASES))
+def test_every_alias_is_accepted_everywhere_the_method_is(alias):
+    name = ropescale.ALIASES[alias]
+    sc = minimal_scaling(name, 64)
+    want = ropescale.scaled_inv_freq(64, 1e4, sc, seq_len=100)
+    got = ropescale.scaled_inv_freq(64, 1e4, {**sc, "rope_type": alias}, seq_len=100)
+    assert np.array_equal(got[0], want[0]) and got[1] == want[1]
+    cfg = {"rope_theta": 1e4, "head_dim": 64, "max_position_embeddings": 16384,
+           "rope_scaling": {**{k: v for k, v in sc.items() if k != "rope_type"}, "type": alias}}
+    rope = ropescale.Rope.from_hf(cfg)
+    assert rope.method == name
+    assert np.array_equal(rope.inv_freq_at(100)[0], want[0])
+    assert ropescale.Rope(64).extend(16384, alias, original_len=4096).method == name
+
+
+def test_mistral_yarn_config_reads_as_yarn():
+    cfg = {"rope_theta": 1e6, "head_dim": 128, "max_position_embeddings": 131072,
+           "rope_scaling": {"type": "mistral_yarn", "factor": 32.0, "original_max_position_embeddings": 4096,
+                            "beta_fast": 32, "beta_slow": 1}}
+    rope = ropescale.Rope.from_hf(cfg)
+    want, attn = ref.scaled_inv_freq(128, 1e6, "yarn", factor=32.0, original_max_position_embeddings=4096)
+    assert rope.method == "yarn" and rel(rope.inv_freq, want) <= 1e-15
+    assert rope.attention_factor == pytest.approx(attn, rel=1e-15)
+
+
+@pytest.mark.parametrize("name", ropescale.METHODS)
+def test_extend_builds_every_method_from_the_table(name):
+    base = ropescale.Rope(64, 1e4)
+    ext = base.extend(32768, name, original_len=4096)
+    assert ext.method == name and ext.max_position_embeddings == 32768
+    theta = ext.inv_freq_at(32768)[0]
+    if methods.SPECS[name].extend is None:
+        assert ext.scaling is None and np.array_equal(theta, base.inv_freq)
+        return
+    assert ext.factor == 8.0
+    want, _ = ref.scaled_inv_freq(64, 1e4, name, seq_len=32768, **{k: v for k, v in ext.scaling.items()
+                                                                    if k != "rope_type"})
+    assert rel(theta, want) <= 1e-14
+    # the slowest pair's period is stretched by the factor at the target length (dynamic, by HF's
+    # definition, by s * 8 - (s - 1) = 57)
+    stretch = 57 if name == "dynamic" else 8
+    assert ropescale.periods(theta)[-1] == pytest.approx(stretch * base.periods[-1], rel=1e-12), name
+
+
+def test_extend_refuses_an_unknown_method_listing_the_table():
+    with pytest.raises(ValueError) as info:
+        ropescale.Rope(64).extend(8192, "ntk-by-parts", original_len=4096)
+    assert all(m in str(info.value) for m in ropescale.METHODS)
+
+
+@pytest.mark.parametrize("call", [lambda: _core.ntk_lambda(8, 0.5), lambda: _core.ntk_lambda(8, float("nan")),
+                                  lambda: _core.yarn_range(8, 1e4, 4096.0, 1.0, 32.0, True),
+                                  lambda: _core.yarn_range(8, 0.5, 4096.0, 32.0, 1.0, True),
+                                  lambda: _core.yarn_range(8, 1e4, 0.0, 32.0, 1.0, True)])
+def test_core_frequency_helpers_refuse_what_they_cannot_compute(call):
+    with pytest.raises(ValueError):
+        call()

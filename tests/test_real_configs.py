@@ -36,13 +36,10 @@ LOADED = {n: c for n, c in CASES.items() if "error" not in c}
 _LAYER_KW = "issue 11: Rope.from_hf(config, layer_type=...) does not exist (per-layer ropes)"
 _SLIDING = ("issue 11: per-layer RoPE: Gemma's sliding_attention layers use the unscaled "
             "rope_local_base_freq (10000), from_hf only builds the full-attention rope")
-_GPTJ = ("issue 11: legacy spellings: GPT-J writes n_embd / n_head / rotary_dim "
-         "(64 of 256, interleaved); from_hf refuses the config")
 _MROPE_REFUSED = ("issue 11: M-RoPE: from_hf refuses rope_scaling {'type': 'mrope', 'mrope_section': ...} "
                   "(Qwen2.5-VL)")
 _MROPE_STREAMS = ("issue 11: M-RoPE: cos_sin/apply do not take (3, ...) position streams selected per "
                   "pair by mrope_section")
-_INTERLEAVED = "issue 11: pairing from the model: Rope.apply pairs half-split by default, this model pairs interleaved"
 _SOFTMAX = "issue 11: Rope.softmax_scale does not exist (DeepSeek YaRN mscale_all_dim: softmax x mscale^2)"
 _LAYER_ROPES = "issue 11: ropescale.layer_ropes(config) does not exist"
 _QUERY_SCALE = "issue 11: Rope.query_scale(positions) does not exist (Llama 4 attention temperature tuning)"
@@ -54,16 +51,9 @@ _DEFAULTS_LLAMA4 = ("issue 11: model-type defaults: a bare llama4_text config re
 GAPS = {
     ("gemma3-text-transformers-defaults", "inv_freq", "full_attention"): _DEFAULTS_GEMMA3,
     ("llama4-text-transformers-defaults", "inv_freq", "default"): _DEFAULTS_LLAMA4,
-    ("gpt-j-6b", "inv_freq", "default"): _GPTJ,
     ("qwen2.5-vl-7b-instruct", "inv_freq", "default"): _MROPE_REFUSED,
 }
 
-for _n, _c in LOADED.items():
-    _r = _c["ropes"][("default" if "default" in _c["ropes"] else "full_attention")]
-    if _r["pairing"] == "interleaved":
-        GAPS.setdefault((_n, "apply"), _INTERLEAVED)
-GAPS[("gpt-j-6b", "apply")] = _GPTJ
-GAPS[("gpt-j-6b", "rotary_dim")] = _GPTJ
 GAPS[("qwen2.5-vl-7b-instruct", "apply")] = _MROPE_REFUSED
 GAPS[("qwen2.5-vl-7b-instruct", "rotary_dim")] = _MROPE_REFUSED
 GAPS[("llama4-text-transformers-defaults", "rotary_dim")] = _DEFAULTS_LLAMA4

@@ -270,7 +270,7 @@ def test_rebase_cache_applies_the_ratio_of_attention_factors_once(monkeypatch):
     # stand one in: factor 1.0 at the old length, 1.5 at the new one.
     rope = ropescale.Rope(16, 10000.0, {"rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 8})
     th_old, th_new = rope.inv_freq_at(10)[0], rope.inv_freq_at(30)[0]
-    monkeypatch.setattr(rope, "inv_freq_at", lambda n: (th_old, 1.0) if n == 10 else (th_new, 1.5))
+    monkeypatch.setattr(type(rope), "inv_freq_at", lambda self, n: (th_old, 1.0) if n == 10 else (th_new, 1.5))
     k0 = np.random.default_rng(1).standard_normal((10, 16))
     pos = np.arange(10)
     moved = rope.rebase_cache(ropescale.apply_rotary_positions(k0, pos, th_old), pos, 10, 30)

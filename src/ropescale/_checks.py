@@ -18,7 +18,7 @@ MAX_DIM = 1 << 24
 
 
 def _show(value):
-    text = repr(value)
+    text = " ".join(repr(value).split())  # one line, even for an array
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -50,7 +50,10 @@ def real(name, value, *, above=None, at_least=None, at_most=None, allow_none=Fal
         return value  # the common case, checked without the general path below
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Real, np.integer, np.floating)):
         raise TypeError(f"{name} must be a real number, got {_show(value)} of type {type(value).__name__}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an int beyond float64, e.g. 10**400
+        raise ValueError(f"{name} must be finite, got {_show(value)} (beyond float64)") from None
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     if above is not None and not v > above:

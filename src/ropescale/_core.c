@@ -13,6 +13,8 @@
 #include <numpy/arrayobject.h>
 
 #include <math.h>
+#include <stddef.h>
+#include <string.h>
 
 #include "ropescale.h"
 
@@ -67,6 +69,11 @@ static PyObject *py_ntk_lambda(PyObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "dim must be >= 4 for base scaling, got %lld", dim);
         return NULL;
     }
+    if (!(isfinite(factor) && factor >= 1.0)) {
+        PyErr_Format(PyExc_ValueError, "factor must be finite and >= 1, got %R",
+                     PyTuple_GET_ITEM(args, 1));
+        return NULL;
+    }
     return PyFloat_FromDouble(rs_ntk_lambda((int64_t)dim, factor));
 }
 
@@ -81,19 +88,26 @@ static PyObject *py_yarn_range(PyObject *self, PyObject *args)
         return NULL;
     if (check_dim(dim) < 0)
         return NULL;
+    if (!(isfinite(base) && base > 1.0) || !(isfinite(original_max) && original_max >= 1.0) ||
+        !(isfinite(beta_fast) && isfinite(beta_slow) && beta_slow > 0.0 && beta_fast >= beta_slow)) {
+        PyErr_Format(PyExc_ValueError,
+                     "yarn_range needs base > 1, original_max >= 1 and beta_fast >= beta_slow > 0, "
+                     "all finite; got base=%R, original_max=%R, beta_fast=%R, beta_slow=%R",
+                     PyTuple_GET_ITEM(args, 1), PyTuple_GET_ITEM(args, 2),
+                     PyTuple_GET_ITEM(args, 3), PyTuple_GET_ITEM(args, 4));
+        return NULL;
+    }
     rs_yarn_range((int64_t)dim, base, original_max, beta_fast, beta_slow,
                   truncate, &lo, &hi);
     return Py_BuildValue("dd", lo, hi);
 }
 
-/* A float64 1-D contiguous array of exactly n entries, or NULL (error set). */
+/* A float64 1-D contiguous array of exactly n finite entries, or NULL with an
+ * error set. */
 static const double *factor_list(PyObject *obj, npy_intp n, const char *name,
                                  PyArrayObject **keep)
 {
     PyArrayObject *a;
-    *keep = NULL;
-    if (obj == Py_None)
-        return NULL;
     a = (PyArrayObject *)PyArray_FROMANY(obj, NPY_FLOAT64, 1, 1,
                                          NPY_ARRAY_IN_ARRAY);
     if (a == NULL)
@@ -108,71 +122,131 @@ static const double *factor_list(PyObject *obj, npy_intp n, const char *name,
     return (const double *)PyArray_DATA(a);
 }
 
+/* The keyword parameters of scaled_inv_freq cross into one rs_scaling: the
+ * real ones by the field list RS_SCALING_REALS, the others by name below. */
+static const struct {
+    const char *name;
+    size_t offset;
+} real_fields[] = {
+#define RS_REAL_FIELD(field) {#field, offsetof(rs_scaling, field)},
+    RS_SCALING_REALS(RS_REAL_FIELD)
+#undef RS_REAL_FIELD
+};
+
+#define N_REAL_FIELDS (sizeof(real_fields) / sizeof(real_fields[0]))
+
+/* Store one keyword parameter into sc; `keep` holds the two factor arrays. */
+static int scaling_field(rs_scaling *sc, PyObject *key, PyObject *value, npy_intp n,
+                         PyArrayObject *keep[2])
+{
+    const char *name = PyUnicode_Check(key) ? PyUnicode_AsUTF8(key) : NULL;
+    if (name == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "scaled_inv_freq() keywords must be strings");
+        return -1;
+    }
+    for (size_t i = 0; i < N_REAL_FIELDS; i++) {
+        if (strcmp(name, real_fields[i].name) == 0) {
+            double v;
+            if (PyBool_Check(value) || !PyNumber_Check(value)) {
+                PyErr_Format(PyExc_TypeError, "%s must be a real number, got %R", name, value);
+                return -1;
+            }
+            v = PyFloat_AsDouble(value);
+            if (v == -1.0 && PyErr_Occurred())
+                return -1;
+            *(double *)((char *)sc + real_fields[i].offset) = v;
+            return 0;
+        }
+    }
+    if (strcmp(name, "truncate") == 0) {
+        if (!PyBool_Check(value)) {
+            PyErr_Format(PyExc_TypeError, "truncate must be True or False, got %R", value);
+            return -1;
+        }
+        sc->truncate = value == Py_True;
+        return 0;
+    }
+    if (strcmp(name, "rotated_pairs") == 0) {
+        long long r;
+        if (PyBool_Check(value) || !PyLong_Check(value)) {
+            PyErr_Format(PyExc_TypeError, "rotated_pairs must be an int, got %R", value);
+            return -1;
+        }
+        r = PyLong_AsLongLong(value);
+        if (r == -1 && PyErr_Occurred())
+            return -1;
+        if (r < 0 || r > (long long)n) {
+            PyErr_Format(PyExc_ValueError, "rotated_pairs must be in [0, dim/2 = %zd], got %lld",
+                         (Py_ssize_t)n, r);
+            return -1;
+        }
+        sc->rotated_pairs = (int64_t)r;
+        return 0;
+    }
+    if (strcmp(name, "short_factor") == 0 || strcmp(name, "long_factor") == 0) {
+        int is_long = name[0] == 'l';
+        const double *f;
+        Py_CLEAR(keep[is_long]);
+        f = factor_list(value, n, name, &keep[is_long]);
+        if (f == NULL)
+            return -1;
+        if (is_long)
+            sc->long_factor = f;
+        else
+            sc->short_factor = f;
+        return 0;
+    }
+    PyErr_Format(PyExc_TypeError, "scaled_inv_freq() got an unexpected keyword argument '%s'",
+                 name);
+    return -1;
+}
+
 static PyObject *py_scaled_inv_freq(PyObject *self, PyObject *args, PyObject *kw)
 {
-    static char *names[] = {"dim", "base", "method", "factor", "original_max",
-                            "seq_len", "beta_fast", "beta_slow", "mscale",
-                            "mscale_all_dim", "attention_factor", "truncate",
-                            "low_freq_factor", "high_freq_factor",
-                            "short_factor", "long_factor", "rotated_pairs", NULL};
-    long long dim, rotated = 0;
+    long long dim;
     double base, attn = 1.0;
+    int method;
     rs_scaling sc;
-    PyObject *short_obj = Py_None, *long_obj = Py_None;
-    PyArrayObject *short_arr = NULL, *long_arr = NULL, *out = NULL;
+    PyArrayObject *keep[2] = {NULL, NULL}, *out = NULL;
+    PyObject *key, *value;
+    Py_ssize_t pos = 0;
+    const char *why;
     npy_intp n;
     (void)self;
 
-    sc.factor = NAN;
-    sc.original_max = NAN;
-    sc.seq_len = NAN;
-    sc.beta_fast = 32.0;
-    sc.beta_slow = 1.0;
-    sc.mscale = NAN;
-    sc.mscale_all_dim = NAN;
-    sc.attention_factor = NAN;
-    sc.truncate = 1;
-    sc.low_freq_factor = NAN;
-    sc.high_freq_factor = NAN;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "Ldi|ddddddddpddOOL:scaled_inv_freq",
-                                     names, &dim, &base, &sc.method, &sc.factor,
-                                     &sc.original_max, &sc.seq_len, &sc.beta_fast,
-                                     &sc.beta_slow, &sc.mscale, &sc.mscale_all_dim,
-                                     &sc.attention_factor, &sc.truncate,
-                                     &sc.low_freq_factor, &sc.high_freq_factor,
-                                     &short_obj, &long_obj, &rotated))
+    if (!PyArg_ParseTuple(args, "Ldi:scaled_inv_freq", &dim, &base, &method))
         return NULL;
     if (check_dim(dim) < 0)
         return NULL;
-    n = (npy_intp)(dim / 2);
-    if (rotated < 0 || rotated > dim / 2) {
-        PyErr_Format(PyExc_ValueError, "rotated_pairs must be in [0, dim/2 = %lld], got %lld",
-                     dim / 2, rotated);
+    if (rs_method_name(method) == NULL) {
+        PyErr_Format(PyExc_ValueError,
+                     "method must be a code in 0 .. %d (see _core.METHOD_NAMES), got %d",
+                     RS_N_METHODS - 1, method);
         return NULL;
     }
-    sc.rotated_pairs = rotated;
-    sc.short_factor = factor_list(short_obj, n, "short_factor", &short_arr);
-    if (PyErr_Occurred())
-        goto fail;
-    sc.long_factor = factor_list(long_obj, n, "long_factor", &long_arr);
-    if (PyErr_Occurred())
-        goto fail;
+    n = (npy_intp)(dim / 2);
+    rs_scaling_init(&sc, method);
+    while (kw != NULL && PyDict_Next(kw, &pos, &key, &value)) {
+        if (scaling_field(&sc, key, value, n, keep) < 0)
+            goto fail;
+    }
     out = (PyArrayObject *)PyArray_SimpleNew(1, &n, NPY_FLOAT64);
     if (out == NULL)
         goto fail;
-    if (rs_scaled_inv_freq((int64_t)dim, base, &sc, (double *)PyArray_DATA(out),
-                           &attn) != 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "scaling parameters outside what method %d defines "
-                     "(dim=%lld, base=%R)", sc.method, dim, PyTuple_GET_ITEM(args, 1));
+    why = rs_scaled_inv_freq_why((int64_t)dim, base, &sc, (double *)PyArray_DATA(out), &attn);
+    if (why != NULL) {
+        PyErr_Format(PyExc_ValueError, "rope_type '%s': %s (dim=%lld, base=%R, parameters %R)",
+                     rs_method_name(method), why, dim, PyTuple_GET_ITEM(args, 1),
+                     kw != NULL ? kw : Py_None);
         goto fail;
     }
-    Py_XDECREF(short_arr);
-    Py_XDECREF(long_arr);
+    Py_XDECREF(keep[0]);
+    Py_XDECREF(keep[1]);
     return Py_BuildValue("Nd", (PyObject *)out, attn);
 fail:
-    Py_XDECREF(short_arr);
-    Py_XDECREF(long_arr);
+    Py_XDECREF(keep[0]);
+    Py_XDECREF(keep[1]);
     Py_XDECREF(out);
     return NULL;
 }
@@ -664,14 +738,31 @@ PyMODINIT_FUNC PyInit__core(void)
     m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    if (PyModule_AddIntConstant(m, "DEFAULT", RS_DEFAULT) < 0 ||
-        PyModule_AddIntConstant(m, "LINEAR", RS_LINEAR) < 0 ||
-        PyModule_AddIntConstant(m, "NTK", RS_NTK) < 0 ||
-        PyModule_AddIntConstant(m, "DYNAMIC", RS_DYNAMIC) < 0 ||
-        PyModule_AddIntConstant(m, "YARN", RS_YARN) < 0 ||
-        PyModule_AddIntConstant(m, "LLAMA3", RS_LLAMA3) < 0 ||
-        PyModule_AddIntConstant(m, "LONGROPE", RS_LONGROPE) < 0 ||
-        PyModule_AddIntConstant(m, "PROPORTIONAL", RS_PROPORTIONAL) < 0 ||
+    /* Method codes (DEFAULT, LINEAR, ...), their names indexed by code and the
+     * keyword parameters scaled_inv_freq takes: all from the one list each. */
+    if (
+#define RS_METHOD(id, name, fn) PyModule_AddIntConstant(m, #id, RS_##id) < 0 ||
+#include "methods.def"
+#undef RS_METHOD
+        PyModule_AddObject(m, "METHOD_NAMES", Py_BuildValue("("
+#define RS_METHOD(id, name, fn) "s"
+#include "methods.def"
+#undef RS_METHOD
+                                                             ")"
+#define RS_METHOD(id, name, fn) , name
+#include "methods.def"
+#undef RS_METHOD
+                                                             )) < 0 ||
+        PyModule_AddObject(m, "SCALING_PARAMS", Py_BuildValue("("
+#define RS_PARAM_FMT(field) "s"
+                                                               RS_SCALING_REALS(RS_PARAM_FMT)
+#undef RS_PARAM_FMT
+                                                               "ssss)",
+#define RS_PARAM_NAME(field) #field,
+                                                               RS_SCALING_REALS(RS_PARAM_NAME)
+#undef RS_PARAM_NAME
+                                                               "truncate", "rotated_pairs",
+                                                               "short_factor", "long_factor")) < 0 ||
         PyModule_AddObject(m, "MAX_ANGLE", PyFloat_FromDouble(RS_MAX_ANGLE)) < 0) {
         Py_DECREF(m);
         return NULL;

@@ -6,15 +6,15 @@ from typing import Optional, Tuple
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-# Method codes for scaled_inv_freq (rs_method in csrc/ropescale.h).
-DEFAULT: int
-LINEAR: int
-NTK: int
-DYNAMIC: int
-YARN: int
-LLAMA3: int
-LONGROPE: int
-PROPORTIONAL: int
+#: Method names indexed by code (csrc/methods.def).
+METHOD_NAMES: Tuple[str, ...]
+#: The keyword parameters scaled_inv_freq accepts (fields of rs_scaling).
+SCALING_PARAMS: Tuple[str, ...]
+
+# Method codes for scaled_inv_freq, one per line of csrc/methods.def
+# (DEFAULT, LINEAR, ...): declared by this catch-all so that a new method
+# needs no line here.
+def __getattr__(name: str) -> int: ...
 
 #: Largest |position * inv_freq| (radians) whose reduction modulo 2 pi is exact.
 MAX_ANGLE: float
@@ -28,20 +28,22 @@ def scaled_inv_freq(
     dim: int,
     base: float,
     method: int,
+    /,
+    *,
     factor: float = ...,
     original_max: float = ...,
     seq_len: float = ...,
-    beta_fast: float = 32.0,
-    beta_slow: float = 1.0,
+    beta_fast: float = ...,
+    beta_slow: float = ...,
     mscale: float = ...,
     mscale_all_dim: float = ...,
     attention_factor: float = ...,
-    truncate: bool = True,
     low_freq_factor: float = ...,
     high_freq_factor: float = ...,
+    truncate: bool = True,
+    rotated_pairs: int = 0,
     short_factor: Optional[ArrayLike] = None,
     long_factor: Optional[ArrayLike] = None,
-    rotated_pairs: int = 0,
 ) -> Tuple[NDArray[np.float64], float]: ...
 def rotate(
     x: np.ndarray,

@@ -41,7 +41,13 @@ def _kv_table(items: Iterable[Tuple[str, Any]]) -> str:
 
 def _short(v: Any) -> str:
     if isinstance(v, (list, tuple, np.ndarray)):
-        arr = np.asarray(v, dtype=np.float64)
+        try:
+            arr = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):  # not a list of numbers (an unknown key): show it as text
+            text = repr(v)
+            return text if len(text) <= 60 else text[:57] + "..."
+        if arr.ndim != 1:
+            return repr(v)[:60]
         if arr.size > 4:
             return f"[{arr.size} values, {_num(arr.min(), 4)} .. {_num(arr.max(), 4)}]"
         return "[" + ", ".join(_num(x) for x in arr) + "]"
@@ -77,6 +83,7 @@ def rope_html(rope: Any) -> str:
     mp = getattr(rope, "max_position_embeddings", None)
     if mp is not None:
         items.append(("max_position_embeddings", mp))
+    items.append(("pairing", "interleaved (2k, 2k+1)" if getattr(rope, "interleaved", False) else "half-split (k, k+R)"))
     title = f"<b>Rope</b> ({_e(rope.method)})"
     return f'<div style="display:inline-block">{title}{_kv_table(items)}</div>'
 

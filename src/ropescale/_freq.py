@@ -1,61 +1,23 @@
 """Frequencies: theta, the period-matching solution and every scaling method.
 
 The arithmetic runs in C (float64); this module validates and documents.
-Keys and defaults of ``rope_scaling`` dicts follow HF transformers'
-``modeling_rope_utils`` so that a model's ``config.json`` goes straight in.
+The methods themselves, their keys and defaults, are the table in
+:mod:`ropescale.methods`.
 """
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 
 from . import _checks, _core
 
-#: The scaling methods ``scaled_inv_freq`` understands (``rope_type`` values).
-METHODS = ("default", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope", "proportional")
-
-#: Other spellings found in published configs.
-ALIASES = {"su": "longrope", "mistral_yarn": "yarn"}
-
-_CODES = {
-    "default": _core.DEFAULT,
-    "linear": _core.LINEAR,
-    "ntk": _core.NTK,
-    "dynamic": _core.DYNAMIC,
-    "yarn": _core.YARN,
-    "llama3": _core.LLAMA3,
-    "longrope": _core.LONGROPE,
-    "proportional": _core.PROPORTIONAL,
-}
-
-_REQUIRED = {
-    "default": (),
-    "linear": ("factor",),
-    "ntk": ("factor",),
-    "dynamic": ("factor", "original_max_position_embeddings"),
-    "yarn": ("factor", "original_max_position_embeddings"),
-    "llama3": ("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
-    "longrope": ("short_factor", "long_factor", "original_max_position_embeddings"),
-    "proportional": (),
-}
-
-_OPTIONAL = {
-    "default": (),
-    "linear": (),
-    "ntk": (),
-    "dynamic": (),
-    "yarn": ("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"),
-    "llama3": (),
-    "longrope": ("factor",),
-    "proportional": ("factor",),
-}
-
-# Keys that may sit in a config's rope dict without being scaling parameters.
-_PASSIVE = {"rope_type", "type", "rope_theta", "attention_factor", "partial_rotary_factor", "original_max_position_embeddings",
-            "max_position_embeddings"}
+# The method table and the rope_scaling checks live in .methods; METHODS,
+# ALIASES and normalize_scaling stay importable from here.
+from .methods import ALIASES, METHODS, normalize_scaling  # noqa: F401
+from .methods import CODES as _CODES
+from .methods import core_params as _core_params
 
 
 def inv_freq(dim: int, base: float = 10000.0) -> np.ndarray:
@@ -100,7 +62,10 @@ def ntk_lambda(dim: int, factor: float) -> float:
     if d < 4:
         raise ValueError(f"dim must be >= 4 for base scaling (d - 2 > 0), got {d}")
     s = _checks.real("factor", factor, at_least=1.0)
-    return _core.ntk_lambda(d, s)
+    lam = _core.ntk_lambda(d, s)
+    if not math.isfinite(lam):
+        raise ValueError(f"factor**(dim/(dim-2)) overflows float64 for factor={s:g}, dim={d}")
+    return lam
 
 
 def ntk_base(base: float, dim: int, factor: float) -> float:
@@ -112,7 +77,11 @@ def ntk_base(base: float, dim: int, factor: float) -> float:
     82685
     """
     b = _checks.real("base", base, above=1.0)
-    return b * ntk_lambda(dim, factor)
+    new_base = b * ntk_lambda(dim, factor)
+    if not math.isfinite(new_base):
+        raise ValueError(f"ntk_base: base * factor**(dim/(dim-2)) overflows float64 for base={b:g}, dim={dim}, "
+                         f"factor={factor!r}")
+    return new_base
 
 
 def periods(inv_freq: Any) -> np.ndarray:
@@ -167,94 +136,6 @@ def solve_factor(dim: int, base: float, new_base: float) -> float:
     return (nb / b) ** ((d - 2) / d)
 
 
-def normalize_scaling(scaling: Optional[Mapping[str, Any]], dim: int) -> Tuple[str, dict]:
-    """Check an HF-style ``rope_scaling`` dict; return ``(method, params)``.
-
-    ``params`` holds every parameter the method uses, with defaults filled in,
-    plus ``rotary_dim`` (``int(dim * partial_rotary_factor)``) and
-    ``rotated_pairs`` (proportional only).
-    """
-    d = _checks.dim(dim)
-    if scaling is None:
-        return "default", {"rotary_dim": d}
-    if not isinstance(scaling, Mapping):
-        raise TypeError(f"scaling must be None or a dict like a config's rope_scaling, got {type(scaling).__name__}")
-    if "rope_type" in scaling and "type" in scaling and scaling["rope_type"] != scaling["type"]:
-        raise ValueError(f"scaling has rope_type={scaling['rope_type']!r} and type={scaling['type']!r}; give one")
-    raw = scaling.get("rope_type", scaling.get("type", "default"))
-    if not isinstance(raw, str):
-        raise TypeError(f"scaling['rope_type'] must be a string, got {raw!r}")
-    method = ALIASES.get(raw, raw)
-    if method not in METHODS:
-        raise ValueError(f"scaling['rope_type'] must be one of {', '.join(METHODS)} (or alias su), got {raw!r}")
-    missing = [k for k in _REQUIRED[method] if scaling.get(k) is None]
-    if method == "longrope" and scaling.get("factor") is None and scaling.get("attention_factor") is None:
-        missing.append("factor (or attention_factor)")
-    if missing:
-        raise ValueError(f"scaling for rope_type {method!r} is missing required key(s): {', '.join(missing)}")
-    known = set(_REQUIRED[method]) | set(_OPTIONAL[method]) | _PASSIVE
-    unknown = sorted(set(scaling) - known)
-    if unknown:
-        warnings.warn(f"scaling keys ignored by rope_type {method!r}: {', '.join(map(str, unknown))}", stacklevel=3)
-
-    p: dict = {}
-    prf = _checks.real("scaling['partial_rotary_factor']", scaling.get("partial_rotary_factor", 1.0), above=0.0, at_most=1.0)
-    if method == "proportional":
-        p["rotary_dim"] = d
-        p["rotated_pairs"] = int(prf * d) // 2
-    else:
-        rd = int(d * prf)
-        if rd < 2 or rd % 2:
-            raise ValueError(f"dim * partial_rotary_factor must give an even rotary dim >= 2, got int({d} * {prf}) = {rd}")
-        p["rotary_dim"] = rd
-    if scaling.get("factor") is not None:
-        p["factor"] = _checks.real("scaling['factor']", scaling["factor"], at_least=1.0)
-    if scaling.get("attention_factor") is not None:
-        p["attention_factor"] = _checks.real("scaling['attention_factor']", scaling["attention_factor"], above=0.0)
-    if method in ("ntk", "dynamic") and p["rotary_dim"] < 4:
-        raise ValueError(f"rope_type {method!r} needs a rotary dim >= 4, got {p['rotary_dim']}")
-    if "original_max_position_embeddings" in _REQUIRED[method]:
-        p["original_max_position_embeddings"] = _checks.real(
-            "scaling['original_max_position_embeddings']", scaling["original_max_position_embeddings"], at_least=1.0
-        )
-    if method == "yarn":
-        bf = _checks.real("scaling['beta_fast']", scaling.get("beta_fast") or 32.0, above=0.0)
-        bs = _checks.real("scaling['beta_slow']", scaling.get("beta_slow") or 1.0, above=0.0)
-        if bf < bs:
-            raise ValueError(f"scaling['beta_fast'] must be >= beta_slow, got beta_fast={bf} < beta_slow={bs}")
-        p["beta_fast"], p["beta_slow"] = bf, bs
-        for key in ("mscale", "mscale_all_dim"):
-            if scaling.get(key) is not None:
-                p[key] = _checks.real(f"scaling[{key!r}]", scaling[key], at_least=0.0)
-        p["truncate"] = _checks.boolean("scaling['truncate']", scaling.get("truncate", True))
-    if method == "llama3":
-        lff = _checks.real("scaling['low_freq_factor']", scaling["low_freq_factor"], above=0.0)
-        hff = _checks.real("scaling['high_freq_factor']", scaling["high_freq_factor"], above=0.0)
-        if not lff < hff:
-            raise ValueError(f"scaling['low_freq_factor'] must be < high_freq_factor, got {lff} >= {hff}")
-        p["low_freq_factor"], p["high_freq_factor"] = lff, hff
-    if method == "longrope":
-        n = p["rotary_dim"] // 2
-        for key in ("short_factor", "long_factor"):
-            arr = _factor_list(f"scaling[{key!r}]", scaling[key], n)
-            p[key] = arr
-    return method, p
-
-
-def _factor_list(name, value, n):
-    if isinstance(value, (str, bytes)) or np.ndim(value) != 1:
-        raise TypeError(f"{name} must be a list of {n} positive numbers, got {type(value).__name__}")
-    try:
-        arr = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a list of {n} positive numbers") from None
-    if arr.shape != (n,):
-        raise ValueError(f"{name} must have rotary_dim/2 = {n} entries, got {arr.shape[0]}")
-    if not np.all(np.isfinite(arr)) or np.any(arr <= 0):
-        raise ValueError(f"{name} must hold finite positive numbers, got {arr[~(np.isfinite(arr) & (arr > 0))][:3].tolist()}")
-    return arr
-
-
 def seq_len_arg(seq_len):
     if seq_len is None:
         return None
@@ -306,16 +187,7 @@ def scaled_from_params(method: str, p: Mapping[str, Any], base: float, seq_len: 
     For callers that keep a checked rope (``Rope``), so that a length-dependent
     method does not re-check its dict at every sequence length.
     """
-    kw = {k: p[k] for k in ("factor", "beta_fast", "beta_slow", "mscale", "mscale_all_dim",
-                            "attention_factor", "truncate", "low_freq_factor", "high_freq_factor",
-                            "short_factor", "long_factor") if k in p}
-    if "original_max_position_embeddings" in p:
-        kw["original_max"] = p["original_max_position_embeddings"]
-    if seq_len is not None:
-        kw["seq_len"] = float(seq_len)
-    if "rotated_pairs" in p:
-        kw["rotated_pairs"] = p["rotated_pairs"]
-    return _core.scaled_inv_freq(p["rotary_dim"], base, _CODES[method], **kw)
+    return _core.scaled_inv_freq(p["rotary_dim"], base, _CODES[method], **_core_params(p, seq_len))
 
 
 def yarn_correction_range(dim: int, base: float, original_max_position_embeddings: float,

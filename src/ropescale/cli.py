@@ -13,26 +13,28 @@ import json
 import math
 import os
 import sys
+import textwrap
+import warnings
 from typing import Any, Dict, List, Optional, Sequence
 
 from . import __version__
 from ._freq import ntk_lambda, yarn_correction_range
 from .analysis import analyze, format_table
+from .methods import METHODS, SPECS, report_methods
 from .rope import Rope
 
 __all__ = ["main", "report_data", "REPORT_METHODS"]
 
-#: The methods ``ropescale report`` compares.
-REPORT_METHODS = ("default", "linear", "ntk", "dynamic", "yarn", "llama3")
+#: The methods ``ropescale report`` compares (``report`` in the method table).
+REPORT_METHODS = report_methods()
 
-_DESCRIPTION = """\
-Plan a RoPE context extension.  With no arguments, reports on a default model
-(head dim 128, base 10000) extended from 4096 to 32768 tokens: the base-scaling
-factor lambda = s^(d/(d-2)) and new base, the period-matching check, the YaRN
-correction range, the critical pair, and per-pair periods (tokens) under
-default, linear, ntk, dynamic (at the target length), yarn and llama3
-(low_freq_factor 1, high_freq_factor 4).
-"""
+_DESCRIPTION = textwrap.fill(
+    "Plan a RoPE context extension.  With no arguments, reports on a default model (head dim 128, base 10000) "
+    "extended from 4096 to 32768 tokens: the base-scaling factor lambda = s^(d/(d-2)) and new base, the "
+    "period-matching check, the YaRN correction range, the critical pair, and per-pair periods (tokens) under "
+    f"{', '.join(REPORT_METHODS)}, each built by Rope.extend for the extension ratio s = target / original "
+    "(length-dependent methods at the target length).  --method picks one of: "
+    f"{', '.join(METHODS[1:])}.", 79) + "\n"
 
 _EPILOG = """\
 commands:
@@ -65,6 +67,8 @@ def _positive_int(name):
             raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {text!r}") from None
         if v <= 0:
             raise argparse.ArgumentTypeError(f"{name} must be a positive integer, got {v}")
+        if v > 2**53:
+            raise argparse.ArgumentTypeError(f"{name} must be <= 2**53, got {text[:20]}{'...' if len(text) > 20 else ''}")
         return v
     return parse
 
@@ -93,8 +97,8 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--target", type=_positive_int("--target"), default=None, metavar="N",
                    help="target context length in tokens (default: 8 x original, or the --hf model's "
                         "extended length when it has one)")
-    p.add_argument("--method", choices=REPORT_METHODS[1:], default=None, metavar="M",
-                   help="report only this method (and default); one of " + ", ".join(REPORT_METHODS[1:]))
+    p.add_argument("--method", choices=METHODS[1:], default=None, metavar="M",
+                   help="report only this method (and default); one of " + ", ".join(METHODS[1:]))
     p.add_argument("--hf", metavar="CONFIG", default=None,
                    help="read head dim, base and context from a Hugging Face config.json")
     p.add_argument("--plot", metavar="FILE", default=None,
@@ -144,7 +148,7 @@ def _model(args) -> Dict[str, Any]:
 
 
 def _extended(base_rope: Rope, method: str, original: float, target: float) -> Rope:
-    if method == "default":
+    if SPECS[method].extend is None:
         return base_rope
     return base_rope.extend(target, method, original_len=original)
 
@@ -159,6 +163,12 @@ def _num(v: float) -> Optional[float]:
     """JSON-safe float: non-finite values become null."""
     v = float(v)
     return v if math.isfinite(v) else None
+
+
+def _count(v: float):
+    """A length in tokens for JSON: an int when it is one."""
+    v = float(v)
+    return int(v) if v.is_integer() else v
 
 
 def report_data(dim: int = 128, base: float = 10000.0, original_len: float = 4096, target_len: float = 32768,
@@ -187,6 +197,8 @@ def report_data(dim: int = 128, base: float = 10000.0, original_len: float = 409
         raise ValueError(f"target_len ({m:g}) must be >= original_len ({m_l:g})")
     s = m / m_l
     lam = ntk_lambda(d, s)
+    if not math.isfinite(lam * b):
+        raise ValueError(f"base scaling overflows float64: base {b:g} * lambda {lam:g} (lower --base or the ratio)")
     columns: Dict[str, Rope] = {}
     for method in methods:
         columns[method] = _extended(rope0, method, m_l, m)
@@ -204,8 +216,9 @@ def report_data(dim: int = 128, base: float = 10000.0, original_len: float = 409
             marks[k] = f"{marks[k]}, {text}" if k in marks else text
     pairs = _pair_subset(n, marks)
     return {
-        "model": {"dim": rope0.dim, "rotary_dim": d, "base": b, "original_len": m_l, "target_len": m,
-                  "factor": s, "method": model.method if model is not None else None},
+        "model": {"dim": rope0.dim, "rotary_dim": d, "base": b, "original_len": _count(m_l), "target_len": _count(m),
+                  "extension_ratio": s, "method": model.method if model is not None else None,
+                  "model_factor": model.factor if model is not None and model.method != "default" else None},
         "ntk": {"lambda": lam, "new_base": lam * b, "lowest_period_ntk": p_ntk,
                 "lowest_period_linear": p_lin, "relative_error": abs(p_ntk - p_lin) / p_lin},
         "yarn_correction_range": [float(lo), float(hi)],
@@ -222,14 +235,20 @@ def report_data(dim: int = 128, base: float = 10000.0, original_len: float = 409
     }
 
 
-def _fmt_tokens(v: Optional[float]) -> str:
-    if v is None:
-        return "inf"
-    if v < 1e4:
-        return f"{v:.5g}"
-    if v < 1e9:
-        return f"{v:,.0f}"
-    return f"{v:.4g}"
+def _column_format(values: Sequence[Optional[float]]):
+    """One number format for a whole column of periods (tokens).
+
+    Fixed point with one decimal while the column's largest value has at most
+    ten digits; scientific for every entry of a column that goes beyond.
+    """
+    finite = [v for v in values if v is not None]
+    big = bool(finite) and max(finite) >= 1e10
+
+    def fmt(v: Optional[float]) -> str:
+        if v is None:
+            return "inf"
+        return f"{v:.4e}" if big else f"{v:,.1f}"
+    return fmt
 
 
 def _format_report(r: Dict[str, Any], source: Optional[str]) -> str:
@@ -238,8 +257,16 @@ def _format_report(r: Dict[str, Any], source: Optional[str]) -> str:
     rot = f" (rotary {d})" if d != md["dim"] else ""
     src = f" from {source}" if source else ""
     lines = [
-        f"RoPE extension plan{src}: head dim {md['dim']}{rot}, base {md['base']:g}, "
-        f"{md['original_len']:,.0f} -> {md['target_len']:,.0f} tokens (s = {md['factor']:g})",
+        f"RoPE extension plan{src}: head dim {md['dim']}{rot}, base {md['base']:g}",
+        f"  trained context (original)     {md['original_len']:,} tokens",
+        f"  target context                 {md['target_len']:,} tokens",
+        f"  extension ratio s              {md['extension_ratio']:g}  (target / original: every method "
+        f"column is planned for it)",
+    ]
+    if md["model_factor"] is not None:
+        lines.append(f"  the model's own factor         {md['model_factor']:g}  ({md['method']} in the config: "
+                     f"the 'model ({md['method']})' column)")
+    lines += [
         "",
         "Base scaling by period matching (ntk):",
         f"  lambda = s^(d/(d-2))           {nt['lambda']:.6f}",
@@ -253,18 +280,22 @@ def _format_report(r: Dict[str, Any], source: Optional[str]) -> str:
     lines.append(f"YaRN correction range (beta_fast 32, beta_slow 1): pairs {lo:g} .. {hi:g}")
     kc = r["critical_dim"]
     if r["critical_period"] is None:
-        lines.append(f"Critical dim: none (every pair completes a rotation within {md['original_len']:,.0f} tokens)")
+        lines.append(f"Critical dim: none (every pair completes a rotation within {md['original_len']:,} tokens)")
     else:
         lines.append(f"Critical dim: pair {kc} (first pair whose period, {r['critical_period']:,.0f} tokens, "
-                     f"exceeds {md['original_len']:,.0f}; {2 * kc} of {d} rotary features rotate fully in training)")
+                     f"exceeds {md['original_len']:,}; {2 * kc} of {d} rotary features rotate fully in training)")
     names = list(r["periods"])
     notes = [text for name, text in (("dynamic", "dynamic at the target length"),
-                                     ("llama3", "llama3 low_freq_factor 1, high_freq_factor 4")) if name in names]
+                                     ("llama3", "llama3 low_freq_factor 1, high_freq_factor 4"),
+                                     ("longrope", "longrope with uniform factors, at the target length"))
+             if name in names]
     lines += ["", "Per-pair periods in tokens" + (f" ({'; '.join(notes)})" if notes else "") + ":"]
     head = ["k"] + names + ["note"]
+    formats = {name: _column_format(r["periods"][name]) for name in names}
     body = []
     for i, k in enumerate(r["pairs"]):
-        body.append([str(k)] + [_fmt_tokens(r["periods"][name][i]) for name in names] + [r["marks"].get(str(k), "")])
+        body.append([str(k)] + [formats[name](r["periods"][name][i]) for name in names]
+                    + [r["marks"].get(str(k), "")])
     lines.append(format_table(head, body))
     attn = {name: a for name, a in r["attention_factor"].items() if a != 1.0}
     if attn:
@@ -274,13 +305,46 @@ def _format_report(r: Dict[str, Any], source: Optional[str]) -> str:
     return "\n".join(lines)
 
 
+# Formats matplotlib writes without extra packages; a name without a suffix gets .png.
+_PLOT_FORMATS = ("png", "pdf", "svg", "eps", "ps")
+
+
+def _plot_path(path: str) -> str:
+    """The file --plot writes: the name given, with .png added when it has no suffix (and is no existing file)."""
+    if not path or not os.path.basename(path) or os.path.basename(path).startswith("."):
+        raise UsageError(f"--plot needs a file name such as periods.png, got {path!r}")
+    if os.path.isdir(path):
+        raise UsageError(f"--plot: {path!r} is a folder; give a file name such as periods.png")
+    root, ext = os.path.splitext(path)
+    if not ext and os.path.exists(path):
+        return path  # e.g. a device: written as PNG under its own name
+    if not ext:
+        path = path + ".png"
+    elif ext[1:].lower() not in _PLOT_FORMATS:
+        raise UsageError(f"--plot: cannot write {ext!r} files; use one of "
+                         + ", ".join("." + f for f in _PLOT_FORMATS))
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise UsageError(f"--plot: folder {folder!r} does not exist")
+    return path
+
+
 def _save_plot(path: str, columns: Dict[str, Rope], original: float, target: float) -> None:
+    import io
     try:
         from .plot import plot_periods
         fig = plot_periods(columns, original_len=original, target_len=target)
     except ImportError as e:
         raise UsageError(f"--plot: {e}") from None
-    fig.savefig(path, dpi=120)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format=os.path.splitext(path)[1][1:].lower() or "png")
+    # Written and closed here, so that a full disk or an unwritable file is an
+    # error (exit 2), not a success message over a truncated file.
+    try:
+        with open(path, "wb") as f:
+            f.write(buf.getvalue())
+    except OSError as e:
+        raise UsageError(f"--plot: cannot write {path!r}: {e.strerror or e}") from None
 
 
 def _report(args, prog: str) -> int:
@@ -288,19 +352,20 @@ def _report(args, prog: str) -> int:
     methods = REPORT_METHODS if args.method is None else ("default", args.method)
     r = report_data(methods=methods, original_len=m["original"], target_len=m["target"],
                     model=m["model_rope"], base_rope=m["base_rope"])
-    if args.plot is not None:
+    plot_path = None if args.plot is None else _plot_path(args.plot)
+    if plot_path is not None:
         columns = {name: _extended(m["base_rope"], name, m["original"], m["target"]) for name in methods}
         if m["model_rope"] is not None and m["model_rope"].method != "default":
             columns[f"model ({m['model_rope'].method})"] = m["model_rope"]
-        _save_plot(args.plot, columns, m["original"], m["target"])
+        _save_plot(plot_path, columns, m["original"], m["target"])
     if args.json:
         if args.hf is not None:
             r["source"] = args.hf
         print(json.dumps(r, indent=2, allow_nan=False))
     else:
         print(_format_report(r, args.hf))
-        if args.plot is not None:
-            print(f"\nPlot saved to {args.plot}")
+        if plot_path is not None:
+            print(f"\nPlot saved to {plot_path}")
     return 0
 
 
@@ -376,7 +441,13 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
             p = _Parser(prog=f"{prog} precision", description=precision.__doc__.split("\n\n")[0])
             precision.add_arguments(p)
             return precision.run_cli(p.parse_args(args_list))
-        return _report(_report_parser(prog).parse_args(args_list), prog)
+        # Warnings (e.g. an assumed rope_theta) become one line each on stderr, after the report.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            status = _report(_report_parser(prog).parse_args(args_list), prog)
+        for w in caught:
+            print(f"{prog}: warning: {_one_line(w.message)}", file=sys.stderr)
+        return status
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -4,10 +4,10 @@ Both functions draw on a new :class:`matplotlib.figure.Figure` (not through
 ``pyplot``, so nothing global is touched and Jupyter shows the returned figure
 once) or on the ``ax`` you pass, and return the Figure.
 
-Ropes can be given as :class:`ropescale.Rope` objects, as method names
-(``"default"``, ``"linear"``, ``"ntk"``, ``"dynamic"``, ``"yarn"``,
-``"llama3"``; built with :meth:`Rope.extend` from ``Rope(dim, base)`` for
-``original_len -> target_len``), or as a dict ``{label: rope or name}``.
+Ropes can be given as :class:`ropescale.Rope` objects, as method names (any
+of :data:`ropescale.METHODS`, built with :meth:`Rope.extend` from
+``Rope(dim, base)`` for ``original_len -> target_len``), or as a dict
+``{label: rope or name}``.
 """
 from __future__ import annotations
 
@@ -17,16 +17,17 @@ import numpy as np
 
 from . import _checks
 from .analysis import analyze
+from .methods import SPECS, canonical, report_methods
 from .rope import Rope
 
 __all__ = ["plot_periods", "plot_attention", "attention_scores", "build_ropes"]
 
-#: Methods drawn when no rope is given.
-DEFAULT_METHODS = ("default", "linear", "ntk", "dynamic", "yarn", "llama3")
+#: Methods drawn when no rope is given (those of ``ropescale report``).
+DEFAULT_METHODS = report_methods()
 
-# One color per method in every figure, so plots can be compared side by side.
-_COLORS = {"linear": "tab:blue", "ntk": "tab:orange", "dynamic": "tab:green", "yarn": "tab:red",
-           "llama3": "tab:purple", "longrope": "tab:brown", "proportional": "tab:pink"}
+# One color per method in every figure (from the method table), so plots can
+# be compared side by side.
+_COLORS = {name: spec.color for name, spec in SPECS.items() if spec.color is not None}
 _SPARE = ("tab:cyan", "tab:olive", "black", "tab:gray")
 # Reference lines: trained context, target context.
 _TRAINED = {"color": "black", "linestyle": ":", "linewidth": 1.0}
@@ -72,8 +73,9 @@ def build_ropes(ropes: Any = (), *, dim: int = 128, base: float = 10000.0,
     """Resolve ropes, method names or a ``{label: ...}`` dict into ``{label: Rope}``.
 
     Method names are built as ``Rope(dim, base)`` (``"default"``) or
-    ``Rope(dim, base).extend(target_len, name, original_len=original_len)``;
-    ``llama3`` gets ``low_freq_factor=1, high_freq_factor=4``.  With no ropes,
+    ``Rope(dim, base).extend(target_len, name, original_len=original_len)``
+    (which fills each method's own keys, e.g. ``llama3`` gets
+    ``low_freq_factor=1, high_freq_factor=4``).  With no ropes,
     all of :data:`DEFAULT_METHODS` are built.
 
     Examples
@@ -96,7 +98,7 @@ def build_ropes(ropes: Any = (), *, dim: int = 128, base: float = 10000.0,
         if isinstance(value, Rope):
             rope = value
         elif isinstance(value, str):
-            if value == "default":
+            if SPECS[canonical(value, "method name")].extend is None:
                 rope = Rope(dim, base)
             else:
                 if original_len is None or target_len is None:

@@ -75,7 +75,11 @@ def scaled_inv_freq(dim, base, method, **p):
     """theta' and the attention factor for one method; ``p`` holds its parameters.
 
     ``dim`` is the rotary dimension (the full head dimension for
-    ``proportional``).  Parameter names are those of HF ``rope_scaling`` dicts.
+    ``proportional``).  Parameter names are those of HF ``rope_scaling`` dicts;
+    absent optional ones take HF's defaults (``beta_fast``/``beta_slow`` read
+    as ``value or default``, as HF does), and ``seq_len`` may be given.  For
+    ``proportional``, ``rotated_pairs`` defaults to
+    ``int(partial_rotary_factor * dim) // 2``.
     """
     theta = inv_freq(dim, base)
     s = p.get("factor")
@@ -94,8 +98,9 @@ def scaled_inv_freq(dim, base, method, **p):
         out = inv_freq(dim, new_base)
     elif method == "yarn":
         m_l = p["original_max_position_embeddings"]
+        truncate = p.get("truncate")
         lo, hi = yarn_correction_range(
-            dim, base, m_l, p.get("beta_fast", 32.0), p.get("beta_slow", 1.0), p.get("truncate", True)
+            dim, base, m_l, p.get("beta_fast") or 32.0, p.get("beta_slow") or 1.0, True if truncate is None else truncate
         )
         if lo == hi:
             hi += 0.001
@@ -128,7 +133,9 @@ def scaled_inv_freq(dim, base, method, **p):
         else:
             attn = math.sqrt(1 + math.log(s) / math.log(m_l))
     elif method == "proportional":
-        n_rot = p["rotated_pairs"]
+        n_rot = p.get("rotated_pairs")
+        if n_rot is None:
+            n_rot = int(p.get("partial_rotary_factor", 1.0) * dim) // 2
         out = theta.copy()
         if s is not None:
             out[:n_rot] = out[:n_rot] / s

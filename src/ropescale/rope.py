@@ -5,16 +5,22 @@ import copy
 import json
 import math
 import os
+import stat
+import warnings
 from typing import Any, Mapping, Optional
 
 import numpy as np
 
 from . import _checks
-from ._freq import METHODS, normalize_scaling, scaled_from_params, seq_len_arg
+from ._freq import scaled_from_params, seq_len_arg
 from ._rotary import apply_rotary_positions, cos_sin
+from .methods import LEGACY_KEYS, MODEL_TYPES, SPECS, canonical, normalize_scaling, trained_length_from_hf
 
-# Methods whose frequencies depend on the current sequence length.
-_LENGTH_DEPENDENT = ("dynamic", "longrope")
+#: Largest config file ``Rope.from_hf`` reads (a real config.json is a few KB).
+MAX_CONFIG_BYTES = 4 << 20
+
+# The attributes a Rope is made of; everything else is derived from them.
+_FIELDS = ("dim", "base", "scaling", "max_position_embeddings", "interleaved")
 
 
 def _get(config: Any, key: str, default: Any = None) -> Any:
@@ -26,21 +32,36 @@ def _get(config: Any, key: str, default: Any = None) -> Any:
 
 
 def _config_int(key: str, value: Any) -> int:
-    """An integer from a config value (JSON may carry 128.0); ValueError names the key."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not float(value).is_integer() or value <= 0:
+    """A positive integer from a config value (JSON may carry 128.0); the error names the key."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(f"config[{key!r}] must be a positive integer, got {_checks._show(value)}")
+    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
         raise ValueError(f"config[{key!r}] must be a positive integer, got {value!r}")
+    if not 0 < value <= _checks.MAX_DIM * 1024:
+        raise ValueError(f"config[{key!r}] must be a positive integer <= {_checks.MAX_DIM * 1024}, "
+                         f"got {_checks._show(value)}")
     return int(value)
 
 
-def _config_float(key: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"config[{key!r}] must be a number, got {value!r}")
-    return float(value)
+def _length(name: str, value: Any) -> Optional[float]:
+    """A context length in tokens (>= 1, finite), kept an int when it is one."""
+    if value is None:
+        return None
+    v = _checks.real(name, value, at_least=1.0)
+    if v > 2.0**53:
+        raise ValueError(f"{name} must be <= 2**53 tokens, got {_checks._show(value)}")
+    return int(v) if v.is_integer() else v
+
+
+def _rebuild(dim, base, scaling, max_position_embeddings, interleaved=False):
+    return Rope(dim, base, scaling, max_position_embeddings=max_position_embeddings, interleaved=interleaved)
 
 
 class Rope:
     """A rotary embedding: head dim, base, and an optional HF-style ``rope_scaling`` dict.
+
+    A ``Rope`` is immutable: its frequencies are computed once from the
+    arguments, and :meth:`replace` returns a new, checked ``Rope``.
 
     Parameters
     ----------
@@ -50,6 +71,14 @@ class Rope:
         ``rope_theta``.
     scaling : dict or None
         A ``rope_scaling`` dict (see :func:`ropescale.scaled_inv_freq`).
+    max_position_embeddings : int, optional
+        The model's ``max_position_embeddings``: the context it is meant to
+        serve (:meth:`extend` sets it to the target length).
+    interleaved : bool
+        The model's pairing: ``(x[2k], x[2k+1])`` (GPT-J, GLM, Cohere, Llama 4,
+        DeepSeek) instead of the half-split ``(x[k], x[k+R])`` (Llama, NeoX).
+        :meth:`apply` uses it unless told otherwise; :meth:`from_hf` knows it
+        from the model type.
 
     Examples
     --------
@@ -58,20 +87,120 @@ class Rope:
     ('ntk', 128)
     >>> bool(np.isclose(rope.periods[-1], 8 * ropescale.Rope(128).periods[-1]))
     True
+    >>> rope.replace(base=5e5).base
+    500000.0
     """
 
-    def __init__(self, dim: int, base: float = 10000.0, scaling: Optional[Mapping[str, Any]] = None):
-        self.dim = _checks.dim(dim)
-        self.base = _checks.real("base", base, above=1.0)
+    __slots__ = ("_dim", "_base", "_scaling", "_max_pos", "_interleaved", "_method", "_params", "_inv_freq", "_attn")
+
+    def __init__(self, dim: int, base: float = 10000.0, scaling: Optional[Mapping[str, Any]] = None, *,
+                 max_position_embeddings: Optional[float] = None, interleaved: bool = False):
+        set_ = object.__setattr__
+        d = _checks.dim(dim)
+        b = _checks.real("base", base, above=1.0)
         if scaling is not None and not isinstance(scaling, Mapping):
             raise TypeError(f"scaling must be None or a dict like a config's rope_scaling, got {type(scaling).__name__}")
-        self.scaling = None if scaling is None else copy.deepcopy(dict(scaling))
-        method, params = normalize_scaling(self.scaling, self.dim)
-        self.method = method
-        self.rotary_dim = params["rotary_dim"]
-        self._params = params
-        self.inv_freq, self.attention_factor = scaled_from_params(method, params, self.base)
-        self.inv_freq.setflags(write=False)
+        sc = None if scaling is None else copy.deepcopy(dict(scaling))
+        method, params = normalize_scaling(sc, d)
+        theta, attn = scaled_from_params(method, params, b)
+        theta.setflags(write=False)
+        for name, value in (("_dim", d), ("_base", b), ("_scaling", sc),
+                            ("_max_pos", _length("max_position_embeddings", max_position_embeddings)),
+                            ("_interleaved", _checks.boolean("interleaved", interleaved)),
+                            ("_method", method), ("_params", params), ("_inv_freq", theta), ("_attn", attn)):
+            set_(self, name, value)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        hint = f"; use rope.replace({name}=...)" if name in _FIELDS else ""
+        raise AttributeError(f"Rope is immutable: cannot set {name!r}{hint}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Rope is immutable: cannot delete {name!r}")
+
+    def __reduce__(self):
+        return _rebuild, (self._dim, self._base, self._scaling, self._max_pos, self._interleaved)
+
+    def _key(self) -> tuple:
+        sc = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in (self._scaling or {}).items()
+              if k not in ("rope_type", "type")}
+        return self._dim, self._base, self._method, sc, self._max_pos, self._interleaved
+
+    def __eq__(self, other: Any) -> bool:
+        if not isinstance(other, Rope):
+            return NotImplemented
+        return self._key() == other._key()
+
+    __hash__ = None  # equal ropes may hold unhashable scaling lists
+
+    def replace(self, **changes: Any) -> "Rope":
+        """A new ``Rope`` with some of ``dim``, ``base``, ``scaling``, ``max_position_embeddings`` changed.
+
+        Everything derived (method, rotary dim, frequencies, attention factor)
+        is computed afresh and checked.
+
+        Examples
+        --------
+        >>> r = ropescale.Rope(64, 1e4, {"rope_type": "linear", "factor": 2.0})
+        >>> r.replace(scaling={"rope_type": "ntk", "factor": 2.0}).method
+        'ntk'
+        """
+        unknown = sorted(set(changes) - set(_FIELDS))
+        if unknown:
+            raise TypeError(f"replace() takes {', '.join(_FIELDS)}; got {', '.join(unknown)}")
+        args = {"dim": self._dim, "base": self._base, "scaling": self._scaling,
+                "max_position_embeddings": self._max_pos, "interleaved": self._interleaved, **changes}
+        return Rope(args["dim"], args["base"], args["scaling"],
+                    max_position_embeddings=args["max_position_embeddings"], interleaved=args["interleaved"])
+
+    # -- the arguments -------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        """Head dimension ``D``."""
+        return self._dim
+
+    @property
+    def base(self) -> float:
+        """``rope_theta``."""
+        return self._base
+
+    @property
+    def scaling(self) -> Optional[dict]:
+        """A copy of the ``rope_scaling`` dict (None: unscaled)."""
+        return copy.deepcopy(self._scaling)
+
+    @property
+    def max_position_embeddings(self) -> Optional[float]:
+        """The context the model is meant to serve, when known."""
+        return self._max_pos
+
+    @property
+    def interleaved(self) -> bool:
+        """Whether the model pairs ``(x[2k], x[2k+1])`` rather than ``(x[k], x[k+R])``."""
+        return self._interleaved
+
+    @property
+    def method(self) -> str:
+        """The scaling method (an alias such as ``su`` resolved)."""
+        return self._method
+
+    @property
+    def rotary_dim(self) -> int:
+        return self._params["rotary_dim"]
+
+    @property
+    def inv_freq(self) -> np.ndarray:
+        """Scaled frequencies ``theta'`` (read-only float64, ``rotary_dim // 2``)."""
+        return self._inv_freq
+
+    @property
+    def attention_factor(self) -> float:
+        """The factor that multiplies cos and sin."""
+        return self._attn
+
+    @property
+    def trained_length(self) -> Optional[float]:
+        """The trained context: ``original_max_position_embeddings``, else ``max_position_embeddings``."""
+        return self.original_max_position_embeddings or self._max_pos
 
     # -- frequencies -------------------------------------------------------
     @property
@@ -101,12 +230,12 @@ class Rope:
         >>> bool(rope.inv_freq_at(8192)[0][-1] < ropescale.inv_freq(64)[-1])
         True
         """
-        if seq_len is None or self.method not in _LENGTH_DEPENDENT:
-            return self.inv_freq, self.attention_factor
-        return scaled_from_params(self.method, self._params, self.base, seq_len_arg(seq_len))
+        if seq_len is None or not SPECS[self._method].length_dependent:
+            return self._inv_freq, self._attn
+        return scaled_from_params(self._method, self._params, self._base, seq_len_arg(seq_len))
 
     def _for_positions(self, positions, seq_len):
-        if self.method in _LENGTH_DEPENDENT and seq_len is None:
+        if SPECS[self._method].length_dependent and seq_len is None:
             p = np.asarray(positions)
             if p.size and p.dtype.kind in "iuf" and np.all(np.isfinite(p)):
                 seq_len = int(math.floor(float(np.max(p)))) + 1
@@ -130,10 +259,11 @@ class Rope:
         theta, attn = self._for_positions(positions, seq_len)
         return cos_sin(positions, theta, attention_factor=attn, dtype=dtype)
 
-    def apply(self, x: Any, positions: Any, *, interleaved: bool = False, inverse: bool = False,
+    def apply(self, x: Any, positions: Any, *, interleaved: Optional[bool] = None, inverse: bool = False,
               out: Optional[np.ndarray] = None, seq_len: Optional[int] = None) -> np.ndarray:
         """Rotate ``x`` (..., D) at ``positions`` (fused, see :func:`ropescale.apply_rotary_positions`).
 
+        The pairing is the rope's own (:attr:`interleaved`) unless ``interleaved`` is given.
         Returns an array of ``x``'s shape and dtype (``out``'s when given).
 
         Examples
@@ -147,6 +277,8 @@ class Rope:
         True
         """
         theta, attn = self._for_positions(positions, seq_len)
+        if interleaved is None:
+            interleaved = self._interleaved
         return apply_rotary_positions(x, positions, theta, attention_factor=attn, interleaved=interleaved,
                                       inverse=inverse, out=out)
 
@@ -159,6 +291,8 @@ class Rope:
         ``qk_rope_head_dim`` for DeepSeek), ``partial_rotary_factor``,
         ``rope_scaling`` or ``rope_parameters``, ``max_position_embeddings`` and
         ``original_max_position_embeddings``, resolving them as HF transformers does.
+        Every value goes through the checks of the Python API; errors name the
+        key (and the file, for a path).
 
         Examples
         --------
@@ -167,104 +301,67 @@ class Rope:
         ...        "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
         ...                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
         >>> ropescale.Rope.from_hf(cfg)
-        Rope(dim=128, base=500000.0, scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 8192})
+        Rope(dim=128, base=500000.0, scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 8192}, max_position_embeddings=131072)
         """
-        if isinstance(config, (str, os.PathLike)):
-            try:
-                with open(config, encoding="utf-8") as f:
-                    config = json.load(f)
-            except OSError as e:
-                raise ValueError(f"config: cannot read {os.fspath(config)!r}: {e.strerror}") from None
-            except json.JSONDecodeError as e:
-                raise ValueError(f"config: {os.fspath(config)!r} is not valid JSON: {e}") from None
-        if isinstance(config, Mapping) and isinstance(config.get("text_config"), Mapping) and "rope_theta" not in config:
-            config = config["text_config"]
-        if not isinstance(config, Mapping) and not hasattr(config, "__dict__"):
-            raise TypeError(f"config must be a dict, a path to config.json or a config object, got {type(config).__name__}")
+        if not isinstance(config, (str, os.PathLike)):
+            return cls._from_config(config)
+        path = os.fspath(config)
+        try:
+            return cls._from_config(read_config(path))
+        except (ValueError, TypeError) as e:
+            text = str(e)
+            raise type(e)(text if text.startswith(f"config {path}:") else f"config {path}: {text}") from None
 
-        rope_params = _get(config, "rope_parameters")
-        rope_scaling = _get(config, "rope_scaling")
-        # Newer configs keep everything in rope_parameters; some (Gemma) nest it per
-        # attention type: the full-attention layers are the ones that see long context.
-        nested = False
-        if isinstance(rope_params, Mapping) and "rope_type" not in rope_params and "full_attention" in rope_params:
-            rope_params = rope_params["full_attention"]
-            nested = True
-        if isinstance(rope_scaling, Mapping) and "rope_type" not in rope_scaling and "type" not in rope_scaling \
-                and "full_attention" in rope_scaling:
-            rope_scaling = rope_scaling["full_attention"]
-            nested = True
-        scaling = dict(rope_scaling) if isinstance(rope_scaling, Mapping) else None
-        if scaling is None and isinstance(rope_params, Mapping):
-            scaling = dict(rope_params)
-        base = _get(config, "rope_theta")
-        if base is None and scaling is not None:
-            base = scaling.get("rope_theta")
-        base = 10000.0 if base is None else base
-
-        dim = _get(config, "qk_rope_head_dim")
-        if dim is None and nested:
-            dim = _get(config, "global_head_dim")
-        if dim is None:
-            dim = _get(config, "head_dim")
-        if dim is None:
-            hidden, heads = _get(config, "hidden_size"), _get(config, "num_attention_heads")
-            if hidden is None or heads is None:
-                raise ValueError("config must give head_dim, or hidden_size and num_attention_heads")
-            dim = _config_int("hidden_size", hidden) // _config_int("num_attention_heads", heads)
-        max_pos = _get(config, "max_position_embeddings")
-        top_original = _get(config, "original_max_position_embeddings")
-        prf = _get(config, "partial_rotary_factor")
-        if scaling is None:
-            scaling = {"rope_type": "default"}
-        scaling.pop("rope_theta", None)
-        if prf is not None and "partial_rotary_factor" not in scaling:
-            scaling["partial_rotary_factor"] = prf
-        method = scaling.get("rope_type", scaling.get("type", "default"))
-        method = {"su": "longrope"}.get(method, method)
-        # As HF transformers (5.x) resolves them: a top-level
-        # original_max_position_embeddings (Phi-3) wins for llama3/yarn/longrope;
-        # otherwise the trained length is max_position_embeddings.  Dynamic NTK
-        # always measures against max_position_embeddings.
-        if method in ("yarn", "longrope", "llama3") and top_original is not None:
-            scaling["original_max_position_embeddings"] = top_original
-        if method == "dynamic" and max_pos is not None:
-            scaling["original_max_position_embeddings"] = max_pos
-        if method in ("dynamic", "yarn", "longrope", "llama3") and scaling.get("original_max_position_embeddings") is None \
-                and max_pos is not None:
-            scaling["original_max_position_embeddings"] = max_pos
-        if method == "longrope" and scaling.get("factor") is None and max_pos is not None:
-            # LongRoPE's attention factor uses max_pos / original when no factor is given.
-            scaling["factor"] = max_pos / scaling["original_max_position_embeddings"]
-        if scaling.get("rope_type") is None and "type" in scaling:
-            scaling["rope_type"] = scaling.pop("type")
-        if scaling.get("rope_type") in (None, "default") and len(scaling) <= 2 and "factor" not in scaling:
-            rest = {k: v for k, v in scaling.items() if k != "rope_type"}
-            scaling = rest if rest else None
-        rope = cls(_config_int("head_dim", dim), _config_float("rope_theta", base), scaling)
-        rope.max_position_embeddings = max_pos
-        return rope
+    @classmethod
+    def _from_config(cls, config: Any) -> "Rope":
+        config, model_type = _text_config(config)
+        known = MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
+        try:
+            scaling, nested = _rope_dict(config)
+            dim = _head_dim(config, nested)
+            base = _base(config, scaling, known, model_type)
+            value, key = _legacy(config, "max_position_embeddings")
+            max_pos = _length(f"config[{key!r}]", value)
+            scaling = _resolve_scaling(config, scaling, max_pos, _partial_rotary(config, dim, known))
+            interleaved = _get(config, "rope_interleave")
+            if interleaved is None:
+                interleaved = known is not None and known.interleaved
+            return cls(dim, base, scaling, max_position_embeddings=max_pos,
+                       interleaved=_checks.boolean("config['rope_interleave']", interleaved))
+        except TypeError as e:
+            # The config itself is of the right type; a value in it is not.
+            raise ValueError(str(e)) from None
 
     def to_hf(self) -> dict:
-        """The config fragment that :meth:`from_hf` reads back (``rope_theta``, ``head_dim``, ``rope_scaling``).
+        """The config fragment that :meth:`from_hf` reads back to the same frequencies at every length.
+
+        ``rope_theta``, ``head_dim``, ``rope_scaling`` (the keys its method
+        reads), ``partial_rotary_factor``, ``max_position_embeddings`` and, for
+        interleaved pairing, ``rope_interleave``.  For ``dynamic``, whose trained length
+        HF takes from ``max_position_embeddings``, that key carries the trained
+        length.
 
         Examples
         --------
         >>> ropescale.Rope(64, 1e6, {"rope_type": "linear", "factor": 2.0}).to_hf()
         {'rope_theta': 1000000.0, 'head_dim': 64, 'rope_scaling': {'rope_type': 'linear', 'factor': 2.0}}
         """
-        d = {"rope_theta": self.base, "head_dim": self.dim}
-        if self.scaling is not None:
-            sc = {}
-            for k, v in self.scaling.items():
-                sc[k] = v.tolist() if isinstance(v, np.ndarray) else v
-            if "type" in sc and "rope_type" not in sc:
-                sc["rope_type"] = sc.pop("type")
-            prf = sc.pop("partial_rotary_factor", None)
-            if prf is not None:
-                d["partial_rotary_factor"] = prf
-            d["rope_scaling"] = sc
-        mp = getattr(self, "max_position_embeddings", None)
+        d: dict = {"rope_theta": self._base, "head_dim": self._dim}
+        sc = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in (self._scaling or {}).items()}
+        sc.pop("type", None)
+        prf = sc.pop("partial_rotary_factor", None)
+        if prf is not None:
+            d["partial_rotary_factor"] = prf
+        # Only the keys the method reads (an ignored key may hold anything, even a non-JSON inf).
+        used = set(SPECS[self._method].keys) | {"attention_factor"}
+        sc = {k: v for k, v in sc.items() if k in used}
+        if self._method != "default" or sc:
+            d["rope_scaling"] = {"rope_type": self._method, **sc}
+        if self._interleaved:
+            d["rope_interleave"] = True
+        mp = self._max_pos
+        if SPECS[self._method].hf_trained_length == "max_position_embeddings":
+            mp = _length("original_max_position_embeddings", self.original_max_position_embeddings)
         if mp is not None:
             d["max_position_embeddings"] = mp
         return d
@@ -272,6 +369,9 @@ class Rope:
     def extend(self, target_len: float, method: str = "yarn", *, original_len: Optional[float] = None, **params: Any) -> "Rope":
         """The rope scaled for a target context length ``target_len``.
 
+        ``method`` is any of :data:`ropescale.METHODS` (``default`` gives the
+        unscaled rope; ``longrope`` without ``short_factor``/``long_factor`` uses
+        the uniform lists: 1 up to the trained length, the factor beyond).
         ``original_len`` defaults to this rope's trained context
         (``original_max_position_embeddings`` or ``max_position_embeddings``).
         ``params`` are extra ``rope_scaling`` keys (e.g. ``beta_fast``).
@@ -279,40 +379,39 @@ class Rope:
         Examples
         --------
         >>> r = ropescale.Rope(128).extend(32768, "ntk", original_len=4096)
-        >>> r.scaling["factor"]
-        8.0
+        >>> r.scaling["factor"], r.max_position_embeddings
+        (8.0, 32768)
         """
-        if method not in METHODS or method in ("default", "longrope", "proportional"):
-            raise ValueError(f"method must be one of linear, ntk, dynamic, yarn, llama3, got {method!r}")
-        m_l = original_len
-        if m_l is None:
-            m_l = self.original_max_position_embeddings or getattr(self, "max_position_embeddings", None)
+        spec = SPECS[canonical(method, "method")]
+        m_l = original_len if original_len is not None else self.trained_length
         if m_l is None:
             raise ValueError("original_len is required: this rope does not know its trained context length")
         m_l = _checks.real("original_len", m_l, at_least=1.0)
         m = _checks.real("target_len", target_len, at_least=m_l)
-        sc: dict = {"rope_type": method, "factor": m / m_l}
-        if method in ("dynamic", "yarn", "llama3"):
-            sc["original_max_position_embeddings"] = int(m_l) if float(m_l).is_integer() else m_l
-        if method == "llama3":
-            sc.setdefault("low_freq_factor", 1.0)
-            sc.setdefault("high_freq_factor", 4.0)
+        prf = (self._scaling or {}).get("partial_rotary_factor")
+        sc: dict = {} if spec.extend is None else {"rope_type": spec.name, **spec.extend(m / m_l, m_l, self._n_pairs(spec, prf))}
         sc.update(params)
-        if self.scaling and "partial_rotary_factor" in self.scaling:
-            sc["partial_rotary_factor"] = self.scaling["partial_rotary_factor"]
-        rope = Rope(self.dim, self.base, sc)
-        rope.max_position_embeddings = int(m) if float(m).is_integer() else m
-        return rope
+        if prf is not None:
+            sc["partial_rotary_factor"] = prf
+        return Rope(self._dim, self._base, sc or None, max_position_embeddings=_length("target_len", m),
+                    interleaved=self._interleaved)
+
+    def _n_pairs(self, spec, prf) -> int:
+        if spec.full_head_dim:
+            return self._dim // 2
+        return int(self._dim * (1.0 if prf is None else prf)) // 2
 
     # -- display -----------------------------------------------------------
     def __repr__(self) -> str:
         sc = None
-        if self.scaling is not None:
+        if self._scaling is not None:
             sc = {k: (f"[{len(v)} values]" if isinstance(v, (list, tuple, np.ndarray)) and len(v) > 4 else v)
-                  for k, v in self.scaling.items()}
-        extra = f", rotary_dim={self.rotary_dim}" if self.rotary_dim != self.dim else ""
-        attn = f", attention_factor={self.attention_factor:.6g}" if self.attention_factor != 1.0 else ""
-        return f"Rope(dim={self.dim}, base={self.base!r}, scaling={sc}{extra}{attn})"
+                  for k, v in self._scaling.items()}
+        mp = f", max_position_embeddings={self._max_pos!r}" if self._max_pos is not None else ""
+        extra = f", rotary_dim={self.rotary_dim}" if self.rotary_dim != self._dim else ""
+        attn = f", attention_factor={self._attn:.6g}" if self._attn != 1.0 else ""
+        il = ", interleaved=True" if self._interleaved else ""
+        return f"Rope(dim={self._dim}, base={self._base!r}, scaling={sc}{mp}{il}{extra}{attn})"
 
     def _repr_html_(self) -> str:
         from ._display import rope_html
@@ -332,7 +431,7 @@ class Rope:
 
     # -- KV cache ----------------------------------------------------------
     def rebase_cache(self, k: Any, positions: Any, old_seq_len: int, new_seq_len: int, *,
-                     interleaved: bool = False, out: Optional[np.ndarray] = None) -> np.ndarray:
+                     interleaved: Optional[bool] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Keys cached at ``old_seq_len``'s frequencies, moved to ``new_seq_len``'s (see :func:`ropescale.rebase`).
 
         For ``dynamic`` (the base grows with the sequence) and ``longrope``
@@ -340,7 +439,8 @@ class Rope:
         frequencies depend on the sequence length, so keys cached earlier were
         rotated with other frequencies than new queries use.  The change of
         attention factor, if any, is applied once.  Other methods return the
-        keys unchanged (copied into ``out`` when given).
+        keys unchanged (copied into ``out`` when given).  The pairing is the
+        rope's own unless ``interleaved`` is given.
 
         Examples
         --------
@@ -353,6 +453,157 @@ class Rope:
         """
         from ._rerotate import rebase
 
+        if interleaved is None:
+            interleaved = self._interleaved
         old, a_old = self.inv_freq_at(seq_len_arg(old_seq_len))
         new, a_new = self.inv_freq_at(seq_len_arg(new_seq_len))
         return rebase(k, positions, old, new, attention_factor=a_new / a_old, interleaved=interleaved, out=out)
+
+# -- reading configs ------------------------------------------------------------
+def read_config(path: str) -> Any:
+    """A config.json's content; ValueError naming the file for anything but a small regular JSON file."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ValueError(f"config {path}: cannot read: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"config {path}: not a regular file (a config.json is expected)")
+    if st.st_size > MAX_CONFIG_BYTES:
+        raise ValueError(f"config {path}: {st.st_size:,} bytes is too large for a config.json "
+                         f"(limit {MAX_CONFIG_BYTES:,} bytes; a real one is a few KB)")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as e:
+        raise ValueError(f"config {path}: cannot read: {e.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ValueError(f"config {path}: larger than {MAX_CONFIG_BYTES:,} bytes, too large for a config.json")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"config {path}: not UTF-8 text (byte {e.start}): not a config.json") from None
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError(f"config {path}: JSON nested too deeply to be a config.json") from None
+    except ValueError as e:  # JSONDecodeError, and integers of more digits than Python converts
+        raise ValueError(f"config {path}: not valid JSON: {' '.join(str(e).split())}") from None
+
+
+def _text_config(config: Any):
+    """``(the config holding the language model's rope, its model_type)``."""
+    if not isinstance(config, Mapping) and not hasattr(config, "__dict__"):
+        raise TypeError(f"config must be a dict, a path to config.json or a config object, got {type(config).__name__}")
+    model_type = _get(config, "model_type")
+    text = _get(config, "text_config")
+    if text is not None and _get(config, "rope_theta") is None and (isinstance(text, Mapping) or hasattr(text, "__dict__")):
+        config = text
+        model_type = _get(config, "model_type", model_type)
+    return config, model_type
+
+
+def _legacy(config: Any, key: str):
+    """``(value, the key it came from)`` for a standard key or its legacy spellings."""
+    for k in (key,) + LEGACY_KEYS.get(key, ()):
+        value = _get(config, k)
+        if value is not None:
+            return value, k
+    return None, key
+
+
+def _base(config: Any, scaling: Optional[dict], known, model_type) -> float:
+    """rope_theta as transformers reads it: the key (or its legacy spelling), else the model type's default."""
+    base, key = _legacy(config, "rope_theta")
+    if base is None and scaling is not None and scaling.get("rope_theta") is not None:
+        base, key = scaling["rope_theta"], "rope_parameters['rope_theta']"
+    if base is None:
+        if known is None:
+            why = (f"transformers' default for model_type {model_type!r} is not in ropescale.methods.MODEL_TYPES"
+                   if model_type is not None else "no model_type")
+            warnings.warn(f"config gives no rope_theta and {why}: assuming 10000", stacklevel=4)
+        base, key = (10000.0 if known is None else known.rope_theta), "rope_theta"
+    base = _checks.real(f"config[{key!r}]", base, above=1.0)
+    ratio = _get(config, "rope_ratio")
+    if ratio is not None:  # ChatGLM: base = 10000 * rope_ratio
+        base *= _checks.real("config['rope_ratio']", ratio, above=0.0)
+        if not (math.isfinite(base) and base > 1.0):
+            raise ValueError(f"config['rope_ratio'] = {ratio!r} makes the base {base:g}, which must be finite and > 1")
+    return base
+
+
+def _partial_rotary(config: Any, dim: int, known) -> Optional[float]:
+    """partial_rotary_factor from the config (or a legacy spelling, or an absolute rotary_dim), else the type's."""
+    prf, key = _legacy(config, "partial_rotary_factor")
+    if prf is not None:
+        return _checks.real(f"config[{key!r}]", prf, above=0.0, at_most=1.0)
+    rotary_dim = _get(config, "rotary_dim")
+    if rotary_dim is None and known is not None:
+        if known.partial_rotary_factor is not None:
+            return known.partial_rotary_factor
+        rotary_dim = known.rotary_dim
+    if rotary_dim is None:
+        return None
+    rd = _config_int("rotary_dim", rotary_dim)
+    if rd > dim or rd % 2:
+        raise ValueError(f"config['rotary_dim'] must be an even number <= the head dim {dim}, got {rd}")
+    return rd / dim
+
+
+def _rope_dict(config: Any):
+    """``(scaling dict or None, nested)``: ``rope_scaling``, else ``rope_parameters``.
+
+    Newer configs keep everything in rope_parameters; some (Gemma) nest it per
+    attention type: the full-attention layers are the ones that see long context.
+    """
+    found = {}
+    for key in ("rope_scaling", "rope_parameters"):
+        value = _get(config, key)
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(f"config[{key!r}] must be a dict (or null), got {_checks._show(value)}")
+        found[key] = value
+    nested = False
+    for key, value in found.items():
+        if isinstance(value, Mapping) and "rope_type" not in value and "type" not in value \
+                and "full_attention" in value:
+            if not isinstance(value["full_attention"], Mapping):
+                raise TypeError(f"config[{key!r}]['full_attention'] must be a dict, "
+                                f"got {_checks._show(value['full_attention'])}")
+            found[key] = value["full_attention"]
+            nested = True
+    scaling = found["rope_scaling"] if found["rope_scaling"] is not None else found["rope_parameters"]
+    return (None if scaling is None else dict(scaling)), nested
+
+
+def _head_dim(config: Any, nested: bool) -> int:
+    for key in ("qk_rope_head_dim",) + (("global_head_dim",) if nested else ()) + ("head_dim",):
+        value, name = _legacy(config, key)
+        if value is not None:
+            return _config_int(name, value)
+    (hidden, hkey), (heads, nkey) = _legacy(config, "hidden_size"), _legacy(config, "num_attention_heads")
+    if hidden is None or heads is None:
+        raise ValueError("config must give head_dim, or hidden_size and num_attention_heads")
+    return _config_int(hkey, hidden) // _config_int(nkey, heads)
+
+
+def _resolve_scaling(config: Any, scaling: Optional[dict], max_pos: Optional[float],
+                     prf: Optional[float]) -> Optional[dict]:
+    """The rope_scaling dict with the trained length and factor filled in as HF transformers (5.x) does."""
+    scaling = {"rope_type": "default"} if scaling is None else scaling
+    scaling.pop("rope_theta", None)
+    if prf is not None and "partial_rotary_factor" not in scaling:
+        scaling["partial_rotary_factor"] = prf
+    if scaling.get("rope_type") is None and "type" in scaling:
+        scaling["rope_type"] = scaling.pop("type")
+    method = canonical(scaling.get("rope_type", "default"), "config rope_type")
+    top_original = _length("config['original_max_position_embeddings']",
+                           _get(config, "original_max_position_embeddings"))
+    m_l = trained_length_from_hf(method, scaling, max_pos, top_original)
+    if SPECS[method].trained_length and m_l is not None:
+        scaling["original_max_position_embeddings"] = m_l
+    if SPECS[method].hf_factor_from_lengths and scaling.get("factor") is None and max_pos is not None \
+            and m_l is not None:
+        scaling["factor"] = max_pos / _checks.real("config['original_max_position_embeddings']", m_l, at_least=1.0)
+    if method == "default":
+        rest = {k: v for k, v in scaling.items() if k not in ("rope_type", "type")}
+        return rest or None
+    return scaling

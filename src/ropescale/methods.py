@@ -1,0 +1,403 @@
+"""The scaling methods: one spec per method, read by every consumer.
+
+This is the one Python table of the methods (the C side has its own one-line
+list, ``csrc/methods.def``, and the two are checked against each other at
+import).  :func:`normalize_scaling` (used by ``scaled_inv_freq`` and ``Rope``),
+``Rope.from_hf`` / ``to_hf`` / ``extend``, the ``ropescale`` command and the
+plots all read :data:`SPECS`; none of them lists methods of its own.  Adding a
+method: ``CONTRIBUTING.md``.
+
+Keys and defaults of ``rope_scaling`` dicts follow HF transformers'
+``modeling_rope_utils`` (transformers 5.x) so that a model's ``config.json``
+goes straight in.
+"""
+from __future__ import annotations
+
+import numbers
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import _checks, _core
+
+__all__ = ["MethodSpec", "SPECS", "METHODS", "ALIASES", "canonical", "normalize_scaling", "core_params"]
+
+
+def _factor_only(s: float, original_len: float, n_pairs: int) -> dict:
+    return {"factor": s}
+
+
+def _factor_and_original(s: float, original_len: float, n_pairs: int) -> dict:
+    return {"factor": s, "original_max_position_embeddings": _length(original_len)}
+
+
+def _llama3_extend(s: float, original_len: float, n_pairs: int) -> dict:
+    # Llama 3.1's published low/high frequency factors.
+    return {**_factor_and_original(s, original_len, n_pairs), "low_freq_factor": 1.0, "high_freq_factor": 4.0}
+
+
+def _longrope_extend(s: float, original_len: float, n_pairs: int) -> dict:
+    # Without a searched factor list, the uniform one: the trained rope up to
+    # original_len, linear interpolation by s beyond it.  Pass short_factor /
+    # long_factor to extend() to use searched lists.
+    return {**_factor_and_original(s, original_len, n_pairs),
+            "short_factor": [1.0] * n_pairs, "long_factor": [float(s)] * n_pairs}
+
+
+def _length(v: float):
+    """A context length as a config writes it: an int when it is one."""
+    return int(v) if float(v).is_integer() else float(v)
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """Everything the package knows about one scaling method (one ``rope_type``)."""
+
+    #: ``rope_type`` value, as in HF configs.
+    name: str
+    #: One line for help texts.
+    summary: str
+    #: ``rope_scaling`` keys that must be given.
+    required: Tuple[str, ...] = ()
+    #: Keys the method reads when given.
+    optional: Tuple[str, ...] = ()
+    #: Values of optional keys when absent (the C core receives them explicitly).
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    #: Other spellings found in published configs.
+    aliases: Tuple[str, ...] = ()
+    #: Whether it measures against a trained length (``original_max_position_embeddings``).
+    trained_length: bool = False
+    #: Where ``Rope.from_hf`` finds that length.  "original": the top-level
+    #: ``original_max_position_embeddings`` (Phi-3) wins, then the rope dict's,
+    #: then ``max_position_embeddings``.  "max_position_embeddings": always that
+    #: key (HF's dynamic NTK measures against it, whatever the rope dict says).
+    hf_trained_length: str = "original"
+    #: Whether ``Rope.from_hf`` takes ``factor = max_position_embeddings /
+    #: original_max_position_embeddings`` when the config gives none (HF does
+    #: for yarn and longrope).
+    hf_factor_from_lengths: bool = False
+    #: Whether theta' depends on the current sequence length.
+    length_dependent: bool = False
+    #: Smallest rotary dim it is defined for.
+    min_rotary_dim: int = 2
+    #: Whether the rotary dim is the full head dim (pairs past
+    #: ``partial_rotary_factor`` get theta = 0) rather than ``int(dim * prf)``.
+    full_head_dim: bool = False
+    #: ``(factor, original_len, n_pairs) -> rope_scaling keys`` for
+    #: ``Rope.extend``; None: extending means no scaling at all.
+    extend: Optional[Callable[[float, float, int], dict]] = None
+    #: A column of ``ropescale report`` and of the default plots.
+    report: bool = False
+    #: Its color in every figure (None: grey, the unscaled rope).
+    color: Optional[str] = None
+    #: Cross-key checks: ``check(params, scaling)`` raises ValueError.
+    check: Optional[Callable[[dict, Mapping[str, Any]], None]] = None
+
+    @property
+    def keys(self) -> Tuple[str, ...]:
+        return self.required + self.optional
+
+
+def _check_yarn(p: dict, scaling: Mapping[str, Any]) -> None:
+    if p["beta_fast"] < p["beta_slow"]:
+        raise ValueError(f"scaling['beta_fast'] must be >= beta_slow, got beta_fast={p['beta_fast']} "
+                         f"< beta_slow={p['beta_slow']}")
+
+
+def _check_llama3(p: dict, scaling: Mapping[str, Any]) -> None:
+    # Llama 4 ships low_freq_factor == high_freq_factor (no blended band): computed as
+    # transformers does.  An inverted pair is computable too; transformers warns, so do we.
+    if p["high_freq_factor"] < p["low_freq_factor"]:
+        warnings.warn(f"scaling['high_freq_factor'] ({p['high_freq_factor']}) is below low_freq_factor "
+                      f"({p['low_freq_factor']}): no pair is blended (computed as transformers does)", stacklevel=4)
+
+
+def _check_longrope(p: dict, scaling: Mapping[str, Any]) -> None:
+    if "factor" not in p and "attention_factor" not in p:
+        raise ValueError("scaling for rope_type 'longrope' is missing required key(s): factor (or attention_factor)")
+    if "attention_factor" not in p and p["factor"] > 1 and not p["original_max_position_embeddings"] > 1:
+        raise ValueError("scaling['original_max_position_embeddings'] must be > 1 for rope_type 'longrope' "
+                         "(its attention factor divides by ln of it), got "
+                         f"{p['original_max_position_embeddings']}")
+
+
+#: The methods, in the order of ``csrc/methods.def`` (the C codes).
+SPECS: Dict[str, MethodSpec] = {s.name: s for s in (
+    MethodSpec("default", "the original rope", extend=None, report=True),
+    MethodSpec("linear", "position interpolation: theta / s", required=("factor",),
+               extend=_factor_only, report=True, color="tab:blue"),
+    MethodSpec("ntk", "NTK-aware base scaling: base * s^(d/(d-2))", required=("factor",), min_rotary_dim=4,
+               extend=_factor_only, report=True, color="tab:orange"),
+    MethodSpec("dynamic", "dynamic NTK: base scaling growing with the sequence length",
+               required=("factor", "original_max_position_embeddings"), trained_length=True,
+               hf_trained_length="max_position_embeddings", length_dependent=True, min_rotary_dim=4,
+               extend=_factor_and_original, report=True, color="tab:green"),
+    MethodSpec("yarn", "YaRN: ramp between extrapolation and interpolation, attention factor",
+               required=("factor", "original_max_position_embeddings"),
+               optional=("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"),
+               defaults={"beta_fast": 32.0, "beta_slow": 1.0, "truncate": True},
+               aliases=("mistral_yarn",), trained_length=True, hf_factor_from_lengths=True,
+               extend=_factor_and_original, report=True,
+               color="tab:red", check=_check_yarn),
+    MethodSpec("llama3", "Llama 3.1: wavelength bands kept, blended, interpolated",
+               required=("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
+               trained_length=True, extend=_llama3_extend, report=True, color="tab:purple",
+               check=_check_llama3),
+    MethodSpec("longrope", "LongRoPE: per-pair factors, short and long",
+               required=("short_factor", "long_factor", "original_max_position_embeddings"), optional=("factor",),
+               aliases=("su",), trained_length=True, hf_factor_from_lengths=True, length_dependent=True,
+               extend=_longrope_extend,
+               color="tab:brown", check=_check_longrope),
+    MethodSpec("proportional", "rotate only the first pairs of the full head dim, optionally / s",
+               optional=("factor",), full_head_dim=True, extend=_factor_only, color="tab:pink"),
+)}
+
+#: The scaling methods ``scaled_inv_freq`` understands (``rope_type`` values).
+METHODS: Tuple[str, ...] = tuple(SPECS)
+
+#: Other spellings found in published configs.
+ALIASES: Dict[str, str] = {a: s.name for s in SPECS.values() for a in s.aliases}
+
+#: The C method codes, by name.
+CODES: Dict[str, int] = {name: code for code, name in enumerate(_core.METHOD_NAMES)}
+
+if tuple(_core.METHOD_NAMES) != METHODS:  # pragma: no cover - a build out of step with this file
+    raise ImportError(f"ropescale._core was built with methods {_core.METHOD_NAMES}, but ropescale.methods "
+                      f"lists {METHODS}: rebuild the extension (csrc/methods.def and SPECS must agree)")
+
+# Keys that may sit in a config's rope dict without being a method's parameter.
+_PASSIVE = frozenset({"rope_type", "type", "rope_theta", "attention_factor", "partial_rotary_factor",
+                      "original_max_position_embeddings", "max_position_embeddings"})
+
+# rope_scaling key -> the C core's name, where they differ.
+_C_NAMES = {"original_max_position_embeddings": "original_max"}
+
+
+# -- one checker per key ------------------------------------------------------
+def _real(at_least=None, above=None):
+    def check(name, value):
+        return _checks.real(name, value, at_least=at_least, above=above)
+    return check
+
+
+def _truncate(name, value):
+    return _checks.boolean(name, value)
+
+
+_KEY_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
+    "factor": _real(at_least=1.0),
+    "attention_factor": _real(above=0.0),
+    "original_max_position_embeddings": _real(at_least=1.0),
+    "beta_fast": _real(above=0.0),
+    "beta_slow": _real(above=0.0),
+    "mscale": _real(at_least=0.0),
+    "mscale_all_dim": _real(at_least=0.0),
+    "truncate": _truncate,
+    "low_freq_factor": _real(above=0.0),
+    "high_freq_factor": _real(above=0.0),
+    # short_factor / long_factor: _factor_list (their length depends on the rotary dim)
+}
+
+# HF reads these with `get(key) or default`, so a 0 means "absent".
+_FALSY_IS_DEFAULT = ("beta_fast", "beta_slow")
+# HF reads truncate with `get(key, True)`: an explicit null would switch truncation
+# off there, and the default on here; ambiguous, so refused.
+_NULL_IS_INVALID = ("truncate",)
+
+
+def canonical(name: Any, what: str = "scaling['rope_type']") -> str:
+    """The method a ``rope_type`` (or alias) names; ValueError/TypeError naming ``what`` otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"{what} must be a string, got {_checks._show(name)}")
+    method = ALIASES.get(name, name)
+    if method not in SPECS:
+        aliases = ", ".join(f"{a} ({m})" for a, m in ALIASES.items())
+        raise ValueError(f"{what} must be one of {', '.join(METHODS)} (or an alias: {aliases}), got {name!r}")
+    return method
+
+
+def normalize_scaling(scaling: Optional[Mapping[str, Any]], dim: int) -> Tuple[str, dict]:
+    """Check an HF-style ``rope_scaling`` dict; return ``(method, params)``.
+
+    ``params`` holds every parameter the method uses, with defaults filled in,
+    plus ``rotary_dim`` (``int(dim * partial_rotary_factor)``, or ``dim`` for
+    methods on the full head dim) and ``rotated_pairs`` (those methods only).
+    """
+    d = _checks.dim(dim)
+    if scaling is None:
+        return "default", {"rotary_dim": d}
+    if not isinstance(scaling, Mapping):
+        raise TypeError(f"scaling must be None or a dict like a config's rope_scaling, got {type(scaling).__name__}")
+    if "rope_type" in scaling and "type" in scaling and scaling["rope_type"] != scaling["type"]:
+        raise ValueError(f"scaling has rope_type={scaling['rope_type']!r} and type={scaling['type']!r}; give one")
+    method = canonical(scaling.get("rope_type", scaling.get("type", "default")))
+    spec = SPECS[method]
+    missing = [k for k in spec.required if scaling.get(k) is None]
+    if missing:
+        raise ValueError(f"scaling for rope_type {method!r} is missing required key(s): {', '.join(missing)}")
+    unknown = sorted((str(k) for k in set(scaling) - set(spec.keys) - _PASSIVE), key=str)
+    if unknown:
+        warnings.warn(f"scaling keys ignored by rope_type {method!r}: {', '.join(unknown)}", stacklevel=3)
+
+    p: dict = {}
+    prf = _checks.real("scaling['partial_rotary_factor']", scaling.get("partial_rotary_factor", 1.0),
+                       above=0.0, at_most=1.0)
+    if spec.full_head_dim:
+        p["rotary_dim"] = d
+        p["rotated_pairs"] = int(prf * d) // 2
+    else:
+        rd = int(d * prf)
+        if rd < 2 or rd % 2:
+            raise ValueError(f"dim * partial_rotary_factor must give an even rotary dim >= 2, "
+                             f"got int({d} * {prf}) = {rd} (scaling['partial_rotary_factor'])")
+        p["rotary_dim"] = rd
+    if p["rotary_dim"] < spec.min_rotary_dim:
+        raise ValueError(f"rope_type {method!r} needs a rotary dim >= {spec.min_rotary_dim}, got {p['rotary_dim']}")
+    for key in spec.keys + ("attention_factor",):
+        value = scaling.get(key)
+        if key in _FALSY_IS_DEFAULT and value is not None and not isinstance(value, (bool, np.bool_)) \
+                and isinstance(value, (numbers.Real, np.floating, np.integer)) and value == 0:
+            warnings.warn(f"scaling[{key!r}] = {value!r} is read as absent, i.e. {spec.defaults[key]!r}, "
+                          f"as HF transformers does (it reads `{key} or default`)", stacklevel=3)
+            value = None
+        if value is None and key in _NULL_IS_INVALID and key in scaling:
+            raise TypeError(f"scaling[{key!r}] must be True or False, got None")
+        if value is None:
+            if key in spec.defaults:
+                p[key] = spec.defaults[key]
+            continue
+        if key in ("short_factor", "long_factor"):
+            p[key] = _factor_list(f"scaling[{key!r}]", value, p["rotary_dim"] // 2)
+        else:
+            p[key] = _KEY_CHECKS[key](f"scaling[{key!r}]", value)
+    if spec.check is not None:
+        spec.check(p, scaling)
+    return method, p
+
+
+def _factor_list(name: str, value: Any, n: int) -> np.ndarray:
+    what = f"{name} must be a list of rotary_dim/2 = {n} positive numbers"
+    if not isinstance(value, (list, tuple, np.ndarray)) or (isinstance(value, np.ndarray) and value.ndim != 1):
+        raise TypeError(f"{what}, got {_checks._show(value)}")
+    items = list(value)
+    for i, v in enumerate(items):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (numbers.Real, np.integer, np.floating)):
+            raise TypeError(f"{what}, got {_checks._show(v)} of type {type(v).__name__} at index {i}")
+    if len(items) != n:
+        raise ValueError(f"{name} must have rotary_dim/2 = {n} entries, got {len(items)}")
+    try:
+        arr = np.array([float(v) for v in items], dtype=np.float64)
+    except OverflowError:
+        raise ValueError(f"{name} must hold finite positive numbers; an entry overflows float64") from None
+    bad = ~(np.isfinite(arr) & (arr > 0))
+    if bad.any():
+        raise ValueError(f"{name} must hold finite positive numbers, got {arr[bad][:3].tolist()}")
+    with np.errstate(over="ignore", divide="ignore"):
+        if not np.all(np.isfinite(1.0 / arr)):
+            raise ValueError(f"{name} holds an entry so small that theta / factor overflows: {arr[~np.isfinite(1.0 / arr)][:3].tolist()}")
+    arr.setflags(write=False)
+    return arr
+
+
+def core_params(p: Mapping[str, Any], seq_len: Optional[int] = None) -> dict:
+    """The keyword parameters of ``_core.scaled_inv_freq`` for checked ``params``."""
+    kw = {_C_NAMES.get(k, k): v for k, v in p.items() if k != "rotary_dim"}
+    if seq_len is not None:
+        kw["seq_len"] = float(seq_len)
+    return kw
+
+
+def trained_length_from_hf(method: str, scaling: Mapping[str, Any], max_pos: Any, top_original: Any) -> Any:
+    """The trained length ``Rope.from_hf`` puts into ``original_max_position_embeddings``, as HF resolves it."""
+    spec = SPECS[method]
+    if not spec.trained_length:
+        return scaling.get("original_max_position_embeddings")
+    if spec.hf_trained_length == "max_position_embeddings" and max_pos is not None:
+        return max_pos
+    if top_original is not None:
+        return top_original
+    if scaling.get("original_max_position_embeddings") is not None:
+        return scaling["original_max_position_embeddings"]
+    return max_pos
+
+
+def report_methods() -> Tuple[str, ...]:
+    """The methods ``ropescale report`` and the default plots show."""
+    return tuple(name for name, s in SPECS.items() if s.report)
+
+
+
+# -- what a model type implies when its config leaves a key out ----------------
+@dataclass(frozen=True)
+class ModelDefaults:
+    """The rope a ``model_type`` has when its config.json omits the keys.
+
+    Values are those of transformers' configuration class for the type
+    (``default_theta``, the ``partial_rotary_factor`` / ``rotary_pct`` /
+    ``rotary_dim`` defaults) and the pairing of its modeling code (half-split
+    ``rotate_half`` on ``(x[k], x[k+R])``, or interleaved ``(x[2k], x[2k+1])``:
+    ``rotate_every_two``, ``x[..., 0::2]`` with ``repeat_interleave``d
+    cos/sin, or a complex view of consecutive pairs).  Source: transformers
+    5.x, ``models/<type>/configuration_<type>.py`` and ``modeling_<type>.py``;
+    ``tests/test_configs.py`` checks every row against the installed
+    transformers.
+    """
+
+    rope_theta: float = 10000.0
+    partial_rotary_factor: Optional[float] = None
+    #: Absolute rotary dim when the config gives none (GPT-J, CodeGen).
+    rotary_dim: Optional[int] = None
+    interleaved: bool = False
+
+
+_HALF, _INTERLEAVED = ModelDefaults(), ModelDefaults(interleaved=True)
+
+#: ``model_type`` -> defaults; a type not listed with no ``rope_theta`` is assumed
+#: 10000 with a warning.
+MODEL_TYPES: Dict[str, ModelDefaults] = {
+    **{t: _HALF for t in ("llama", "mistral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
+                          "phi3", "olmo", "olmo2", "falcon", "starcoder2", "granite", "chameleon")},
+    **{t: ModelDefaults(1e6) for t in ("mixtral", "gemma3", "gemma3_text", "gemma3n_text", "phimoe", "minimax",
+                                       "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text")},
+    **{t: ModelDefaults(5e5) for t in ("olmo3", "exaone", "bitnet", "mllama", "mllama_text_model")},
+    "smollm3": ModelDefaults(2e6),
+    "gpt_oss": ModelDefaults(1.5e5),
+    "apertus": ModelDefaults(1.2e7),
+    "helium": ModelDefaults(1e5, interleaved=True),
+    "ernie4_5": ModelDefaults(5e5, interleaved=True),
+    "cohere": ModelDefaults(5e5, interleaved=True),
+    "cohere2": _INTERLEAVED,
+    "llama4": ModelDefaults(5e5, interleaved=True),
+    "llama4_text": ModelDefaults(5e5, interleaved=True),
+    "deepseek_v2": _INTERLEAVED,
+    "deepseek_v3": _INTERLEAVED,   # rope_interleave, default True
+    "glm": ModelDefaults(partial_rotary_factor=0.5, interleaved=True),
+    "glm4": ModelDefaults(partial_rotary_factor=0.5, interleaved=True),
+    "phi": ModelDefaults(partial_rotary_factor=0.5),
+    "persimmon": ModelDefaults(partial_rotary_factor=0.5),
+    "nemotron": ModelDefaults(partial_rotary_factor=0.5),
+    "stablelm": ModelDefaults(partial_rotary_factor=0.25),
+    "gpt_neox": ModelDefaults(partial_rotary_factor=0.25),
+    "gpt_neox_japanese": ModelDefaults(partial_rotary_factor=1.0),
+    "gptj": ModelDefaults(rotary_dim=64, interleaved=True),
+    "codegen": ModelDefaults(rotary_dim=64, interleaved=True),
+    # ChatGLM 2/3 and GLM-4 (remote code, THUDM's modeling_chatglm.py): rotary on
+    # half the head dim, interleaved, base 10000 * rope_ratio.
+    "chatglm": ModelDefaults(partial_rotary_factor=0.5, interleaved=True),
+}
+
+#: Legacy spellings ``Rope.from_hf`` reads when the standard key is absent:
+#: standard key -> the older keys, in order of preference.  ``rotary_dim`` is
+#: absolute (rotary features), the others are fractions of the head dim.
+#: ``rope_ratio`` (ChatGLM) multiplies the base instead.
+LEGACY_KEYS: Dict[str, Tuple[str, ...]] = {
+    "rope_theta": ("rotary_emb_base",),                          # GPT-NeoX, Pythia
+    "partial_rotary_factor": ("rotary_pct", "rotary_emb_fraction"),  # GPT-NeoX; flash-attn style configs
+    # transformers' attribute_map of GPT-J / CodeGen / GPT-2 style configs; ChatGLM's names
+    "hidden_size": ("n_embd",),
+    "num_attention_heads": ("n_head",),
+    "max_position_embeddings": ("n_positions", "seq_length"),
+    "head_dim": ("kv_channels",),
+}

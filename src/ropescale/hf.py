@@ -105,32 +105,41 @@ def _device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def _check_contract(name: str, module: torch.nn.Module, ropes: Dict[Optional[str], Rope]) -> None:
-    """Refuse a module whose tables are not transformers' standard ones for its config."""
+def _check_contract(name: str, module: torch.nn.Module, ropes: Dict[Optional[str], Rope]) -> str:
+    """The table layout ("full" or "half") of a module computing transformers' standard tables; ValueError otherwise."""
     device = _device(module)
     x = torch.zeros(1, 1, dtype=torch.float32, device=device)
     ids = torch.tensor([_PROBE], device=device)
-    ours = RotaryEmbedding(ropes)
     what = f"{name or 'model'} ({type(module).__name__})"
+    natives = {}
     for lt in ropes:
         try:
             with torch.no_grad():
-                native = module(x, ids) if lt is None else module(x, ids, lt)
+                natives[lt] = module(x, ids) if lt is None else module(x, ids, lt)
         except Exception as e:  # a foreign forward: report it, change nothing
             raise ValueError(f"ropescale.hf.patch cannot replace {what}: calling forward(x, position_ids"
                              f"{', layer_type' if lt else ''}) failed ({type(e).__name__}: {e}); the model was "
                              f"not changed") from None
-        mine = ours(x, ids, lt)
-        if not (isinstance(native, (tuple, list)) and len(native) == 2):
+        if not (isinstance(natives[lt], (tuple, list)) and len(natives[lt]) == 2):
             raise ValueError(f"ropescale.hf.patch cannot replace {what}: its forward does not return (cos, sin); "
                              f"the model was not changed")
-        for label, a, b in (("cos", native[0], mine[0]), ("sin", native[1], mine[1])):
-            if tuple(a.shape) != tuple(b.shape) or not torch.allclose(a.float().cpu(), b.float().cpu(),
-                                                                       atol=_PROBE_ATOL, rtol=0):
-                raise ValueError(
-                    f"ropescale.hf.patch cannot replace {what}{f' for layer type {lt!r}' if lt else ''}: its {label} "
-                    f"table (shape {tuple(a.shape)}) is not transformers' standard cat(c, c) table for its config's "
-                    f"rope {ropes[lt]!r} (shape {tuple(b.shape)}); the model was not changed")
+
+    def matches(layout):
+        ours = RotaryEmbedding(ropes, layout=layout)
+        for lt, native in natives.items():
+            for a, b in zip(native, ours(x, ids, lt)):
+                if tuple(a.shape) != tuple(b.shape) or not torch.allclose(a.float().cpu(), b.float().cpu(),
+                                                                           atol=_PROBE_ATOL, rtol=0):
+                    return False
+        return True
+
+    for layout in ("full", "half"):
+        if matches(layout):
+            return layout
+    shapes = {lt: tuple(n[0].shape) for lt, n in natives.items()}
+    raise ValueError(f"ropescale.hf.patch cannot replace {what}: its (cos, sin) tables (shapes {shapes}) are neither "
+                     f"transformers' cat(c, c) tables nor half-width tables of its config's rope "
+                     f"{ {lt: r for lt, r in ropes.items()} }; the model was not changed")
 
 
 def _resolve(scaling: Scaling, original: Rope, cfg: Any) -> Rope:
@@ -256,7 +265,7 @@ def patch(model: torch.nn.Module, scaling: Scaling, *, layer_types: Optional[Ite
         except (ValueError, TypeError, KeyError) as e:
             raise ValueError(f"ropescale.hf.patch cannot read the rope of {name} ({type(module).__name__}) from its "
                              f"config: {e}; the model was not changed") from None
-        _check_contract(name, module, originals)
+        layout = _check_contract(name, module, originals)
         if lts is None:
             targets = [None]
         else:
@@ -267,14 +276,14 @@ def patch(model: torch.nn.Module, scaling: Scaling, *, layer_types: Optional[Ite
         new = dict(originals)
         for lt in targets:
             new[lt] = _resolve(scaling, originals[lt], cfg)
-        plans.append((name, module, cfg, new, targets))
+        plans.append((name, module, cfg, new, targets, layout))
 
     target_len = float(scaling[1]) if isinstance(scaling, tuple) else None
     if isinstance(scaling, Rope):
         target_len = getattr(scaling, "max_position_embeddings", None)
     replaced = []
-    for name, module, cfg, new, targets in plans:
-        emb = RotaryEmbedding(new if None not in new else new[None], config=cfg).to(_device(module))
+    for name, module, cfg, new, targets, layout in plans:
+        emb = RotaryEmbedding(new if None not in new else new[None], config=cfg, layout=layout).to(_device(module))
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         if not child:

@@ -210,6 +210,9 @@ class RotaryEmbedding(torch.nn.Module):
         full attention): ``forward`` then takes ``layer_type``.
     config : optional
         The model config, kept as ``self.config`` like transformers' modules.
+    layout : "full" or "half"
+        ``"full"`` returns transformers' usual ``cat(c, c)`` tables;
+        ``"half"`` the ``(..., R)`` tables some models (gpt-oss) use.
 
     Tables of static ropes are cached per device and dtype for positions up
     to the largest seen (rounded up to a power of two, so decoding token by
@@ -227,8 +230,11 @@ class RotaryEmbedding(torch.nn.Module):
     (torch.Size([1, 5, 64]), torch.float32)
     """
 
-    def __init__(self, rope: Union[Rope, Mapping[str, Rope]], *, config: Any = None):
+    def __init__(self, rope: Union[Rope, Mapping[str, Rope]], *, config: Any = None, layout: str = "full"):
         super().__init__()
+        if layout not in ("full", "half"):
+            raise ValueError(f"layout must be 'full' (transformers' cat(c, c)) or 'half', got {layout!r}")
+        self.layout = layout
         if isinstance(rope, Rope):
             ropes = {None: rope}
         elif isinstance(rope, Mapping) and rope and all(isinstance(r, Rope) for r in rope.values()):
@@ -276,10 +282,11 @@ class RotaryEmbedding(torch.nn.Module):
         self._dynamic_len[layer_type] = cached
         return cached
 
-    @staticmethod
-    def _tables(positions: np.ndarray, theta, attn, dtype, device):
+    def _tables(self, positions: np.ndarray, theta, attn, dtype, device):
         c, s = _rotary.cos_sin(positions, theta, attention_factor=attn, dtype=dtype)
-        return torch.cat((c, c), dim=-1).to(device), torch.cat((s, s), dim=-1).to(device)
+        if self.layout == "full":
+            c, s = torch.cat((c, c), dim=-1), torch.cat((s, s), dim=-1)
+        return c.to(device), s.to(device)
 
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: Optional[str] = None):
         rope = self._rope(layer_type)

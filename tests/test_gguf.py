@@ -274,3 +274,36 @@ def test_docstring_examples():
     for test in finder.find(rg, "ropescale.gguf", globs={"np": np, "ropescale": ropescale}):
         runner.run(test, out=failures.append)
     assert not failures, "".join(failures)
+
+
+# -- the command line -------------------------------------------------------------
+def test_cli_reports_a_gguf_like_a_config(tmp_path, capsys):
+    import json
+
+    from ropescale import cli
+
+    rope = ropescale.Rope.from_hf(HF_CONFIGS["yarn"])
+    path = _write(tmp_path / "y.gguf", rope, context_length=32768)
+    assert cli.main(["--gguf", str(path), "--json"]) == 0
+    from_gguf = json.loads(capsys.readouterr().out)
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(HF_CONFIGS["yarn"]))
+    assert cli.main(["--hf", str(config), "--json"]) == 0
+    from_hf = json.loads(capsys.readouterr().out)
+    assert from_gguf["source"] == str(path)
+    from_gguf.pop("source"), from_hf.pop("source")
+    assert from_gguf["model"]["base"] == from_hf["model"]["base"] == 1e6
+    assert from_gguf["target"] == from_hf["target"] == 32768 if "target" in from_hf else True
+    assert json.dumps(from_gguf, sort_keys=True) == json.dumps(from_hf, sort_keys=True)
+
+
+def test_cli_bad_gguf_is_one_line_and_status_2(tmp_path, capsys):
+    from ropescale import cli
+
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF\x03\x00")
+    assert cli.main(["--gguf", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.gguf: truncated GGUF file" in err and err.count("\n") == 1
+    assert cli.main(["--gguf", str(bad), "--hf", "x.json"]) == 2
+    assert "not both" in capsys.readouterr().err

@@ -386,9 +386,10 @@ def metadata(rope: Rope, arch: str = "llama", *, context_length: Optional[int] =
             raise ValueError("GGUF cannot express YaRN with truncate=False (llama.cpp always rounds the correction "
                              "range to whole dims)")
         md.update({f"{k}.scaling.type": "yarn", f"{k}.scaling.factor": float(rope.factor),
-                   f"{k}.scaling.original_context_length": int(rope.original_max_position_embeddings),
-                   f"{k}.scaling.yarn_beta_fast": float(sc.get("beta_fast", 32.0)),
-                   f"{k}.scaling.yarn_beta_slow": float(sc.get("beta_slow", 1.0))})
+                   f"{k}.scaling.original_context_length": int(rope.original_max_position_embeddings)})
+        for name in ("beta_fast", "beta_slow"):  # llama.cpp's defaults are YaRN's (32, 1)
+            if sc.get(name) is not None:
+                md[f"{k}.scaling.yarn_{name}"] = float(sc[name])
         ms, msa = sc.get("mscale"), sc.get("mscale_all_dim")
         if "attention_factor" not in sc and ms and msa and ms == msa:
             md[f"{k}.scaling.yarn_log_multiplier"] = 0.1 * float(msa)

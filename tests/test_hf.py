@@ -278,3 +278,14 @@ def test_rope_with_other_dims_is_refused():
 def test_not_a_module_is_refused():
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         rhf.patch({"config": 1}, ("yarn", 64))
+
+
+def test_docstring_examples():
+    import doctest
+
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    failures = []
+    for test in finder.find(rhf, "ropescale.hf", globs={"np": np, "ropescale": ropescale}):
+        runner.run(test, out=failures.append)
+    assert not failures, "".join(failures)

@@ -182,15 +182,19 @@ def half_tables(cos: np.ndarray, sin: np.ndarray, layout: Optional[str]) -> Tupl
 
 
 def _refuse_full(sin: np.ndarray) -> None:
+    # Only a row of a realistic width, stored (not broadcast along the pairs)
+    # and not constant: a constant row is ambiguous (position 0, test tables)
+    # and harmless to read either way; a real rope row varies across pairs.
     if sin.ndim == 0:
         return
     w = sin.shape[-1]
-    if w < 2 or w % 2 or sin.size == 0:
+    if w < 4 or w % 2 or w > 1 << 16 or sin.size == 0 or sin.strides[-1] == 0:
         return
     row = sin[(-1,) * (sin.ndim - 1)]
     data = row.tobytes()
     half = len(data) // 2
-    if data[:half] == data[half:] and data.count(0) != len(data):
+    item = row.itemsize
+    if data[:half] == data[half:] and data[:half] != data[:item] * (half // item):
         raise full_width_error(w)
 
 

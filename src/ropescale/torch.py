@@ -123,7 +123,7 @@ def _torch_half_tables(cos: torch.Tensor, sin: torch.Tensor, layout: Optional[st
             and sin.device.type != "meta":
         row = sin[(-1,) * (sin.ndim - 1)]
         h = row.shape[0] // 2
-        if bool(torch.equal(row[:h], row[h:])) and bool(row.any()):
+        if bool(torch.equal(row[:h], row[h:])) and not bool(torch.all(row[:h] == row[0])):
             raise full_width_error(sin.shape[-1])
     return cos, sin
 

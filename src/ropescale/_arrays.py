@@ -101,6 +101,10 @@ def torch_dtype(dtype: Any):
     return np.dtype(found)
 
 
+_TENSOR: Any = None  # torch.Tensor once a tensor has been seen (torch is then imported)
+_TENSOR_BF16: Any = None
+
+
 def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
     """``(array, kind, is_bf16)``: a NumPy view of a CPU tensor/array, its kind, and whether it holds bfloat16 bits.
 
@@ -108,10 +112,20 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
     they are (kind ``numpy``): the rotary functions convert them with
     ``np.asarray`` (buffer protocol, lists).  No data is copied.
     """
+    global _TENSOR, _TENSOR_BF16
     if type(value) is np.ndarray:
         return value, NUMPY, False
+    if type(value) is _TENSOR:
+        # The common case first: Tensor.numpy() itself refuses every tensor
+        # it cannot view (device, requires_grad, bfloat16, conj/neg bits),
+        # so those are diagnosed only after it fails.
+        try:
+            return value.numpy(), TORCH, False
+        except (TypeError, RuntimeError):
+            pass
     torch = _torch_tensor(value)
     if torch is not None:
+        _TENSOR, _TENSOR_BF16 = torch.Tensor, torch.bfloat16
         if not value.is_cpu:
             raise TypeError(f"{name} is a torch tensor on device {value.device}; ropescale's array functions run on CPU "
                             f"memory: use ropescale.torch.apply_rotary / apply_rotary_positions, which run on any "
@@ -175,24 +189,43 @@ def _bits_as_ml_dtypes(bits: np.ndarray) -> np.ndarray:
 
 
 def _float_in(name: str, value: Any) -> Tuple[Any, str, bool]:
+    """Like :func:`unwrap`, with bfloat16 widened to float32 (by torch for torch tensors, else from the bits)."""
+    if type(value) is _TENSOR and value.dtype is _TENSOR_BF16 and value.is_cpu and not value.requires_grad:
+        return value.float().numpy(), TORCH, True
     arr, kind, bf16 = unwrap(name, value)
     if bf16:
         arr = bf16_to_f32(arr)
     return arr, kind, bf16
 
 
-def _write_out(out_arr: np.ndarray, out_bf16: bool, result: np.ndarray) -> None:
-    if out_bf16:
-        np.copyto(out_arr, f32_to_bf16(result))
-    else:
-        np.copyto(out_arr, result, casting="unsafe")
+def _narrow(result: np.ndarray, kind: str, bf16: bool):
+    """The float result as ``kind`` (rounded to bfloat16 when ``bf16``, to nearest-even)."""
+    if kind == TORCH:
+        t = sys.modules["torch"].from_numpy(result)
+        return t.bfloat16() if bf16 else t
+    if bf16:
+        result = f32_to_bf16(result)
+    return wrap(result, kind, bf16)
 
 
-def _out_target(out: Any):
-    arr, kind, bf16 = unwrap("out", out)
+def _store(kernel: Callable, out: Any, shape: Tuple[int, ...]) -> Any:
+    """Run ``kernel(out=...)`` writing into ``out`` of any kind; returns ``out``.
+
+    A bfloat16 ``out`` receives a float32 result rounded once, after the
+    kernel succeeded (a failing call leaves it untouched).
+    """
+    oa, kind, obf = unwrap("out", out)
     if kind == JAX:
         raise TypeError("out is a JAX array, which is immutable; leave out=None and use the returned array")
-    return arr, bf16
+    if not obf:
+        kernel(oa)
+        return out
+    res = kernel(np.empty(oa.shape, _F32))
+    if type(out) is _TENSOR:
+        out.copy_(sys.modules["torch"].from_numpy(res))
+    else:  # pragma: no cover - only torch gives bfloat16 bits for out
+        np.copyto(oa, f32_to_bf16(res))
+    return out
 
 
 # -- entry points -------------------------------------------------------------
@@ -208,18 +241,9 @@ def rotary_entry(fn: Callable) -> Callable:
         ca = _float_in("cos", cos)[0]
         sa = _float_in("sin", sin)[0]
         if out is None:
-            res = fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, layout=layout)
-            if xbf:
-                res = f32_to_bf16(res)
-            return wrap(res, kind, xbf)
-        oa, obf = _out_target(out)
-        if obf:
-            res = fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, layout=layout,
-                     out=np.empty(oa.shape, _F32) if hasattr(oa, "shape") else None)
-            _write_out(oa, True, res)
-        else:
-            fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, out=oa, layout=layout)
-        return out
+            return _narrow(fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, layout=layout), kind, xbf)
+        return _store(lambda o: fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, out=o, layout=layout),
+                      out, getattr(x, "shape", None))
 
     return apply_rotary
 
@@ -231,25 +255,18 @@ def positions_entry(fn: Callable) -> Callable:
     def apply_rotary_positions(x, positions, inv_freq, *, attention_factor=1.0, interleaved=False, inverse=False,
                                out=None):
         if type(x) is np.ndarray and (out is None or type(out) is np.ndarray) \
+                and type(positions) is not _TENSOR and type(inv_freq) is not _TENSOR \
                 and _torch_tensor(positions) is None and _torch_tensor(inv_freq) is None:
             return fn(x, positions, inv_freq, attention_factor=attention_factor, interleaved=interleaved,
                       inverse=inverse, out=out)
         xa, kind, xbf = _float_in("x", x)
         pa = unwrap("positions", positions)[0]
         ta = _float_in("inv_freq", inv_freq)[0]
-        kw = dict(attention_factor=attention_factor, interleaved=interleaved, inverse=inverse)
         if out is None:
-            res = fn(xa, pa, ta, **kw)
-            if xbf:
-                res = f32_to_bf16(res)
-            return wrap(res, kind, xbf)
-        oa, obf = _out_target(out)
-        if obf:
-            res = fn(xa, pa, ta, out=np.empty(oa.shape, _F32), **kw)
-            _write_out(oa, True, res)
-        else:
-            fn(xa, pa, ta, out=oa, **kw)
-        return out
+            return _narrow(fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved,
+                              inverse=inverse), kind, xbf)
+        return _store(lambda o: fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved,
+                                   inverse=inverse, out=o), out, getattr(x, "shape", None))
 
     return apply_rotary_positions
 

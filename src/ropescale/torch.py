@@ -145,9 +145,13 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, inter
     True
     """
     x, cos, sin = _tensor("x", x), _tensor("cos", cos), _tensor("sin", sin)
-    cos, sin = _torch_half_tables(cos, sin, layout)
     if _c_path(x) and cos.is_cpu and sin.is_cpu:
+        if not (torch.is_grad_enabled() and (x.requires_grad or cos.requires_grad or sin.requires_grad)):
+            # nothing to record: skip autograd.Function's bookkeeping (tens of microseconds)
+            return _rotary.apply_rotary(x, cos, sin, interleaved=interleaved, inverse=inverse, layout=layout)
+        cos, sin = _torch_half_tables(cos, sin, layout)
         return _Rotate.apply(x, cos, sin, bool(interleaved), bool(inverse))
+    cos, sin = _torch_half_tables(cos, sin, layout)
     if cos.shape != sin.shape:
         raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
     if x.ndim == 0 or x.shape[-1] % 2 or 2 * cos.shape[-1] > x.shape[-1]:
@@ -180,6 +184,9 @@ def apply_rotary_positions(x: torch.Tensor, positions: Any, inv_freq: Any, *, at
     pos = _cpu_array("positions", positions)
     theta = _cpu_array("inv_freq", inv_freq)
     if _c_path(x):
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return _rotary.apply_rotary_positions(x, pos, theta, attention_factor=attention_factor,
+                                                  interleaved=interleaved, inverse=inverse)
         return _RotatePositions.apply(x, pos, theta, attention_factor, bool(interleaved), bool(inverse))
     work = torch.float64 if x.dtype == torch.float64 else torch.float32
     cos, sin = _rotary.cos_sin(pos, theta, attention_factor=attention_factor, dtype=work)

@@ -252,6 +252,15 @@ def test_dlpack_object_is_read_without_copy():
     assert view.ctypes.data == x.ctypes.data
 
 
+def test_dlpack_positions_and_inv_freq_with_numpy_x():
+    x, _, _ = _data()
+    pos = np.arange(3)[:, None]
+    got = ropescale.apply_rotary_positions(x, _DLPackOnly(pos), _DLPackOnly(THETA))
+    np.testing.assert_array_equal(got, ropescale.apply_rotary_positions(x, pos, THETA))
+    c, _ = ropescale.cos_sin(_DLPackOnly(pos), _DLPackOnly(THETA))
+    np.testing.assert_array_equal(c, ropescale.cos_sin(pos, THETA)[0])
+
+
 def test_dlpack_object_on_a_gpu_is_refused():
     x, c, s = _data()
     with pytest.raises(TypeError, match="x is on DLPack device cuda"):

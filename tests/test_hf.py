@@ -289,3 +289,67 @@ def test_docstring_examples():
     for test in finder.find(rhf, "ropescale.hf", globs={"np": np, "ropescale": ropescale}):
         runner.run(test, out=failures.append)
     assert not failures, "".join(failures)
+
+
+def _blocks(text, fence):
+    import re
+
+    return re.findall(rf"```{fence}\n(.*?)```", text, flags=re.S)
+
+
+def test_frameworks_doc_examples_run(tmp_path):
+    """docs/frameworks.md's examples, in order, in one namespace (the GGUF one reads a file written here)."""
+    import pathlib
+
+    gguf = pytest.importorskip("gguf")
+    root = pathlib.Path(__file__).resolve().parents[1]
+    w = gguf.GGUFWriter(str(tmp_path / "m.gguf"), "llama")
+    w.add_head_count(4)
+    w.add_embedding_length(256)
+    w.add_context_length(4096)
+    w.add_rope_freq_base(500000.0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    namespace = {"path": str(tmp_path / "m.gguf")}
+    blocks = _blocks((root / "docs" / "frameworks.md").read_text(encoding="utf-8"), "python")
+    assert len(blocks) >= 5
+    for block in blocks:
+        exec(compile(block, "docs/frameworks.md", "exec"), namespace)
+    assert namespace["found"].rope.base == 500000.0 and namespace["found"].pairing == "interleaved"
+    assert namespace["y"].shape == (8, 64)
+
+
+def test_readme_framework_lines_run(tmp_path):
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Coming from transformers / flash-attn / vLLM", 1)[1]
+    (block,) = _blocks(section.split("\n## ", 1)[0], "py")
+    import ropescale.torch  # noqa: F401  (the lines use ropescale.torch / .hf as attributes)
+
+    model = build("llama")
+    rope = ropescale.Rope(HEAD, 10000.0)
+    x = torch.randn(3, 4, HEAD, requires_grad=True)
+    cos, sin = ropescale.cos_sin(torch.arange(3)[:, None], rope.inv_freq)
+    gguf_file = tmp_path / "model.gguf"
+    gguf = pytest.importorskip("gguf")
+    w = gguf.GGUFWriter(str(gguf_file), "llama")
+    w.add_head_count(4)
+    w.add_embedding_length(64)
+    w.add_rope_freq_base(10000.0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    namespace = {"ropescale": ropescale, "rope": rope, "q_tensor": torch.randn(3, 4, HEAD),
+                 "pos_tensor": torch.arange(3)[:, None], "cos": cos, "sin": sin, "x": x, "model": model}
+    import os
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(block, "README.md", "exec"), namespace)
+    finally:
+        os.chdir(cwd)
+    assert isinstance(namespace["q_rot"], torch.Tensor) and namespace["y"].requires_grad
+    assert namespace["rope"].base == 10000.0 and model.config.rope_parameters["rope_type"] == "yarn"

@@ -229,6 +229,11 @@ def _store(kernel: Callable, out: Any, shape: Tuple[int, ...]) -> Any:
 
 
 # -- entry points -------------------------------------------------------------
+def _foreign(value: Any) -> bool:
+    """True for arrays of another framework (torch, JAX, DLPack exporters): they need :func:`unwrap`."""
+    return type(value) is not np.ndarray and hasattr(value, "__dlpack__") and not isinstance(value, np.generic)
+
+
 def rotary_entry(fn: Callable) -> Callable:
     """Wrap ``apply_rotary(x, cos, sin, *, ..., out=None)`` to accept any CPU array kind."""
 
@@ -255,8 +260,7 @@ def positions_entry(fn: Callable) -> Callable:
     def apply_rotary_positions(x, positions, inv_freq, *, attention_factor=1.0, interleaved=False, inverse=False,
                                out=None):
         if type(x) is np.ndarray and (out is None or type(out) is np.ndarray) \
-                and type(positions) is not _TENSOR and type(inv_freq) is not _TENSOR \
-                and _torch_tensor(positions) is None and _torch_tensor(inv_freq) is None:
+                and not _foreign(positions) and not _foreign(inv_freq):
             return fn(x, positions, inv_freq, attention_factor=attention_factor, interleaved=interleaved,
                       inverse=inverse, out=out)
         xa, kind, xbf = _float_in("x", x)
@@ -277,7 +281,7 @@ def cos_sin_entry(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def cos_sin(positions, inv_freq, *, attention_factor=1.0, dtype=np.float32):
         tdt = torch_dtype(dtype)
-        if type(positions) is np.ndarray and tdt is None and _torch_tensor(inv_freq) is None:
+        if type(positions) is np.ndarray and tdt is None and not _foreign(inv_freq):
             return fn(positions, inv_freq, attention_factor=attention_factor, dtype=dtype)
         pa, kind, _ = unwrap("positions", positions)
         ta = _float_in("inv_freq", inv_freq)[0]

@@ -103,6 +103,7 @@ def torch_dtype(dtype: Any):
 
 _TENSOR: Any = None  # torch.Tensor once a tensor has been seen (torch is then imported)
 _TENSOR_BF16: Any = None
+_FROM_NUMPY: Any = None
 
 
 def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
@@ -112,7 +113,7 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
     they are (kind ``numpy``): the rotary functions convert them with
     ``np.asarray`` (buffer protocol, lists).  No data is copied.
     """
-    global _TENSOR, _TENSOR_BF16
+    global _TENSOR, _TENSOR_BF16, _FROM_NUMPY
     if type(value) is np.ndarray:
         return value, NUMPY, False
     if type(value) is _TENSOR:
@@ -125,7 +126,7 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
             pass
     torch = _torch_tensor(value)
     if torch is not None:
-        _TENSOR, _TENSOR_BF16 = torch.Tensor, torch.bfloat16
+        _TENSOR, _TENSOR_BF16, _FROM_NUMPY = torch.Tensor, torch.bfloat16, torch.from_numpy
         if not value.is_cpu:
             raise TypeError(f"{name} is a torch tensor on device {value.device}; ropescale's array functions run on CPU "
                             f"memory: use ropescale.torch.apply_rotary / apply_rotary_positions, which run on any "
@@ -190,8 +191,12 @@ def _bits_as_ml_dtypes(bits: np.ndarray) -> np.ndarray:
 
 def _float_in(name: str, value: Any) -> Tuple[Any, str, bool]:
     """Like :func:`unwrap`, with bfloat16 widened to float32 (by torch for torch tensors, else from the bits)."""
-    if type(value) is _TENSOR and value.dtype is _TENSOR_BF16 and value.is_cpu and not value.requires_grad:
-        return value.float().numpy(), TORCH, True
+    if type(value) is _TENSOR:
+        try:
+            return value.numpy(), TORCH, False
+        except (TypeError, RuntimeError):
+            if value.dtype is _TENSOR_BF16 and value.is_cpu and not value.requires_grad:
+                return value.float().numpy(), TORCH, True
     arr, kind, bf16 = unwrap(name, value)
     if bf16:
         arr = bf16_to_f32(arr)
@@ -200,8 +205,8 @@ def _float_in(name: str, value: Any) -> Tuple[Any, str, bool]:
 
 def _narrow(result: np.ndarray, kind: str, bf16: bool):
     """The float result as ``kind`` (rounded to bfloat16 when ``bf16``, to nearest-even)."""
-    if kind == TORCH:
-        t = sys.modules["torch"].from_numpy(result)
+    if kind is TORCH:
+        t = _FROM_NUMPY(result)
         return t.bfloat16() if bf16 else t
     if bf16:
         result = f32_to_bf16(result)

@@ -307,3 +307,31 @@ def test_cli_bad_gguf_is_one_line_and_status_2(tmp_path, capsys):
     assert "bad.gguf: truncated GGUF file" in err and err.count("\n") == 1
     assert cli.main(["--gguf", str(bad), "--hf", "x.json"]) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def _yarn_file(path, **extra):
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_head_count(4)
+    w.add_embedding_length(256)
+    w.add_rope_freq_base(10000.0)
+    w.add_rope_scaling_type(gguf.RopeScalingType.YARN)
+    w.add_rope_scaling_factor(4.0)
+    w.add_rope_scaling_orig_ctx_len(4096)
+    for key, value in extra.items():
+        w.add_float32(f"llama.rope.scaling.{key}", value)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    return path
+
+
+def test_yarn_attention_multipliers_and_ext_factor(tmp_path):
+    plain = rg.read(_yarn_file(tmp_path / "a.gguf")).rope
+    assert plain.attention_factor == pytest.approx(0.1 * np.log(4.0) + 1.0)
+    scaled = rg.read(_yarn_file(tmp_path / "b.gguf", yarn_attn_factor=0.5)).rope
+    assert scaled.attention_factor == pytest.approx(0.5 * plain.attention_factor, rel=1e-7)
+    np.testing.assert_array_equal(scaled.inv_freq, plain.inv_freq)
+    assert rg.read(_yarn_file(tmp_path / "c.gguf", yarn_ext_factor=-1.0)).rope.attention_factor == \
+        plain.attention_factor
+    with pytest.raises(ValueError, match=r"d\.gguf: 'llama\.rope\.scaling\.yarn_ext_factor' = 0\.0"):
+        rg.read(_yarn_file(tmp_path / "d.gguf", yarn_ext_factor=0.0))

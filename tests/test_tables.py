@@ -141,3 +141,24 @@ def test_docstring_examples():
     for test in finder.find(tb, "ropescale.tables", globs={"np": np, "ropescale": ropescale}):
         runner.run(test, out=failures.append)
     assert not failures, "".join(failures)
+
+
+def test_core_imports_no_framework_and_works_without_them():
+    """import ropescale (with tables and the any-array entry points) pulls in neither torch, JAX nor gguf,
+    and runs when they cannot be imported at all."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('torch', 'jax', 'gguf', 'transformers', 'ml_dtypes'): sys.modules[m] = None\n"
+        "import numpy as np, ropescale, ropescale.tables, ropescale.gguf\n"
+        "c, s = ropescale.cos_sin(np.arange(4), ropescale.inv_freq(8))\n"
+        "y = ropescale.apply_rotary(np.ones((4, 8), np.float32), *ropescale.tables.to_full(c, s), layout='full')\n"
+        "assert y.shape == (4, 8)\n"
+        "import ropescale as r; assert not any(sys.modules.get(m) for m in ('torch', 'jax', 'gguf'))\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"

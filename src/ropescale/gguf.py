@@ -318,6 +318,14 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
         log_mul = _number(p, keys, f"{k}.scaling.yarn_log_multiplier")
         if log_mul:
             sc["mscale"] = sc["mscale_all_dim"] = float(log_mul) / 0.1
+        ext = _number(p, keys, f"{k}.scaling.yarn_ext_factor")
+        if ext is not None and ext not in (-1.0, 1.0):
+            # llama.cpp's ramp weight: -1 (its default) and 1 are YaRN's own blend
+            raise ValueError(f"{p}: {k + '.scaling.yarn_ext_factor'!r} = {ext} changes YaRN's blend; ropescale "
+                             f"reads only the standard blend (-1 or 1)")
+        yarn_attn = _number(p, keys, f"{k}.scaling.yarn_attn_factor")
+        if yarn_attn is not None:
+            attn = (1.0 if attn is None else attn) * yarn_attn
         if attn is not None and attn != 1.0:
             sc["attention_factor"] = float(attn) * _yarn_mscale(float(factor))
     elif stype == "longrope":

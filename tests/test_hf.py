@@ -107,6 +107,7 @@ def _methods():
                              "truncate": False},
         "llama3": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                    "original_max_position_embeddings": 16},
+        "proportional": {"rope_type": "proportional", "partial_rotary_factor": 0.5, "factor": 2.0},
         "longrope": {"rope_type": "longrope", "short_factor": short_f, "long_factor": long_f,
                      "original_max_position_embeddings": 16, "factor": 4.0},
     }
@@ -353,3 +354,15 @@ def test_readme_framework_lines_run(tmp_path):
         os.chdir(cwd)
     assert isinstance(namespace["q_rot"], torch.Tensor) and namespace["y"].requires_grad
     assert namespace["rope"].base == 10000.0 and model.config.rope_parameters["rope_type"] == "yarn"
+
+
+def test_a_refused_patch_leaves_even_dynamic_state_alone():
+    """The probe runs on a copy: a dynamic module called at position 100 would otherwise keep its grown frequencies."""
+    model = build("llama", _with_theta(METHODS["dynamic"]))
+    model.model.layers[0].self_attn.rotary_probe = _InterleavedRotary(model.config)  # a second, foreign module
+    rotary = model.model.rotary_emb
+    before = (rotary.max_seq_len_cached, rotary.inv_freq.clone())
+    with pytest.raises(ValueError, match="cannot replace"):
+        rhf.patch(model, {"rope_type": "linear", "factor": 2.0})
+    assert model.model.rotary_emb is rotary
+    assert rotary.max_seq_len_cached == before[0] and torch.equal(rotary.inv_freq, before[1])

@@ -18,8 +18,8 @@ Requires ``torch`` and ``transformers`` (the ``hf`` extra).
 """
 from __future__ import annotations
 
+import copy
 import inspect
-import math
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
@@ -112,6 +112,8 @@ def _check_contract(name: str, module: torch.nn.Module, ropes: Dict[Optional[str
     ids = torch.tensor([_PROBE], device=device)
     what = f"{name or 'model'} ({type(module).__name__})"
     natives = {}
+    # Probe a copy: dynamic/longrope modules change their state when called.
+    module = copy.deepcopy(module)
     for lt in ropes:
         try:
             with torch.no_grad():

@@ -359,7 +359,7 @@ def test_readme_framework_lines_run(tmp_path):
 def test_a_refused_patch_leaves_even_dynamic_state_alone():
     """The probe runs on a copy: a dynamic module called at position 100 would otherwise keep its grown frequencies."""
     model = build("llama", _with_theta(METHODS["dynamic"]))
-    model.model.layers[0].self_attn.rotary_probe = _InterleavedRotary(model.config)  # a second, foreign module
+    model.extra_rotary = _InterleavedRotary(model.config)  # a second, foreign module, probed after model.rotary_emb
     rotary = model.model.rotary_emb
     before = (rotary.max_seq_len_cached, rotary.inv_freq.clone())
     with pytest.raises(ValueError, match="cannot replace"):

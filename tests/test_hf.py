@@ -327,7 +327,11 @@ def test_readme_framework_lines_run(tmp_path):
     root = pathlib.Path(__file__).resolve().parents[1]
     readme = (root / "README.md").read_text(encoding="utf-8")
     section = readme.split("## Coming from transformers / flash-attn / vLLM", 1)[1]
-    (block,) = _blocks(section.split("\n## ", 1)[0], "py")
+    import re
+
+    lines = re.findall(r"^\* `([^`]+)`: ", section.split("\n## ", 1)[0], flags=re.M)
+    assert len(lines) == 6
+    block = "\n".join(lines) + "\n"
     import ropescale.torch  # noqa: F401  (the lines use ropescale.torch / .hf as attributes)
 
     model = build("llama")

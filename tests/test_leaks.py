@@ -196,6 +196,18 @@ CALLS_TABLE = [
     ("analyze+RopeAnalysis", lambda: (lambda a: (a.table(), a.summary(), a.to_dict(), repr(a)))(
         ropescale.analyze(ROPE_SMALL))),
     ("analyze-error", err(ropescale.analyze, ROPE_SMALL, -1.0)),
+    # moving cached keys; the error budget (rows "-two-sum" reach the corrected-table path)
+    ("rerotate", ok(ropescale.rerotate, X32, POS, POS_F, TH)),
+    ("rerotate-inplace", ok(ropescale.rerotate, INPLACE, POS, POS_F, TH, out=INPLACE)),
+    ("rerotate-two-sum", ok(ropescale.rerotate, X64, POS_F * 0.1, POS_F, TH)),
+    ("rerotate-error", err(ropescale.rerotate, X32, POS, POS_BAD, TH)),
+    ("rebase", ok(ropescale.rebase, X32, POS, TH, TH * 0.5)),
+    ("rebase-two-sum", ok(ropescale.rebase, X64, POS, TH, TH / 3.0)),
+    ("rebase-error", err(ropescale.rebase, X32, POS, TH, TH[:3])),
+    ("Rope.rebase_cache", ok(ROPE_DYN.rebase_cache, X32, POS, 16, 64)),
+    ("precision.report", ok(ropescale.precision.report, ROPE_SMALL, 4096, per_octave=2)),
+    ("precision.check", ok(ropescale.precision.check, C32, S32, POS, TH)),
+    ("precision-error", err(ropescale.precision.report, ROPE_SMALL, 0)),
     # the C glue's own checks, reached directly (the Python layer normally stops these first)
     ("_core.rotate-error-dtype", err(_core.rotate, X64, C32, S32, OUT64, False, False, 1)),
     ("_core.rotate-error-readonly", err(_core.rotate, X64, C64, S64, RO, False, False, 1)),

@@ -20,6 +20,17 @@ are what a real model would use.
 
 All inv_freq values are float32 (torch's default dtype), written as Python
 floats with full repr, so they round-trip exactly.
+
+It also writes tests/data/hf_golden_models.json (``--models-out``): for every
+published config.json collected in tests/data/configs/ (provenance in
+tests/data/configs/SOURCES.md) what the model's own transformers code computes:
+per layer type the rope type, inv_freq and attention scaling (also after the
+model's forward at several sequence lengths for "dynamic" and "longrope"), the
+rotary width, how the model's apply function pairs features, cos/sin and the
+rotated output of a fixed probe vector at a few positions (three position
+streams for M-RoPE models), the softmax scale of its attention module, Llama 4's
+per-layer NoPE flags and attention temperature tuning.  A config that
+transformers cannot load or compute records the error message instead.
 """
 
 import argparse
@@ -285,17 +296,275 @@ def cross_check(config, seq_len, layer_type, inv_freq, attention_factor, rope_ty
         raise AssertionError(f"rotary module attention scaling {scaling} != {attention_factor}")
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    args = ap.parse_args(argv)
+# --------------------------------------------------------------------------
+# Published configs (tests/data/configs/*.json) -> hf_golden_models.json
+# --------------------------------------------------------------------------
 
-    torch.set_default_dtype(torch.float32)
-    transformers.logging.set_verbosity_error()
-    warnings.simplefilter("ignore", FutureWarning)
+CONFIG_DIR = os.path.join(HERE, os.pardir, "tests", "data", "configs")
+DEFAULT_MODELS_OUT = os.path.join(HERE, os.pardir, "tests", "data", "hf_golden_models.json")
 
+# Not published configs: transformers' own config-class defaults for a model
+# type, kept to pin down what a config that omits a key resolves to.
+DEFAULTS_CASES = [
+    ("gemma3-text-transformers-defaults", {"model_type": "gemma3_text"}),
+    ("llama4-text-transformers-defaults", {"model_type": "llama4_text"}),
+]
+
+# Positions at which cos/sin and the rotated probe are recorded.  Kept small
+# enough that float32 angles (as transformers forms them) stay within a few
+# ulp of the float64 ones.
+PROBE_POSITIONS = [0, 1, 7, 100, 4097]
+# Three M-RoPE streams (temporal, height, width) that differ from each other,
+# so every section's choice of stream is visible, and equal ones (text only).
+MROPE_POSITIONS = [[0, 1, 2, 3, 7, 50], [0, 1, 5, 9, 7, 20], [0, 2, 3, 11, 7, 40]]
+MROPE_TEXT_POSITIONS = [[0, 1, 2, 7, 100, 1000]] * 3
+
+
+def _text_config(config):
+    getter = getattr(config, "get_text_config", None)
+    return getter() if getter is not None else config
+
+
+def _modeling_module(text_config):
+    return importlib.import_module(type(text_config).__module__.replace(".configuration_", ".modeling_"))
+
+
+def _pick_class(module, suffix, prefix=None):
+    names = [n for n in dir(module) if n.endswith(suffix) and "Vision" not in n and "Audio" not in n
+             and isinstance(getattr(module, n), type)]
+    if prefix is not None and prefix + suffix in names:
+        return getattr(module, prefix + suffix)
+    text = [n for n in names if n.endswith("Text" + suffix)]
+    if len(text) == 1:
+        return getattr(module, text[0])
+    if len(names) == 1:
+        return getattr(module, names[0])
+    raise LookupError(f"no unique *{suffix} class in {module.__name__}: {names}")
+
+
+def _split_cos_sin(model_type, emb):
+    """The rotary module's output as (cos, sin) tensors of shape (..., positions, width)."""
+    if torch.is_tensor(emb) and emb.is_complex():      # Llama 4, DeepSeek-V2: freqs_cis
+        return emb.real, emb.imag
+    a, b = emb
+    if model_type in ("gptj", "codegen"):                # these return (sin, cos)
+        return b, a
+    return a, b
+
+
+def _apply(module, text_config, emb, x):
+    """Rotate x (1, n, R) with the model's own apply function; returns (1, n, R)."""
+    mt = text_config.model_type
+    if mt in ("gptj", "codegen"):
+        sin, cos = emb
+        return module.apply_rotary_pos_emb(x[:, :, None, :], sin, cos)[:, :, 0, :]
+    if torch.is_tensor(emb) and emb.is_complex():
+        if mt.startswith("llama4"):
+            return module.apply_rotary_emb(x[:, :, None, :], x[:, :, None, :], emb)[0][:, :, 0, :]
+        return module.apply_rotary_emb(x[:, None], x[:, None], emb)[0][:, 0]
+    cos, sin = emb
+    if getattr(text_config, "rope_interleave", False) and hasattr(module, "apply_rotary_pos_emb_interleave"):
+        return module.apply_rotary_pos_emb_interleave(x[:, None], x[:, None], cos, sin)[0][:, 0]
+    return module.apply_rotary_pos_emb(x[:, None], x[:, None], cos, sin)[0][:, 0]
+
+
+def _pairing(module, text_config, emb_at_1, width):
+    """Which input feature the first one is rotated with: "half" (NeoX) or "interleaved" (GPT-J).
+
+    Judged on the inputs: feature j is the partner of feature 0 when both span
+    the same plane of the output (DeepSeek-V3's interleaved apply returns its
+    output in half-split order, so the output indices alone would mislead).
+    Also returns the output features the first input feature spans.
+    """
+    def support(j):
+        x = torch.zeros(1, 1, width)
+        x[..., j] = 1.0
+        y = _apply(module, text_config, emb_at_1, x)[0, 0]
+        return frozenset(i for i in range(width) if abs(float(y[i])) > 1e-6)
+
+    s0 = support(0)
+    partners = [j for j in range(1, width) if support(j) == s0]
+    pairing = {(1,): "interleaved", (width // 2,): "half"}.get(tuple(partners), f"other: {partners}")
+    return pairing, sorted(s0)
+
+
+def _rotary_width(rot, layer_type):
+    prefix = f"{layer_type}_" if layer_type else ""
+    inv = getattr(rot, prefix + "inv_freq", None)
+    if inv is not None:
+        return 2 * inv.numel()
+    return int(rot.pos_embd_dim)                          # GPT-J / CodeGen keep a table only
+
+
+def _forward(rot, x, position_ids, layer_type):
+    with torch.no_grad():
+        return rot(x, position_ids) if layer_type is None else rot(x, position_ids, layer_type)
+
+
+def _floats(t):
+    return [float(v) for v in t.reshape(-1).tolist()]
+
+
+def _rope_record(module, rot_cls, text_config, layer_type):
+    mt = text_config.model_type
+    rot = rot_cls(text_config)
+    prefix = f"{layer_type}_" if layer_type else ""
+    width = _rotary_width(rot, layer_type)
+    params = getattr(text_config, "rope_parameters", None)
+    params = params.get(layer_type) if layer_type and params else params
+    rec = {"rope_type": getattr(rot, "rope_type", None) if layer_type is None else rot.rope_type.get(layer_type),
+           "rope_parameters": copy.deepcopy(params) if params is not None else None,
+           "rotary_dim": width}
+    inv = getattr(rot, prefix + "inv_freq", None)
+    scaling = getattr(rot, prefix + "attention_scaling", None)
+    if inv is not None:
+        rec["inv_freq"] = _floats(inv)
+        rec["attention_factor"] = float(scaling)
+    else:
+        # GPT-J / CodeGen: no buffer, the angles live in a sin/cos table; read the
+        # angle of position 1 back from it (float64 atan2 of the float32 table).
+        sin1, cos1 = rot.embed_positions[1].double().split(width // 2)
+        rec["inv_freq_from_table"] = _floats(torch.atan2(sin1, cos1))
+        rec["attention_factor"] = 1.0
+
+    is_mrope = "mrope_section" in (params or {}) or hasattr(rot, "mrope_section")
+    like = torch.zeros(1, 1, width)
+    if is_mrope:
+        rec["mrope_section"] = list(rot.mrope_section)
+        rec["mrope_interleaved"] = bool((params or {}).get("mrope_interleaved", False))
+        probes = {"streams": MROPE_POSITIONS, "text_only": MROPE_TEXT_POSITIONS}
+    else:
+        limit = getattr(rot, "max_positions", None)      # GPT-J / CodeGen: a finite table
+        probes = {"positions": [p for p in PROBE_POSITIONS if limit is None or p < limit]}
+    rec["probe"] = {}
+    for key, pos in probes.items():
+        pid = torch.tensor(pos)[:, None, :] if is_mrope else torch.tensor(pos)[None, :]
+        emb = _forward(rot_cls(text_config), like, pid, layer_type)
+        cos, sin = _split_cos_sin(mt, emb)
+        n = len(pos[0]) if is_mrope else len(pos)
+        x = (1.0 + torch.arange(width, dtype=torch.float32) / width).expand(1, n, width).contiguous()
+        y = _apply(module, text_config, emb, x)
+        rec["probe"][key] = {"position_ids": pos, "x_row": _floats(x[0, 0]),
+                             "rotated": [_floats(r) for r in y.reshape(n, -1)]}
+        if is_mrope:  # the section layout shows in which stream drives each pair
+            rec["probe"][key]["cos"] = [_floats(c) for c in cos.reshape(n, -1)]
+            rec["probe"][key]["sin"] = [_floats(c) for c in sin.reshape(n, -1)]
+    pid1 = torch.ones(3, 1, 1, dtype=torch.long) if is_mrope else torch.ones(1, 1, dtype=torch.long)
+    rec["pairing"], rec["output_plane_of_feature_0"] = _pairing(
+        module, text_config, _forward(rot_cls(text_config), like, pid1, layer_type), width)
+
+    if rec["rope_type"] in ("dynamic", "longrope") and inv is not None:
+        orig = (params or {}).get("original_max_position_embeddings") or text_config.max_position_embeddings
+        seq_lens = sorted({int(orig), int(orig) + 1, 2 * int(orig), int(text_config.max_position_embeddings)})
+        rec["at_seq_len"] = []
+        for seq_len in seq_lens:
+            fresh = rot_cls(text_config)
+            pos = torch.arange(seq_len)[None] if not is_mrope else torch.arange(seq_len)[None, None].expand(3, 1, -1)
+            _forward(fresh, torch.zeros(1, seq_len, width), pos, layer_type)
+            rec["at_seq_len"].append({"seq_len": seq_len, "inv_freq": _floats(getattr(fresh, prefix + "inv_freq")),
+                                      "attention_factor": float(getattr(fresh, prefix + "attention_scaling"))})
+    return rec
+
+
+def _attention_records(module, rot_cls, text_config):
+    """Softmax scale of layer 0's attention, and Llama 4's per-layer NoPE / temperature tuning."""
+    prefix = rot_cls.__name__[: -len("RotaryEmbedding")]
+    attn_cls = _pick_class(module, "Attention", prefix)
+    out = {}
+    n_layers = getattr(text_config, "num_hidden_layers", None) or 1
+    layers = range(n_layers) if text_config.model_type.startswith("llama4") else [0]
+    per_layer = []
+    with torch.device("meta"):                           # shapes only: nothing is allocated
+        for i in layers:
+            attn = attn_cls(text_config, layer_idx=i)
+            per_layer.append(attn)
+    a0 = per_layer[0]
+    d = getattr(a0, "qk_head_dim", None) or getattr(a0, "head_dim", None) or a0.head_size
+    out["softmax"] = {"scaling": float(a0.scaling), "qk_head_dim": int(d),
+                      "factor_on_inv_sqrt_qk_head_dim": float(a0.scaling) * math.sqrt(d)}
+    if text_config.model_type.startswith("llama4"):
+        # Query multiplier on the NoPE layers, the expression transformers'
+        # Llama4TextAttention.forward uses inline (no function to call for it).
+        pos = torch.tensor([0, 8190, 8191, 8192, 100000, 1000000], dtype=torch.float32)
+        out["layers"] = []
+        for attn in per_layer:
+            rec = {"use_rope": bool(attn.use_rope), "attn_temperature_tuning": attn.attn_temperature_tuning,
+                   "floor_scale": attn.floor_scale, "attn_scale": attn.attn_scale}
+            if attn.attn_temperature_tuning and not attn.use_rope:
+                scales = torch.log1p(torch.floor((pos + 1.0) / attn.floor_scale)) * attn.attn_scale + 1.0
+                rec["query_scale"] = {"positions": _floats(pos), "scale": _floats(scales)}
+            out["layers"].append(rec)
+    return out
+
+
+def model_case(name, raw, source):
+    case = {"name": name, "source": source, "config": copy.deepcopy(raw)}
+    try:
+        kwargs = copy.deepcopy({k: v for k, v in raw.items() if k != "model_type"})
+        config = AutoConfig.for_model(raw["model_type"], **kwargs)
+        text = _text_config(config)
+        module = _modeling_module(text)
+        rot_cls = _pick_class(module, "RotaryEmbedding")
+        case["text_model_type"] = text.model_type
+        case["head_dim"] = int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads)
+        layer_types = getattr(text, "layer_types", None)
+        case["layer_types"] = list(layer_types) if layer_types else None
+        rot = rot_cls(text)
+        # Gemma-style modules keep one rope per layer type (rope_type is then a dict)
+        per_type = sorted(rot.layer_types) if isinstance(getattr(rot, "rope_type", None), dict) else []
+        if per_type:
+            case["ropes"] = {lt: _rope_record(module, rot_cls, text, lt) for lt in per_type}
+        else:
+            case["ropes"] = {"default": _rope_record(module, rot_cls, text, None)}
+        case.update(_attention_records(module, rot_cls, text))
+    except Exception as e:  # record what transformers says, do not guess
+        case["error"] = f"{type(e).__name__}: {e}"
+    return case
+
+
+def model_cases():
     cases = []
-    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
+    for fname in sorted(os.listdir(CONFIG_DIR)):
+        if fname.endswith(".json"):
+            with open(os.path.join(CONFIG_DIR, fname)) as f:
+                raw = json.load(f)
+            cases.append(model_case(fname[:-5], raw, f"tests/data/configs/{fname}"))
+    for name, raw in DEFAULTS_CASES:
+        cases.append(model_case(name, raw, "transformers config-class defaults (not a published config)"))
+    return cases
+
+
+def _dump_compact(obj, indent=0):
+    """JSON with one line per list of scalars (the float lists would otherwise be one number per line)."""
+    pad = " " * indent
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f'{pad} {json.dumps(k)}: {_dump_compact(v, indent + 1)}' for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + "\n" + pad + "}"
+    if isinstance(obj, list) and any(isinstance(v, (dict, list)) for v in obj):
+        items = [pad + " " + _dump_compact(v, indent + 1) for v in obj]
+        return "[\n" + ",\n".join(items) + "\n" + pad + "]"
+    return json.dumps(obj)
+
+
+def write_models(out_path):
+    cases = model_cases()
+    out = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
+           "generator": "tools/make_golden.py", "cases": cases}
+    with open(out_path, "w") as f:
+        f.write(_dump_compact(out) + "\n")
+    for c in cases:
+        if "error" in c:
+            print(f"{c['name']:40s} ERROR {c['error'][:90]}")
+        else:
+            kinds = ", ".join(f"{k}:{v['rope_type']}/{v['rotary_dim']}/{v['pairing']}" for k, v in c["ropes"].items())
+            print(f"{c['name']:40s} {kinds}  softmax x{c['softmax']['factor_on_inv_sqrt_qk_head_dim']:.6g}")
+    print(f"wrote {len(cases)} model cases to {out_path}")
+
+
+def write_cases(out_path):
+    cases = []
     print(f"{'name':44s} {'type':12s} {'seq_len':>7s} {'dim':>4s} {'attn_factor':>20s}  inv_freq[0], inv_freq[-1]")
     for entry in CASES:
         name, model_type, subset, seq_len = entry[:4]
@@ -328,12 +597,31 @@ def main(argv=None):
         "generator": "tools/make_golden.py",
         "cases": cases,
     }
-    out_path = os.path.abspath(args.out)
+    out_path = os.path.abspath(out_path)
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     with open(out_path, "w") as f:
         json.dump(out, f, indent=1)
         f.write("\n")
     print(f"wrote {len(cases)} cases to {out_path}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--models-out", default=DEFAULT_MODELS_OUT)
+    ap.add_argument("--only", choices=("all", "cases", "models"), default="all",
+                    help="cases: hf_golden.json only; models: hf_golden_models.json only")
+    args = ap.parse_args(argv)
+
+    torch.set_default_dtype(torch.float32)
+    transformers.logging.set_verbosity_error()
+    warnings.simplefilter("ignore", FutureWarning)
+
+    print(f"transformers {transformers.__version__}, torch {torch.__version__}")
+    if args.only in ("all", "cases"):
+        write_cases(args.out)
+    if args.only in ("all", "models"):
+        write_models(os.path.abspath(args.models_out))
     return 0
 
 

@@ -25,9 +25,10 @@ from ._rotary import (
     get_num_threads,
     set_num_threads,
 )
+from ._rerotate import rebase, rerotate
 from .rope import Rope
 from .analysis import RopeAnalysis, analyze, critical_dim, max_supported_length
-from . import reference
+from . import precision, reference
 
 __version__ = "0.1.0"
 
@@ -48,7 +49,10 @@ __all__ = [
     "ntk_base",
     "ntk_lambda",
     "periods",
+    "precision",
+    "rebase",
     "reference",
+    "rerotate",
     "scaled_inv_freq",
     "set_num_threads",
     "solve_base",

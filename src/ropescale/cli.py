@@ -38,6 +38,7 @@ _EPILOG = """\
 commands:
   report (default)  the report above; options as listed
   bench             run the quick benchmark (ropescale bench --help)
+  precision         cos/sin error of common rope implementations vs position (ropescale precision --help)
 
 examples:
   ropescale
@@ -376,11 +377,16 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = "report"
-    if args_list and args_list[0] in ("report", "bench"):
+    if args_list and args_list[0] in ("report", "bench", "precision"):
         command = args_list.pop(0)
     try:
         if command == "bench":
             return _bench(_bench_parser(prog).parse_args(args_list))
+        if command == "precision":
+            from . import precision
+            p = _Parser(prog=f"{prog} precision", description=precision.__doc__.split("\n\n")[0])
+            precision.add_arguments(p)
+            return precision.run_cli(p.parse_args(args_list))
         return _report(_report_parser(prog).parse_args(args_list), prog)
     except UsageError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

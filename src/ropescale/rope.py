@@ -330,6 +330,33 @@ class Rope:
         from .analysis import analyze
         return analyze(self, target_len=target_len, original_len=original_len)
 
+    # -- KV cache ----------------------------------------------------------
+    def rebase_cache(self, k: Any, positions: Any, old_seq_len: int, new_seq_len: int, *,
+                     interleaved: bool = False, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Keys cached at ``old_seq_len``'s frequencies, moved to ``new_seq_len``'s (see :func:`ropescale.rebase`).
+
+        For ``dynamic`` (the base grows with the sequence) and ``longrope``
+        (short factors up to the trained length, long ones past it) the
+        frequencies depend on the sequence length, so keys cached earlier were
+        rotated with other frequencies than new queries use.  The change of
+        attention factor, if any, is applied once.  Other methods return the
+        keys unchanged (copied into ``out`` when given).
+
+        Examples
+        --------
+        >>> rope = ropescale.Rope(64, 10000.0, {"rope_type": "dynamic", "factor": 2.0,
+        ...                                     "original_max_position_embeddings": 16})
+        >>> pos = np.arange(20)[:, None]
+        >>> k = rope.apply(np.ones((20, 2, 64)), pos, seq_len=16)
+        >>> bool(np.allclose(rope.rebase_cache(k, pos, 16, 40), rope.apply(np.ones((20, 2, 64)), pos, seq_len=40)))
+        True
+        """
+        from ._rerotate import rebase
+
+        old, a_old = self.inv_freq_at(seq_len_arg(old_seq_len))
+        new, a_new = self.inv_freq_at(seq_len_arg(new_seq_len))
+        return rebase(k, positions, old, new, attention_factor=a_new / a_old, interleaved=interleaved, out=out)
+
     # -- GGUF (llama.cpp files; see ropescale.gguf) ---------------------------
     @classmethod
     def from_gguf(cls, path: Any) -> "Rope":

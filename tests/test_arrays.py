@@ -272,3 +272,27 @@ def test_buffer_protocol_objects():
     y = ropescale.apply_rotary_positions(memoryview(buf), np.array(1), ropescale.inv_freq(4))
     want = ropescale.apply_rotary_positions(np.array([1.0, 0.0, 0.0, 1.0]), np.array(1), ropescale.inv_freq(4))
     np.testing.assert_array_equal(y, want)
+
+
+# -- the other entry points: rerotate / rebase -----------------------------------------
+def test_rerotate_and_rebase_take_tensors_and_write_out_in_place():
+    x, _, _ = _data()
+    pos = np.arange(3)[:, None]
+    k = torch.from_numpy(x.copy())
+    moved = ropescale.rerotate(k, torch.from_numpy(pos), torch.from_numpy(pos + 7), torch.from_numpy(THETA))
+    assert isinstance(moved, torch.Tensor) and moved.dtype == torch.float32
+    np.testing.assert_array_equal(moved.numpy(), ropescale.rerotate(x, pos, pos + 7, THETA))
+    ptr = k.data_ptr()
+    assert ropescale.rerotate(k, pos, pos + 7, THETA, out=k) is k and k.data_ptr() == ptr
+    np.testing.assert_array_equal(k.numpy(), moved.numpy())
+    theta2 = ropescale.inv_freq(16, 20000.0)
+    rb = ropescale.rebase(torch.from_numpy(x), pos, THETA, theta2, attention_factor=1.1)
+    assert isinstance(rb, torch.Tensor)
+    np.testing.assert_array_equal(rb.numpy(), ropescale.rebase(x, pos, THETA, theta2, attention_factor=1.1))
+    kb = torch.from_numpy(x).bfloat16()
+    mb = ropescale.rerotate(kb, pos, pos + 7, THETA)
+    assert mb.dtype == torch.bfloat16
+    want = torch.from_numpy(ropescale.rerotate(kb.float().numpy(), pos, pos + 7, THETA)).bfloat16()
+    assert torch.equal(mb.view(torch.int16), want.view(torch.int16))
+    with pytest.raises(TypeError, match="k requires grad"):
+        ropescale.rerotate(k.clone().requires_grad_(), pos, pos, THETA)

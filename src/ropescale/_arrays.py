@@ -19,6 +19,7 @@ framework is already in ``sys.modules``.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 from typing import Any, Callable, Optional, Tuple
 
@@ -300,3 +301,27 @@ def cos_sin_entry(fn: Callable) -> Callable:
         return wrap(c, kind, False), wrap(s, kind, False)
 
     return cos_sin
+
+
+def any_kind(fn: Callable) -> Callable:
+    """Wrap ``fn(x, *arrays, ..., out=None)`` (the first argument decides the result's kind).
+
+    For entry points of the form ``f(k, a, b, c, *, ..., out=None)`` such as
+    :func:`ropescale.rerotate`: every positional argument may be a torch
+    tensor, JAX array or DLPack object; bfloat16 is widened to float32.
+    """
+    names = [p.name for p in inspect.signature(fn).parameters.values()
+             if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+
+    @functools.wraps(fn)
+    def wrapper(x, *arrays, out=None, **kw):
+        if type(x) is np.ndarray and (out is None or type(out) is np.ndarray) \
+                and not any(_foreign(a) for a in arrays):
+            return fn(x, *arrays, out=out, **kw)
+        xa, kind, xbf = _float_in(names[0], x)
+        rest = [_float_in(n, a)[0] for n, a in zip(names[1:], arrays)]
+        if out is None:
+            return _narrow(fn(xa, *rest, **kw), kind, xbf)
+        return _store(lambda o: fn(xa, *rest, out=o, **kw), out, getattr(x, "shape", None))
+
+    return wrapper

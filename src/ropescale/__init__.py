@@ -29,7 +29,7 @@ from .rope import Rope
 from .analysis import RopeAnalysis, analyze, critical_dim, max_supported_length
 from . import reference
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ALIASES",

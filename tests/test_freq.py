@@ -6,14 +6,10 @@ import pytest
 
 import ropescale
 from ropescale import reference as ref
+from conftest import rel
 
 DIMS = [16, 64, 128, 256]
 FACTORS = [2, 4, 8, 32, 1000]
-
-
-def rel(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
 
 
 # ---------------------------------------------------------------- theta itself
@@ -95,12 +91,26 @@ def test_scaled_rotation_equals_rotation_at_scaled_angles(d, s):
         np.testing.assert_allclose(lhs, rhs, rtol=0, atol=1e-9)
 
 
+def closed_form_score(q, k, dist, theta):
+    """<Ro(q, (n + dist) theta), Ro(k, n theta)> for the half-split pairing, any n:
+    per pair (a, b), (q_a k_a + q_b k_b) cos(dist theta) + (q_a k_b - q_b k_a) sin(dist theta)."""
+    r = len(theta)
+    qa, qb, ka, kb = q[:r], q[r:2 * r], k[:r], k[r:2 * r]
+    ang = dist * np.asarray(theta, dtype=np.float64)
+    return float(np.sum((qa * ka + qb * kb) * np.cos(ang) + (qa * kb - qb * ka) * np.sin(ang)))
+
+
 @pytest.mark.parametrize("d", DIMS)
 @pytest.mark.parametrize("s", FACTORS)
-def test_scaled_scores_depend_only_on_distance(d, s):
+def test_ntk_scores_depend_only_on_distance_through_the_scaled_frequencies(d, s):
+    """Relative position holds for any theta, so the scores are also compared with
+    the closed form at theta'_k = (lam b)^(-2k/d), lam = s^(d/(d-2)) (worked out
+    here, not by ropescale): random or wrong frequencies fail."""
     rng = np.random.default_rng(7 + d + s)
     q, k = rng.standard_normal(d), rng.standard_normal(d)
     theta_p = ropescale.scaled_inv_freq(d, 10000.0, {"rope_type": "ntk", "factor": s})[0]
+    lam = s ** (d / (d - 2))
+    want_theta = (lam * 10000.0) ** (-2.0 * np.arange(d // 2) / d)
 
     def score(m, n):
         qm = ref.apply_rotary_positions(q, np.array(m, float), theta_p)
@@ -110,6 +120,8 @@ def test_scaled_scores_depend_only_on_distance(d, s):
     for dist in (0, 1, 17, 1000):
         vals = [score(m + dist, m) for m in (0, 5, 123, 4000)]
         assert max(vals) - min(vals) <= 1e-9 * max(1.0, abs(vals[0]))
+        want = closed_form_score(q, k, dist, want_theta)
+        assert abs(vals[0] - want) <= 1e-9 * max(1.0, float(np.abs(q) @ np.abs(k)))
     assert score(10, 0) != pytest.approx(score(20, 0))  # and it does depend on the distance
 
 

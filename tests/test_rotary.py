@@ -308,3 +308,32 @@ def test_unaligned_inputs_are_accepted():
     np.testing.assert_allclose(out, want, atol=2e-6 * 15)
     c, s = ropescale.cos_sin(p, u, dtype=np.float64)
     np.testing.assert_allclose(c, np.cos(np.outer([3, 4], theta)), atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_attention_factor_scales_cos_sin_and_the_fused_rotation(dtype):
+    """cos/sin and the fused rotation carry the attention factor: a * cos(t theta),
+    a * sin(t theta) and a * Ro(x, t theta), against NumPy's cos and sin."""
+    theta = ropescale.inv_freq(16)
+    pos = np.array([0, 1, 7, 4096])
+    a = 1.25
+    c, s = ropescale.cos_sin(pos, theta, attention_factor=a, dtype=dtype)
+    ang = np.outer(pos, theta)
+    np.testing.assert_allclose(c, a * np.cos(ang), rtol=0, atol=a * tol(dtype))
+    np.testing.assert_allclose(s, a * np.sin(ang), rtol=0, atol=a * tol(dtype))
+    x = np.random.default_rng(8).standard_normal((4, 16)).astype(dtype)
+    got = ropescale.apply_rotary_positions(x, pos, theta, attention_factor=a)
+    assert_close(got, a * ref.apply_rotary_positions(x, pos, theta), a * x)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_pairings_half_split_and_interleaved(interleaved):
+    """Which features form pair k, written out by hand: (x[k], x[k + R]) for the
+    half split, (x[2k], x[2k + 1]) interleaved; a quarter turn maps (a, b) to (-b, a)."""
+    theta = np.array([np.pi / 2, 0.0])           # pair 0 turns a quarter at t = 1, pair 1 not at all
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])     # D = 6, R = 2: x[4], x[5] pass through
+    want = [-2.0, 1.0, 3.0, 4.0, 5.0, 6.0] if interleaved else [-3.0, 2.0, 1.0, 4.0, 5.0, 6.0]
+    got = ropescale.apply_rotary_positions(x, 1, theta, interleaved=interleaved)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+    c, s = ropescale.cos_sin(1, theta, dtype=np.float64)
+    np.testing.assert_allclose(ropescale.apply_rotary(x, c, s, interleaved=interleaved), want, rtol=0, atol=1e-15)

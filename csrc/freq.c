@@ -1,6 +1,6 @@
 /*
  * Frequencies theta and scaled theta' for every method, in float64.
- * Formulas: shared/MATH.md; the key names and defaults follow HF
+ * Formulas: docs/math.md; the key names and defaults follow HF
  * transformers' modeling_rope_utils (facts only; the code is ours).
  */
 #include "ropescale.h"

@@ -1,10 +1,15 @@
 # Type stubs for ropescale._core, the CPython/NumPy glue in _core.c.
 # Internal API: the public, validated functions live in ropescale._freq and
 # ropescale._rotary.  Keep in sync with the PyMethodDef table in _core.c.
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
+
+# Positions as the Python layer passes them: native int64 or float64 (the
+# glue reads either and checks every value: finite, |p| <= 2**52,
+# |p * inv_freq| <= MAX_ANGLE).
+Positions = Union[NDArray[np.int64], NDArray[np.float64]]
 
 # Method codes for scaled_inv_freq (rs_method in csrc/ropescale.h).
 DEFAULT: int
@@ -55,7 +60,7 @@ def rotate(
 ) -> np.ndarray: ...
 def rotate_positions(
     x: np.ndarray,
-    positions: NDArray[np.float64],
+    positions: Positions,
     inv_freq: NDArray[np.float64],
     scale: float,
     out: np.ndarray,
@@ -65,7 +70,7 @@ def rotate_positions(
     /,
 ) -> np.ndarray: ...
 def cos_sin(
-    positions: NDArray[np.float64],
+    positions: Positions,
     inv_freq: NDArray[np.float64],
     scale: float,
     cos: np.ndarray,
@@ -73,5 +78,4 @@ def cos_sin(
     n_threads: int,
     /,
 ) -> None: ...
-def sincos_exact(t: float, theta: float, /) -> Tuple[float, float]: ...
 def simd_name() -> str: ...

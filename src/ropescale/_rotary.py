@@ -113,7 +113,11 @@ def _table_dtype(kernel_dt: np.dtype) -> np.dtype:
 
 
 def _theta(inv_freq: Any) -> np.ndarray:
-    """inv_freq as a contiguous float64 1-D array (finiteness is checked in C)."""
+    """inv_freq as a contiguous, aligned, non-empty float64 1-D array (no copy if it is one).
+
+    Converted input is checked for finiteness here; an array passed through
+    as it is gets the same check from the C glue before any kernel runs.
+    """
     if type(inv_freq) is np.ndarray and inv_freq.dtype == np.float64 and inv_freq.ndim == 1 \
             and inv_freq.flags.c_contiguous and inv_freq.flags.aligned and inv_freq.size:
         return inv_freq

@@ -2,16 +2,17 @@
 
 ``ropescale [report] [options]`` plans a context extension: the period-matching
 base, the YaRN correction range, the critical pair and each method's per-pair
-periods.  ``ropescale bench`` runs the quick benchmark.  Errors in arguments
+periods.  ``ropescale bench`` runs ``bench/bench.py --quick`` from a source
+checkout (benchmarks are not part of the installed package).  Errors in arguments
 or input files exit with status 2 and one line on stderr.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
+import subprocess
 import sys
 import textwrap
 import warnings
@@ -39,7 +40,7 @@ _DESCRIPTION = textwrap.fill(
 _EPILOG = """\
 commands:
   report (default)  the report above; options as listed
-  bench             run the quick benchmark (ropescale bench --help)
+  bench [ARGS]      from a source checkout: python bench/bench.py ARGS (default --quick)
   precision         cos/sin error of common rope implementations vs position (ropescale precision --help)
 
 examples:
@@ -108,12 +109,6 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
                    help="also save a plot of the periods (needs matplotlib: pip install 'ropescale[plot]')")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.add_argument("--version", action="version", version=f"ropescale {__version__}")
-    return p
-
-
-def _bench_parser(prog: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{prog} bench", description="Run ropescale's quick benchmark and print its rows.")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON")
     return p
 
 
@@ -381,54 +376,24 @@ def _report(args, prog: str) -> int:
 
 
 # -- bench --------------------------------------------------------------------
-def _rows_table(rows: Any) -> str:
-    rows = list(rows)
-    if not rows:
-        return "(no rows)"
-    if all(isinstance(r, dict) for r in rows):
-        head: List[str] = []
-        for r in rows:
-            head += [k for k in r if k not in head]
-        body = [[_cell(r.get(k, "")) for k in head] for r in rows]
-        return format_table([str(h) for h in head], body)
-    if all(isinstance(r, (list, tuple)) for r in rows):
-        width = max(len(r) for r in rows)
-        body = [[_cell(c) for c in r] + [""] * (width - len(r)) for r in rows]
-        return format_table(body[0], body[1:]) if len(body) > 1 else format_table(body[0], [])
-    return "\n".join(str(r) for r in rows)
+def _bench_script() -> Optional[str]:
+    """bench/bench.py of the checkout (or unpacked sdist) this ropescale runs from, or of the cwd."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for root in (os.path.join(here, os.pardir, os.pardir), os.getcwd()):
+        path = os.path.normpath(os.path.join(root, "bench", "bench.py"))
+        if os.path.isfile(path):
+            return path
+    return None
 
 
-def _cell(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _bench(args) -> int:
-    try:
-        bench_module = importlib.import_module("ropescale._bench")
-    except ModuleNotFoundError as e:
-        if e.name != "ropescale._bench":
-            raise
-        print("ropescale bench: the benchmark module (ropescale._bench) is not available in this installation",
-              file=sys.stderr)
+def _bench(args: List[str]) -> int:
+    """Run ``bench/bench.py`` (default ``--quick``): benchmarks are not installed with the package."""
+    script = _bench_script()
+    if script is None:
+        print("ropescale bench: the benchmarks live in bench/ of a source checkout or sdist, not in the "
+              "installed package; run it from there (python bench/bench.py --quick)", file=sys.stderr)
         return 1
-    run_quick = getattr(bench_module, "run_quick", None)
-    if run_quick is None:
-        print("ropescale bench: ropescale._bench has no run_quick()", file=sys.stderr)
-        return 1
-    rows = run_quick()
-    if args.json:
-        print(json.dumps(list(rows), indent=2, default=str))
-    elif hasattr(bench_module, "markdown_table") and hasattr(bench_module, "machine_info"):
-        print("\n".join(bench_module.header_lines(bench_module.machine_info())))
-        print()
-        print(bench_module.markdown_table(rows))
-    else:
-        print(_rows_table(rows))
-    return 0
+    return subprocess.call([sys.executable, script] + (args or ["--quick"]))
 
 
 # -- entry point --------------------------------------------------------------
@@ -446,7 +411,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
         command = args_list.pop(0)
     try:
         if command == "bench":
-            return _bench(_bench_parser(prog).parse_args(args_list))
+            return _bench(args_list)
         if command == "precision":
             from . import precision
             p = _Parser(prog=f"{prog} precision", description=precision.__doc__.split("\n\n")[0])
@@ -476,10 +441,6 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text or type(e).__name__
-
-
-def console_main() -> None:  # pragma: no cover - thin wrapper
-    sys.exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover

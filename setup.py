@@ -5,7 +5,7 @@ import sys
 import numpy
 from setuptools import Extension, setup
 
-CORE = ["freq.c", "angle.c", "half.c", "rotary.c", "threads.c"]
+CORE = ["freq.c", "angle.c", "tables.c", "half.c", "layout.c", "rotary.c", "threads.c"]
 
 if sys.platform == "win32":
     extra_compile_args = ["/O2"]

@@ -336,21 +336,42 @@ static void negate_row(int dtype, int64_t n, void *s)
             ((float *)s)[k] = -((float *)s)[k];
 }
 
-static void rotate_batch(const rs_task *t, const void *c, const void *s,
-                         float *hbuf, const char *xr, char *orow)
+static void rotate_rows(const rs_task *t, const rs_batch *B, const void *c,
+                        const void *s, float *hbuf, const char *xr, char *orow)
 {
     switch (t->opt->dtype) {
     case RS_F64:
-        t->rows64(&t->batch, xr, orow, (const double *)c, (const double *)s);
+        t->rows64(B, xr, orow, (const double *)c, (const double *)s);
         break;
     case RS_F32:
-        t->rows32(&t->batch, xr, orow, (const float *)c, (const float *)s);
+        t->rows32(B, xr, orow, (const float *)c, (const float *)s);
         break;
     default:
-        rot_rows_f16(t->rows32, &t->batch, xr, orow, (const float *)c,
-                     (const float *)s, hbuf);
+        rot_rows_f16(t->rows32, B, xr, orow, (const float *)c, (const float *)s, hbuf);
         break;
     }
+}
+
+/* Rotate a batch (rows sharing one cos/sin row) in pieces of at most
+ * RS_CHUNK_BYTES, looking at the interrupt between them; 1: stop. */
+static int rotate_batch(const rs_task *t, const void *c, const void *s,
+                        float *hbuf, const char *xr, char *orow, int64_t *since_poll)
+{
+    const rs_batch *B = &t->batch;
+    const int64_t per_row = 1 + t->L->n_features * (t->opt->dtype == RS_F64 ? 8 : 4);
+    const int64_t piece = 1 + RS_CHUNK_BYTES / per_row;
+    rs_batch part = *B;
+    for (int64_t r0 = 0; r0 < B->nb; r0 += piece) {
+        if (*since_poll >= RS_CHUNK_BYTES) {
+            *since_poll = 0;
+            if (rs_should_stop(t->opt->interrupt, t->stop, t->first))
+                return 1;
+        }
+        part.nb = B->nb - r0 < piece ? B->nb - r0 : piece;
+        rotate_rows(t, &part, c, s, hbuf, xr + r0 * B->bsx, orow + r0 * B->bso);
+        *since_poll += part.nb * per_row;
+    }
+    return 0;
 }
 
 static void rotate_task(void *arg)
@@ -366,8 +387,7 @@ static void rotate_task(void *arg)
     const int64_t fc = L->fstride[RS_OP_COS], fs = L->fstride[RS_OP_SIN];
     const int fused = t->positions != NULL;
     const int direct = !fused && fc == citem && fs == citem && !opt->inverse;
-    const int64_t batch_bytes = t->batch.nb * L->n_features * xitem;
-    const int64_t chunk = 1 + RS_CHUNK_BYTES / (batch_bytes > 0 ? batch_bytes : 1);
+    int64_t since_poll = RS_CHUNK_BYTES; /* look once at the start */
     void *crow = t->mem, *srow = t->mem + P;
     float *hbuf = (float *)(void *)(t->mem + 2 * P);
     rs_row_maker maker;
@@ -386,8 +406,6 @@ static void rotate_task(void *arg)
         for (int64_t r = t->row0; r < t->row1; r++, rs_iter_next(L, &it)) {
             const char *xr = t->x + it.off[RS_OP_X];
             char *orow = t->out + it.off[RS_OP_OUT];
-            if ((r - t->row0) % chunk == 0 && rs_should_stop(opt->interrupt, t->stop, t->first))
-                return;
             if (fused) {
                 double pos = rs_read_position(t->positions + it.off[RS_OP_POS], opt->pos_int);
                 if (!have_pos || pos != last_pos) {
@@ -414,8 +432,9 @@ static void rotate_task(void *arg)
                     last_s = s;
                 }
             }
-            rotate_batch(t, cp, sp, hbuf, xr + k0 * step * t->batch.fx,
-                         orow + k0 * step * t->batch.fo);
+            if (rotate_batch(t, cp, sp, hbuf, xr + k0 * step * t->batch.fx,
+                             orow + k0 * step * t->batch.fo, &since_poll))
+                return;
             if (k0 == 0 && !opt->in_place && L->n_features > 2 * R)
                 copy_tail(&t->batch, L->n_features, xitem, xr, orow);
         }

@@ -350,11 +350,20 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
         Rotate by the negative angle (backward pass, undoing a rotation).
     out : ndarray, optional
         Where to write; ``out=x`` works in place.  Overlap with an input is
-        handled by copying that input first.
+        handled by copying that input first (a view whose elements share
+        memory is never rotated in place: it behaves as if copied, as NumPy's
+        ufuncs do).
 
     Returns
     -------
     ndarray of ``x``'s shape and dtype (``out``'s when given).
+
+    Notes
+    -----
+    A long call can be interrupted (Ctrl-C): it stops within about 0.1 s and
+    raises ``KeyboardInterrupt``; ``out`` (or ``x`` in place) then holds some
+    rows rotated and the others as they were.  A call that fails for lack of
+    memory raises ``MemoryError`` before writing anything.
 
     Examples
     --------
@@ -423,7 +432,8 @@ def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_f
         ids (packed batches, KV-cache offsets).
     inv_freq : array_like, shape (R,), ``2R <= D``
     attention_factor, interleaved, inverse, out
-        As in :func:`cos_sin` and :func:`apply_rotary`.
+        As in :func:`cos_sin` and :func:`apply_rotary` (its Notes on
+        interruption and memory hold here too).
 
     Examples
     --------

@@ -16,7 +16,7 @@
 #include "ropescale.h"
 #include "rs_internal.h"
 
-#include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ */
@@ -450,8 +450,6 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     rs_batch batch;
     int64_t rows, item, bytes;
     int n, stop = 0, last;
-    size_t per_task;
-    double *mem;
 
     if (L.ndim < 0 || L.ndim > RS_MAXDIM || L.n_pairs < 0 ||
         L.n_pairs > L.n_features / 2 || opt->dtype < RS_F16 || opt->dtype > RS_F64)
@@ -492,12 +490,6 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     batch.fo = L.fstride[RS_OP_OUT];
     batch.interleaved = opt->interleaved;
     batch.in_place = opt->in_place;
-    /* Everything the call needs, before any thread writes: a call either
-     * completes or leaves its output untouched. */
-    per_task = task_doubles(L.n_pairs, positions != NULL);
-    mem = (double *)rs_alloc(sizeof(double) * per_task * (size_t)n);
-    if (mem == NULL)
-        return RS_NO_MEMORY;
     for (int i = 0; i < n; i++) {
         rs_task *t = &tasks[i];
         t->L = &L;
@@ -513,12 +505,14 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
         t->rows32 = pick_f32();
         t->rows64 = pick_f64();
         t->batch = batch;
-        t->mem = mem + per_task * (size_t)i;
         t->stop = &stop;
         t->first = i == 0;
     }
-    rs_parallel(rotate_task, tasks, sizeof(rs_task), n);
-    free(mem);
+    /* Everything the call needs, before any thread writes: a call either
+     * completes or leaves its output untouched. */
+    if (rs_run_tasks(rotate_task, tasks, sizeof(rs_task), n,
+                     task_doubles(L.n_pairs, positions != NULL), offsetof(rs_task, mem)) != 0)
+        return RS_NO_MEMORY;
     return stop ? RS_INTERRUPTED : RS_OK;
 }
 

@@ -43,6 +43,13 @@ void rs_float_to_half_n(int64_t n, const float *src, uint16_t *dst);
 typedef void (*rs_task_fn)(void *arg);
 int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks);
 
+/* rs_parallel with working memory: allocates n * doubles_per_task doubles
+ * before any task starts (so a call either runs or writes nothing), stores
+ * task i's slice in the `double *` at byte offset mem_field of its struct,
+ * runs, frees.  Returns 0, or -1 (nothing run) if the allocation failed. */
+int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n,
+                 size_t doubles_per_task, size_t mem_field);
+
 
 /* ------------------------------------------------------------------ */
 /* Memory (threads.c)                                                   */

@@ -7,7 +7,7 @@
 #include "ropescale.h"
 #include "rs_internal.h"
 
-#include <stdlib.h>
+#include <stddef.h>
 
 size_t rs_row_maker_doubles(int64_t n)
 {
@@ -92,8 +92,6 @@ int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int
     rs_table_task tasks[RS_MAX_TASKS];
     int nt = n_threads < 1 ? 1 : (n_threads > RS_MAX_TASKS ? RS_MAX_TASKS : n_threads);
     int stop = 0;
-    size_t per_task;
-    double *mem;
     if (n < 0 || n_pairs < 0 || out_dtype < RS_F16 || out_dtype > RS_F64)
         return RS_BAD_LAYOUT;
     if (n == 0 || n_pairs == 0)
@@ -101,10 +99,6 @@ int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int
     /* The work is the angle rows, not memory: split when there are many. */
     if (n * n_pairs < (1 << 16) || n < nt)
         nt = 1;
-    per_task = rs_row_maker_doubles(n_pairs < RS_PAIR_BLOCK ? n_pairs : RS_PAIR_BLOCK);
-    mem = (double *)rs_alloc(sizeof(double) * per_task * (size_t)nt);
-    if (mem == NULL)
-        return RS_NO_MEMORY;
     for (int i = 0; i < nt; i++) {
         rs_table_task *t = &tasks[i];
         rs_split_range(n, nt, i, &t->i0, &t->i1);
@@ -117,12 +111,13 @@ int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int
         t->out_dtype = out_dtype;
         t->cos = cos;
         t->sin = sin;
-        t->mem = mem + per_task * (size_t)i;
         t->interrupt = interrupt;
         t->stop = &stop;
         t->first = i == 0;
     }
-    rs_parallel(table_task, tasks, sizeof(rs_table_task), nt);
-    free(mem);
+    if (rs_run_tasks(table_task, tasks, sizeof(rs_table_task), nt,
+                     rs_row_maker_doubles(n_pairs < RS_PAIR_BLOCK ? n_pairs : RS_PAIR_BLOCK),
+                     offsetof(rs_table_task, mem)) != 0)
+        return RS_NO_MEMORY;
     return stop ? RS_INTERRUPTED : RS_OK;
 }

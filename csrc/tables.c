@@ -25,6 +25,7 @@ void rs_row_maker_init(rs_row_maker *m, double *mem, const double *theta,
 void rs_make_row(rs_row_maker *m, double t, int dtype, void *c, void *s)
 {
     const int64_t n = m->cache.n;
+    const double *restrict cd = m->cd, *restrict sd = m->sd;
     if (dtype == RS_F64) {
         rs_angle_row(&m->cache, t, (double *)c, (double *)s);
         return;
@@ -33,15 +34,15 @@ void rs_make_row(rs_row_maker *m, double t, int dtype, void *c, void *s)
     if (dtype == RS_F32) {
         float *restrict cf = (float *)c, *restrict sf = (float *)s;
         for (int64_t k = 0; k < n; k++) {
-            cf[k] = (float)m->cd[k];
-            sf[k] = (float)m->sd[k];
+            cf[k] = (float)cd[k];
+            sf[k] = (float)sd[k];
         }
     } else {
         uint16_t *ch = (uint16_t *)c, *sh = (uint16_t *)s;
         /* straight from float64: no double rounding through float32 */
         for (int64_t k = 0; k < n; k++) {
-            ch[k] = rs_double_to_half(m->cd[k]);
-            sh[k] = rs_double_to_half(m->sd[k]);
+            ch[k] = rs_double_to_half(cd[k]);
+            sh[k] = rs_double_to_half(sd[k]);
         }
     }
 }

@@ -96,12 +96,9 @@ void rs_sincos_exact(double t, double theta, double *c, double *s)
     *s = sv;
 }
 
-/* Rows of a cache: unit, mid, lo, hi. */
-#define RS_CACHE_ROWS (2 * RS_UNITS + RS_HI_STEP + 1)
-
 size_t rs_angle_cache_doubles(int64_t n)
 {
-    return (size_t)(n > 0 ? n : 1) * 2 * RS_CACHE_ROWS;
+    return (size_t)(n > 0 ? n : 1) * 2 * (RS_LO_ROWS + 1);
 }
 
 void rs_angle_cache_init(rs_angle_cache *a, double *mem, const double *theta,
@@ -111,18 +108,12 @@ void rs_angle_cache_init(rs_angle_cache *a, double *mem, const double *theta,
     a->theta = theta;
     a->n = n;
     a->scale = scale;
-    a->unit_c = mem;
-    a->unit_s = a->unit_c + RS_UNITS * m;
-    a->mid_c = a->unit_s + RS_UNITS * m;
-    a->mid_s = a->mid_c + RS_UNITS * m;
-    a->lo_c = a->mid_s + RS_UNITS * m;
-    a->lo_s = a->lo_c + RS_HI_STEP * m;
-    a->hi_c = a->lo_s + RS_HI_STEP * m;
+    a->lo_c = mem;
+    a->lo_s = a->lo_c + RS_LO_ROWS * m;
+    a->hi_c = a->lo_s + RS_LO_ROWS * m;
     a->hi_s = a->hi_c + m;
     a->hi_ok = 0;
     a->hi_q = 0.0;
-    memset(a->unit_ok, 0, sizeof(a->unit_ok));
-    memset(a->mid_ok, 0, sizeof(a->mid_ok));
     memset(a->lo_ok, 0, sizeof(a->lo_ok));
 }
 
@@ -156,52 +147,6 @@ static void exact_row(const double *theta, int64_t n, double t, double *c,
     exact_row_base(theta, n, t, c, s);
 }
 
-/* cos(x+y), sin(x+y) from the rows of x and y, times scale: error ~2 ulp
- * of float64 per join.  A row of angle 0 is (1, 0) exactly, and joining
- * with it changes no bit (1*u - 0*v == u): the shortcuts below for q = 0 or
- * r1 = 0 give what the join would. */
-static void join(int64_t n, double scale, const double *restrict xc, const double *restrict xs,
-                 const double *restrict yc, const double *restrict ys, double *restrict c,
-                 double *restrict s)
-{
-    for (int64_t k = 0; k < n; k++) {
-        c[k] = scale * (xc[k] * yc[k] - xs[k] * ys[k]);
-        s[k] = scale * (xs[k] * yc[k] + xc[k] * ys[k]);
-    }
-}
-
-/* The exact row of position i * step in a lazily filled set of rows. */
-static const double *exact_cached(rs_angle_cache *a, double *rows_c, double *rows_s,
-                                  unsigned char *ok, int i, double step)
-{
-    const size_t at = (size_t)i * (size_t)a->n;
-    if (!ok[i]) {
-        exact_row(a->theta, a->n, (double)i * step, rows_c + at, rows_s + at);
-        ok[i] = 1;
-    }
-    return rows_c + at;
-}
-
-/* The row of r in [0, RS_HI_STEP), kept: units joined with sixteens. */
-static void lo_row(rs_angle_cache *a, int r)
-{
-    const size_t at = (size_t)r * (size_t)a->n;
-    const int r1 = r / RS_UNITS, r0 = r % RS_UNITS;
-    const size_t u = (size_t)r0 * (size_t)a->n, m = (size_t)r1 * (size_t)a->n;
-    if (a->lo_ok[r])
-        return;
-    exact_cached(a, a->unit_c, a->unit_s, a->unit_ok, r0, 1.0);
-    if (r1 == 0) {
-        memcpy(a->lo_c + at, a->unit_c + u, sizeof(double) * (size_t)a->n);
-        memcpy(a->lo_s + at, a->unit_s + u, sizeof(double) * (size_t)a->n);
-    } else {
-        exact_cached(a, a->mid_c, a->mid_s, a->mid_ok, r1, (double)RS_UNITS);
-        join(a->n, 1.0, a->mid_c + m, a->mid_s + m, a->unit_c + u, a->unit_s + u,
-             a->lo_c + at, a->lo_s + at);
-    }
-    a->lo_ok[r] = 1;
-}
-
 void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
                   double *restrict s)
 {
@@ -210,12 +155,19 @@ void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
 
     if (t == floor(t) && fabs(t) < 0x1p52) {
         /* Always this path for an integer, never the direct one: a position
-         * gets the same bits whatever else the call holds. */
-        const double q = floor(t / RS_HI_STEP);
-        const int r = (int)(t - q * RS_HI_STEP);
-        const double *lc = a->lo_c + (size_t)r * (size_t)n;
-        const double *ls = a->lo_s + (size_t)r * (size_t)n;
-        lo_row(a, r);
+         * gets the same bits whatever else the call holds (cos_sin of [501]
+         * once differed from cos_sin of [500, 501] by 2 ulp). */
+        double q = floor(t / RS_LO_ROWS);
+        int r = (int)(t - q * RS_LO_ROWS);
+        const double *restrict lc = a->lo_c + (size_t)r * (size_t)n;
+        const double *restrict ls = a->lo_s + (size_t)r * (size_t)n;
+        const double *restrict hc = a->hi_c;
+        const double *restrict hs = a->hi_s;
+        if (!a->lo_ok[r]) {
+            exact_row(a->theta, n, (double)r, a->lo_c + (size_t)r * n,
+                      a->lo_s + (size_t)r * n);
+            a->lo_ok[r] = 1;
+        }
         if (q == 0.0) {
             for (int64_t k = 0; k < n; k++) {
                 c[k] = scale * lc[k];
@@ -224,11 +176,15 @@ void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
             return;
         }
         if (!a->hi_ok || a->hi_q != q) {
-            exact_row(a->theta, n, q * RS_HI_STEP, a->hi_c, a->hi_s);
+            exact_row(a->theta, n, q * RS_LO_ROWS, a->hi_c, a->hi_s);
             a->hi_q = q;
             a->hi_ok = 1;
         }
-        join(n, scale, a->hi_c, a->hi_s, lc, ls, c, s);
+        /* cos(x+y), sin(x+y) from exact rows: error ~2 ulp of float64. */
+        for (int64_t k = 0; k < n; k++) {
+            c[k] = scale * (hc[k] * lc[k] - hs[k] * ls[k]);
+            s[k] = scale * (hs[k] * lc[k] + hc[k] * ls[k]);
+        }
         return;
     }
     exact_row(a->theta, n, t, c, s);

@@ -137,9 +137,9 @@ typedef struct {
 
 /* Working memory: every buffer a call needs is allocated before any output
  * is written, and is bounded independently of R (pairs are handled in
- * blocks of at most RS_PAIR_BLOCK): at most about 600 KiB per thread, of
+ * blocks of at most RS_PAIR_BLOCK): at most about 80 KiB per thread, of
  * which the rows a call uses are touched. */
-#define RS_PAIR_BLOCK 128
+#define RS_PAIR_BLOCK 256
 
 /* cos/sin are float32 for F16 and F32 x, float64 for F64 x. */
 int rs_rotate(const rs_layout *lay, const rs_options *opt, const char *x,

@@ -105,29 +105,27 @@ void rs_iter_next(const rs_layout *L, rs_iter *it);
 /* Angle rows (angle.c, tables.c)                                       */
 /* ------------------------------------------------------------------ */
 
-/* Integer positions split as t = q*RS_HI_STEP + r, r = r1*RS_UNITS + r0. */
-#define RS_HI_STEP 256
-#define RS_UNITS 16
+/* Integer positions split as t = q*RS_LO_ROWS + r. */
+#define RS_LO_ROWS 16
 
 /* Rows of cos/sin for one block of n pairs.  An integer position t is
- * always made the same way: exact rows for r0 and r1*RS_UNITS joined by
- * the angle-addition formula into a row for r (kept per r), joined with the
- * exact row for q*RS_HI_STEP (kept while q repeats); other positions from
- * an exact row.  So the bits for a position never depend on which
- * positions came before it, a run of positions costs one exact row per
- * RS_HI_STEP of them, and a lone position one exact row (plus at most
- * 2*RS_UNITS small-position rows per call). */
+ * always made the same way: the exact row for r joined by the
+ * angle-addition formula with the exact row for q*RS_LO_ROWS (the first
+ * kept per r, the second while q repeats); other positions from an exact
+ * row.  So the bits for a position never depend on which positions came
+ * before it; a run of positions costs one exact row per RS_LO_ROWS of them,
+ * scattered positions (decode) one each plus at most RS_LO_ROWS per call.
+ * (RS_LO_ROWS trades the two: 16 keeps both within ~10% of a cache that
+ * gave up determinism.) */
 typedef struct {
     const double *theta;
     int64_t n;
     double scale;
-    double *unit_c, *unit_s;      /* RS_UNITS rows: r0 */
-    double *mid_c, *mid_s;        /* RS_UNITS rows: r1 * RS_UNITS */
-    double *lo_c, *lo_s;          /* RS_HI_STEP rows: r */
-    double *hi_c, *hi_s;          /* one row: q * RS_HI_STEP */
+    double *lo_c, *lo_s;          /* RS_LO_ROWS rows of n */
+    double *hi_c, *hi_s;          /* one row of n */
     double hi_q;
     int hi_ok;
-    unsigned char unit_ok[RS_UNITS], mid_ok[RS_UNITS], lo_ok[RS_HI_STEP];
+    unsigned char lo_ok[RS_LO_ROWS];
 } rs_angle_cache;
 
 /* Doubles of memory an angle cache of n pairs needs. */

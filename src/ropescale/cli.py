@@ -38,6 +38,7 @@ _EPILOG = """\
 commands:
   report (default)  the report above; options as listed
   bench             run the quick benchmark (ropescale bench --help)
+  eval              pass key and perplexity on a real model (ropescale eval --help)
 
 examples:
   ropescale
@@ -365,8 +366,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = "report"
-    if args_list and args_list[0] in ("report", "bench"):
+    if args_list and args_list[0] in ("report", "bench", "eval"):
         command = args_list.pop(0)
+    if command == "eval":  # parses its own arguments; needs the eval extra only when run
+        from . import eval as _eval
+        return _eval.main(args_list, prog=f"{prog} eval")
     try:
         if command == "bench":
             return _bench(_bench_parser(prog).parse_args(args_list))

@@ -44,6 +44,7 @@ examples:
   ropescale
   ropescale --dim 64 --base 500000 --original 8192 --target 131072
   ropescale --hf path/to/config.json --method yarn --json
+  ropescale --gguf model.gguf --target 32768
   ropescale --plot periods.png
 """
 
@@ -97,6 +98,8 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
                    help="report only this method (and default); one of " + ", ".join(REPORT_METHODS[1:]))
     p.add_argument("--hf", metavar="CONFIG", default=None,
                    help="read head dim, base and context from a Hugging Face config.json")
+    p.add_argument("--gguf", metavar="FILE", default=None,
+                   help="read head dim, base, scaling and context from a llama.cpp GGUF file")
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="also save a plot of the periods (needs matplotlib: pip install 'ropescale[plot]')")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -114,17 +117,25 @@ def _bench_parser(prog: str) -> argparse.ArgumentParser:
 def _model(args) -> Dict[str, Any]:
     """The base (unscaled) rope and the two lengths, from flags or a config."""
     model_rope = None
-    if args.hf is not None:
+    source = args.hf if args.hf is not None else args.gguf
+    if source is not None:
+        flag = "--hf" if args.hf is not None else "--gguf"
+        if args.hf is not None and args.gguf is not None:
+            raise UsageError("pass --hf or --gguf, not both")
         if args.dim is not None or args.base is not None:
-            raise UsageError("--hf reads dim and base from the config; do not combine it with --dim/--base")
-        model_rope = Rope.from_hf(args.hf)
+            raise UsageError(f"{flag} reads dim and base from the model; do not combine it with --dim/--base")
+        if args.hf is not None:
+            model_rope = Rope.from_hf(args.hf)
+            max_pos = getattr(model_rope, "max_position_embeddings", None)
+        else:
+            from .gguf import read
+            found = read(args.gguf)
+            model_rope, max_pos = found.rope, found.context_length
         prf = (model_rope.scaling or {}).get("partial_rotary_factor")
         base_rope = Rope(model_rope.dim, model_rope.base, {"partial_rotary_factor": prf} if prf is not None else None)
-        original = args.original or model_rope.original_max_position_embeddings \
-            or getattr(model_rope, "max_position_embeddings", None)
+        original = args.original or model_rope.original_max_position_embeddings or max_pos
         if original is None:
-            raise UsageError(f"{args.hf}: the config gives no max_position_embeddings; pass --original N")
-        max_pos = getattr(model_rope, "max_position_embeddings", None)
+            raise UsageError(f"{source}: the model gives no context length; pass --original N")
         if args.target is not None:
             target = args.target
         elif model_rope.method != "default" and max_pos is not None and max_pos > original:
@@ -294,11 +305,11 @@ def _report(args, prog: str) -> int:
             columns[f"model ({m['model_rope'].method})"] = m["model_rope"]
         _save_plot(args.plot, columns, m["original"], m["target"])
     if args.json:
-        if args.hf is not None:
-            r["source"] = args.hf
+        if args.hf is not None or args.gguf is not None:
+            r["source"] = args.hf if args.hf is not None else args.gguf
         print(json.dumps(r, indent=2, allow_nan=False))
     else:
-        print(_format_report(r, args.hf))
+        print(_format_report(r, args.hf if args.hf is not None else args.gguf))
         if args.plot is not None:
             print(f"\nPlot saved to {args.plot}")
     return 0

@@ -329,3 +329,25 @@ class Rope:
         """
         from .analysis import analyze
         return analyze(self, target_len=target_len, original_len=original_len)
+
+    # -- GGUF (llama.cpp files; see ropescale.gguf) ---------------------------
+    @classmethod
+    def from_gguf(cls, path: Any) -> "Rope":
+        """The rope of a llama.cpp GGUF file (see :func:`ropescale.gguf.read` for the pairing and context).
+
+        ``ValueError`` names the file and the missing key when it is not a
+        GGUF, is truncated or has no rope metadata.
+        """
+        from .gguf import read
+        return read(path).rope
+
+    def to_gguf(self, arch: str = "llama", *, context_length: Optional[int] = None) -> dict:
+        """The GGUF metadata a converter writes for this rope (see :func:`ropescale.gguf.metadata`).
+
+        Examples
+        --------
+        >>> ropescale.Rope(64, 1e4).to_gguf()
+        {'llama.rope.freq_base': 10000.0, 'llama.rope.dimension_count': 64}
+        """
+        from .gguf import metadata
+        return metadata(self, arch, context_length=context_length)

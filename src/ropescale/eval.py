@@ -19,13 +19,15 @@ ships it, which the JSON output records.
 
 The factor of each method at length ``L`` is ``L / trained`` (at least 1), so
 at and below the trained length every method is the unscaled model and is
-measured once.  Needs the ``eval`` extra (torch, transformers, gguf,
+measured once.  The frequencies are ropescale's own, put into the model by
+:func:`ropescale.hf.patch` (static ``ntk`` included, which transformers lacks).  Needs the ``eval`` extra (torch, transformers, gguf,
 accelerate); torch and transformers are imported only when a model is loaded.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import json
 import math
 import os
@@ -332,28 +334,9 @@ def _model_rope(model) -> Rope:
 
 # -- rescaling ----------------------------------------------------------------
 def rescale(model, rope: Rope) -> Any:
-    """Put ``rope``'s frequencies into every rotary module of ``model``; returns the model.
-
-    The one place the harness touches the model's positions.  Interim: uses
-    transformers' own rope types (no static ``ntk``) until ``ropescale.hf.patch``
-    is available.
-    """
-    return _native_rescale(model, rope)
-
-
-def _native_rescale(model, rope: Rope):
-    text = model.config.get_text_config()
-    params = {"rope_type": "default", "rope_theta": rope.base}
-    if rope.scaling:
-        sc = dict(rope.scaling)
-        if sc.get("rope_type", "default") == "ntk":
-            raise EvalError("method ntk needs ropescale.hf (transformers has no static base scaling)")
-        params.update({k: v for k, v in sc.items() if k != "type"})
-    text.rope_parameters = params
-    for name, module in list(model.named_modules()):
-        if type(module).__name__.endswith("RotaryEmbedding") and hasattr(module, "inv_freq"):
-            parent_name, _, attr = name.rpartition(".")
-            setattr(model.get_submodule(parent_name), attr, type(module)(config=text))
+    """Put ``rope``'s frequencies into every rotary module of ``model`` (through :func:`ropescale.hf.patch`)."""
+    from . import hf
+    hf.patch(model, rope)
     return model
 
 
@@ -431,8 +414,8 @@ def _depth(v) -> float:
 
 
 def default_lengths(trained: int) -> List[int]:
-    """Half the trained length, the trained length, 1.5x and 2x it."""
-    return [trained // 2, trained, trained * 3 // 2, trained * 2]
+    """Half the trained length, the trained length and twice it."""
+    return [trained // 2, trained, trained * 2]
 
 
 def _fingerprint(rope: Rope, length: int) -> Tuple:
@@ -490,16 +473,20 @@ def _flops(config, length: int, parameters: int) -> float:
 
 # -- running ------------------------------------------------------------------
 def _greedy(model, ids: Sequence[int], n_new: int) -> List[int]:
+    """Greedy decoding of ``n_new`` tokens after ``ids``, with the KV cache."""
     import torch
+    # transformers 5.x renamed past_key_values to cache
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     x = torch.tensor([list(ids)], dtype=torch.long)
     out = model(input_ids=x, use_cache=True, logits_to_keep=1)
-    past, new = out.past_key_values, []
+    new: List[int] = []
     for i in range(n_new):
         tok = int(out.logits[0, -1].argmax())
         new.append(tok)
         if i + 1 < n_new:
-            out = model(input_ids=torch.tensor([[tok]]), past_key_values=past, use_cache=True)
-            past = out.past_key_values
+            past = getattr(out, "cache", None)
+            past = out.past_key_values if past is None else past
+            out = model(input_ids=torch.tensor([[tok]]), use_cache=True, **{name: past})
     return new
 
 
@@ -549,7 +536,8 @@ def evaluate(model, tokenizer, *, methods: Sequence[Any] = DEFAULT_METHODS, leng
     left with its original rope afterwards.
     """
     import torch
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
+    load_start = _loadavg()
     config = _text_config(model)
     base = _model_rope(model)
     trained = trained_length or _trained_length(model.config)
@@ -657,11 +645,19 @@ def evaluate(model, tokenizer, *, methods: Sequence[Any] = DEFAULT_METHODS, leng
         "lengths": lengths,
         "memory_estimate": {str(L): memory[L] for L in lengths},
         "results": [_cell_json(c) for c in cells],
-        "timings": {"total_seconds": time.perf_counter() - t_start, "threads": threads},
+        "timings": {"total_seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - cpu_start,
+                    "threads": threads, "cpu_count": os.cpu_count(), "load_average": [load_start, _loadavg()]},
         "versions": versions(),
     }
     result["verdicts"] = verdicts(result)
     return result
+
+
+def _loadavg() -> Optional[float]:
+    try:
+        return os.getloadavg()[0]
+    except (OSError, AttributeError):
+        return None
 
 
 def _cell_json(c: Cell) -> Dict[str, Any]:
@@ -871,7 +867,7 @@ def parser(prog: str = "ropescale eval") -> argparse.ArgumentParser:
                    help='add a column with a fixed rope_scaling dict, e.g. \'{"rope_type": "yarn", "factor": 4}\' '
                         '(optional "name"); repeatable')
     p.add_argument("--lengths", type=_int_list("--lengths"), default=None,
-                   help="comma-separated token counts, 4k = 4096 (default: 0.5, 1, 1.5, 2 x the trained length)")
+                   help="comma-separated token counts, 4k = 4096 (default: 0.5, 1 and 2 x the trained length)")
     p.add_argument("--depths", type=_float_list, default=list(DEFAULT_DEPTHS),
                    help="where the key goes, fractions of the filler (default 0.1,0.5,0.9)")
     p.add_argument("--trials", type=_positive("--trials"), default=1, help="keys per depth (default 1)")
@@ -885,8 +881,9 @@ def parser(prog: str = "ropescale eval") -> argparse.ArgumentParser:
                    help="the model's trained context length (default: from its config)")
     p.add_argument("--ppl-tolerance", type=_positive("--ppl-tolerance", float), default=DEFAULT_PPL_TOLERANCE,
                    help="a length holds if perplexity <= this x the in-window perplexity (default 1.2)")
-    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32",
-                   help="weights and activations (default float32)")
+    p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="bfloat16",
+                   help="weights and activations (default bfloat16: about 3x faster than float32 on CPUs "
+                        "with bfloat16 units; angles are computed in float64 either way)")
     p.add_argument("--threads", type=_positive("--threads"), default=None, help="torch threads (default: torch's)")
     p.add_argument("--max-memory", type=_positive("--max-memory", float), default=None, metavar="GIB",
                    help="refuse lengths whose estimate exceeds this (default: available memory)")

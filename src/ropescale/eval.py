@@ -141,7 +141,7 @@ class PromptBuilder:
         n_filler = length - len(self.prefix) - len(key_ids) - len(self.question)
         if n_filler < 1:
             raise EvalError(f"--lengths: {length} tokens is too short for a pass-key prompt "
-                            f"(needs more than {length - n_filler})")
+                            f"(needs at least {length - n_filler + 1})")
         ids, starts = self.filler(n_filler)
         # The key goes at the sentence boundary nearest to the requested depth.
         want = depth * n_filler
@@ -277,6 +277,7 @@ def load_model(path: str, *, dtype: str = "float32"):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()   # ours is the one progress bar
     try:
         torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     except KeyError:
@@ -293,7 +294,7 @@ def load_model(path: str, *, dtype: str = "float32"):
         from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
         if arch not in GGUF_SUPPORTED_ARCHITECTURES:
             raise EvalError(f"--model: GGUF architecture {arch!r} is not supported by transformers' GGUF loader "
-                            f"(supported: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))})")
+                            f"(supported: {', '.join(sorted(set(GGUF_SUPPORTED_ARCHITECTURES) - {'general', 'tokenizer'}))})")
         folder, kw["gguf_file"] = os.path.split(os.path.abspath(path))
     else:
         folder = path
@@ -382,8 +383,11 @@ def parse_methods(text: str, scalings: Sequence[str] = ()) -> List[Method]:
             raise EvalError(f"--scaling must be a JSON object (a rope_scaling dict), got {js!r}")
         sc = dict(sc)
         label = str(sc.pop("name", None) or sc.get("rope_type") or sc.get("type") or f"scaling{i + 1}")
-        try:
-            Rope(64, 10000.0, sc)  # validate keys and values now, not after loading a model
+        try:  # validate keys and values now, not after loading a model (the trained length comes later)
+            probe = dict(sc)
+            if probe.get("rope_type", probe.get("type")) in ("dynamic", "yarn", "llama3", "longrope"):
+                probe.setdefault("original_max_position_embeddings", 4096)
+            Rope(64, 10000.0, probe)
         except (TypeError, ValueError) as e:
             raise EvalError(f"--scaling {js}: {_one_line(e)}") from None
         out.append(Method(f"{label}*" if any(m.name == label for m in out) else label, sc))
@@ -528,12 +532,15 @@ def evaluate(model, tokenizer, *, methods: Sequence[Any] = DEFAULT_METHODS, leng
              text: Optional[str] = None, text_source: str = "", score_tokens: int = DEFAULT_SCORE_TOKENS,
              trained_length: Optional[int] = None, tasks: Sequence[str] = ("passkey", "perplexity"),
              ppl_tolerance: float = DEFAULT_PPL_TOLERANCE, max_memory: Optional[int] = None,
-             progress: bool = True, model_info: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+             progress: bool = True, model_info: Optional[Dict[str, Any]] = None,
+             on_cell: Optional[Any] = None) -> Dict[str, Any]:
     """Run pass key and perplexity for each method at each length; returns the JSON-ready results.
 
     ``methods``: names (``"none"`` and any of ``ropescale.METHODS`` that
     :meth:`Rope.extend` can scale) or :class:`Method` objects.  The model is
-    left with its original rope afterwards.
+    left with its original rope afterwards.  ``on_cell(cells)`` is called
+    after each measured cell with the list of finished cells (as JSON dicts),
+    e.g. to save partial results of a long run.
     """
     import torch
     t_start, cpu_start = time.perf_counter(), time.process_time()
@@ -627,6 +634,8 @@ def evaluate(model, tokenizer, *, methods: Sequence[Any] = DEFAULT_METHODS, leng
                     cell.perplexity = {"value": math.exp(nll), "nll": nll, "tokens": score_tokens, "window": [a, b]}
                     bar.update(per)
                 cell.seconds = time.perf_counter() - t0
+                if on_cell is not None:
+                    on_cell([_cell_json(c) for c, _ in work if c.seconds])
     finally:
         bar.close()
         rescale(model, base)
@@ -835,13 +844,19 @@ def _int_list(name):
                 v = int(float(part[:-1]) * 1024) if part.endswith("k") else int(part)
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{name}: not an integer: {part!r}") from None
-            out.append(_length(v))
+            try:
+                out.append(_length(v))
+            except EvalError as e:  # argparse would drop the message of a ValueError
+                raise argparse.ArgumentTypeError(str(e)) from None
         return out
     return parse
 
 
 def _float_list(text):
-    return [_depth(p) for p in text.split(",") if p.strip()]
+    try:
+        return [_depth(p) for p in text.split(",") if p.strip()]
+    except EvalError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(name, kind=int):
@@ -933,12 +948,18 @@ def _run(args) -> int:
     t0 = time.perf_counter()
     model, tokenizer, info = load_model(path, dtype=args.dtype)
     load_s = time.perf_counter() - t0
+    save_partial = None
+    if args.json not in (None, "-"):
+        def save_partial(cells):   # a long run that is stopped keeps what it measured
+            with open(args.json, "w", encoding="utf-8") as f:
+                json.dump({"partial": True, "command": args.command, "model": info, "results": cells}, f,
+                          indent=2, default=_jsonable)
     result = evaluate(model, tokenizer, methods=methods, lengths=args.lengths, depths=args.depths,
                       trials=args.trials, seed=args.seed, text=text, text_source=source,
                       score_tokens=args.score_tokens, trained_length=args.trained, tasks=tasks,
                       ppl_tolerance=args.ppl_tolerance,
                       max_memory=None if args.max_memory is None else int(args.max_memory * 2**30),
-                      progress=not args.quiet, model_info=info)
+                      progress=not args.quiet, model_info=info, on_cell=save_partial)
     result["timings"]["load_seconds"] = load_s
     result["command"] = args.command
     if args.json is not None:

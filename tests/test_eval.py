@@ -189,13 +189,14 @@ def test_method_at_a_length_patches_the_model_like_native_transformers(tok, meth
         native_params = {"rope_type": "default", "rope_theta": ropescale.ntk_base(10000.0, 8, factor)}
     else:
         native_params = {"rope_type": method, "rope_theta": 10000.0, "factor": factor}
-        if method in ("yarn", "dynamic"):
+        if method == "yarn":
             native_params["original_max_position_embeddings"] = TRAINED
     native = _tiny_model(tok, rope_parameters=native_params)
     ids = torch.randint(2, len(tok), (1, length))
     with torch.inference_mode():
         a, b = patched(ids).logits, native(ids).logits
-    assert torch.allclose(a, b, atol=2e-5, rtol=1e-4)
+    # transformers forms its angles in float32, ropescale in float64: agreement to ~1e-4 of logits ~10
+    assert torch.allclose(a, b, atol=1e-3, rtol=0)
     plain = _tiny_model(tok)
     with torch.inference_mode():
         assert not torch.allclose(plain(ids).logits, b, atol=1e-3)   # the method changes the model

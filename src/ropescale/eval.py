@@ -516,12 +516,6 @@ class Cell:
     seconds: float = 0.0
     same_as: Optional[str] = None
 
-    def holds(self, ppl_ref: Optional[float], tolerance: float) -> bool:
-        ok = self.passkey.get("accuracy") == 1.0 if self.passkey else True
-        if self.perplexity and ppl_ref is not None:
-            ok = ok and self.perplexity["value"] <= tolerance * ppl_ref
-        return ok
-
 
 def _scaling_json(rope: Rope) -> Optional[Dict[str, Any]]:
     return rope.to_hf().get("rope_scaling")
@@ -655,11 +649,20 @@ def evaluate(model, tokenizer, *, methods: Sequence[Any] = DEFAULT_METHODS, leng
         "memory_estimate": {str(L): memory[L] for L in lengths},
         "results": [_cell_json(c) for c in cells],
         "timings": {"total_seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - cpu_start,
-                    "threads": threads, "cpu_count": os.cpu_count(), "load_average": [load_start, _loadavg()]},
+                    "peak_rss_bytes": _peak_rss(), "threads": threads, "cpu_count": os.cpu_count(), "load_average": [load_start, _loadavg()]},
         "versions": versions(),
     }
     result["verdicts"] = verdicts(result)
     return result
+
+
+def _peak_rss() -> Optional[int]:
+    try:
+        import resource
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return int(rss if sys.platform == "darwin" else rss * 1024)
+    except (ImportError, OSError):
+        return None
 
 
 def _loadavg() -> Optional[float]:
@@ -797,7 +800,13 @@ def plot(result: Mapping[str, Any], path: str) -> None:
         ax.axvline(trained, color="grey", lw=0.8)
         ax.text(trained, ax.get_ylim()[1], " trained", va="top", fontsize=8, color="grey")
         ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
+        values = [by[(nm, L)]["perplexity"]["value"] for nm in names for L in lengths]
+        if max(values) > 5 * min(values):   # a blow-up next to small values: log scale, plain labels
+            from matplotlib.ticker import FuncFormatter
+            ax.set_yscale("log")
+            plain = FuncFormatter(lambda v, _: f"{v:g}")
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_formatter(plain)
         ax.set_xticks(lengths, [f"{L:,}" for L in lengths])
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel(f"perplexity of the last {result['task']['score_tokens']} tokens")

@@ -155,11 +155,10 @@ class PromptBuilder:
 def build_passkey_prompt(tokenizer, length: int, depth: float, key: str) -> PasskeyPrompt:
     """A pass-key prompt of exactly ``length`` tokens with ``key`` at ``depth`` (0 = start, 1 = end).
 
-    Examples
-    --------
-    >>> p = build_passkey_prompt(tok, 1024, 0.5, "48213")   # doctest: +SKIP
-    >>> len(p.ids), round(p.position, 1)                     # doctest: +SKIP
-    (1024, 0.5)
+    The prompt is: the tokenizer's special prefix (e.g. BOS), an instruction,
+    filler sentences with the key sentence at the sentence boundary nearest to
+    ``depth`` of the filler, and the question, whose greedy continuation
+    should be the key.  ``tokenizer`` is a transformers tokenizer.
     """
     length = _length(length)
     depth = _depth(depth)
@@ -171,11 +170,11 @@ def build_passkey_prompt(tokenizer, length: int, depth: float, key: str) -> Pass
 def score_answer(text: str, key: str) -> Tuple[bool, int]:
     """``(exact, digits_right)``: the first run of digits in ``text`` against ``key``.
 
-    >>> score_answer(" 48213. Remember", "48213")
+    >>> ropescale.eval.score_answer(" 48213. Remember", "48213")
     (True, 5)
-    >>> score_answer(" 48203", "48213")
+    >>> ropescale.eval.score_answer(" 48203", "48213")
     (False, 4)
-    >>> score_answer(" I do not know", "48213")
+    >>> ropescale.eval.score_answer(" I do not know", "48213")
     (False, 0)
     """
     m = re.search(r"[0-9]+", text)
@@ -185,7 +184,11 @@ def score_answer(text: str, key: str) -> Tuple[bool, int]:
 
 
 def make_keys(seed: int, n: int) -> List[str]:
-    """``n`` random 5-digit keys (no leading zero), reproducible from ``seed``."""
+    """``n`` random 5-digit keys (no leading zero), reproducible from ``seed``.
+
+    >>> ropescale.eval.make_keys(0, 3) == ropescale.eval.make_keys(0, 3)
+    True
+    """
     rng = random.Random(seed)
     return [str(rng.randrange(10000, 100000)) for _ in range(n)]
 
@@ -208,7 +211,7 @@ def perplexity_windows(n_tokens: int, lengths: Sequence[int], score_tokens: int)
     perplexity at different lengths is measured on one text with more or less
     context in front of it.
 
-    >>> perplexity_windows(10000, [1024, 4096], 256)
+    >>> ropescale.eval.perplexity_windows(10000, [1024, 4096], 256)
     {1024: (3072, 4096), 4096: (0, 4096)}
     """
     longest = max(lengths)

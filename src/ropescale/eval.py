@@ -451,10 +451,15 @@ def estimate_memory(config, length: int, *, weight_bytes: int, dtype_bytes: int 
     inter = getattr(c, "intermediate_size", None) or 4 * hidden
     L = int(length)
     kv = 2 * layers * kv_heads * head_dim * L * dtype_bytes
-    act = L * dtype_bytes * (4 * hidden + 2 * heads * head_dim + 2 * kv_heads * head_dim + 3 * inter)
+    # CPU kernels upcast half-precision intermediates: count activations at 4 bytes at least
+    act = L * max(dtype_bytes, 4) * (4 * hidden + 2 * heads * head_dim + 2 * kv_heads * head_dim + 3 * inter)
     attn = threads * 256 * L * 4 * 2
     logits = (score_tokens + 1) * c.vocab_size * 4 * 3
-    return int(1.15 * (weight_bytes + kv + act + attn + logits)) + (256 << 20)
+    return int(1.15 * (weight_bytes + kv + act + attn + logits)) + _RUNTIME_BYTES
+
+
+#: Python, torch and transformers themselves (resident size of the process before the model loads).
+_RUNTIME_BYTES = 512 << 20
 
 
 def available_memory() -> Optional[int]:

@@ -818,9 +818,8 @@ def plot(result: Mapping[str, Any], path: str) -> None:
         if max(values) > 5 * min(values):   # a blow-up next to small values: log scale, plain labels
             from matplotlib.ticker import FuncFormatter
             ax.set_yscale("log")
-            plain = FuncFormatter(lambda v, _: f"{v:g}")
-            ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(plain)
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:g}"[0] in "25" else ""))
         ax.set_xticks(lengths, [f"{L:,}" for L in lengths])
         ax.set_xlabel("context length (tokens)")
         ax.set_ylabel(f"perplexity of the last {result['task']['score_tokens']} tokens")

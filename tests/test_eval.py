@@ -165,6 +165,23 @@ def test_nll_equals_transformers_cross_entropy(model):
     assert got != pytest.approx(torch.nn.functional.cross_entropy(logits[-32:-2], ids[0, -31:-1]).item(), rel=1e-6)
 
 
+def test_perplexity_cell_scores_the_window_that_starts_with_bos(tok):
+    m = _tiny_model(tok)
+    r = ev.evaluate(m, tok, methods=["none"], lengths=[100, 200], tasks=["perplexity"], text=TEXT,
+                    score_tokens=20, progress=False)
+    ids = ev._encode(tok, TEXT)
+    for c in r["results"]:
+        a, b = c["perplexity"]["window"]
+        assert (a, b) == (200 - c["length"], 200)
+        window = [tok.bos_token_id] + ids[a + 1:b]
+        with torch.inference_mode():
+            want = ev._nll(m, window, 20)           # the model is back on its own rope
+            without_bos = ev._nll(m, ids[a:b], 20)
+        assert c["perplexity"]["nll"] == pytest.approx(want, rel=1e-6)
+        assert c["perplexity"]["nll"] != pytest.approx(without_bos, rel=1e-6)
+        assert c["passkey"] is None
+
+
 def test_greedy_equals_transformers_generate(model, tok):
     p = ev.build_passkey_prompt(tok, 150, 0.5, "31415")
     x = torch.tensor([list(p.ids)])

@@ -272,8 +272,9 @@ def _has_rotary(config) -> bool:
 
 def load_model(path: str, *, dtype: str = "float32"):
     """``(model, tokenizer, info)`` from a transformers folder or a ``.gguf`` file, offline."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # Everything is local: never let a hub lookup reach the network.
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["TRANSFORMERS_OFFLINE"] = "1"
     if not os.path.exists(path):
         raise EvalError(f"--model: no such file or directory: {path}")
     torch, transformers = _deps()

@@ -42,6 +42,7 @@ commands:
   report (default)  the report above; options as listed
   bench [ARGS]      from a source checkout: python bench/bench.py ARGS (default --quick)
   precision         cos/sin error of common rope implementations vs position (ropescale precision --help)
+  eval              pass key and perplexity on a real model (ropescale eval --help)
 
 examples:
   ropescale
@@ -407,8 +408,11 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = "report"
-    if args_list and args_list[0] in ("report", "bench", "precision"):
+    if args_list and args_list[0] in ("report", "bench", "precision", "eval"):
         command = args_list.pop(0)
+    if command == "eval":  # parses its own arguments; needs the eval extra only when run
+        from . import eval as _eval
+        return _eval.main(args_list, prog=f"{prog} eval")
     try:
         if command == "bench":
             return _bench(args_list)

@@ -27,6 +27,7 @@ from ._rotary import (
 )
 from ._rerotate import rebase, rerotate
 from .rope import Rope
+from .layers import LayerRopes, layer_ropes
 from .analysis import RopeAnalysis, analyze, critical_dim, max_supported_length
 from . import precision, reference
 
@@ -36,6 +37,7 @@ __all__ = [
     "ALIASES",
     "MAX_ANGLE",
     "METHODS",
+    "LayerRopes",
     "Rope",
     "RopeAnalysis",
     "analyze",
@@ -46,6 +48,7 @@ __all__ = [
     "cos_sin",
     "get_num_threads",
     "inv_freq",
+    "layer_ropes",
     "ntk_base",
     "ntk_lambda",
     "periods",

@@ -125,7 +125,9 @@ def _check_longrope(p: dict, scaling: Mapping[str, Any]) -> None:
 
 #: The methods, in the order of ``csrc/methods.def`` (the C codes).
 SPECS: Dict[str, MethodSpec] = {s.name: s for s in (
-    MethodSpec("default", "the original rope", extend=None, report=True),
+    # "mrope": Qwen2-VL / Qwen2.5-VL write {"type": "mrope", "mrope_section": ...}; transformers
+    # reads it as the default rope with M-RoPE sections (see M-RoPE in Rope).
+    MethodSpec("default", "the original rope", aliases=("mrope",), extend=None, report=True),
     MethodSpec("linear", "position interpolation: theta / s", required=("factor",),
                extend=_factor_only, report=True, color="tab:blue"),
     MethodSpec("ntk", "NTK-aware base scaling: base * s^(d/(d-2))", required=("factor",), min_rotary_dim=4,
@@ -169,7 +171,12 @@ if tuple(_core.METHOD_NAMES) != METHODS:  # pragma: no cover - a build out of st
 
 # Keys that may sit in a config's rope dict without being a method's parameter.
 _PASSIVE = frozenset({"rope_type", "type", "rope_theta", "attention_factor", "partial_rotary_factor",
-                      "original_max_position_embeddings", "max_position_embeddings"})
+                      "original_max_position_embeddings", "max_position_embeddings"} | set(_LAYOUT_KEYS := (
+                          "mrope_section", "mrope_interleaved")))
+
+#: Keys of a rope dict that say how positions reach the pairs, for any method
+#: (M-RoPE); ``Rope.to_hf`` writes them back.
+LAYOUT_KEYS = _LAYOUT_KEYS
 
 # rope_scaling key -> the C core's name, where they differ.
 _C_NAMES = {"original_max_position_embeddings": "original_max"}
@@ -350,27 +357,55 @@ class ModelDefaults:
     #: Absolute rotary dim when the config gives none (GPT-J, CodeGen).
     rotary_dim: Optional[int] = None
     interleaved: bool = False
+    #: ``head_dim`` and ``num_hidden_layers`` when the config gives neither
+    #: (a bare ``{"model_type": ...}`` resolves to the class defaults).
+    head_dim: Optional[int] = None
+    num_hidden_layers: Optional[int] = None
+    #: Layer layout when the config has no ``layer_types``: layer ``i`` is
+    #: ``full_attention`` when ``(i + 1) % interval == 0``, else ``other``;
+    #: ``(config key of the interval, its default, other)``.  None: all full.
+    layer_pattern: Optional[Tuple[Optional[str], int, str]] = None
+    #: Base of the ``sliding_attention`` layers (Gemma 3: ``rope_local_base_freq``).
+    local_base: Optional[float] = None
+    #: Layer types whose attention does not rotate (Cohere 2's full layers).
+    nope_types: Tuple[str, ...] = ()
+    #: Llama 4: NoPE every ``no_rope_layer_interval`` layers and query temperature
+    #: tuning ``(floor_scale, attn_scale)`` on by default.
+    no_rope_interval: Optional[int] = None
+    query_temperature: Optional[Tuple[float, float]] = None
 
 
 _HALF, _INTERLEAVED = ModelDefaults(), ModelDefaults(interleaved=True)
 
 #: ``model_type`` -> defaults; a type not listed with no ``rope_theta`` is assumed
-#: 10000 with a warning.
+#: 10000 with a warning.  Layer types no model rotates in: :data:`NOPE_LAYER_TYPES`.
 MODEL_TYPES: Dict[str, ModelDefaults] = {
-    **{t: _HALF for t in ("llama", "mistral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
+    **{t: _HALF for t in ("llama", "mistral", "qwen2_moe", "qwen3", "qwen3_moe", "gemma",
                           "phi3", "olmo", "olmo2", "falcon", "starcoder2", "granite", "chameleon")},
-    **{t: ModelDefaults(1e6) for t in ("mixtral", "gemma3", "gemma3_text", "gemma3n_text", "phimoe", "minimax",
-                                       "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text")},
+    **{t: ModelDefaults(1e6) for t in ("mixtral", "gemma3n_text", "phimoe", "minimax",
+                                       "qwen2_vl", "qwen2_vl_text")},
+    # Gemma3TextConfig: sliding layers at rope_local_base_freq (10000), one full layer in 6.
+    **{t: ModelDefaults(1e6, head_dim=256, num_hidden_layers=26, local_base=1e4,
+                        layer_pattern=("sliding_window_pattern", 6, "sliding_attention"))
+       for t in ("gemma3", "gemma3_text")},
+    "gemma2": ModelDefaults(head_dim=256, num_hidden_layers=26, layer_pattern=(None, 2, "sliding_attention")),
+    "qwen2": ModelDefaults(num_hidden_layers=32),
+    **{t: ModelDefaults(1e6, num_hidden_layers=80) for t in ("qwen2_5_vl", "qwen2_5_vl_text")},
+    "qwen3_next": ModelDefaults(partial_rotary_factor=0.25,
+                                layer_pattern=("full_attention_interval", 4, "linear_attention")),
     **{t: ModelDefaults(5e5) for t in ("olmo3", "exaone", "bitnet", "mllama", "mllama_text_model")},
     "smollm3": ModelDefaults(2e6),
-    "gpt_oss": ModelDefaults(1.5e5),
+    "gpt_oss": ModelDefaults(1.5e5, num_hidden_layers=36, layer_pattern=(None, 2, "sliding_attention")),
     "apertus": ModelDefaults(1.2e7),
     "helium": ModelDefaults(1e5, interleaved=True),
     "ernie4_5": ModelDefaults(5e5, interleaved=True),
     "cohere": ModelDefaults(5e5, interleaved=True),
-    "cohere2": _INTERLEAVED,
-    "llama4": ModelDefaults(5e5, interleaved=True),
-    "llama4_text": ModelDefaults(5e5, interleaved=True),
+    # Cohere2: one full layer in sliding_window_pattern (4), and only sliding layers rotate.
+    "cohere2": ModelDefaults(interleaved=True, layer_pattern=("sliding_window_pattern", 4, "sliding_attention"),
+                             nope_types=("full_attention",)),
+    # Llama4TextConfig: a NoPE layer every 4, attention temperature tuning on.
+    **{t: ModelDefaults(5e5, interleaved=True, head_dim=128, num_hidden_layers=48, no_rope_interval=4,
+                        query_temperature=(8192.0, 0.1)) for t in ("llama4", "llama4_text")},
     "deepseek_v2": _INTERLEAVED,
     "deepseek_v3": _INTERLEAVED,   # rope_interleave, default True
     "glm": ModelDefaults(partial_rotary_factor=0.5, interleaved=True),
@@ -387,6 +422,10 @@ MODEL_TYPES: Dict[str, ModelDefaults] = {
     # half the head dim, interleaved, base 10000 * rope_ratio.
     "chatglm": ModelDefaults(partial_rotary_factor=0.5, interleaved=True),
 }
+
+#: Layer types without rotary attention in any model (Qwen3-Next's linear
+#: attention, Mamba / convolution blocks of hybrids).
+NOPE_LAYER_TYPES = frozenset({"linear_attention", "mamba", "conv", "mamba2"})
 
 #: Legacy spellings ``Rope.from_hf`` reads when the standard key is absent:
 #: standard key -> the older keys, in order of preference.  ``rotary_dim`` is

@@ -41,6 +41,26 @@ class LayerRopes(NamedTuple):
     #: transformers 5), ``"rope_local_base_freq"`` (Gemma 3's flat keys) or ``"flat"``.
     layout: str
 
+    def analyze(self, target_len: Optional[float] = None, original_len: Optional[float] = None
+                ) -> Dict[str, Any]:
+        """:func:`ropescale.analyze` of each layer type's rope: ``{layer_type: RopeAnalysis or None}``.
+
+        The lengths default per rope, as for :func:`ropescale.analyze` (a
+        sliding layer's unscaled rope is analysed against the model's context).
+
+        Examples
+        --------
+        >>> cfg = {"model_type": "gemma3_text", "rope_theta": 1e6, "rope_local_base_freq": 1e4, "head_dim": 256,
+        ...        "num_hidden_layers": 6, "max_position_embeddings": 131072,
+        ...        "rope_scaling": {"rope_type": "linear", "factor": 8.0}}
+        >>> a = ropescale.layer_ropes(cfg).analyze()
+        >>> a["full_attention"].original_len, a["sliding_attention"].base
+        (16384.0, 10000.0)
+        """
+        from .analysis import analyze
+        return {lt: None if rope is None else analyze(rope, target_len=target_len, original_len=original_len)
+                for lt, rope in self.by_type.items()}
+
     def to_hf(self) -> dict:
         """The config keys that :func:`layer_ropes` reads back to the same per-layer ropes.
 

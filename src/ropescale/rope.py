@@ -697,6 +697,9 @@ def _layer_layout(config: Any, known, keyed: Optional[dict]):
             raise TypeError(f"config['no_rope_layers'] must be a list of 0/1 (1: the layer uses rope), "
                             f"got {_checks._show(flags)}")
         rotates = [bool(f) for f in flags]
+        if n is not None and len(rotates) != n:
+            raise ValueError(f"config['no_rope_layers'] has {len(rotates)} entries for {n} layers "
+                             f"(num_hidden_layers)")
     else:
         interval = _get(config, "no_rope_layer_interval", known.no_rope_interval if known is not None else None)
         if interval is not None and n is not None:

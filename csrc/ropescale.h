@@ -46,7 +46,11 @@ const char *rs_method_name(int method);
     X(mscale_all_dim)    /* yarn; NaN or 0: absent */                        \
     X(attention_factor)  /* overrides every method's own */                  \
     X(low_freq_factor)   /* llama3 */                                        \
-    X(high_freq_factor)  /* llama3 */
+    X(high_freq_factor)  /* llama3 */                                        \
+    X(short_mscale)      /* longrope: cos/sin factor up to the trained length */ \
+    X(long_mscale)       /* longrope: ... beyond it */                       \
+    X(alpha)             /* ntk_alpha (Hunyuan): base * alpha^(d/(d-2)) */    \
+    X(mixed_b)           /* ntk_mixed (vLLM): exponent b of the pair ramp */
 
 /* Parameters of one scaling method.  Set every field with rs_scaling_init
  * first, so that parameters not given read as absent. */

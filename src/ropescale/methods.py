@@ -46,6 +46,19 @@ def _longrope_extend(s: float, original_len: float, n_pairs: int) -> dict:
             "short_factor": [1.0] * n_pairs, "long_factor": [float(s)] * n_pairs}
 
 
+def _alpha_extend(s: float, original_len: float, n_pairs: int) -> dict:
+    return {"alpha": s}
+
+
+def _mixed_extend(s: float, original_len: float, n_pairs: int) -> dict:
+    # b = 0.75: the value Su's post (kexue.fm/archives/9706) uses.
+    return {"factor": s, "mixed_b": 0.75}
+
+
+def _original_only(s: float, original_len: float, n_pairs: int) -> dict:
+    return {"original_max_position_embeddings": _length(original_len)}
+
+
 def _length(v: float):
     """A context length as a config writes it: an int when it is one."""
     return int(v) if float(v).is_integer() else float(v)
@@ -94,6 +107,9 @@ class MethodSpec:
     color: Optional[str] = None
     #: Cross-key checks: ``check(params, scaling)`` raises ValueError.
     check: Optional[Callable[[dict, Mapping[str, Any]], None]] = None
+    #: ``(key, method)``: a config of this ``rope_type`` that gives ``key`` (truthy)
+    #: means ``method`` (Hunyuan's ``dynamic`` with ``alpha`` is transformers' ``ntk_alpha``).
+    hf_with_key: Tuple[Tuple[str, str], ...] = ()
 
     @property
     def keys(self) -> Tuple[str, ...]:
@@ -104,6 +120,12 @@ def _check_yarn(p: dict, scaling: Mapping[str, Any]) -> None:
     if p["beta_fast"] < p["beta_slow"]:
         raise ValueError(f"scaling['beta_fast'] must be >= beta_slow, got beta_fast={p['beta_fast']} "
                          f"< beta_slow={p['beta_slow']}")
+
+
+def _check_by_parts(p: dict, scaling: Mapping[str, Any]) -> None:
+    if not p["beta_fast"] > p["beta_slow"]:
+        raise ValueError(f"scaling['beta_fast'] must be > beta_slow (the blend is linear between them), "
+                         f"got beta_fast={p['beta_fast']} <= beta_slow={p['beta_slow']}")
 
 
 def _check_llama3(p: dict, scaling: Mapping[str, Any]) -> None:
@@ -131,11 +153,11 @@ SPECS: Dict[str, MethodSpec] = {s.name: s for s in (
     MethodSpec("linear", "position interpolation: theta / s", required=("factor",),
                extend=_factor_only, report=True, color="tab:blue"),
     MethodSpec("ntk", "NTK-aware base scaling: base * s^(d/(d-2))", required=("factor",), min_rotary_dim=4,
-               extend=_factor_only, report=True, color="tab:orange"),
+               extend=_factor_only, report=True, color="tab:orange", hf_with_key=(("mixed_b", "ntk_mixed"),)),
     MethodSpec("dynamic", "dynamic NTK: base scaling growing with the sequence length",
                required=("factor", "original_max_position_embeddings"), trained_length=True,
                hf_trained_length="max_position_embeddings", length_dependent=True, min_rotary_dim=4,
-               extend=_factor_and_original, report=True, color="tab:green"),
+               extend=_factor_and_original, report=True, color="tab:green", hf_with_key=(("alpha", "ntk_alpha"),)),
     MethodSpec("yarn", "YaRN: ramp between extrapolation and interpolation, attention factor",
                required=("factor", "original_max_position_embeddings"),
                optional=("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"),
@@ -148,12 +170,26 @@ SPECS: Dict[str, MethodSpec] = {s.name: s for s in (
                trained_length=True, extend=_llama3_extend, report=True, color="tab:purple",
                check=_check_llama3),
     MethodSpec("longrope", "LongRoPE: per-pair factors, short and long",
-               required=("short_factor", "long_factor", "original_max_position_embeddings"), optional=("factor",),
+               required=("short_factor", "long_factor", "original_max_position_embeddings"),
+               optional=("factor", "short_mscale", "long_mscale"),
                aliases=("su",), trained_length=True, hf_factor_from_lengths=True, length_dependent=True,
                extend=_longrope_extend,
                color="tab:brown", check=_check_longrope),
     MethodSpec("proportional", "rotate only the first pairs of the full head dim, optionally / s",
                optional=("factor",), full_head_dim=True, extend=_factor_only, color="tab:pink"),
+    MethodSpec("ntk_alpha", "Hunyuan's fixed NTK: base * alpha^(d/(d-2)), any length", required=("alpha",),
+               min_rotary_dim=4, extend=_alpha_extend, color="tab:olive"),
+    MethodSpec("ntk_mixed", "vLLM's mixed NTK: theta_k / exp(a (k+1)^b), a = ln s / (d/2)^b",
+               required=("factor", "mixed_b"), extend=_mixed_extend, color="tab:cyan"),
+    MethodSpec("ntk_by_parts", "NTK-by-parts: blend linear in turns per trained context, no attention factor",
+               required=("factor", "original_max_position_embeddings"), optional=("beta_fast", "beta_slow"),
+               defaults={"beta_fast": 32.0, "beta_slow": 1.0}, trained_length=True,
+               extend=_factor_and_original, color="tab:gray", check=_check_by_parts),
+    MethodSpec("dynamic_yarn", "dynamic YaRN: YaRN with s = max(1, L / m_l) at the current length L",
+               required=("original_max_position_embeddings",),
+               optional=("beta_fast", "beta_slow", "truncate"),
+               defaults={"beta_fast": 32.0, "beta_slow": 1.0, "truncate": True}, trained_length=True,
+               length_dependent=True, extend=_original_only, color="darkred", check=_check_yarn),
 )}
 
 #: The scaling methods ``scaled_inv_freq`` understands (``rope_type`` values).
@@ -204,6 +240,10 @@ _KEY_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
     "truncate": _truncate,
     "low_freq_factor": _real(above=0.0),
     "high_freq_factor": _real(above=0.0),
+    "short_mscale": _real(above=0.0),
+    "long_mscale": _real(above=0.0),
+    "alpha": _real(above=0.0),
+    "mixed_b": _real(above=0.0),
     # short_factor / long_factor: _factor_list (their length depends on the rotary dim)
 }
 
@@ -225,6 +265,25 @@ def canonical(name: Any, what: str = "scaling['rope_type']") -> str:
     return method
 
 
+def promoted(method: str, scaling: Mapping[str, Any]) -> str:
+    """The method a config means: Hunyuan's ``dynamic`` with ``alpha`` is ``ntk_alpha``, vLLM's
+    ``ntk`` with ``mixed_b`` is ``ntk_mixed`` (``MethodSpec.hf_with_key``)."""
+    for key, target in SPECS[method].hf_with_key:
+        value = scaling.get(key)
+        if value is not None and value is not False and not (isinstance(value, (int, float)) and value == 0):
+            return target
+    return method
+
+
+def config_name(method: str, scaling: Mapping[str, Any]) -> str:
+    """The ``rope_type`` a config writes for ``method``: the one it was promoted from, if any."""
+    for name, spec in SPECS.items():
+        for key, target in spec.hf_with_key:
+            if target == method and scaling.get("rope_type", scaling.get("type")) in (name,) + spec.aliases:
+                return name
+    return method
+
+
 def normalize_scaling(scaling: Optional[Mapping[str, Any]], dim: int) -> Tuple[str, dict]:
     """Check an HF-style ``rope_scaling`` dict; return ``(method, params)``.
 
@@ -239,7 +298,7 @@ def normalize_scaling(scaling: Optional[Mapping[str, Any]], dim: int) -> Tuple[s
         raise TypeError(f"scaling must be None or a dict like a config's rope_scaling, got {type(scaling).__name__}")
     if "rope_type" in scaling and "type" in scaling and scaling["rope_type"] != scaling["type"]:
         raise ValueError(f"scaling has rope_type={scaling['rope_type']!r} and type={scaling['type']!r}; give one")
-    method = canonical(scaling.get("rope_type", scaling.get("type", "default")))
+    method = promoted(canonical(scaling.get("rope_type", scaling.get("type", "default"))), scaling)
     spec = SPECS[method]
     missing = [k for k in spec.required if scaling.get(k) is None]
     if missing:

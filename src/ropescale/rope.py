@@ -14,8 +14,8 @@ import numpy as np
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
 from ._rotary import apply_rotary_positions, cos_sin
-from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, normalize_scaling,
-                      trained_length_from_hf)
+from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
+                      normalize_scaling, promoted, trained_length_from_hf)
 
 #: Largest config file ``Rope.from_hf`` reads (a real config.json is a few KB).
 MAX_CONFIG_BYTES = 4 << 20
@@ -427,7 +427,7 @@ class Rope:
         used = set(SPECS[self._method].keys) | {"attention_factor"} | set(LAYOUT_KEYS)
         sc = {k: v for k, v in sc.items() if k in used}
         if self._method != "default" or sc:
-            d["rope_scaling"] = {"rope_type": self._method, **sc}
+            d["rope_scaling"] = {"rope_type": config_name(self._method, self._scaling or {}), **sc}
         if self._interleaved:
             d["rope_interleave"] = True
         mp = self._max_pos
@@ -872,7 +872,7 @@ def _resolve_scaling(config: Any, scaling: Optional[dict], max_pos: Optional[flo
         scaling["partial_rotary_factor"] = prf
     if scaling.get("rope_type") is None and "type" in scaling:
         scaling["rope_type"] = scaling.pop("type")
-    method = canonical(scaling.get("rope_type", "default"), "config rope_type")
+    method = promoted(canonical(scaling.get("rope_type", "default"), "config rope_type"), scaling)
     top_original = _length("config['original_max_position_embeddings']",
                            _get(config, "original_max_position_embeddings"))
     m_l = trained_length_from_hf(method, scaling, max_pos, top_original)

@@ -295,7 +295,8 @@ class Rope:
 
     @property
     def factor(self) -> float:
-        return self._params.get("factor", 1.0)
+        """The extension factor ``s`` (``alpha`` for ``ntk_alpha``; 1 when the method has none)."""
+        return self._params.get("factor", self._params.get("alpha", 1.0))
 
     @property
     def periods(self) -> np.ndarray:

@@ -28,6 +28,7 @@ from ._rotary import (
 from ._rerotate import rebase, rerotate
 from .rope import Rope
 from .layers import LayerRopes, layer_ropes
+from .positions import packed_positions, self_extend_positions
 from .analysis import RopeAnalysis, analyze, critical_dim, max_supported_length
 from . import precision, reference
 
@@ -51,12 +52,14 @@ __all__ = [
     "layer_ropes",
     "ntk_base",
     "ntk_lambda",
+    "packed_positions",
     "periods",
     "precision",
     "rebase",
     "reference",
     "rerotate",
     "scaled_inv_freq",
+    "self_extend_positions",
     "set_num_threads",
     "solve_base",
     "solve_factor",

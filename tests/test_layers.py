@@ -278,3 +278,15 @@ def test_report_shows_each_layer_type_and_the_softmax_scale(tmp_path, capsys):
         assert cli.main(["--hf", str(lm)]) == 0
     out = capsys.readouterr().out
     assert "no rope" in out and "Query temperature" in out
+
+
+def test_readme_per_layer_example_runs():
+    import pathlib
+    import re
+    text = (pathlib.Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("## Per-layer ropes, attention-side scales"):]
+    block = re.search(r"```py\n(.*?)```", section, flags=re.S).group(1)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["pos"].tolist() == [0, 1, 2, 0, 1]
+    assert namespace["sliding"].base == 1e4 and namespace["q_pos"][-1] == 15 // 4 + 8 - 8 // 4

@@ -33,9 +33,6 @@ LOADED = {n: c for n, c in CASES.items() if "error" not in c}
 # --------------------------------------------------------------------------
 # What ropescale does not do yet (issue 11).  Keys: (case, check[, detail]).
 # --------------------------------------------------------------------------
-_MROPE_STREAMS = ("issue 11: M-RoPE: cos_sin/apply do not take (3, ...) position streams selected per "
-                  "pair by mrope_section")
-
 GAPS: dict = {}
 
 
@@ -189,9 +186,7 @@ def _mrope(c):
     return ["streams"] if "streams" in c["ropes"][_global_key(c["name"])]["probe"] else []
 
 
-@pytest.mark.parametrize("case, probe", [
-    pytest.param(n, k, id=f"{n}-{k}", marks=pytest.mark.xfail(strict=True, reason=_MROPE_STREAMS))
-    for n in LOADED for k in _mrope(CASES[n])])
+@pytest.mark.parametrize("case, probe", _params(LOADED, "mrope", _mrope))
 def test_mrope_streams_select_the_sections_as_transformers(case, probe):
     """cos/sin for three different position streams: which stream drives each rotary pair is the
     model's section layout (Qwen2.5-VL chunked, Qwen3-VL interleaved)."""

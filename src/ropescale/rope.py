@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
-from ._rotary import apply_rotary_positions, cos_sin
+from ._rotary import apply_rotary, apply_rotary_positions, cos_sin
 from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
                       normalize_scaling, promoted, trained_length_from_hf)
 
@@ -108,7 +108,7 @@ class Rope:
     """
 
     __slots__ = ("_dim", "_base", "_scaling", "_max_pos", "_interleaved", "_qtemp", "_method", "_params",
-                 "_inv_freq", "_attn")
+                 "_inv_freq", "_attn", "_streams")
 
     def __init__(self, dim: int, base: float = 10000.0, scaling: Optional[Mapping[str, Any]] = None, *,
                  max_position_embeddings: Optional[float] = None, interleaved: bool = False,
@@ -126,7 +126,8 @@ class Rope:
                             ("_max_pos", _length("max_position_embeddings", max_position_embeddings)),
                             ("_interleaved", _checks.boolean("interleaved", interleaved)),
                             ("_qtemp", _query_temperature(query_temperature)),
-                            ("_method", method), ("_params", params), ("_inv_freq", theta), ("_attn", attn)):
+                            ("_method", method), ("_params", params), ("_inv_freq", theta), ("_attn", attn),
+                            ("_streams", _mrope_streams(sc, params["rotary_dim"] // 2))):
             set_(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -320,6 +321,67 @@ class Rope:
             return self._inv_freq, self._attn
         return scaled_from_params(self._method, self._params, self._base, seq_len_arg(seq_len))
 
+    # -- M-RoPE ------------------------------------------------------------
+    @property
+    def mrope_section(self) -> Optional[tuple]:
+        """M-RoPE sections (pairs per position stream: temporal, height, width), or None."""
+        sec = (self._scaling or {}).get("mrope_section")
+        return None if sec is None else tuple(int(v) for v in sec)
+
+    @property
+    def mrope_interleaved(self) -> bool:
+        """Whether the streams take turns pair by pair (Qwen3-VL) rather than in chunks (Qwen2-VL)."""
+        return bool((self._scaling or {}).get("mrope_interleaved", False))
+
+    @property
+    def pair_streams(self) -> Optional[np.ndarray]:
+        """For M-RoPE, which position stream drives each rotary pair (int64, ``rotary_dim // 2``); else None.
+
+        Chunked (Qwen2-VL / Qwen2.5-VL): the first ``s_0`` pairs follow stream
+        0, the next ``s_1`` stream 1, and so on.  Interleaved (Qwen3-VL): pair
+        ``k`` follows stream ``k % 3`` while ``k < 3 s_j`` for that stream
+        ``j`` in 1, 2, and stream 0 otherwise (transformers'
+        ``apply_interleaved_mrope``).
+
+        Examples
+        --------
+        >>> r = ropescale.Rope(16, 1e4, {"mrope_section": [2, 3, 3]})
+        >>> r.pair_streams.tolist()
+        [0, 0, 1, 1, 1, 2, 2, 2]
+        >>> r.replace(scaling={"mrope_section": [4, 2, 2], "mrope_interleaved": True}).pair_streams.tolist()
+        [0, 1, 2, 0, 1, 2, 0, 0]
+        """
+        return None if self._streams is None else self._streams.copy()
+
+    def _stream_positions(self, positions):
+        """positions as M-RoPE streams ``(k, ...)``, or None for plain (text-only) positions."""
+        if self._streams is None:
+            return None
+        p = np.asarray(positions)
+        k = len(self.mrope_section)
+        if p.ndim <= 1:
+            return None        # text only: every stream at the same position
+        if p.shape[0] != k:
+            raise ValueError(f"positions for this M-RoPE rope must be 1-D (text) or have a leading axis of "
+                             f"{k} position streams (mrope_section {list(self.mrope_section)}), "
+                             f"got shape {p.shape}")
+        return p
+
+    def _stream_cos_sin(self, streams, theta, attn, dtype):
+        """cos/sin where pair j takes its angle from stream pair_streams[j]: one C table per stream."""
+        c = s = None
+        for j in range(streams.shape[0]):
+            sel = np.flatnonzero(self._streams == j)
+            if sel.size == 0:
+                continue
+            cj, sj = cos_sin(streams[j], theta[sel], attention_factor=attn, dtype=dtype)
+            if c is None:
+                c = np.empty(cj.shape[:-1] + (theta.shape[0],), dtype=cj.dtype)
+                s = np.empty_like(c)
+            c[..., sel] = cj
+            s[..., sel] = sj
+        return c, s
+
     def _for_positions(self, positions, seq_len):
         if SPECS[self._method].length_dependent and seq_len is None:
             p = np.asarray(positions)
@@ -343,6 +405,9 @@ class Rope:
         ((4, 1, 32), dtype('float32'))
         """
         theta, attn = self._for_positions(positions, seq_len)
+        streams = self._stream_positions(positions)
+        if streams is not None:
+            return self._stream_cos_sin(streams, theta, attn, dtype)
         return cos_sin(positions, theta, attention_factor=attn, dtype=dtype)
 
     def apply(self, x: Any, positions: Any, *, interleaved: Optional[bool] = None, inverse: bool = False,
@@ -365,6 +430,12 @@ class Rope:
         theta, attn = self._for_positions(positions, seq_len)
         if interleaved is None:
             interleaved = self._interleaved
+        streams = self._stream_positions(positions)
+        if streams is not None:
+            x_arr = np.asarray(x)
+            dt = x_arr.dtype if x_arr.dtype.kind == "f" else np.float64
+            c, s = self._stream_cos_sin(streams, theta, attn, np.float64 if dt == np.float64 else np.float32)
+            return apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=out)
         return apply_rotary_positions(x, positions, theta, attention_factor=attn, interleaved=interleaved,
                                       inverse=inverse, out=out)
 
@@ -530,6 +601,37 @@ class Rope:
         old, a_old = self.inv_freq_at(seq_len_arg(old_seq_len))
         new, a_new = self.inv_freq_at(seq_len_arg(new_seq_len))
         return rebase(k, positions, old, new, attention_factor=a_new / a_old, interleaved=interleaved, out=out)
+
+def _mrope_streams(scaling: Optional[Mapping[str, Any]], n_pairs: int) -> Optional[np.ndarray]:
+    """The stream of each pair for an M-RoPE rope dict (checked), or None."""
+    if not scaling or scaling.get("mrope_section") is None:
+        if scaling and scaling.get("mrope_interleaved") not in (None, False):
+            raise ValueError("scaling['mrope_interleaved'] is set but scaling['mrope_section'] is not")
+        return None
+    sec = scaling["mrope_section"]
+    if not isinstance(sec, (list, tuple)) or not sec or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 0 for v in sec):
+        raise TypeError(f"scaling['mrope_section'] must be a list of integers >= 0 (pairs per position stream), "
+                        f"got {_checks._show(sec)}")
+    if sum(sec) != n_pairs:
+        raise ValueError(f"scaling['mrope_section'] must add up to rotary_dim/2 = {n_pairs}, "
+                         f"got {list(sec)} (sum {sum(sec)})")
+    inter = _checks.boolean("scaling['mrope_interleaved']", scaling.get("mrope_interleaved", False))
+    if not inter:
+        streams = np.repeat(np.arange(len(sec), dtype=np.int64), sec)
+    else:
+        if len(sec) != 3:
+            raise ValueError(f"interleaved M-RoPE takes 3 sections (temporal, height, width), got {list(sec)}")
+        k = np.arange(n_pairs)
+        streams = np.zeros(n_pairs, dtype=np.int64)
+        for j in (1, 2):   # transformers' apply_interleaved_mrope: pairs j, j+3, ... below 3 * sec[j]
+            streams[(k % 3 == j) & (k < 3 * sec[j])] = j
+        if np.bincount(streams, minlength=3).tolist() != list(sec):
+            raise ValueError(f"interleaved M-RoPE sections {list(sec)} do not fit rotary_dim/2 = {n_pairs} "
+                             f"(pair k follows stream k % 3 below 3 * section)")
+    streams.setflags(write=False)
+    return streams
+
 
 # -- reading configs ------------------------------------------------------------
 def _on_config(config: Any, fn):

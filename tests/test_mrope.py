@@ -1,0 +1,131 @@
+"""M-RoPE: position streams selected per rotary pair by the model's sections (chunked or interleaved).
+
+The layouts are checked against transformers' own recomposition code (Qwen2-VL chunked,
+Qwen3-VL interleaved); the published configs in tests/test_real_configs.py.
+"""
+import types
+import warnings
+
+import numpy as np
+import pytest
+
+import ropescale
+
+SECTIONS = [([16, 24, 24], False), ([24, 20, 20], True), ([2, 3, 3], False), ([4, 2, 2], True), ([3, 3, 2], True)]
+
+
+def _layout_from_transformers(section, interleaved):
+    """Which stream each pair reads, by running transformers' recomposition on stream-tagged values."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    if interleaved:
+        from transformers.models.qwen3_vl.modeling_qwen3_vl import Qwen3VLTextRotaryEmbedding as cls
+    else:
+        from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLRotaryEmbedding as cls
+    n = sum(section)
+    tagged = torch.arange(3, dtype=torch.float32)[:, None, None, None].expand(3, 1, 1, n).clone()
+    out = cls.recomposition_frequencies(types.SimpleNamespace(mrope_section=section), tagged)
+    return out[0, 0, :n].long().numpy()
+
+
+@pytest.mark.parametrize("section, interleaved", SECTIONS)
+def test_pair_streams_are_transformers_layouts(section, interleaved):
+    n = sum(section)
+    rope = ropescale.Rope(2 * n, 1e6, {"mrope_section": section, "mrope_interleaved": interleaved})
+    np.testing.assert_array_equal(rope.pair_streams, _layout_from_transformers(section, interleaved))
+
+
+@pytest.mark.parametrize("section, interleaved", SECTIONS)
+def test_each_pair_takes_its_angle_from_its_stream(section, interleaved):
+    n = sum(section)
+    rope = ropescale.Rope(2 * n, 1e6, {"mrope_section": section, "mrope_interleaved": interleaved})
+    rng = np.random.default_rng(1)
+    streams = rng.integers(0, 5000, size=(3, 7, 2))
+    c, s = rope.cos_sin(streams, dtype=np.float64)
+    assert c.shape == (7, 2, n)
+    idx = rope.pair_streams
+    ang = np.take_along_axis(streams[..., None].astype(np.float64), idx[None, None, None, :].repeat(7, 1)
+                             .repeat(2, 2), axis=0)[0] * rope.inv_freq
+    np.testing.assert_allclose(c, np.cos(ang), atol=2e-12)
+    np.testing.assert_allclose(s, np.sin(ang), atol=2e-12)
+
+
+@pytest.mark.parametrize("section, interleaved", SECTIONS[:2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_text_only_streams_equal_plain_rope_exactly(section, interleaved, dtype):
+    n = sum(section)
+    rope = ropescale.Rope(2 * n, 1e6, {"mrope_section": section, "mrope_interleaved": interleaved})
+    plain = rope.replace(scaling=None)
+    t = np.arange(50)
+    c3, s3 = rope.cos_sin(np.stack([t, t, t]), dtype=dtype)
+    c1, s1 = plain.cos_sin(t, dtype=dtype)
+    assert np.array_equal(c3, c1) and np.array_equal(s3, s1)
+    # 1-D positions on an M-RoPE rope are text: plain rope
+    c, s = rope.cos_sin(t, dtype=dtype)
+    assert np.array_equal(c, c1) and np.array_equal(s, s1)
+    x = np.random.default_rng(2).standard_normal((50, 4, 2 * n)).astype(dtype)
+    y3 = rope.apply(x, np.stack([t, t, t])[:, :, None])
+    y1 = plain.apply(x, t[:, None])
+    np.testing.assert_allclose(y3, y1, rtol=0, atol=4 * np.finfo(dtype).eps * np.abs(x).max())
+
+
+def test_apply_with_streams_rotates_as_qwen_apply_functions():
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers.models.qwen2_vl import modeling_qwen2_vl as q2
+    from transformers.models.qwen3_vl import modeling_qwen3_vl as q3
+    rng = np.random.default_rng(3)
+    pos = rng.integers(0, 3000, size=(3, 9))
+    x = rng.standard_normal((1, 2, 9, 128))         # (batch, heads, seq, head_dim)
+    for mod, cls, section, inter in ((q2, q2.Qwen2VLRotaryEmbedding, [16, 24, 24], False),
+                                     (q3, q3.Qwen3VLTextRotaryEmbedding, [24, 20, 20], True)):
+        rope = ropescale.Rope(128, 1e6, {"mrope_section": section, "mrope_interleaved": inter})
+        fake = types.SimpleNamespace(mrope_section=section)
+        freqs = torch.from_numpy(pos[:, None, :, None] * rope.inv_freq)       # (3, 1, seq, 64), float64
+        cos = cls.recomposition_frequencies(fake, freqs.cos())
+        sin = cls.recomposition_frequencies(fake, freqs.sin())
+        xt = torch.from_numpy(x)
+        want = (xt * cos[:, None] + mod.rotate_half(xt) * sin[:, None]).numpy()
+        # ropescale: x as (batch, seq, heads, D), streams (3, batch, seq, 1)
+        got = rope.apply(x.transpose(0, 2, 1, 3), pos[:, None, :, None]).transpose(0, 2, 1, 3)
+        np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def test_from_hf_reads_mrope_in_rope_scaling_with_yarn_and_to_hf_keeps_it():
+    cfg = {"model_type": "qwen2_5_vl", "hidden_size": 3584, "num_attention_heads": 28, "rope_theta": 1e6,
+           "max_position_embeddings": 128000,
+           "rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768,
+                            "mrope_section": [16, 24, 24]}}
+    rope = ropescale.Rope.from_hf(cfg)
+    assert rope.method == "yarn" and rope.mrope_section == (16, 24, 24) and not rope.mrope_interleaved
+    out = rope.to_hf()
+    assert out["rope_scaling"]["mrope_section"] == [16, 24, 24]
+    assert ropescale.Rope.from_hf(out) == rope
+    mrope = ropescale.Rope.from_hf({**cfg, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}})
+    assert mrope.method == "default" and mrope.mrope_section == (16, 24, 24)
+    assert ropescale.Rope.from_hf(mrope.to_hf()) == mrope
+
+
+@pytest.mark.parametrize("scaling, exc, word", [
+    ({"mrope_section": [16, 24]}, ValueError, "add up"),
+    ({"mrope_section": "16,24,24"}, TypeError, "mrope_section"),
+    ({"mrope_section": [16.0, 24, 24]}, TypeError, "mrope_section"),
+    ({"mrope_section": [16, 24, 24], "mrope_interleaved": "yes"}, TypeError, "mrope_interleaved"),
+    ({"mrope_interleaved": True}, ValueError, "mrope_section"),
+    ({"mrope_section": [16, 24, 24], "mrope_interleaved": True}, ValueError, "interleaved"),
+    ({"mrope_section": [32, 32], "mrope_interleaved": True}, ValueError, "3 sections"),
+])
+def test_bad_mrope_sections_raise_naming_them(scaling, exc, word):
+    with pytest.raises(exc, match=word):
+        ropescale.Rope(128, 1e6, scaling)
+
+
+def test_positions_with_a_wrong_leading_axis_are_refused_and_nothing_is_written():
+    rope = ropescale.Rope(128, 1e6, {"mrope_section": [16, 24, 24]})
+    x = np.ones((5, 128), dtype=np.float32)
+    out = np.zeros_like(x)
+    with pytest.raises(ValueError, match="leading axis of 3"):
+        rope.apply(x, np.zeros((2, 5), dtype=np.int64), out=out)
+    assert not out.any()
+    with pytest.raises(ValueError, match="leading axis of 3"):
+        rope.cos_sin(np.zeros((5, 1), dtype=np.int64))

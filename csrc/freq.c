@@ -395,6 +395,23 @@ static const char *rs_freq_dynamic_yarn(int64_t dim, double base, const rs_scali
     return rs_freq_yarn(dim, base, &y, out, attn);
 }
 
+/* 2-D axial RoPE of vision towers (transformers' "axial", Qwen2-VL's vision
+ * rotary): the first half of the pairs follow the row position, the second
+ * half the column; each half has the frequencies of a rope of dim d/2. */
+static const char *rs_freq_axial(int64_t dim, double base, const rs_scaling *sc,
+                                 double *out, double *attn)
+{
+    int64_t quarter = dim / 4;
+    (void)sc;
+    (void)attn;
+    if (dim % 4 != 0)
+        return "dim must be a multiple of 4 (two axes of d/4 pairs)";
+    rs_inv_freq(dim / 2, base, out);
+    for (int64_t k = 0; k < quarter; k++)
+        out[quarter + k] = out[k];
+    return NULL;
+}
+
 /* ------------------------------------------------------------------ */
 /* Dispatch                                                            */
 /* ------------------------------------------------------------------ */

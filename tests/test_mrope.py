@@ -129,3 +129,47 @@ def test_positions_with_a_wrong_leading_axis_are_refused_and_nothing_is_written(
     assert not out.any()
     with pytest.raises(ValueError, match="leading axis of 3"):
         rope.cos_sin(np.zeros((5, 1), dtype=np.int64))
+
+
+# -- 2-D axial (vision) -------------------------------------------------------------
+
+def test_axial_rope_matches_transformers_qwen2_vl_vision_rotary():
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.qwen2_vl import modeling_qwen2_vl as mod
+    head_dim = 80
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cfg = transformers.Qwen2VLConfig().vision_config
+    cfg.embed_dim, cfg.num_heads = head_dim * 2, 2
+    cfg.head_dim = head_dim
+    emb = mod.Qwen2VLVisionRotaryEmbedding(cfg)
+    rope = ropescale.Rope.axial(head_dim, cfg.rope_parameters["rope_theta"])
+    np.testing.assert_allclose(rope.inv_freq, np.tile(emb.inv_freq.double().numpy(), 2), rtol=1e-6)
+    rng = np.random.default_rng(4)
+    hw = rng.integers(0, 64, size=(11, 2))                      # (N, 2): row, column
+    cos, sin = emb(torch.zeros(1), torch.from_numpy(hw))
+    x = rng.standard_normal((11, 2, head_dim)).astype(np.float32)
+    want, _ = mod.apply_rotary_pos_emb_vision(torch.from_numpy(x), torch.from_numpy(x), cos, sin)
+    got = rope.apply(x, hw.T[:, :, None])                        # streams (2, N, 1)
+    np.testing.assert_allclose(got, want.numpy(), atol=2e-5 * 64)
+
+
+def test_axial_interleaved_equals_rotary_embedding_torch_axial_frequencies():
+    # rotary-embedding-torch: RotaryEmbedding(dim=D/2, freqs_for="lang").get_axial_freqs(H, W) concatenates
+    # the row and the column angles, each freq repeated for a consecutive pair; written out here.
+    D, H, W = 32, 5, 7
+    freqs = 1.0 / (1e4 ** (np.arange(0, D // 2, 2)[: D // 4] / (D // 2)))
+    rows, cols = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    angles = np.concatenate([np.repeat(rows[..., None] * freqs, 2, -1), np.repeat(cols[..., None] * freqs, 2, -1)], -1)
+    x = np.random.default_rng(5).standard_normal((H, W, D))
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    rot = np.stack([-x2, x1], -1).reshape(x.shape)
+    want = x * np.cos(angles) + rot * np.sin(angles)
+    got = ropescale.Rope.axial(D, interleaved=True).apply(x, np.stack([rows, cols]))
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_axial_needs_a_dim_divisible_by_four():
+    with pytest.raises(ValueError, match="multiple of 4"):
+        ropescale.Rope.axial(6)

@@ -28,6 +28,8 @@ __all__ = ["main", "report_data", "REPORT_METHODS"]
 
 #: The methods ``ropescale report`` compares (``report`` in the method table).
 REPORT_METHODS = report_methods()
+# The methods --method takes: every context extension of the table (not layouts such as axial).
+_EXTENSIONS = [m for m in METHODS[1:] if not SPECS[m].layout_only]
 
 _DESCRIPTION = textwrap.fill(
     "Plan a RoPE context extension.  With no arguments, reports on a default model (head dim 128, base 10000) "
@@ -35,7 +37,7 @@ _DESCRIPTION = textwrap.fill(
     "period-matching check, the YaRN correction range, the critical pair, and per-pair periods (tokens) under "
     f"{', '.join(REPORT_METHODS)}, each built by Rope.extend for the extension ratio s = target / original "
     "(length-dependent methods at the target length).  --method picks one of: "
-    f"{', '.join(METHODS[1:])}.", 79) + "\n"
+    f"{', '.join(_EXTENSIONS)}.", 79) + "\n"
 
 _EPILOG = """\
 commands:
@@ -98,8 +100,8 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--target", type=_positive_int("--target"), default=None, metavar="N",
                    help="target context length in tokens (default: 8 x original, or the --hf model's "
                         "extended length when it has one)")
-    p.add_argument("--method", choices=METHODS[1:], default=None, metavar="M",
-                   help="report only this method (and default); one of " + ", ".join(METHODS[1:]))
+    p.add_argument("--method", choices=_EXTENSIONS, default=None, metavar="M",
+                   help="report only this method (and default); one of " + ", ".join(_EXTENSIONS))
     p.add_argument("--hf", metavar="CONFIG", default=None,
                    help="read head dim, base and context from a Hugging Face config.json")
     p.add_argument("--plot", metavar="FILE", default=None,

@@ -110,6 +110,9 @@ class MethodSpec:
     #: ``(key, method)``: a config of this ``rope_type`` that gives ``key`` (truthy)
     #: means ``method`` (Hunyuan's ``dynamic`` with ``alpha`` is transformers' ``ntk_alpha``).
     hf_with_key: Tuple[Tuple[str, str], ...] = ()
+    #: A position layout rather than a context extension (``axial``):
+    #: ``Rope.extend`` refuses it.
+    layout_only: bool = False
 
     @property
     def keys(self) -> Tuple[str, ...]:
@@ -190,6 +193,8 @@ SPECS: Dict[str, MethodSpec] = {s.name: s for s in (
                optional=("beta_fast", "beta_slow", "truncate"),
                defaults={"beta_fast": 32.0, "beta_slow": 1.0, "truncate": True}, trained_length=True,
                length_dependent=True, extend=_original_only, color="darkred", check=_check_yarn),
+    MethodSpec("axial", "2-D axial (vision): rows drive the first half of the pairs, columns the second",
+               min_rotary_dim=4, color="teal", layout_only=True),
 )}
 
 #: The scaling methods ``scaled_inv_freq`` understands (``rope_type`` values).

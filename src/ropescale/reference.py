@@ -161,6 +161,9 @@ def scaled_inv_freq(dim, base, method, **p):
         else:
             q = {k: v for k, v in p.items() if k in ("beta_fast", "beta_slow", "truncate", "attention_factor")}
             return scaled_inv_freq(dim, base, "yarn", factor=seq_len / m_l, original_max_position_embeddings=m_l, **q)
+    elif method == "axial":
+        half = inv_freq(dim // 2, base)       # each axis: a rope of dim d/2
+        out = np.concatenate([half, half])
     else:
         raise ValueError(f"unknown method {method!r}")
     if method not in ("yarn", "longrope") and p.get("attention_factor") is not None:

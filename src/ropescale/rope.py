@@ -127,7 +127,7 @@ class Rope:
                             ("_interleaved", _checks.boolean("interleaved", interleaved)),
                             ("_qtemp", _query_temperature(query_temperature)),
                             ("_method", method), ("_params", params), ("_inv_freq", theta), ("_attn", attn),
-                            ("_streams", _mrope_streams(sc, params["rotary_dim"] // 2))):
+                            ("_streams", _mrope_streams(sc, params["rotary_dim"] // 2, method))):
             set_(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -324,9 +324,13 @@ class Rope:
     # -- M-RoPE ------------------------------------------------------------
     @property
     def mrope_section(self) -> Optional[tuple]:
-        """M-RoPE sections (pairs per position stream: temporal, height, width), or None."""
-        sec = (self._scaling or {}).get("mrope_section")
-        return None if sec is None else tuple(int(v) for v in sec)
+        """M-RoPE sections (pairs per position stream: temporal, height, width), or None.
+
+        ``axial`` ropes have two, ``(R/4, R/4)``: rows, then columns."""
+        if self._streams is None:
+            return None
+        return tuple(int(v) for v in np.bincount(self._streams)) if not self.mrope_interleaved else \
+            tuple(int(v) for v in self._scaling["mrope_section"])
 
     @property
     def mrope_interleaved(self) -> bool:
@@ -352,6 +356,30 @@ class Rope:
         [0, 1, 2, 0, 1, 2, 0, 0]
         """
         return None if self._streams is None else self._streams.copy()
+
+    @classmethod
+    def axial(cls, dim: int, base: float = 10000.0, *, interleaved: bool = False) -> "Rope":
+        """A 2-D axial rope for vision: positions ``(2, ...)`` = (row, column).
+
+        Pairs ``0 .. dim/4 - 1`` rotate by the row, the rest by the column, each
+        half with the frequencies of a rope of dim ``dim/2``:
+        ``theta_k = base^(-2 (k mod dim/4) / (dim/2))`` (transformers' ``axial``
+        rope type, Qwen2-VL's vision tower: half-split pairing).  With
+        ``interleaved=True`` it equals rotary-embedding-torch's
+        ``RotaryEmbedding(dim // 2).get_axial_freqs(H, W)`` applied to ``dim``
+        features (``freqs_for="lang"``, ``theta=base``), which concatenates the
+        row and column frequencies, each repeated for a consecutive pair.
+
+        Examples
+        --------
+        >>> r = ropescale.Rope.axial(8)
+        >>> r.mrope_section, r.pair_streams.tolist()
+        ((2, 2), [0, 0, 1, 1])
+        >>> c, s = r.cos_sin(np.array([[3], [5]]), dtype=np.float64)   # row 3, column 5
+        >>> bool(np.allclose(c[0], np.cos([3, 0.01 * 3, 5, 0.01 * 5])))
+        True
+        """
+        return cls(dim, base, {"rope_type": "axial"}, interleaved=interleaved)
 
     def _stream_positions(self, positions):
         """positions as M-RoPE streams ``(k, ...)``, or None for plain (text-only) positions."""
@@ -526,6 +554,9 @@ class Rope:
         (8.0, 32768)
         """
         spec = SPECS[canonical(method, "method")]
+        if spec.layout_only:
+            raise ValueError(f"method {spec.name!r} is a position layout, not a context extension "
+                             f"(build it with Rope.{spec.name}(...))")
         m_l = original_len if original_len is not None else self.trained_length
         if m_l is None:
             raise ValueError("original_len is required: this rope does not know its trained context length")
@@ -602,8 +633,10 @@ class Rope:
         new, a_new = self.inv_freq_at(seq_len_arg(new_seq_len))
         return rebase(k, positions, old, new, attention_factor=a_new / a_old, interleaved=interleaved, out=out)
 
-def _mrope_streams(scaling: Optional[Mapping[str, Any]], n_pairs: int) -> Optional[np.ndarray]:
+def _mrope_streams(scaling: Optional[Mapping[str, Any]], n_pairs: int, method: str = "default") -> Optional[np.ndarray]:
     """The stream of each pair for an M-RoPE rope dict (checked), or None."""
+    if method == "axial" and (scaling is None or scaling.get("mrope_section") is None):
+        scaling = {**(scaling or {}), "mrope_section": [n_pairs // 2, n_pairs // 2]}
     if not scaling or scaling.get("mrope_section") is None:
         if scaling and scaling.get("mrope_interleaved") not in (None, False):
             raise ValueError("scaling['mrope_interleaved'] is set but scaling['mrope_section'] is not")

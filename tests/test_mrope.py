@@ -173,3 +173,13 @@ def test_axial_interleaved_equals_rotary_embedding_torch_axial_frequencies():
 def test_axial_needs_a_dim_divisible_by_four():
     with pytest.raises(ValueError, match="multiple of 4"):
         ropescale.Rope.axial(6)
+
+
+def test_extend_keeps_the_mrope_layout_and_the_query_temperature():
+    rope = ropescale.Rope(128, 1e6, {"mrope_section": [24, 20, 20], "mrope_interleaved": True},
+                          max_position_embeddings=32768, query_temperature=(8192.0, 0.1))
+    ext = rope.extend(131072, "yarn")
+    assert ext.method == "yarn" and ext.mrope_section == (24, 20, 20) and ext.mrope_interleaved
+    np.testing.assert_array_equal(ext.pair_streams, rope.pair_streams)
+    assert ext.query_temperature == (8192.0, 0.1)
+    assert "query_temperature=(8192.0, 0.1)" in repr(ext)

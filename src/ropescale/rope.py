@@ -567,8 +567,12 @@ class Rope:
         sc.update(params)
         if prf is not None:
             sc["partial_rotary_factor"] = prf
+        # the position layout (M-RoPE sections) is the model's, whatever the scaling
+        for key in LAYOUT_KEYS:
+            if key in (self._scaling or {}) and key not in sc:
+                sc[key] = copy.deepcopy(self._scaling[key])
         return Rope(self._dim, self._base, sc or None, max_position_embeddings=_length("target_len", m),
-                    interleaved=self._interleaved)
+                    interleaved=self._interleaved, query_temperature=self._qtemp)
 
     def _n_pairs(self, spec, prf) -> int:
         if spec.full_head_dim:
@@ -585,7 +589,8 @@ class Rope:
         extra = f", rotary_dim={self.rotary_dim}" if self.rotary_dim != self._dim else ""
         attn = f", attention_factor={self._attn:.6g}" if self._attn != 1.0 else ""
         il = ", interleaved=True" if self._interleaved else ""
-        return f"Rope(dim={self._dim}, base={self._base!r}, scaling={sc}{mp}{il}{extra}{attn})"
+        qt = f", query_temperature={self._qtemp!r}" if self._qtemp is not None else ""
+        return f"Rope(dim={self._dim}, base={self._base!r}, scaling={sc}{mp}{il}{qt}{extra}{attn})"
 
     def _repr_html_(self) -> str:
         from ._display import rope_html

@@ -10,7 +10,7 @@ Prints one Markdown table: per case the median ropescale time, the copy floor
 times faster it is than the pure-NumPy reference and than PyTorch doing what
 HF transformers does, and the peak RSS growth of one call measured in a fresh
 process.  The targets are context, not assertions: the last column says PASS
-or MISS.  The machinery lives in ``ropescale._bench`` (shared with the CLI).
+or MISS.  The machinery lives in ``bench/harness.py`` beside this file.
 """
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ import sys
 import time
 
 import ropescale
-from ropescale import _bench
-from ropescale._bench import QUICK_CASES, apply_case, cos_sin_case
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness as _bench  # noqa: E402  (beside this file, not part of the package)
+from harness import QUICK_CASES, apply_case, cos_sin_case  # noqa: E402
 
 PREFILL = (1, 8192, 32, 128)
 # Targets (context for the PASS/MISS column, never asserted):

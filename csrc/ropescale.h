@@ -6,7 +6,7 @@
  * shapes, dtypes and alignment.  No function here keeps global state, so all
  * of them may run without the GIL and from several threads at once.
  *
- * Every formula is stated in shared/MATH.md and cited beside its code.
+ * Every formula is stated in docs/math.md and cited beside its code.
  */
 #ifndef ROPESCALE_H
 #define ROPESCALE_H

@@ -1,4 +1,4 @@
-"""ropescale.analysis: per-pair quantities against independent formulas (MATH.md)."""
+"""ropescale.analysis: per-pair quantities against independent formulas (docs/math.md)."""
 import json
 import math
 
@@ -74,7 +74,7 @@ def test_ntk_stretches_progressively_and_matches_linear_on_the_lowest_pair():
 def test_dynamic_at_target_length_stretches_last_pair_by_effective_factor():
     d, s, m_l, m = 64, 4.0, 4096, 16384
     a = analyze(extended("dynamic", dim=d, original=m_l, target=m))
-    eff = s * m / m_l - (s - 1)               # MATH.md, dynamic NTK at L = m
+    eff = s * m / m_l - (s - 1)               # docs/math.md section 4, dynamic NTK at L = m
     assert a.stretch[-1] == pytest.approx(eff, rel=1e-12)
     assert a.regime[0] == "extrapolate"
     assert set(a.regime[1:].tolist()) == {"blend"}

@@ -20,6 +20,7 @@ from numpy.lib.stride_tricks import as_strided
 
 import ropescale
 from ropescale import reference as ref
+from conftest import assert_close, tol
 
 NAN, INF = float("nan"), float("inf")
 TH = ropescale.inv_freq(8)                      # R = 4
@@ -365,19 +366,35 @@ CASES = [
     ("RopeAnalysis.table-pair-out-of-range", lambda: ANALYSIS().table(pairs=[1000]), ValueError, "pairs"),
     ("RopeAnalysis.table-pair-str", lambda: ANALYSIS().table(pairs=["a"]), TypeError, "pairs"),
     ("RopeAnalysis.table-pairs-int", lambda: ANALYSIS().table(pairs=5), TypeError, "pairs"),
+    ("rerotate-positions-shape", lambda: ropescale.rerotate(X, [0, 1, 2], [0, 1], ropescale.inv_freq(8)), ValueError,
+     "to_positions"),
+    ("rerotate-to-nan", lambda: ropescale.rerotate(X, [0, 1, 2], [0, 1, NAN], ropescale.inv_freq(8)), ValueError,
+     "to_positions"),
+    ("rerotate-int-keys", lambda: ropescale.rerotate(np.ones((3, 8), np.int32), [0, 1, 2], [1, 2, 3],
+                                                    ropescale.inv_freq(8)), TypeError, "k"),
+    ("rebase-lengths-differ", lambda: ropescale.rebase(X, [0, 1, 2], ropescale.inv_freq(8), ropescale.inv_freq(6)),
+     ValueError, "inv_freq"),
+    ("rebase-positions-inf", lambda: ropescale.rebase(X, [0, 1, INF], ropescale.inv_freq(8), ropescale.inv_freq(8, 2e4)),
+     ValueError, "positions"),
     ("analyze-target-1e300-dynamic", lambda: ropescale.analyze(ropescale.Rope(64, 1e4, DYN), 1e300), ValueError,
      "target_len"),
 ]
 
 
+# Short row ids for the functions whose names are long.
+ROW_PREFIX = {"apply": "apply_rotary", "fused": "apply_rotary_positions", "scaled": "scaled_inv_freq",
+              "threads": "set_num_threads", "yarn_range": "yarn_correction_range"}
+
+
 def test_the_table_is_large_and_covers_every_public_function():
     assert len(CASES) >= 80
     assert len({c[0] for c in CASES}) == len(CASES)
-    called = " ".join(c[0] for c in CASES)
-    for name in ("inv_freq", "ntk_lambda", "ntk_base", "periods", "solve_base", "solve_factor", "yarn_range",
-                 "scaled", "cos_sin", "apply-", "fused-", "threads-", "Rope-", "Rope.from_hf", "Rope.extend",
-                 "Rope.apply", "Rope.cos_sin", "critical_dim", "max_supported_length", "analyze-",
-                 "RopeAnalysis.table"):
+    # exact names (the id up to its first '-'), not substrings of other ids
+    called = {ROW_PREFIX.get(p, p) for p in (c[0].split("-", 1)[0] for c in CASES)}
+    public = {name for name in ropescale.__all__
+              if callable(getattr(ropescale, name)) and name not in ("get_num_threads", "RopeAnalysis")}
+    assert not public - called, sorted(public - called)
+    for name in ("Rope.from_hf", "Rope.extend", "Rope.apply", "Rope.cos_sin", "RopeAnalysis.table"):
         assert name in called, name
 
 
@@ -421,20 +438,6 @@ def test_from_hf_bad_values_name_the_key(config, word):
 
 # ------------------------------------------------------------- odd but valid
 
-TOL = {np.float64: 1e-12, np.float32: 2e-6, np.float16: 2e-3}
-
-
-def assert_matches(got, want, x, dtype):
-    """|got - want| <= tol * max|x| per row; NaN where the reference has NaN."""
-    got = np.asarray(got, dtype=np.float64)
-    assert got.shape == want.shape
-    assert np.array_equal(np.isnan(got), np.isnan(want))
-    ok = ~np.isnan(want)
-    scale = np.maximum(np.nanmax(np.abs(np.asarray(x, dtype=np.float64)), axis=-1, keepdims=True), 1e-300)
-    err = np.where(ok, np.abs(got - np.where(ok, want, 0.0)) / scale, 0.0)
-    assert err.size == 0 or float(err.max()) <= TOL[np.dtype(dtype).type], float(err.max())
-
-
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
 @pytest.mark.parametrize("interleaved", [False, True])
 def test_empty_batch_and_one_token(dtype, interleaved):
@@ -446,10 +449,10 @@ def test_empty_batch_and_one_token(dtype, interleaved):
         got = ropescale.apply_rotary(x, c.astype(np.float32 if dtype != np.float64 else dtype),
                                      s.astype(np.float32 if dtype != np.float64 else dtype), interleaved=interleaved)
         assert got.dtype == dtype and got.shape == x.shape
-        assert_matches(got, want, x, dtype)
+        assert_close(got, want, x, dtype)
         got = ropescale.apply_rotary_positions(x, pos, TH, interleaved=interleaved)
         assert got.dtype == dtype and got.shape == x.shape
-        assert_matches(got, want, x, dtype)
+        assert_close(got, want, x, dtype)
 
 
 def test_empty_tables_and_zero_features():
@@ -474,9 +477,9 @@ def test_negative_and_fractional_positions_match_reference(dtype):
     for pos in ([-5, -1, 0, 1, -1000, -123456], [-0.5, 2.25, -3.75, 1e-9, -1e-300, 0.0]):
         p = np.asarray(pos)[:, None]
         got = ropescale.apply_rotary_positions(x, p, TH, attention_factor=1.5)
-        assert_matches(got, ref.apply_rotary_positions(x, p, TH, attention_factor=1.5), x, dtype)
+        assert_close(got, ref.apply_rotary_positions(x, p, TH, attention_factor=1.5), x, dtype)
         c, s = ropescale.cos_sin(p, TH, attention_factor=1.5, dtype=dtype)
-        assert_matches(ropescale.apply_rotary(x, c, s), ref.apply_rotary_positions(x, p, TH, 1.5), x, dtype)
+        assert_close(ropescale.apply_rotary(x, c, s), ref.apply_rotary_positions(x, p, TH, 1.5), x, dtype)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -496,15 +499,15 @@ def test_nan_and_inf_in_x_propagate_like_the_reference(dtype, interleaved):
     # compare where both are defined; NaN exactly where the reference has it
     assert np.array_equal(np.isnan(got.astype(np.float64)), np.isnan(want))
     ok = np.isfinite(want)
-    tol = TOL[np.dtype(dtype).type] * 2.0
-    assert np.all(np.abs(got.astype(np.float64)[ok] - want[ok]) <= tol * 2.0)
+    limit = tol(dtype) * 4.0                # |x| <= 2
+    assert np.all(np.abs(got.astype(np.float64)[ok] - want[ok]) <= limit)
 
 
 def test_zero_and_negative_frequencies_are_valid():
     x = np.arange(16.0).reshape(2, 8)
     theta = np.array([1, 0, -1, 0], dtype=np.int64)   # integer inv_freq is accepted
     got = ropescale.apply_rotary_positions(x, [3, -2], theta)
-    assert_matches(got, ref.apply_rotary_positions(x, [3, -2], theta), x, np.float64)
+    assert_close(got, ref.apply_rotary_positions(x, [3, -2], theta), x, np.float64)
     assert np.isinf(ropescale.periods([1.0, 0.0])[1])
 
 
@@ -519,20 +522,20 @@ def test_reversed_strided_unaligned_and_byteswapped_memory(dtype):
         p = pos if x.shape[0] == 5 else pos.T
         for interleaved in (False, True):
             want = ref.apply_rotary_positions(x, p, TH, interleaved=interleaved)
-            assert_matches(ropescale.apply_rotary_positions(x, p, TH, interleaved=interleaved), want, x, dtype)
+            assert_close(ropescale.apply_rotary_positions(x, p, TH, interleaved=interleaved), want, x, dtype)
             c, s = ropescale.cos_sin(p, TH, dtype=tdt)
             ax = 0 if c.shape[0] > 1 else 1
             c, s = np.flip(np.ascontiguousarray(np.flip(c, ax)), ax), np.ascontiguousarray(s[..., ::-1])[..., ::-1]
             assert c.strides[ax] < 0 and s.strides[-1] < 0      # negative-stride tables
-            assert_matches(ropescale.apply_rotary(x, c, s, interleaved=interleaved), want, x, dtype)
+            assert_close(ropescale.apply_rotary(x, c, s, interleaved=interleaved), want, x, dtype)
             # out with negative strides, and in place on a reversed view
             out = np.zeros(x.shape, dtype)[::-1, ::-1]
             ropescale.apply_rotary(x, c, s, interleaved=interleaved, out=out)
-            assert_matches(out, want, x, dtype)
+            assert_close(out, want, x, dtype)
             if x.dtype.isnative:
                 y = np.ascontiguousarray(x[::-1])[::-1]
                 ropescale.apply_rotary_positions(y, p, TH, interleaved=interleaved, out=y)
-                assert_matches(y, want, x, dtype)
+                assert_close(y, want, x, dtype)
     # unaligned x and out (a byte offset into a buffer)
     item = np.dtype(dtype).itemsize
     if item > 1:
@@ -544,8 +547,8 @@ def test_reversed_strided_unaligned_and_byteswapped_memory(dtype):
         ou = np.ndarray((3, 8), dtype=dtype, buffer=np.zeros_like(buf), offset=1)
         want = ref.apply_rotary_positions(xu, [1, 2, 3], TH)
         ropescale.apply_rotary_positions(xu, [1, 2, 3], TH, out=ou)
-        assert_matches(ou, want, xu, dtype)
-        assert_matches(ropescale.apply_rotary_positions(xu, [1, 2, 3], TH), want, xu, dtype)
+        assert_close(ou, want, xu, dtype)
+        assert_close(ropescale.apply_rotary_positions(xu, [1, 2, 3], TH), want, xu, dtype)
 
 
 def test_tables_that_alias_x_in_place_use_the_values_before_rotation():
@@ -565,33 +568,41 @@ def test_many_axes_up_to_numpy_limit():
     pos[..., 1] = 3
     got = ropescale.apply_rotary_positions(x, pos, TH[:2])
     want = ref.apply_rotary_positions(x, pos, TH[:2])
-    assert_matches(got, want, x, np.float64)
+    assert_close(got, want, x, np.float64)
 
 
 def test_out_of_another_dtype_and_tiny_attention_factor():
     x = np.linspace(-1, 1, 16).reshape(2, 8)
     out = np.zeros((2, 8), np.float16)
     ropescale.apply_rotary_positions(x, [1, 2], TH, out=out)
-    assert_matches(out, ref.apply_rotary_positions(x, [1, 2], TH), x, np.float16)
+    assert_close(out, ref.apply_rotary_positions(x, [1, 2], TH), x, np.float16)
     c, s = ropescale.cos_sin([1, 2], TH, attention_factor=1e-300, dtype=np.float64)
     np.testing.assert_allclose(c / 1e-300, np.cos(np.outer([1, 2], TH)), rtol=1e-12)
 
 
-def test_extreme_but_valid_scalars():
+def test_extreme_but_valid_scalars(threads):
     theta, attn = ropescale.scaled_inv_freq(8, 1e4, DYN, seq_len=2**53)
     assert np.all(np.isfinite(theta)) and attn == 1.0
     theta, _ = ropescale.scaled_inv_freq(8, 1e4, DYN, seq_len=0)
     np.testing.assert_allclose(theta, ref.inv_freq(8, 1e4), rtol=1e-14)
     big = ropescale.inv_freq(8, 1e300)
     np.testing.assert_allclose(big, ref.inv_freq(8, 1e300), rtol=1e-13)
-    # the exact range end: |position * inv_freq| == 2**34
-    c, s = ropescale.cos_sin([2**34, -2**34], [1.0], dtype=np.float64)
-    assert np.all(np.abs(c) <= 1) and np.all(np.isfinite(s))
-    prev = ropescale.set_num_threads(64)
-    try:
-        assert ropescale.get_num_threads() == 64
-    finally:
-        ropescale.set_num_threads(prev)
+    threads(64)
+    assert ropescale.get_num_threads() == 64
+
+
+def test_angle_at_the_exact_range_end_is_correctly_reduced():
+    """|position * inv_freq| == 2**34 radians, the largest angle the exact
+    reduction promises: cos and sin there against 50-digit arithmetic."""
+    mpmath = pytest.importorskip("mpmath")
+    mpmath.mp.dps = 50
+    pos = [2**34, -2**34, 2**33 + 1]
+    c, s = ropescale.cos_sin(pos, [1.0], dtype=np.float64)
+    want_c = [float(mpmath.cos(mpmath.mpf(p))) for p in pos]
+    want_s = [float(mpmath.sin(mpmath.mpf(p))) for p in pos]
+    np.testing.assert_allclose(c[:, 0], want_c, rtol=0, atol=2**-52)
+    np.testing.assert_allclose(s[:, 0], want_s, rtol=0, atol=2**-52)
+    assert s[0, 0] == -s[1, 0] and c[0, 0] == c[1, 0]
 
 
 @pytest.mark.parametrize("theta", [1e301, -1.5e300, 1.7976931348623157e308])
@@ -649,25 +660,22 @@ def test_row_buffer_size_cannot_overflow_into_a_small_allocation():
     assert proc.returncode == 0 and "refused" in proc.stdout, (proc.returncode, proc.stdout, proc.stderr[-3000:])
 
 
-def test_huge_zero_strided_broadcast_over_a_tiny_x():
+def test_huge_zero_strided_broadcast_over_a_tiny_x(threads):
     """2**22 rows over 16 bytes of x, written to one zero-strided row of out."""
-    prev = ropescale.set_num_threads(1)   # every row writes the same out row
-    try:
-        x1 = np.array([1.0, -2.0, 0.5, 3.0, 7.0, 8.0], np.float32)
-        x = np.broadcast_to(x1, (2**11, 2**11, 6))
-        out = as_strided(np.zeros(6, np.float32), shape=x.shape, strides=(0, 0, 4))
-        c, s = ropescale.cos_sin(5, TH[:2], dtype=np.float32)
-        ropescale.apply_rotary(x, np.broadcast_to(c, (2**11, 2)), np.broadcast_to(s, (2**11, 2)), out=out)
-        want = ref.apply_rotary_positions(x1, 5, TH[:2])
-        np.testing.assert_allclose(out[0, 0], want, rtol=0, atol=2e-6 * 8)
-        assert out[2**11 - 1, 2**11 - 1, 5] == 8.0            # pass-through feature
-        pos = np.broadcast_to(np.array(5.0), (2**11, 2**11))
-        out[...] = 0
-        ropescale.apply_rotary_positions(x, pos, TH[:2], out=out, interleaved=True)
-        np.testing.assert_allclose(out[0, 0], ref.apply_rotary_positions(x1, 5, TH[:2], interleaved=True),
-                                   rtol=0, atol=2e-6 * 8)
-    finally:
-        ropescale.set_num_threads(prev)
+    threads(1)   # every row writes the same out row
+    x1 = np.array([1.0, -2.0, 0.5, 3.0, 7.0, 8.0], np.float32)
+    x = np.broadcast_to(x1, (2**11, 2**11, 6))
+    out = as_strided(np.zeros(6, np.float32), shape=x.shape, strides=(0, 0, 4))
+    c, s = ropescale.cos_sin(5, TH[:2], dtype=np.float32)
+    ropescale.apply_rotary(x, np.broadcast_to(c, (2**11, 2)), np.broadcast_to(s, (2**11, 2)), out=out)
+    want = ref.apply_rotary_positions(x1, 5, TH[:2])
+    np.testing.assert_allclose(out[0, 0], want, rtol=0, atol=2e-6 * 8)
+    assert out[2**11 - 1, 2**11 - 1, 5] == 8.0            # pass-through feature
+    pos = np.broadcast_to(np.array(5.0), (2**11, 2**11))
+    out[...] = 0
+    ropescale.apply_rotary_positions(x, pos, TH[:2], out=out, interleaved=True)
+    np.testing.assert_allclose(out[0, 0], ref.apply_rotary_positions(x1, 5, TH[:2], interleaved=True),
+                               rtol=0, atol=2e-6 * 8)
 
 
 def test_zero_strided_x_with_real_out_and_negative_strided_tables():
@@ -678,8 +686,8 @@ def test_zero_strided_x_with_real_out_and_negative_strided_tables():
     c, s = ropescale.cos_sin(pos[::-1], TH, dtype=np.float64)
     got = ropescale.apply_rotary(x, c[::-1], s[::-1])
     want = ref.apply_rotary_positions(x, pos, TH)
-    assert_matches(got, want, x, np.float64)
-    assert_matches(ropescale.apply_rotary_positions(x, pos, TH), want, x, np.float64)
+    assert_close(got, want, x, np.float64)
+    assert_close(ropescale.apply_rotary_positions(x, pos, TH), want, x, np.float64)
 
 
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
@@ -694,18 +702,18 @@ def test_byte_strides_beyond_32_bits_forward_and_backward(dtype):
     x0 = x.copy()
     for view, pos in ((x, [0, 70000, -9]), (x[::-1, ::-1], [3, -1, 2**20])):
         want = ref.apply_rotary_positions(view, pos, TH)
-        assert_matches(ropescale.apply_rotary_positions(view, pos, TH), want, view, dtype)
+        assert_close(ropescale.apply_rotary_positions(view, pos, TH), want, view, dtype)
         c, s = ropescale.cos_sin(pos, TH, dtype=np.float64 if dtype == np.float64 else np.float32)
         out = np.ndarray((3, 8), dtype=dtype, buffer=buf, offset=item, strides=(step, 2 * item))
         if view.strides[0] < 0:
             out = out[::-1, ::-1]
         ropescale.apply_rotary(view, c, s, out=out)
-        assert_matches(out, want, view, dtype)
+        assert_close(out, want, view, dtype)
         np.testing.assert_array_equal(x, x0)      # interleaved with out, never written
         ropescale.apply_rotary(view, c, s, out=view, inverse=True)
         ropescale.apply_rotary(view, c, s, out=view)
         orig = x0 if view is x else x0[::-1, ::-1]
-        assert_matches(view, orig.astype(np.float64), orig, dtype)   # inverse, then forward, in place
+        assert_close(view, orig.astype(np.float64), orig, dtype)   # inverse, then forward, in place
         x[...] = x0
     del x, out, buf
 

@@ -42,11 +42,16 @@ def test_docstring_examples(name, capsys):
     finder = doctest.DocTestFinder(exclude_empty=True)
     runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     tests = finder.find(module, name, globs={"np": np, "ropescale": ropescale})
+    # every listed module shows examples: a parametrisation that runs none proves nothing
+    examples = sum(len(t.examples) for t in tests)
+    assert examples > 0, f"{name}: no docstring examples found"
     failures = []
+    attempted = 0
     for test in tests:
         result = runner.run(test, out=failures.append)
-        del result
+        attempted += result.attempted
     assert not failures, "".join(failures)
+    assert attempted == examples
 
 
 @pytest.mark.parametrize("name", EXAMPLES_REQUIRED)

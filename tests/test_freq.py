@@ -6,14 +6,10 @@ import pytest
 
 import ropescale
 from ropescale import reference as ref
+from conftest import rel
 
 DIMS = [16, 64, 128, 256]
 FACTORS = [2, 4, 8, 32, 1000]
-
-
-def rel(a, b):
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-300)))
 
 
 # ---------------------------------------------------------------- theta itself

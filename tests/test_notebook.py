@@ -1,4 +1,10 @@
-"""Execute examples/plan_4k_to_32k.ipynb's code cells in order (its asserts are the checks)."""
+"""examples/plan_4k_to_32k.ipynb: executed in a fresh Jupyter kernel (nbclient).
+
+Its own asserts are the checks of the walkthrough; here we also require that
+every figure reaches the reader as an ``image/png`` output, that the committed
+file carries its outputs (so it reads on a code host) and that its cells are
+what tools/make_notebook.py generates.
+"""
 import json
 import os
 import subprocess
@@ -16,30 +22,28 @@ def load():
         return json.load(f)
 
 
-def has_matplotlib():
-    try:
-        import matplotlib
-    except ImportError:
-        return False
-    matplotlib.use("Agg")
-    return True
+def code_cells(nb):
+    return [c for c in nb["cells"] if c["cell_type"] == "code"]
 
 
-def test_notebook_is_valid_nbformat4_without_outputs():
+def pngs(cell):
+    return [o for o in cell.get("outputs", []) if "image/png" in o.get("data", {})]
+
+
+def test_committed_notebook_is_valid_and_carries_its_outputs():
     nb = load()
     assert nb["nbformat"] == 4 and nb["nbformat_minor"] >= 4
     assert nb["metadata"]["kernelspec"]["language"] == "python"
     ids = [c["id"] for c in nb["cells"]]
     assert len(set(ids)) == len(ids)
-    for cell in nb["cells"]:
-        assert cell["cell_type"] in ("markdown", "code")
-        assert isinstance(cell["source"], list) and all(isinstance(s, str) for s in cell["source"])
-        if cell["cell_type"] == "code":
-            assert cell["outputs"] == [] and cell["execution_count"] is None
-    try:
-        import nbformat
-    except ImportError:
-        return
+    cells = code_cells(nb)
+    assert len(cells) >= 8
+    # executed top to bottom, with no error output
+    assert [c["execution_count"] for c in cells] == list(range(1, len(cells) + 1))
+    assert not [o for c in cells for o in c["outputs"] if o["output_type"] == "error"]
+    plots = [c for c in cells if "plot" in c.get("metadata", {}).get("tags", [])]
+    assert plots and all(pngs(c) for c in plots), "a plot cell has no image/png output"
+    nbformat = pytest.importorskip("nbformat")
     nbformat.validate(nbformat.reads(json.dumps(nb), as_version=4))
 
 
@@ -48,25 +52,24 @@ def test_notebook_matches_its_generator():
     assert res.returncode == 0, res.stderr
 
 
-def test_notebook_code_cells_run_in_order():
-    nb = load()
-    mpl = has_matplotlib()
-    ns = {"__name__": "__notebook__"}
-    ran = skipped = 0
-    for i, cell in enumerate(nb["cells"]):
-        if cell["cell_type"] != "code":
-            continue
-        if "plot" in cell.get("metadata", {}).get("tags", []) and not mpl:
-            skipped += 1
-            continue
-        code = compile("".join(cell["source"]), f"{NOTEBOOK}#cell{i}", "exec")
-        exec(code, ns)
-        ran += 1
-    assert ran >= 8
-    # what the walkthrough concluded
-    assert ns["rel_err"] < 1e-12 and ns["kc"] == 46
-    assert set(ns["analyses"]) == {"linear", "ntk", "dynamic", "yarn", "llama3"}
-    if mpl:
-        assert skipped == 0 and len(ns["fig"].axes[0].get_lines()) >= 3
-    else:
-        pytest.skip(f"matplotlib missing: {skipped} plot cells skipped, the rest ran")
+def test_notebook_runs_in_a_fresh_kernel_and_displays_its_figures():
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("ipykernel")
+    pytest.importorskip("nbclient")
+    sys.path.insert(0, os.path.dirname(GENERATOR))
+    try:
+        import make_notebook
+    finally:
+        sys.path.pop(0)
+    nb = make_notebook.executed(make_notebook.notebook(), timeout=300)   # raises on any cell error
+    cells = code_cells(nb)
+    assert all(c["execution_count"] for c in cells)
+    plots = [c for c in cells if "plot" in c.get("metadata", {}).get("tags", [])]
+    assert len(plots) == 2
+    for cell in plots:
+        images = pngs(cell)
+        assert len(images) == 1, cell["outputs"]
+        png = images[0]["data"]["image/png"]
+        assert len(png) > 10_000               # base64 of a real plot, not an empty canvas
+    text = "".join("".join(o["text"]) for c in cells for o in c["outputs"] if o["output_type"] == "stream")
+    assert "critical" in text and "max relative change" in text

@@ -6,17 +6,9 @@ from hypothesis import given, settings, HealthCheck, strategies as st
 
 import ropescale
 from ropescale import reference as ref
+from conftest import assert_close, tol
 
-TOL = {np.float64: 1e-13, np.float32: 2e-6, np.float16: 2e-3}
 DTYPES = [np.float16, np.float32, np.float64]
-
-
-def assert_close_to_ref(got, want, x, dtype):
-    """|got - want| <= tol * max(|x|) per row (the rotation preserves norms)."""
-    scale = np.max(np.abs(np.asarray(x, dtype=np.float64)), axis=-1, keepdims=True)
-    scale = np.maximum(scale, 1e-30)
-    err = np.abs(np.asarray(got, dtype=np.float64) - want) / scale
-    assert err.size == 0 or float(np.nanmax(err)) <= TOL[np.dtype(dtype).type], float(np.nanmax(err))
 
 
 def table(positions, theta, dtype):
@@ -87,7 +79,7 @@ def test_apply_rotary_matches_reference(lay, interleaved, inverse, mode):
     # the table was rounded to its dtype; compare with the reference on the same table
     tdt = np.float64 if got.dtype.itemsize == 8 else np.float32
     want = ref.apply_rotary(x_before, c.astype(tdt), s.astype(tdt), interleaved=interleaved, inverse=inverse)
-    assert_close_to_ref(got, want, x_before, got.dtype)
+    assert_close(got, want, x_before, got.dtype)
     # pass-through features are bit-identical
     r = c.shape[-1]
     assert np.array_equal(got[..., 2 * r:], x_before[..., 2 * r:].astype(got.dtype))
@@ -113,7 +105,7 @@ def test_apply_rotary_positions_matches_reference(lay, interleaved, inverse, mod
     else:
         got = ropescale.apply_rotary_positions(x, pos, theta, out=x, **kw)
         assert got is x
-    assert_close_to_ref(got, want, x_before * attn, got.dtype)
+    assert_close(got, want, x_before * attn, got.dtype)
 
 
 # ----------------------------------------------------------- invariants
@@ -127,27 +119,37 @@ def test_inverse_undoes_apply_and_norms_are_preserved(dtype, interleaved):
     theta = ropescale.inv_freq(64, 10000.0)
     y = ropescale.apply_rotary_positions(x, pos, theta, interleaved=interleaved)
     z = ropescale.apply_rotary_positions(y, pos, theta, interleaved=interleaved, inverse=True)
-    tol = {np.float16: 4e-3, np.float32: 4e-6, np.float64: 1e-13}[dtype]
+    limit = 2 * tol(dtype)                     # two roundings: there and back
     x64 = x.astype(np.float64)
-    assert np.max(np.abs(z.astype(np.float64) - x64)) <= tol * np.max(np.abs(x64))
+    assert np.max(np.abs(z.astype(np.float64) - x64)) <= limit * np.max(np.abs(x64))
     n0 = np.linalg.norm(x64, axis=-1)
     n1 = np.linalg.norm(y.astype(np.float64), axis=-1)
-    assert np.max(np.abs(n1 - n0) / n0) <= tol
+    assert np.max(np.abs(n1 - n0) / n0) <= limit
 
 
 @pytest.mark.parametrize("method", ["default", "ntk", "yarn"])
-def test_scores_depend_only_on_relative_position(method):
+def test_scores_depend_only_on_relative_position_through_the_method_frequencies(method):
+    """The kernels' scores depend on m - n only (true for any theta), and equal the
+    closed form at the method's theta' from the pure-NumPy reference: so a kernel or
+    a frequency that is wrong fails, not only one that breaks the invariance."""
     rng = np.random.default_rng(2)
     d = 128
     q, k = rng.standard_normal(d), rng.standard_normal(d)
     sc = None if method == "default" else {"rope_type": method, "factor": 8.0, "original_max_position_embeddings": 4096}
     theta, attn = ropescale.scaled_inv_freq(d, 10000.0, sc)
+    params = {} if sc is None else {"factor": 8.0, "original_max_position_embeddings": 4096}
+    want_theta, want_attn = ref.scaled_inv_freq(d, 10000.0, method, **params)
+    r = d // 2
     for dist in (0, 3, 999):
         ms = np.array([0, 10, 5000, 30000])
-        qm = ropescale.apply_rotary_positions(np.tile(q, (4, 1)), ms + dist, theta)
-        kn = ropescale.apply_rotary_positions(np.tile(k, (4, 1)), ms, theta)
+        qm = ropescale.apply_rotary_positions(np.tile(q, (4, 1)), ms + dist, theta, attention_factor=attn)
+        kn = ropescale.apply_rotary_positions(np.tile(k, (4, 1)), ms, theta, attention_factor=attn)
         scores = np.einsum("id,id->i", qm, kn)
         assert np.ptp(scores) <= 1e-10 * np.abs(scores).max()
+        ang = dist * want_theta
+        want = want_attn ** 2 * np.sum((q[:r] * k[:r] + q[r:] * k[r:]) * np.cos(ang)
+                                       + (q[:r] * k[r:] - q[r:] * k[:r]) * np.sin(ang))
+        assert abs(scores[0] - want) <= 1e-10 * want_attn ** 2 * float(np.abs(q) @ np.abs(k))
 
 
 @pytest.mark.parametrize("method", ["linear", "ntk"])
@@ -263,20 +265,17 @@ def test_bfloat16_when_ml_dtypes_is_installed():
     assert np.max(np.abs(y.astype(np.float64) - want)) <= 1.6e-2 * np.max(np.abs(want))
 
 
-def test_threads_split_large_arrays_identically():
+def test_threads_split_large_arrays_identically(threads):
     rng = np.random.default_rng(6)
     x = rng.standard_normal((2048, 8, 128)).astype(np.float32)   # 8 MiB: above the split size
     pos = np.arange(2048)[:, None]
     theta = ropescale.inv_freq(128)
-    prev = ropescale.set_num_threads(1)
-    try:
-        one = ropescale.apply_rotary_positions(x, pos, theta)
-        ropescale.set_num_threads(2)
-        two = ropescale.apply_rotary_positions(x, pos, theta)
-        c, s = ropescale.cos_sin(np.arange(2048)[:, None], theta)
-        two_cached = ropescale.apply_rotary(x, c, s)
-    finally:
-        ropescale.set_num_threads(prev)
+    threads(1)
+    one = ropescale.apply_rotary_positions(x, pos, theta)
+    threads(2)
+    two = ropescale.apply_rotary_positions(x, pos, theta)
+    c, s = ropescale.cos_sin(np.arange(2048)[:, None], theta)
+    two_cached = ropescale.apply_rotary(x, c, s)
     assert np.array_equal(one, two) and np.array_equal(one, two_cached)
 
 
@@ -309,3 +308,32 @@ def test_unaligned_inputs_are_accepted():
     np.testing.assert_allclose(out, want, atol=2e-6 * 15)
     c, s = ropescale.cos_sin(p, u, dtype=np.float64)
     np.testing.assert_allclose(c, np.cos(np.outer([3, 4], theta)), atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_attention_factor_scales_cos_sin_and_the_fused_rotation(dtype):
+    """cos/sin and the fused rotation carry the attention factor: a * cos(t theta),
+    a * sin(t theta) and a * Ro(x, t theta), against NumPy's cos and sin."""
+    theta = ropescale.inv_freq(16)
+    pos = np.array([0, 1, 7, 4096])
+    a = 1.25
+    c, s = ropescale.cos_sin(pos, theta, attention_factor=a, dtype=dtype)
+    ang = np.outer(pos, theta)
+    np.testing.assert_allclose(c, a * np.cos(ang), rtol=0, atol=a * tol(dtype))
+    np.testing.assert_allclose(s, a * np.sin(ang), rtol=0, atol=a * tol(dtype))
+    x = np.random.default_rng(8).standard_normal((4, 16)).astype(dtype)
+    got = ropescale.apply_rotary_positions(x, pos, theta, attention_factor=a)
+    assert_close(got, a * ref.apply_rotary_positions(x, pos, theta), a * x)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_pairings_half_split_and_interleaved(interleaved):
+    """Which features form pair k, written out by hand: (x[k], x[k + R]) for the
+    half split, (x[2k], x[2k + 1]) interleaved; a quarter turn maps (a, b) to (-b, a)."""
+    theta = np.array([np.pi / 2, 0.0])           # pair 0 turns a quarter at t = 1, pair 1 not at all
+    x = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])     # D = 6, R = 2: x[4], x[5] pass through
+    want = [-2.0, 1.0, 3.0, 4.0, 5.0, 6.0] if interleaved else [-3.0, 2.0, 1.0, 4.0, 5.0, 6.0]
+    got = ropescale.apply_rotary_positions(x, 1, theta, interleaved=interleaved)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
+    c, s = ropescale.cos_sin(1, theta, dtype=np.float64)
+    np.testing.assert_allclose(ropescale.apply_rotary(x, c, s, interleaved=interleaved), want, rtol=0, atol=1e-15)

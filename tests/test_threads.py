@@ -83,10 +83,8 @@ def bits(a):
 
 
 @pytest.fixture
-def two_c_threads():
-    prev = ropescale.set_num_threads(2)
-    yield
-    ropescale.set_num_threads(prev)
+def two_c_threads(threads):
+    threads(2)
 
 
 def test_eight_threads_at_once_give_the_sequential_bits(two_c_threads):
@@ -169,10 +167,8 @@ def count_during(call):
 
 
 @pytest.fixture
-def one_c_thread():
-    prev = ropescale.set_num_threads(1)
-    yield
-    ropescale.set_num_threads(prev)
+def one_c_thread(threads):
+    threads(1)
 
 
 def long_calls():
@@ -243,22 +239,19 @@ def test_another_thread_sees_an_in_place_rotation_half_done(one_c_thread):
 # --------------------------------------------------- C-level splitting
 
 @pytest.mark.parametrize("n", [2, 3, 8])
-def test_split_over_c_threads_gives_identical_bits(n):
+def test_split_over_c_threads_gives_identical_bits(n, threads):
     rng = np.random.default_rng(n)
     x = rng.standard_normal((3001, 3, 96)).astype(np.float16)[::-1, :, ::-1]   # > 4 MiB of work, odd rows
     pos = rng.integers(-10**6, 10**6, size=(3001, 1))
     th = ropescale.inv_freq(80)
     c, s = ropescale.cos_sin(pos, th)
-    prev = ropescale.set_num_threads(1)
-    try:
-        one = (ropescale.apply_rotary_positions(x, pos, th, interleaved=True),
-               ropescale.apply_rotary(x, c, s),
-               *ropescale.cos_sin(pos[:, 0] + 0.25, th, dtype=np.float32))
-        ropescale.set_num_threads(n)
-        many = (ropescale.apply_rotary_positions(x, pos, th, interleaved=True),
-                ropescale.apply_rotary(x, c, s),
-                *ropescale.cos_sin(pos[:, 0] + 0.25, th, dtype=np.float32))
-    finally:
-        ropescale.set_num_threads(prev)
+    threads(1)
+    one = (ropescale.apply_rotary_positions(x, pos, th, interleaved=True),
+           ropescale.apply_rotary(x, c, s),
+           *ropescale.cos_sin(pos[:, 0] + 0.25, th, dtype=np.float32))
+    threads(n)
+    many = (ropescale.apply_rotary_positions(x, pos, th, interleaved=True),
+            ropescale.apply_rotary(x, c, s),
+            *ropescale.cos_sin(pos[:, 0] + 0.25, th, dtype=np.float32))
     for a, b in zip(one, many):
         assert bits(a) == bits(b)

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Write examples/plan_4k_to_32k.ipynb (nbformat 4) from the cells below.
 
-The notebook is generated so that its code stays reviewable as plain Python
-and carries no outputs; tests/test_notebook.py executes its code cells and
-checks that the file matches this script (``--check``).
+The notebook is generated so that its code stays reviewable as plain Python.
+Writing it executes it in a fresh Jupyter kernel (nbclient) and keeps the
+outputs, figures included, so it reads on a code host; tests/test_notebook.py
+executes it again and checks that its cells match this script (``--check``
+compares the sources, not the outputs, which vary with library versions).
 
-    python tools/make_notebook.py            # write the notebook
-    python tools/make_notebook.py --check    # exit 1 if the file is stale
+    python tools/make_notebook.py            # write and execute the notebook
+    python tools/make_notebook.py --check    # exit 1 if the cells are stale
 """
 import argparse
 import json
@@ -113,6 +115,7 @@ Per-pair periods on a log scale, with the trained and target contexts; then the
 attention score `<Ro(q, mθ'), Ro(k, nθ')>` against the distance `m − n` for `q = k = 1`
 (the score includes YaRN's attention factor, squared)."""),
     ("code", ["plot"], """\
+%matplotlib inline
 from ropescale.plot import plot_attention, plot_periods
 
 fig = plot_periods({"default": rope, **extended}, original_len=original_len, target_len=target_len)
@@ -193,23 +196,48 @@ def render():
     return json.dumps(notebook(), indent=1, ensure_ascii=False) + "\n"
 
 
+def executed(nb, timeout=600):
+    """``nb`` run top to bottom in a fresh python3 kernel, with its outputs."""
+    import nbclient
+    import nbformat
+
+    import ropescale
+
+    # The kernel imports the ropescale this process imported (a checkout's
+    # src/ or site-packages), whatever its working directory.
+    here = os.path.dirname(os.path.dirname(os.path.abspath(ropescale.__file__)))
+    paths = [here] + [os.path.abspath(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join(paths)
+    node = nbformat.reads(json.dumps(nb), as_version=4)
+    nbclient.NotebookClient(node, timeout=timeout, kernel_name="python3",
+                            resources={"metadata": {"path": os.path.dirname(os.path.abspath(OUT))}}).execute()
+    return json.loads(nbformat.writes(node))
+
+
+def sources(nb):
+    """What the generator decides: cell kinds, ids, tags and code, not outputs."""
+    return [(c["cell_type"], c["id"], c.get("metadata", {}).get("tags", []), "".join(c["source"]))
+            for c in nb["cells"]]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--check", action="store_true", help="exit 1 if the notebook differs from this script")
+    p.add_argument("--check", action="store_true", help="exit 1 if the notebook's cells differ from this script")
     p.add_argument("--out", default=OUT)
     args = p.parse_args(argv)
-    text = render()
     if args.check:
         try:
             with open(args.out, encoding="utf-8") as f:
-                same = f.read() == text
-        except OSError:
+                same = sources(json.load(f)) == sources(notebook())
+        except (OSError, ValueError, KeyError):
             same = False
         if not same:
             print(f"{args.out} is stale: run python tools/make_notebook.py", file=sys.stderr)
         return 0 if same else 1
+    nb = executed(notebook())
+    nb["metadata"] = notebook()["metadata"]          # no kernel-version noise
     with open(args.out, "w", encoding="utf-8") as f:
-        f.write(text)
+        f.write(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
     return 0
 
 

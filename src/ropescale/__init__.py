@@ -3,7 +3,17 @@
 Scaled rotary frequencies for every published method (position interpolation,
 NTK-aware base scaling, dynamic NTK, YaRN, Llama 3.1, LongRoPE, proportional),
 exactly as model configs define them, and rotary embeddings applied to NumPy
-arrays at memory speed.  See the README and ``ropescale.reference`` for the math.
+arrays at memory speed.  See the README, docs/math.md and ``ropescale.reference``
+for the math.
+
+Examples
+--------
+>>> theta, attn = ropescale.scaled_inv_freq(128, 10000.0, {"rope_type": "ntk", "factor": 8.0})
+>>> bool(np.isclose(ropescale.periods(theta)[-1], 8 * ropescale.periods(ropescale.inv_freq(128))[-1]))
+True
+>>> q = np.ones((4, 2, 128), dtype=np.float32)              # (seq, heads, head_dim)
+>>> ropescale.apply_rotary_positions(q, np.arange(4)[:, None], theta).shape
+(4, 2, 128)
 """
 from ._freq import (
     ALIASES,
@@ -32,7 +42,7 @@ from .positions import packed_positions, self_extend_positions
 from .analysis import RopeAnalysis, analyze, critical_dim, max_supported_length
 from . import precision, reference
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "ALIASES",

@@ -692,16 +692,6 @@ static PyObject *py_cos_sin(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *py_sincos_exact(PyObject *self, PyObject *args)
-{
-    double t, theta, c, s;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "dd:sincos_exact", &t, &theta))
-        return NULL;
-    rs_sincos_exact(t, theta, &c, &s);
-    return Py_BuildValue("dd", c, s);
-}
-
 static PyObject *py_simd_name(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -722,8 +712,6 @@ static PyMethodDef methods[] = {
      "rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads) -> out"},
     {"cos_sin", py_cos_sin, METH_VARARGS,
      "cos_sin(positions, inv_freq, scale, cos, sin, n_threads) -> None"},
-    {"sincos_exact", py_sincos_exact, METH_VARARGS,
-     "sincos_exact(t, theta) -> (cos, sin) of the exact product t*theta"},
     {"simd_name", py_simd_name, METH_NOARGS, "instruction set of the float16 conversions"},
     {NULL, NULL, 0, NULL}};
 

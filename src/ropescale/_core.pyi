@@ -1,7 +1,7 @@
 # Type stubs for ropescale._core, the CPython/NumPy glue in _core.c.
 # Internal API: the public, validated functions live in ropescale._freq and
 # ropescale._rotary.  Keep in sync with the PyMethodDef table in _core.c.
-from typing import Optional, Tuple
+from typing import Optional, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -15,6 +15,12 @@ SCALING_PARAMS: Tuple[str, ...]
 # (DEFAULT, LINEAR, ...): declared by this catch-all so that a new method
 # needs no line here.
 def __getattr__(name: str) -> int: ...
+
+# Positions as the Python layer passes them: native int64 or float64 (the
+# glue reads either and checks every value: finite, |p| <= 2**52,
+# |p * inv_freq| <= MAX_ANGLE).
+Positions = Union[NDArray[np.int64], NDArray[np.float64]]
+
 
 #: Largest |position * inv_freq| (radians) whose reduction modulo 2 pi is exact.
 MAX_ANGLE: float
@@ -57,7 +63,7 @@ def rotate(
 ) -> np.ndarray: ...
 def rotate_positions(
     x: np.ndarray,
-    positions: NDArray[np.float64],
+    positions: Positions,
     inv_freq: NDArray[np.float64],
     scale: float,
     out: np.ndarray,
@@ -67,7 +73,7 @@ def rotate_positions(
     /,
 ) -> np.ndarray: ...
 def cos_sin(
-    positions: NDArray[np.float64],
+    positions: Positions,
     inv_freq: NDArray[np.float64],
     scale: float,
     cos: np.ndarray,
@@ -75,5 +81,4 @@ def cos_sin(
     n_threads: int,
     /,
 ) -> None: ...
-def sincos_exact(t: float, theta: float, /) -> Tuple[float, float]: ...
 def simd_name() -> str: ...

@@ -30,7 +30,7 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from . import _checks, _core
+from . import _arrays, _checks, _core
 from ._rotary import (
     MAX_ANGLE,
     _bfloat16,
@@ -174,6 +174,7 @@ def _rotate(ka: np.ndarray, out: Optional[np.ndarray], t: np.ndarray, t_lo: Opti
     return apply_rotary(ka, c.astype(tdt), s.astype(tdt), interleaved=interleaved, out=out)
 
 
+@_arrays.any_kind
 def rerotate(k: Any, from_positions: Any, to_positions: Any, inv_freq: Any, *, interleaved: bool = False,
              out: Optional[np.ndarray] = None) -> np.ndarray:
     """Move keys rotated at ``from_positions`` to ``to_positions``: one rotation by ``(to - from) * inv_freq``.
@@ -241,6 +242,7 @@ def rerotate(k: Any, from_positions: Any, to_positions: Any, inv_freq: Any, *, i
     return _rotate(ka, out, delta, lo, theta, None, 1.0, il)
 
 
+@_arrays.any_kind
 def rebase(k: Any, positions: Any, inv_freq_from: Any, inv_freq_to: Any, *, attention_factor: float = 1.0,
            interleaved: bool = False, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Turn keys rotated with ``inv_freq_from`` into keys rotated with ``inv_freq_to`` at the same positions.

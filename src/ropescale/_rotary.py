@@ -18,7 +18,8 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
-from . import _checks, _core
+from . import _arrays, _checks, _core
+from .tables import half_tables
 
 _KERNEL_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -112,7 +113,11 @@ def _table_dtype(kernel_dt: np.dtype) -> np.dtype:
 
 
 def _theta(inv_freq: Any) -> np.ndarray:
-    """inv_freq as a contiguous float64 1-D array (finiteness is checked in C)."""
+    """inv_freq as a contiguous, aligned, non-empty float64 1-D array (no copy if it is one).
+
+    Converted input is checked for finiteness here; an array passed through
+    as it is gets the same check from the C glue before any kernel runs.
+    """
     if type(inv_freq) is np.ndarray and inv_freq.dtype == np.float64 and inv_freq.ndim == 1 \
             and inv_freq.flags.c_contiguous and inv_freq.flags.aligned and inv_freq.size:
         return inv_freq
@@ -158,6 +163,7 @@ def _positions(positions: Any) -> np.ndarray:
     raise TypeError(f"positions must be integers or real numbers, got dtype {dt}")
 
 
+@_arrays.cos_sin_entry
 def cos_sin(positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, dtype: Any = np.float32) -> Tuple[np.ndarray, np.ndarray]:
     """cos and sin tables of ``positions[..., None] * inv_freq``, times ``attention_factor``.
 
@@ -288,7 +294,9 @@ def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype, reader
     return out
 
 
-def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inverse: bool = False, out: Optional[np.ndarray] = None) -> np.ndarray:
+@_arrays.rotary_entry
+def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inverse: bool = False, out: Optional[np.ndarray] = None,
+                 layout: Optional[str] = None) -> np.ndarray:
     """Rotate the pairs of ``x``'s first ``2R`` features by the angles whose cos/sin are given.
 
     Parameters
@@ -307,6 +315,14 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
     out : ndarray, optional
         Where to write; ``out=x`` works in place.  Overlap with an input is
         handled by copying that input first.
+    layout : None, "half" or "full"
+        ``"full"`` reads transformers' full-width ``cat(c, c)`` tables
+        (``(..., 2R)``); ``"half"`` trusts the tables to be half-width; the
+        default reads half-width tables and refuses ones whose rows are
+        ``cat(c, c)`` (see :mod:`ropescale.tables`).
+
+    Any CPU array kind works for every array argument (torch tensors, JAX
+    arrays, DLPack or buffer-protocol objects); the result is of ``x``'s kind.
 
     Returns
     -------
@@ -325,6 +341,7 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
     inv = _checks.boolean("inverse", inverse)
     ca = _as_float_array("cos", cos)
     sa = _as_float_array("sin", sin)
+    ca, sa = half_tables(ca, sa, layout)
     if ca.shape != sa.shape:
         raise ValueError(f"cos and sin must have the same shape, got {ca.shape} and {sa.shape}")
     if ca.ndim == 0:
@@ -366,6 +383,7 @@ def _check_broadcast(name: str, shape: Tuple[int, ...], lead: Tuple[int, ...]) -
                          f"it may only broadcast down to it")
 
 
+@_arrays.positions_entry
 def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, interleaved: bool = False,
                            inverse: bool = False, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Fused rotary application from positions: no cos/sin table in memory.

@@ -1,7 +1,7 @@
 """Per-pair analysis of a scaled rope: periods, rotations, regimes, YaRN range, critical dimension.
 
 Everything here is derived from the frequencies the C core computes; the
-formulas are stated next to each quantity (see also the project's MATH.md).
+formulas are stated next to each quantity (see also docs/math.md).
 
 Notation: ``d`` rotary dimension, ``b`` base, ``k = 0 .. d/2 - 1`` pair index,
 ``theta_k = b**(-2k/d)`` the original frequency, ``theta'_k`` the scaled one,

@@ -2,16 +2,17 @@
 
 ``ropescale [report] [options]`` plans a context extension: the period-matching
 base, the YaRN correction range, the critical pair and each method's per-pair
-periods.  ``ropescale bench`` runs the quick benchmark.  Errors in arguments
+periods.  ``ropescale bench`` runs ``bench/bench.py --quick`` from a source
+checkout (benchmarks are not part of the installed package).  Errors in arguments
 or input files exit with status 2 and one line on stderr.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import math
 import os
+import subprocess
 import sys
 import textwrap
 import warnings
@@ -42,13 +43,14 @@ _DESCRIPTION = textwrap.fill(
 _EPILOG = """\
 commands:
   report (default)  the report above; options as listed
-  bench             run the quick benchmark (ropescale bench --help)
+  bench [ARGS]      from a source checkout: python bench/bench.py ARGS (default --quick)
   precision         cos/sin error of common rope implementations vs position (ropescale precision --help)
 
 examples:
   ropescale
   ropescale --dim 64 --base 500000 --original 8192 --target 131072
   ropescale --hf path/to/config.json --method yarn --json
+  ropescale --gguf model.gguf --target 32768
   ropescale --plot periods.png
 """
 
@@ -104,6 +106,8 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
                    help="report only this method (and default); one of " + ", ".join(_EXTENSIONS))
     p.add_argument("--hf", metavar="CONFIG", default=None,
                    help="read head dim, base and context from a Hugging Face config.json")
+    p.add_argument("--gguf", metavar="FILE", default=None,
+                   help="read head dim, base, scaling and context from a llama.cpp GGUF file")
     p.add_argument("--plot", metavar="FILE", default=None,
                    help="also save a plot of the periods (needs matplotlib: pip install 'ropescale[plot]')")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
@@ -111,27 +115,29 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
     return p
 
 
-def _bench_parser(prog: str) -> argparse.ArgumentParser:
-    p = _Parser(prog=f"{prog} bench", description="Run ropescale's quick benchmark and print its rows.")
-    p.add_argument("--json", action="store_true", help="print the rows as JSON")
-    return p
-
-
 # -- report -------------------------------------------------------------------
 def _model(args) -> Dict[str, Any]:
     """The base (unscaled) rope and the two lengths, from flags or a config."""
     model_rope = None
-    if args.hf is not None:
+    source = args.hf if args.hf is not None else args.gguf
+    if source is not None:
+        flag = "--hf" if args.hf is not None else "--gguf"
+        if args.hf is not None and args.gguf is not None:
+            raise UsageError("pass --hf or --gguf, not both")
         if args.dim is not None or args.base is not None:
-            raise UsageError("--hf reads dim and base from the config; do not combine it with --dim/--base")
-        model_rope = Rope.from_hf(args.hf)
+            raise UsageError(f"{flag} reads dim and base from the model; do not combine it with --dim/--base")
+        if args.hf is not None:
+            model_rope = Rope.from_hf(args.hf)
+            max_pos = getattr(model_rope, "max_position_embeddings", None)
+        else:
+            from .gguf import read
+            found = read(args.gguf)
+            model_rope, max_pos = found.rope, found.context_length
         prf = (model_rope.scaling or {}).get("partial_rotary_factor")
         base_rope = Rope(model_rope.dim, model_rope.base, {"partial_rotary_factor": prf} if prf is not None else None)
-        original = args.original or model_rope.original_max_position_embeddings \
-            or getattr(model_rope, "max_position_embeddings", None)
+        original = args.original or model_rope.original_max_position_embeddings or max_pos
         if original is None:
-            raise UsageError(f"{args.hf}: the config gives no max_position_embeddings; pass --original N")
-        max_pos = getattr(model_rope, "max_position_embeddings", None)
+            raise UsageError(f"{source}: the model gives no context length; pass --original N")
         if args.target is not None:
             target = args.target
         elif model_rope.method != "default" and max_pos is not None and max_pos > original:
@@ -425,11 +431,11 @@ def _report(args, prog: str) -> int:
     if model_rope is not None and model_rope.softmax_scale != 1.0:
         r["softmax_scale"] = model_rope.softmax_scale
     if args.json:
-        if args.hf is not None:
-            r["source"] = args.hf
+        if args.hf is not None or args.gguf is not None:
+            r["source"] = args.hf if args.hf is not None else args.gguf
         print(json.dumps(r, indent=2, allow_nan=False))
     else:
-        text = _format_report(r, args.hf)
+        text = _format_report(r, args.hf if args.hf is not None else args.gguf)
         if "softmax_scale" in r:
             text += (f"\nSoftmax scale (on 1/sqrt(d_qk), the attention applies it; not in cos/sin): "
                      f"{r['softmax_scale']:.6g}")
@@ -442,54 +448,24 @@ def _report(args, prog: str) -> int:
 
 
 # -- bench --------------------------------------------------------------------
-def _rows_table(rows: Any) -> str:
-    rows = list(rows)
-    if not rows:
-        return "(no rows)"
-    if all(isinstance(r, dict) for r in rows):
-        head: List[str] = []
-        for r in rows:
-            head += [k for k in r if k not in head]
-        body = [[_cell(r.get(k, "")) for k in head] for r in rows]
-        return format_table([str(h) for h in head], body)
-    if all(isinstance(r, (list, tuple)) for r in rows):
-        width = max(len(r) for r in rows)
-        body = [[_cell(c) for c in r] + [""] * (width - len(r)) for r in rows]
-        return format_table(body[0], body[1:]) if len(body) > 1 else format_table(body[0], [])
-    return "\n".join(str(r) for r in rows)
+def _bench_script() -> Optional[str]:
+    """bench/bench.py of the checkout (or unpacked sdist) this ropescale runs from, or of the cwd."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for root in (os.path.join(here, os.pardir, os.pardir), os.getcwd()):
+        path = os.path.normpath(os.path.join(root, "bench", "bench.py"))
+        if os.path.isfile(path):
+            return path
+    return None
 
 
-def _cell(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
-
-
-def _bench(args) -> int:
-    try:
-        bench_module = importlib.import_module("ropescale._bench")
-    except ModuleNotFoundError as e:
-        if e.name != "ropescale._bench":
-            raise
-        print("ropescale bench: the benchmark module (ropescale._bench) is not available in this installation",
-              file=sys.stderr)
+def _bench(args: List[str]) -> int:
+    """Run ``bench/bench.py`` (default ``--quick``): benchmarks are not installed with the package."""
+    script = _bench_script()
+    if script is None:
+        print("ropescale bench: the benchmarks live in bench/ of a source checkout or sdist, not in the "
+              "installed package; run it from there (python bench/bench.py --quick)", file=sys.stderr)
         return 1
-    run_quick = getattr(bench_module, "run_quick", None)
-    if run_quick is None:
-        print("ropescale bench: ropescale._bench has no run_quick()", file=sys.stderr)
-        return 1
-    rows = run_quick()
-    if args.json:
-        print(json.dumps(list(rows), indent=2, default=str))
-    elif hasattr(bench_module, "markdown_table") and hasattr(bench_module, "machine_info"):
-        print("\n".join(bench_module.header_lines(bench_module.machine_info())))
-        print()
-        print(bench_module.markdown_table(rows))
-    else:
-        print(_rows_table(rows))
-    return 0
+    return subprocess.call([sys.executable, script] + (args or ["--quick"]))
 
 
 # -- entry point --------------------------------------------------------------
@@ -507,7 +483,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
         command = args_list.pop(0)
     try:
         if command == "bench":
-            return _bench(_bench_parser(prog).parse_args(args_list))
+            return _bench(args_list)
         if command == "precision":
             from . import precision
             p = _Parser(prog=f"{prog} precision", description=precision.__doc__.split("\n\n")[0])
@@ -537,10 +513,6 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
 def _one_line(e: BaseException) -> str:
     text = " ".join(str(e).split())
     return text or type(e).__name__
-
-
-def console_main() -> None:  # pragma: no cover - thin wrapper
-    sys.exit(main())
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,13 +1,26 @@
 """Pure-NumPy reference implementation of ropescale, written for clarity.
 
 This module is the oracle the C core is tested against and the place to read
-the mathematics (stated in full in the project's MATH.md).  It is not fast and
-does no argument checking beyond what NumPy does: the public functions in
-:mod:`ropescale` validate.  Every function computes in float64.
+the mathematics (stated in full, with sources, in docs/math.md).  It is not
+fast and does no argument checking beyond what NumPy does: the public functions
+in :mod:`ropescale` validate.  Every function computes in float64.
 
 Notation: ``d`` rotary dimension, ``b`` base, ``k`` pair index, ``t``
 position, ``m_l`` trained context (``original_max_position_embeddings``),
 ``s`` the extension factor.
+
+Examples
+--------
+>>> from ropescale import reference as ref
+>>> theta = ref.inv_freq(8, 10000.0)               # b^(-2k/d)
+>>> theta.tolist()
+[1.0, 0.1, 0.01, 0.001]
+>>> lin, attn = ref.scaled_inv_freq(8, 10000.0, "linear", factor=4.0)
+>>> bool(np.all(lin == theta / 4)), attn
+(True, 1.0)
+>>> y = ref.apply_rotary_positions(np.array([1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]), 3, theta)
+>>> bool(np.isclose(y[0], np.cos(3.0)) and np.isclose(y[4], np.sin(3.0)))
+True
 """
 from __future__ import annotations
 

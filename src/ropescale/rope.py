@@ -638,6 +638,29 @@ class Rope:
         new, a_new = self.inv_freq_at(seq_len_arg(new_seq_len))
         return rebase(k, positions, old, new, attention_factor=a_new / a_old, interleaved=interleaved, out=out)
 
+    # -- GGUF (llama.cpp files; see ropescale.gguf) ---------------------------
+    @classmethod
+    def from_gguf(cls, path: Any) -> "Rope":
+        """The rope of a llama.cpp GGUF file (see :func:`ropescale.gguf.read` for the pairing and context).
+
+        ``ValueError`` names the file and the missing key when it is not a
+        GGUF, is truncated or has no rope metadata.
+        """
+        from .gguf import read
+        return read(path).rope
+
+    def to_gguf(self, arch: str = "llama", *, context_length: Optional[int] = None) -> dict:
+        """The GGUF metadata a converter writes for this rope (see :func:`ropescale.gguf.metadata`).
+
+        Examples
+        --------
+        >>> ropescale.Rope(64, 1e4).to_gguf()
+        {'llama.rope.freq_base': 10000.0, 'llama.rope.dimension_count': 64}
+        """
+        from .gguf import metadata
+        return metadata(self, arch, context_length=context_length)
+
+
 def _mrope_streams(scaling: Optional[Mapping[str, Any]], n_pairs: int, method: str = "default") -> Optional[np.ndarray]:
     """The stream of each pair for an M-RoPE rope dict (checked), or None."""
     if method == "axial" and (scaling is None or scaling.get("mrope_section") is None):

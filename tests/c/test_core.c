@@ -7,7 +7,7 @@
  * out by hand or in 50-digit arithmetic (mpmath, exact rational product of
  * the two doubles) and pasted here, a bit-level IEEE binary16 decoder written
  * with ldexp, and rotations recomputed in double with the formula of
- * shared/MATH.md.
+ * docs/math.md.
  *
  * Build by hand:
  *   cc -std=c99 -ffp-contract=off -Icsrc tests/c/test_core.c csrc/[a-z]*.c -lm -pthread

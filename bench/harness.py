@@ -1,4 +1,4 @@
-"""Benchmark machinery shared by ``bench/bench.py`` and the ``ropescale bench`` command.
+"""Benchmark machinery for ``bench/bench.py`` (and ``ropescale bench``, which runs it from a checkout).
 
 A *case* is a plain dict (JSON-serialisable, so a fresh subprocess can rebuild
 it to measure peak memory).  For each case the contenders are timed
@@ -41,7 +41,9 @@ from typing import Any, Callable, Dict, List
 import numpy as np
 
 import ropescale
-from . import _core
+from ropescale import _core
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 __all__ = [
     "apply_case",
@@ -350,7 +352,7 @@ def peak_rss_growth(spec, timeout=300):
     """
     if not sys.platform.startswith("linux"):
         return None
-    code = "from ropescale._bench import _rss_child_main; _rss_child_main()"
+    code = f"import sys; sys.path.insert(0, {HERE!r}); from harness import _rss_child_main; _rss_child_main()"
     try:
         proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(spec), capture_output=True,
                               text=True, timeout=timeout)

@@ -1,0 +1,327 @@
+"""Any CPU array in, the same kind out.
+
+The public rotary functions are written for NumPy arrays.  This module lets
+them take what a training script holds instead: torch tensors and JAX arrays
+(through zero-copy views of their CPU memory), objects that speak DLPack or
+the buffer protocol, and bfloat16 with or without ``ml_dtypes``.  The result
+is of ``x``'s kind (``positions``' for :func:`ropescale.cos_sin`): torch in,
+torch out; JAX in, JAX out; anything else gives NumPy.
+
+bfloat16 is carried as its bit pattern (a ``uint16`` view of the same memory):
+it is widened to float32 exactly (a 16-bit shift), the kernel computes in
+float32, and the result is rounded once to nearest-even.  Tables formed in
+float64 are rounded to bfloat16 through float32 with round-to-odd, which makes
+the two steps one correct rounding.
+
+Neither torch nor JAX is imported here: a tensor can only exist if its
+framework is already in ``sys.modules``.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+from typing import Any, Callable, Optional, Tuple
+
+import numpy as np
+
+_U16 = np.dtype(np.uint16)
+_F32 = np.dtype(np.float32)
+_F64 = np.dtype(np.float64)
+
+NUMPY, TORCH, JAX = "numpy", "torch", "jax"
+
+# DLPack device types (dlpack.h): only kDLCPU memory can be read here.
+_DL_DEVICES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi",
+               10: "rocm", 11: "rocm_host", 13: "cuda_managed", 14: "oneapi"}
+
+
+# -- bfloat16 as bits ---------------------------------------------------------
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 bit patterns (uint16) to float32, exactly."""
+    return (bits.astype(np.uint32) << 16).view(_F32)
+
+
+def f32_to_bf16(a: np.ndarray) -> np.ndarray:
+    """float32 to bfloat16 bit patterns, rounded to nearest-even (NaN stays NaN)."""
+    a = np.ascontiguousarray(a, dtype=_F32)
+    u = a.view(np.uint32)
+    bits = ((u + (np.uint32(0x7FFF) + ((u >> 16) & np.uint32(1)))) >> 16).astype(_U16)
+    nan = np.isnan(a)
+    if nan.any():
+        bits[nan] = ((u[nan] >> 16) | np.uint32(0x40)).astype(_U16)
+    return bits
+
+
+def f64_to_bf16(a: np.ndarray) -> np.ndarray:
+    """float64 to bfloat16 bit patterns with one correct rounding.
+
+    float64 -> float32 rounds to odd (truncate, then set the last bit when
+    inexact); float32 keeps 16 more bits than bfloat16, so the following
+    nearest-even step rounds as if from the exact value.
+    """
+    a = np.asarray(a, dtype=_F64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = a.astype(_F32)
+        back = f.astype(_F64)
+        finite = np.isfinite(a)
+        inexact = (back != a) & finite
+        over = inexact & (np.abs(back) > np.abs(a))
+        if over.any():
+            f[over] = np.nextafter(f[over], np.float32(0))
+        u = f.view(np.uint32)
+        u |= inexact.astype(np.uint32)
+    return f32_to_bf16(f)
+
+
+# -- recognising arrays -------------------------------------------------------
+def _torch_tensor(value: Any):
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return torch
+    return None
+
+
+def _jax_array(value: Any):
+    jax = sys.modules.get("jax")
+    if jax is not None and isinstance(value, getattr(jax, "Array", ())):
+        return jax
+    return None
+
+
+def torch_dtype(dtype: Any):
+    """The NumPy dtype (or ``"bfloat16"``) for a torch dtype, or None when ``dtype`` is not one."""
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(dtype, torch.dtype):
+        return None
+    if dtype == torch.bfloat16:
+        return "bfloat16"
+    found = {torch.float16: np.float16, torch.float32: np.float32, torch.float64: np.float64}.get(dtype)
+    if found is None:
+        raise TypeError(f"dtype must be torch.float16, torch.bfloat16, torch.float32 or torch.float64, got {dtype}")
+    return np.dtype(found)
+
+
+_TENSOR: Any = None  # torch.Tensor once a tensor has been seen (torch is then imported)
+_TENSOR_BF16: Any = None
+_FROM_NUMPY: Any = None
+
+
+def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
+    """``(array, kind, is_bf16)``: a NumPy view of a CPU tensor/array, its kind, and whether it holds bfloat16 bits.
+
+    Values that are neither torch nor JAX nor DLPack exporters are returned as
+    they are (kind ``numpy``): the rotary functions convert them with
+    ``np.asarray`` (buffer protocol, lists).  No data is copied.
+    """
+    global _TENSOR, _TENSOR_BF16, _FROM_NUMPY
+    if type(value) is np.ndarray:
+        return value, NUMPY, False
+    if type(value) is _TENSOR:
+        # The common case first: Tensor.numpy() itself refuses every tensor
+        # it cannot view (device, requires_grad, bfloat16, conj/neg bits),
+        # so those are diagnosed only after it fails.
+        try:
+            return value.numpy(), TORCH, False
+        except (TypeError, RuntimeError):
+            pass
+    torch = _torch_tensor(value)
+    if torch is not None:
+        _TENSOR, _TENSOR_BF16, _FROM_NUMPY = torch.Tensor, torch.bfloat16, torch.from_numpy
+        if not value.is_cpu:
+            raise TypeError(f"{name} is a torch tensor on device {value.device}; ropescale's array functions run on CPU "
+                            f"memory: use ropescale.torch.apply_rotary / apply_rotary_positions, which run on any "
+                            f"device, or pass {name}.cpu()")
+        if value.requires_grad:
+            raise TypeError(f"{name} requires grad; ropescale's array functions do not record autograd: use "
+                            f"ropescale.torch.apply_rotary / apply_rotary_positions (autograd-aware), or pass "
+                            f"{name}.detach()")
+        if value.dtype == torch.bfloat16:
+            return value.view(torch.int16).numpy().view(_U16), TORCH, True
+        try:
+            return value.numpy(), TORCH, False
+        except (TypeError, RuntimeError) as e:
+            raise TypeError(f"{name}: torch tensor of dtype {value.dtype} is not supported ({e}); use float16, "
+                            f"bfloat16, float32 or float64 (integers for positions)") from None
+    jax = _jax_array(value)
+    if jax is not None:
+        platforms = sorted({d.platform for d in value.devices()})
+        if platforms != ["cpu"]:
+            raise TypeError(f"{name} is a JAX array on {', '.join(platforms)}; ropescale's array functions run on CPU "
+                            f"memory: pass jax.device_put({name}, jax.devices('cpu')[0])")
+        arr = np.asarray(value)
+        if arr.dtype.name == "bfloat16":
+            return arr.view(_U16), JAX, True
+        return arr, JAX, False
+    if hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__") and not isinstance(value, np.generic):
+        device = value.__dlpack_device__()
+        dev = int(device[0])
+        if dev != 1:
+            raise TypeError(f"{name} is on DLPack device {_DL_DEVICES.get(dev, dev)}; ropescale's array functions "
+                            f"need CPU memory: move it to the CPU first")
+        try:
+            return np.from_dlpack(value), NUMPY, False
+        except (TypeError, BufferError, RuntimeError) as e:
+            raise TypeError(f"{name}: cannot read {type(value).__name__} through DLPack ({e}); use float16, bfloat16 "
+                            f"(torch), float32 or float64") from None
+    return value, NUMPY, False
+
+
+def wrap(result: np.ndarray, kind: str, bf16: bool):
+    """``result`` (bfloat16 as uint16 bits when ``bf16``) as an array of ``kind``."""
+    if kind == TORCH:
+        torch = sys.modules["torch"]
+        if bf16:
+            return torch.from_numpy(np.ascontiguousarray(result).view(np.int16)).view(torch.bfloat16)
+        return torch.from_numpy(result)
+    if bf16:
+        result = _bits_as_ml_dtypes(result)
+    if kind == JAX:
+        return sys.modules["jax"].numpy.asarray(result)
+    return result
+
+
+def _bits_as_ml_dtypes(bits: np.ndarray) -> np.ndarray:
+    try:
+        import ml_dtypes  # optional; JAX depends on it
+    except ImportError:
+        raise TypeError("a bfloat16 NumPy array needs the ml_dtypes package (pip install ml_dtypes); torch "
+                        "tensors work without it") from None
+    return np.ascontiguousarray(bits).view(ml_dtypes.bfloat16)
+
+
+def _float_in(name: str, value: Any) -> Tuple[Any, str, bool]:
+    """Like :func:`unwrap`, with bfloat16 widened to float32 (by torch for torch tensors, else from the bits)."""
+    if type(value) is _TENSOR:
+        try:
+            return value.numpy(), TORCH, False
+        except (TypeError, RuntimeError):
+            if value.dtype is _TENSOR_BF16 and value.is_cpu and not value.requires_grad:
+                return value.float().numpy(), TORCH, True
+    arr, kind, bf16 = unwrap(name, value)
+    if bf16:
+        arr = bf16_to_f32(arr)
+    return arr, kind, bf16
+
+
+def _narrow(result: np.ndarray, kind: str, bf16: bool):
+    """The float result as ``kind`` (rounded to bfloat16 when ``bf16``, to nearest-even)."""
+    if kind is TORCH:
+        t = _FROM_NUMPY(result)
+        return t.bfloat16() if bf16 else t
+    if bf16:
+        result = f32_to_bf16(result)
+    return wrap(result, kind, bf16)
+
+
+def _store(kernel: Callable, out: Any, shape: Tuple[int, ...]) -> Any:
+    """Run ``kernel(out=...)`` writing into ``out`` of any kind; returns ``out``.
+
+    A bfloat16 ``out`` receives a float32 result rounded once, after the
+    kernel succeeded (a failing call leaves it untouched).
+    """
+    oa, kind, obf = unwrap("out", out)
+    if kind == JAX:
+        raise TypeError("out is a JAX array, which is immutable; leave out=None and use the returned array")
+    if not obf:
+        kernel(oa)
+        return out
+    res = kernel(np.empty(oa.shape, _F32))
+    if type(out) is _TENSOR:
+        out.copy_(sys.modules["torch"].from_numpy(res))
+    else:  # pragma: no cover - only torch gives bfloat16 bits for out
+        np.copyto(oa, f32_to_bf16(res))
+    return out
+
+
+# -- entry points -------------------------------------------------------------
+def _foreign(value: Any) -> bool:
+    """True for arrays of another framework (torch, JAX, DLPack exporters): they need :func:`unwrap`."""
+    return type(value) is not np.ndarray and hasattr(value, "__dlpack__") and not isinstance(value, np.generic)
+
+
+def rotary_entry(fn: Callable) -> Callable:
+    """Wrap ``apply_rotary(x, cos, sin, *, ..., out=None)`` to accept any CPU array kind."""
+
+    @functools.wraps(fn)
+    def apply_rotary(x, cos, sin, *, interleaved=False, inverse=False, out=None, layout=None):
+        if type(x) is np.ndarray and type(cos) is np.ndarray and type(sin) is np.ndarray \
+                and (out is None or type(out) is np.ndarray):
+            return fn(x, cos, sin, interleaved=interleaved, inverse=inverse, out=out, layout=layout)
+        xa, kind, xbf = _float_in("x", x)
+        ca = _float_in("cos", cos)[0]
+        sa = _float_in("sin", sin)[0]
+        if out is None:
+            return _narrow(fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, layout=layout), kind, xbf)
+        return _store(lambda o: fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, out=o, layout=layout),
+                      out, getattr(x, "shape", None))
+
+    return apply_rotary
+
+
+def positions_entry(fn: Callable) -> Callable:
+    """Wrap ``apply_rotary_positions(x, positions, inv_freq, *, ..., out=None)``."""
+
+    @functools.wraps(fn)
+    def apply_rotary_positions(x, positions, inv_freq, *, attention_factor=1.0, interleaved=False, inverse=False,
+                               out=None):
+        if type(x) is np.ndarray and (out is None or type(out) is np.ndarray) \
+                and not _foreign(positions) and not _foreign(inv_freq):
+            return fn(x, positions, inv_freq, attention_factor=attention_factor, interleaved=interleaved,
+                      inverse=inverse, out=out)
+        xa, kind, xbf = _float_in("x", x)
+        pa = unwrap("positions", positions)[0]
+        ta = _float_in("inv_freq", inv_freq)[0]
+        if out is None:
+            return _narrow(fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved,
+                              inverse=inverse), kind, xbf)
+        return _store(lambda o: fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved,
+                                   inverse=inverse, out=o), out, getattr(x, "shape", None))
+
+    return apply_rotary_positions
+
+
+def cos_sin_entry(fn: Callable) -> Callable:
+    """Wrap ``cos_sin(positions, inv_freq, *, attention_factor, dtype)``: tables of ``positions``' kind."""
+
+    @functools.wraps(fn)
+    def cos_sin(positions, inv_freq, *, attention_factor=1.0, dtype=np.float32):
+        tdt = torch_dtype(dtype)
+        if type(positions) is np.ndarray and tdt is None and not _foreign(inv_freq):
+            return fn(positions, inv_freq, attention_factor=attention_factor, dtype=dtype)
+        pa, kind, _ = unwrap("positions", positions)
+        ta = _float_in("inv_freq", inv_freq)[0]
+        if tdt is not None and kind != TORCH:
+            kind = TORCH  # a torch dtype asks for torch tables
+        bf16 = tdt == "bfloat16" or (isinstance(dtype, str) and dtype == "bfloat16" and kind != NUMPY)
+        if bf16:
+            c, s = fn(pa, ta, attention_factor=attention_factor, dtype=np.float64)
+            return wrap(f64_to_bf16(c), kind, True), wrap(f64_to_bf16(s), kind, True)
+        c, s = fn(pa, ta, attention_factor=attention_factor, dtype=tdt if tdt is not None else dtype)
+        return wrap(c, kind, False), wrap(s, kind, False)
+
+    return cos_sin
+
+
+def any_kind(fn: Callable) -> Callable:
+    """Wrap ``fn(x, *arrays, ..., out=None)`` (the first argument decides the result's kind).
+
+    For entry points of the form ``f(k, a, b, c, *, ..., out=None)`` such as
+    :func:`ropescale.rerotate`: every positional argument may be a torch
+    tensor, JAX array or DLPack object; bfloat16 is widened to float32.
+    """
+    names = [p.name for p in inspect.signature(fn).parameters.values()
+             if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+
+    @functools.wraps(fn)
+    def wrapper(x, *arrays, out=None, **kw):
+        if type(x) is np.ndarray and (out is None or type(out) is np.ndarray) \
+                and not any(_foreign(a) for a in arrays):
+            return fn(x, *arrays, out=out, **kw)
+        xa, kind, xbf = _float_in(names[0], x)
+        rest = [_float_in(n, a)[0] for n, a in zip(names[1:], arrays)]
+        if out is None:
+            return _narrow(fn(xa, *rest, **kw), kind, xbf)
+        return _store(lambda o: fn(xa, *rest, out=o, **kw), out, getattr(x, "shape", None))
+
+    return wrapper

@@ -1,0 +1,297 @@
+"""Re-scale a loaded transformers model's rotary embedding in place.
+
+:func:`patch` swaps every rotary module of a model for a
+:class:`ropescale.torch.RotaryEmbedding` carrying the new frequencies and
+writes the new rope into the model's config, so ``save_pretrained`` saves a
+model that transformers loads with the same rope.
+
+Rotary modules are found by their contract, not by class name: a module with
+an ``inv_freq`` buffer (``{layer_type}_inv_freq`` for per-layer-type ropes)
+whose ``forward(x, position_ids[, layer_type])`` returns transformers'
+full-width ``(cos, sin)`` tables.  Before anything is changed, each candidate
+is called on probe positions and its tables are compared with the ones
+ropescale makes from the module's config; a module that computes something
+else (another pairing, another formula) is refused with a message, and the
+model is left as it was.
+
+Requires ``torch`` and ``transformers`` (the ``hf`` extra).
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
+import torch
+
+from ._freq import inv_freq as _inv_freq, ntk_lambda
+from .rope import Rope
+from .torch import RotaryEmbedding
+
+__all__ = ["patch", "find_rotary_modules", "rope_parameters"]
+
+# Probe positions: small ones, where transformers' float32 angles are still
+# within 1e-5 of exact, so any larger difference is a different formula.
+_PROBE = [0, 1, 2, 3, 7, 31, 100]
+_PROBE_ATOL = 1e-4
+
+Scaling = Union[Rope, Mapping[str, Any], Tuple[str, float]]
+
+
+def _head_dim(cfg: Any) -> int:
+    hd = getattr(cfg, "head_dim", None)
+    if hd:
+        return int(hd)
+    return int(cfg.hidden_size) // int(cfg.num_attention_heads)
+
+
+def _rope_params(cfg: Any) -> Any:
+    params = getattr(cfg, "rope_parameters", None)
+    if params is None:  # transformers 4.x: rope_theta + rope_scaling
+        params = dict(getattr(cfg, "rope_scaling", None) or {"rope_type": "default"})
+        params.setdefault("rope_theta", getattr(cfg, "rope_theta", 10000.0))
+    return params
+
+
+def _rope_from(cfg: Any, params: Mapping[str, Any]) -> Rope:
+    """The Rope transformers computes for ``cfg`` with these rope parameters."""
+    frag: Dict[str, Any] = {"head_dim": _head_dim(cfg), "rope_parameters": dict(params)}
+    for key in ("max_position_embeddings", "original_max_position_embeddings", "partial_rotary_factor"):
+        value = getattr(cfg, key, None)
+        if value is not None:
+            frag[key] = value
+    return Rope.from_hf(frag)
+
+
+def _config_ropes(cfg: Any, layer_types: Optional[Iterable[str]]) -> Dict[Optional[str], Rope]:
+    params = _rope_params(cfg)
+    if layer_types is None:
+        return {None: _rope_from(cfg, params)}
+    return {lt: _rope_from(cfg, params[lt]) for lt in layer_types}
+
+
+def _needs_layer_type(module: torch.nn.Module) -> bool:
+    try:
+        p = inspect.signature(module.forward).parameters.get("layer_type")
+    except (TypeError, ValueError):
+        return False
+    return p is not None and p.default is inspect.Parameter.empty
+
+
+def find_rotary_modules(model: torch.nn.Module) -> List[Tuple[str, torch.nn.Module]]:
+    """``(name, module)`` of every module that holds rotary frequencies (an ``*inv_freq`` buffer)."""
+    found = []
+    for name, module in model.named_modules():
+        buffers = [b for b, _ in module.named_buffers(recurse=False)]
+        if any(b == "inv_freq" or b.endswith("_inv_freq") for b in buffers) and callable(getattr(module, "forward", None)):
+            found.append((name, module))
+    return found
+
+
+def _module_layer_types(module: torch.nn.Module, cfg: Any) -> Optional[List[str]]:
+    lts = getattr(module, "layer_types", None)
+    if not lts and not _needs_layer_type(module):
+        return None
+    if not lts:
+        params = _rope_params(cfg)
+        lts = [k for k, v in params.items() if isinstance(v, Mapping)]
+    return sorted(set(lts))
+
+
+def _device(module: torch.nn.Module) -> torch.device:
+    for _, b in module.named_buffers(recurse=False):
+        return b.device
+    return torch.device("cpu")
+
+
+def _check_contract(name: str, module: torch.nn.Module, ropes: Dict[Optional[str], Rope]) -> str:
+    """The table layout ("full" or "half") of a module computing transformers' standard tables; ValueError otherwise."""
+    device = _device(module)
+    x = torch.zeros(1, 1, dtype=torch.float32, device=device)
+    ids = torch.tensor([_PROBE], device=device)
+    what = f"{name or 'model'} ({type(module).__name__})"
+    natives = {}
+    # Probe a copy: dynamic/longrope modules change their state when called.
+    module = copy.deepcopy(module)
+    for lt in ropes:
+        try:
+            with torch.no_grad():
+                natives[lt] = module(x, ids) if lt is None else module(x, ids, lt)
+        except Exception as e:  # a foreign forward: report it, change nothing
+            raise ValueError(f"ropescale.hf.patch cannot replace {what}: calling forward(x, position_ids"
+                             f"{', layer_type' if lt else ''}) failed ({type(e).__name__}: {e}); the model was "
+                             f"not changed") from None
+        if not (isinstance(natives[lt], (tuple, list)) and len(natives[lt]) == 2):
+            raise ValueError(f"ropescale.hf.patch cannot replace {what}: its forward does not return (cos, sin); "
+                             f"the model was not changed")
+
+    def matches(layout):
+        ours = RotaryEmbedding(ropes, layout=layout)
+        for lt, native in natives.items():
+            for a, b in zip(native, ours(x, ids, lt)):
+                if tuple(a.shape) != tuple(b.shape) or not torch.allclose(a.float().cpu(), b.float().cpu(),
+                                                                           atol=_PROBE_ATOL, rtol=0):
+                    return False
+        return True
+
+    for layout in ("full", "half"):
+        if matches(layout):
+            return layout
+    shapes = {lt: tuple(n[0].shape) for lt, n in natives.items()}
+    raise ValueError(f"ropescale.hf.patch cannot replace {what}: its (cos, sin) tables (shapes {shapes}) are neither "
+                     f"transformers' cat(c, c) tables nor half-width tables of its config's rope "
+                     f"{ {lt: r for lt, r in ropes.items()} }; the model was not changed")
+
+
+def _resolve(scaling: Scaling, original: Rope, cfg: Any) -> Rope:
+    """The new Rope for one rotary module, from what the caller passed."""
+    if isinstance(scaling, Rope):
+        if scaling.dim != original.dim or scaling.rotary_dim != original.rotary_dim:
+            raise ValueError(f"scaling is a Rope with dim={scaling.dim}, rotary_dim={scaling.rotary_dim}; the model's "
+                             f"rotary module has dim={original.dim}, rotary_dim={original.rotary_dim}")
+        return scaling
+    if isinstance(scaling, Mapping):
+        sc = dict(scaling)
+        base = sc.pop("rope_theta", original.base)
+        if original.rotary_dim != original.dim and "partial_rotary_factor" not in sc:
+            sc["partial_rotary_factor"] = original.rotary_dim / original.dim
+        frag: Dict[str, Any] = {"head_dim": original.dim, "rope_theta": base, "rope_scaling": sc}
+        mp = getattr(cfg, "max_position_embeddings", None)
+        if mp is not None:
+            frag["max_position_embeddings"] = mp
+        return Rope.from_hf(frag)
+    if isinstance(scaling, tuple) and len(scaling) == 2 and isinstance(scaling[0], str):
+        method, target = scaling
+        trained = original.original_max_position_embeddings or getattr(cfg, "max_position_embeddings", None)
+        return original.extend(target, method, original_len=trained)
+    raise TypeError(f"scaling must be a ropescale.Rope, a rope_scaling dict or a (method, target_length) tuple, "
+                    f"got {scaling!r}")
+
+
+def rope_parameters(rope: Rope) -> dict:
+    """transformers' ``rope_parameters`` dict that makes its native rotary module compute ``rope``.
+
+    Static ``ntk`` (which transformers lacks) is written as the default rope
+    with ``rope_theta = lambda * base``: the same frequencies.
+
+    Examples
+    --------
+    >>> ropescale.hf.rope_parameters(ropescale.Rope(64, 10000.0, {"rope_type": "linear", "factor": 4.0}))
+    {'rope_type': 'linear', 'rope_theta': 10000.0, 'factor': 4.0}
+    """
+    partial = rope.rotary_dim / rope.dim if rope.rotary_dim != rope.dim else None
+    if rope.method == "ntk":
+        base = rope.base * ntk_lambda(rope.rotary_dim, rope.factor)
+        if not np.allclose(_inv_freq(rope.rotary_dim, base), rope.inv_freq, rtol=1e-12, atol=0):
+            raise ValueError(f"cannot express {rope!r} as a base change for transformers")
+        params: Dict[str, Any] = {"rope_type": "default", "rope_theta": base}
+    elif rope.method == "default":
+        params = {"rope_type": "default", "rope_theta": rope.base}
+    else:
+        sc = rope.to_hf().get("rope_scaling") or {}
+        params = {"rope_type": rope.method, "rope_theta": rope.base}
+        params.update({k: v for k, v in sc.items() if k not in ("rope_type", "type")})
+    params.pop("partial_rotary_factor", None)
+    if partial is not None:
+        params["partial_rotary_factor"] = partial
+    return params
+
+
+def _write_config(cfg: Any, layer_type: Optional[str], rope: Rope, target: Optional[float]) -> None:
+    params = rope_parameters(rope)
+    if hasattr(cfg, "rope_parameters") and getattr(cfg, "rope_parameters") is not None:
+        if layer_type is None:
+            cfg.rope_parameters = params
+        else:
+            new = dict(cfg.rope_parameters)
+            new[layer_type] = params
+            cfg.rope_parameters = new
+    else:  # transformers 4.x
+        cfg.rope_theta = params.pop("rope_theta")
+        cfg.rope_scaling = None if params.get("rope_type") == "default" and len(params) == 1 else params
+    if target is not None and rope.method != "dynamic":
+        # dynamic NTK measures against max_position_embeddings: leave it the trained length
+        cfg.max_position_embeddings = int(target) if float(target).is_integer() else target
+
+
+def patch(model: torch.nn.Module, scaling: Scaling, *, layer_types: Optional[Iterable[str]] = None) -> List[str]:
+    """Re-scale ``model``'s rotary embedding in place; returns the names of the replaced modules.
+
+    Parameters
+    ----------
+    model : transformers ``PreTrainedModel`` (any ``nn.Module`` with rotary modules)
+    scaling : Rope, dict or (method, target_length)
+        A :class:`ropescale.Rope` (its dims must match the model's); a
+        ``rope_scaling`` dict such as ``{"rope_type": "yarn", "factor": 4.0}``
+        (any method ropescale knows, including static ``ntk``), resolved
+        against the model's config like a ``config.json``; or a method name and
+        a target context length, ``("yarn", 32768)``, extending from the
+        model's trained length.
+    layer_types : iterable of str, optional
+        For models with per-layer-type ropes (Gemma 2/3 ``sliding_attention``
+        / ``full_attention``): which types to re-scale.  Default
+        ``("full_attention",)``: sliding-window layers never see long distances.
+
+    The model's config is updated (``rope_parameters``, and
+    ``max_position_embeddings`` when a target length is given), so
+    ``save_pretrained`` round-trips.
+
+    Examples
+    --------
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> cfg = LlamaConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=1,
+    ...                   intermediate_size=64, vocab_size=32, max_position_embeddings=256)
+    >>> model = LlamaForCausalLM(cfg)
+    >>> ropescale.hf.patch(model, ("yarn", 1024))
+    ['model.rotary_emb']
+    >>> model.config.rope_parameters["factor"], model.config.max_position_embeddings
+    (4.0, 1024)
+    """
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module (a transformers model), got {type(model).__name__}")
+    candidates = find_rotary_modules(model)
+    if not candidates:
+        raise ValueError(f"ropescale.hf.patch found no rotary module in {type(model).__name__} (no module with an "
+                         f"inv_freq buffer); nothing was changed")
+    wanted = None if layer_types is None else list(layer_types)
+    plans = []
+    for name, module in candidates:
+        cfg = getattr(module, "config", None)
+        if cfg is None:
+            raise ValueError(f"ropescale.hf.patch cannot replace {name} ({type(module).__name__}): it has no config "
+                             f"to read its rope from; the model was not changed")
+        lts = _module_layer_types(module, cfg)
+        try:
+            originals = _config_ropes(cfg, lts)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"ropescale.hf.patch cannot read the rope of {name} ({type(module).__name__}) from its "
+                             f"config: {e}; the model was not changed") from None
+        layout = _check_contract(name, module, originals)
+        if lts is None:
+            targets = [None]
+        else:
+            targets = wanted if wanted is not None else ["full_attention"] if "full_attention" in lts else list(lts)
+            unknown = [t for t in targets if t not in lts]
+            if unknown:
+                raise ValueError(f"layer_types {unknown} not among {name}'s layer types {lts}")
+        new = dict(originals)
+        for lt in targets:
+            new[lt] = _resolve(scaling, originals[lt], cfg)
+        plans.append((name, module, cfg, new, targets, layout))
+
+    target_len = float(scaling[1]) if isinstance(scaling, tuple) else None
+    if isinstance(scaling, Rope):
+        target_len = getattr(scaling, "max_position_embeddings", None)
+    replaced = []
+    for name, module, cfg, new, targets, layout in plans:
+        emb = RotaryEmbedding(new if None not in new else new[None], config=cfg, layout=layout).to(_device(module))
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        if not child:
+            raise ValueError("ropescale.hf.patch cannot replace the model itself; pass the model that contains it")
+        setattr(parent, child, emb)
+        for lt in targets:
+            _write_config(cfg, lt, new[lt], target_len)
+        replaced.append(name)
+    return replaced

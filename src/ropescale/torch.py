@@ -1,0 +1,327 @@
+"""ropescale for PyTorch: autograd-aware rotations and a drop-in rotary module.
+
+* :func:`apply_rotary` and :func:`apply_rotary_positions` record autograd.
+  On CPU they run ropescale's C kernels (the backward of a rotation is the
+  inverse rotation, computed by the same kernels); on any other device they
+  compute with torch operations, on cos/sin tables that ropescale formed
+  exactly (float64 angles, exact reduction) on the CPU and moved to the device
+  once per call.
+* :class:`RotaryEmbedding` is an ``nn.Module`` with the forward contract of
+  transformers' rotary modules, so it can replace one in a loaded model
+  (:func:`ropescale.hf.patch` does that).
+
+Requires ``torch`` (the ``torch`` extra); nothing else in ropescale imports
+this module.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping, Optional, Union
+
+import numpy as np
+import torch
+
+from . import _rotary
+from .rope import Rope
+from .tables import check_layout, from_full, full_width_error
+
+__all__ = ["apply_rotary", "apply_rotary_positions", "RotaryEmbedding"]
+
+#: Tests set this to run the device (torch-ops) path on CPU tensors.
+_FORCE_TORCH_OPS = False
+
+_HALF_TYPES = (torch.float16, torch.bfloat16)
+
+
+def _c_path(x: torch.Tensor) -> bool:
+    return x.is_cpu and not _FORCE_TORCH_OPS
+
+
+def _rotate_ops(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, inverse: bool) -> torch.Tensor:
+    """The rotation in torch operations (differentiable; any device).
+
+    float16/bfloat16 compute in float32 and round once, as the C kernels do.
+    """
+    r = cos.shape[-1]
+    work = torch.float32 if x.dtype in _HALF_TYPES else x.dtype
+    xw = x.to(work)
+    c = cos.to(device=x.device, dtype=work)
+    s = sin.to(device=x.device, dtype=work)
+    if inverse:
+        s = -s
+    if interleaved:
+        a, b = xw[..., 0:2 * r:2], xw[..., 1:2 * r:2]
+    else:
+        a, b = xw[..., :r], xw[..., r:2 * r]
+    ya = a * c - b * s
+    yb = b * c + a * s
+    rot = torch.stack((ya, yb), dim=-1).flatten(-2) if interleaved else torch.cat((ya, yb), dim=-1)
+    if 2 * r < x.shape[-1]:
+        rot = torch.cat((rot, xw[..., 2 * r:]), dim=-1)
+    return rot.to(x.dtype)
+
+
+class _Rotate(torch.autograd.Function):
+    """Rotation by given tables through the C kernels; backward = inverse rotation."""
+
+    @staticmethod
+    def forward(ctx, x, cos, sin, interleaved, inverse):
+        ctx.interleaved, ctx.inverse = interleaved, inverse
+        ctx.save_for_backward(x, cos, sin)
+        return _rotary.apply_rotary(x.detach(), cos.detach(), sin.detach(), interleaved=interleaved,
+                                    inverse=inverse, layout="half")
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, cos, sin = ctx.saved_tensors
+        gx = gc = gs = None
+        if ctx.needs_input_grad[0]:
+            gx = _rotary.apply_rotary(grad.contiguous(), cos.detach(), sin.detach(), interleaved=ctx.interleaved,
+                                      inverse=not ctx.inverse, layout="half")
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            # Gradients of the tables are products, not rotations: torch's own autograd of the same formula.
+            with torch.enable_grad():
+                c = cos.detach().requires_grad_(ctx.needs_input_grad[1])
+                s = sin.detach().requires_grad_(ctx.needs_input_grad[2])
+                y = _rotate_ops(x.detach(), c, s, ctx.interleaved, ctx.inverse)
+                wanted = [t for t in (c, s) if t.requires_grad]
+                got = list(torch.autograd.grad(y, wanted, grad))
+            if ctx.needs_input_grad[1]:
+                gc = got.pop(0)
+            if ctx.needs_input_grad[2]:
+                gs = got.pop(0)
+        return gx, gc, gs, None, None
+
+
+class _RotatePositions(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, positions, theta, attention_factor, interleaved, inverse):
+        ctx.args = (positions, theta, attention_factor, interleaved, inverse)
+        return _rotary.apply_rotary_positions(x.detach(), positions, theta, attention_factor=attention_factor,
+                                              interleaved=interleaved, inverse=inverse)
+
+    @staticmethod
+    def backward(ctx, grad):
+        positions, theta, attention_factor, interleaved, inverse = ctx.args
+        gx = _rotary.apply_rotary_positions(grad.contiguous(), positions, theta, attention_factor=attention_factor,
+                                            interleaved=interleaved, inverse=not inverse)
+        return gx, None, None, None, None, None
+
+
+def _tensor(name: str, value: Any) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}; for NumPy arrays use "
+                        f"ropescale.{'apply_rotary' if name != 'positions' else 'apply_rotary_positions'}")
+    return value
+
+
+def _torch_half_tables(cos: torch.Tensor, sin: torch.Tensor, layout: Optional[str]):
+    """As :func:`ropescale.tables.half_tables`, for tensors on any device."""
+    check_layout(layout)
+    if layout == "full":
+        return from_full(cos, sin)
+    if layout is None and sin.ndim and sin.shape[-1] >= 2 and sin.shape[-1] % 2 == 0 and sin.numel() \
+            and sin.device.type != "meta":
+        row = sin[(-1,) * (sin.ndim - 1)]
+        h = row.shape[0] // 2
+        if bool(torch.equal(row[:h], row[h:])) and not bool(torch.all(row[:h] == row[0])):
+            raise full_width_error(sin.shape[-1])
+    return cos, sin
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool = False,
+                 inverse: bool = False, layout: Optional[str] = None) -> torch.Tensor:
+    """Autograd-aware :func:`ropescale.apply_rotary` for torch tensors on any device.
+
+    ``cos``/``sin`` are half-width ``(..., R)`` tables (``layout="full"`` for
+    transformers' ``cat(c, c)``) broadcasting against ``x.shape[:-1]``.  On CPU
+    the C kernels run forward and backward; elsewhere torch operations.
+
+    Examples
+    --------
+    >>> import torch, ropescale.torch as rt
+    >>> x = torch.randn(3, 2, 8, dtype=torch.float64, requires_grad=True)
+    >>> c, s = ropescale.cos_sin(torch.arange(3)[:, None], ropescale.inv_freq(8), dtype=torch.float64)
+    >>> torch.autograd.gradcheck(lambda t: rt.apply_rotary(t, c, s), (x,))
+    True
+    """
+    x, cos, sin = _tensor("x", x), _tensor("cos", cos), _tensor("sin", sin)
+    if _c_path(x) and cos.is_cpu and sin.is_cpu:
+        if not (torch.is_grad_enabled() and (x.requires_grad or cos.requires_grad or sin.requires_grad)):
+            # nothing to record: skip autograd.Function's bookkeeping (tens of microseconds)
+            return _rotary.apply_rotary(x, cos, sin, interleaved=interleaved, inverse=inverse, layout=layout)
+        cos, sin = _torch_half_tables(cos, sin, layout)
+        return _Rotate.apply(x, cos, sin, bool(interleaved), bool(inverse))
+    cos, sin = _torch_half_tables(cos, sin, layout)
+    if cos.shape != sin.shape:
+        raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
+    if x.ndim == 0 or x.shape[-1] % 2 or 2 * cos.shape[-1] > x.shape[-1]:
+        raise ValueError(f"x's last axis D must be even and >= 2R = {2 * cos.shape[-1]}, got shape {tuple(x.shape)}")
+    return _rotate_ops(x, cos, sin, bool(interleaved), bool(inverse))
+
+
+def _cpu_array(name: str, value: Any) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        if value.requires_grad:
+            raise TypeError(f"{name} requires grad; ropescale.torch differentiates with respect to x only: "
+                            f"pass {name}.detach()")
+        return value.detach().cpu().numpy()
+    return value
+
+
+def apply_rotary_positions(x: torch.Tensor, positions: Any, inv_freq: Any, *, attention_factor: float = 1.0,
+                           interleaved: bool = False, inverse: bool = False) -> torch.Tensor:
+    """Autograd-aware :func:`ropescale.apply_rotary_positions` for torch tensors on any device.
+
+    Examples
+    --------
+    >>> import torch, ropescale.torch as rt
+    >>> q = torch.ones(4, 2, 8, requires_grad=True)
+    >>> y = rt.apply_rotary_positions(q, torch.arange(4)[:, None], ropescale.inv_freq(8))
+    >>> y.sum().backward(); q.grad.shape
+    torch.Size([4, 2, 8])
+    """
+    x = _tensor("x", x)
+    pos = _cpu_array("positions", positions)
+    theta = _cpu_array("inv_freq", inv_freq)
+    if _c_path(x):
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            return _rotary.apply_rotary_positions(x, pos, theta, attention_factor=attention_factor,
+                                                  interleaved=interleaved, inverse=inverse)
+        return _RotatePositions.apply(x, pos, theta, attention_factor, bool(interleaved), bool(inverse))
+    work = torch.float64 if x.dtype == torch.float64 else torch.float32
+    cos, sin = _rotary.cos_sin(pos, theta, attention_factor=attention_factor, dtype=work)
+    return apply_rotary(x, cos.to(x.device), sin.to(x.device), interleaved=interleaved, inverse=inverse,
+                        layout="half")
+
+
+# -- the module -------------------------------------------------------------------
+_CACHE_LIMIT = 1 << 20  # positions beyond this are computed per call, not cached
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(0, (n - 1).bit_length())
+
+
+class RotaryEmbedding(torch.nn.Module):
+    """A rotary module with transformers' forward contract, tables made by ropescale.
+
+    ``forward(x, position_ids[, layer_type]) -> (cos, sin)``: full-width
+    ``cat(c, c)`` tables of shape ``position_ids.shape + (rotary_dim,)`` in
+    ``x.dtype`` on ``x.device``, ``attention_scaling`` applied.  Angles are
+    formed in float64 and reduced exactly, so the tables are correctly rounded
+    at any position (transformers forms ``t * theta`` in float32).
+
+    Parameters
+    ----------
+    rope : Rope, or a dict ``{layer_type: Rope}``
+        A dict serves models with per-layer-type ropes (Gemma 3's sliding and
+        full attention): ``forward`` then takes ``layer_type``.
+    config : optional
+        The model config, kept as ``self.config`` like transformers' modules.
+    layout : "full" or "half"
+        ``"full"`` returns transformers' usual ``cat(c, c)`` tables;
+        ``"half"`` the ``(..., R)`` tables some models (gpt-oss) use.
+
+    Tables of static ropes are cached per device and dtype for positions up
+    to the largest seen (rounded up to a power of two, so decoding token by
+    token does not rebuild them each step).  ``dynamic`` and ``longrope``
+    recompute their frequencies per call from ``max(position_ids) + 1``, as
+    transformers does (dynamic keeps the longest length seen until a call
+    falls back inside the trained context).
+
+    Examples
+    --------
+    >>> import torch, ropescale.torch as rt
+    >>> emb = rt.RotaryEmbedding(ropescale.Rope(64, 10000.0))
+    >>> cos, sin = emb(torch.zeros(1, 5, 8), torch.arange(5)[None])
+    >>> cos.shape, cos.dtype
+    (torch.Size([1, 5, 64]), torch.float32)
+    """
+
+    def __init__(self, rope: Union[Rope, Mapping[str, Rope]], *, config: Any = None, layout: str = "full"):
+        super().__init__()
+        if layout not in ("full", "half"):
+            raise ValueError(f"layout must be 'full' (transformers' cat(c, c)) or 'half', got {layout!r}")
+        self.layout = layout
+        if isinstance(rope, Rope):
+            ropes = {None: rope}
+        elif isinstance(rope, Mapping) and rope and all(isinstance(r, Rope) for r in rope.values()):
+            ropes = dict(rope)
+        else:
+            raise TypeError(f"rope must be a ropescale.Rope or a dict of them by layer type, got {type(rope).__name__}")
+        self.ropes = ropes
+        self.config = config
+        self.layer_types = None if None in ropes else sorted(ropes)
+        self._cache: dict = {}
+        self._dynamic_len: dict = {}
+        if None in ropes:
+            r = ropes[None]
+            self.rope_type = r.method
+            self.attention_scaling = r.attention_factor
+            self.register_buffer("inv_freq", torch.from_numpy(np.asarray(r.inv_freq, np.float32).copy()), persistent=False)
+            self.original_inv_freq = self.inv_freq.clone()
+        else:
+            self.rope_type = {lt: r.method for lt, r in ropes.items()}
+            for lt, r in ropes.items():
+                setattr(self, f"{lt}_attention_scaling", r.attention_factor)
+                self.register_buffer(f"{lt}_inv_freq", torch.from_numpy(np.asarray(r.inv_freq, np.float32).copy()),
+                                     persistent=False)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{lt}: {r!r}" if lt is not None else repr(r) for lt, r in self.ropes.items())
+
+    def _rope(self, layer_type):
+        try:
+            return self.ropes[layer_type]
+        except KeyError:
+            allowed = "no layer_type" if None in self.ropes else f"one of {sorted(self.ropes)}"
+            raise ValueError(f"layer_type must be {allowed}, got {layer_type!r}") from None
+
+    def _length(self, rope: Rope, layer_type, seq_len: int) -> int:
+        """The sequence length dynamic/longrope frequencies are taken at (transformers' rule)."""
+        if rope.method != "dynamic":
+            return seq_len
+        original = int(rope.original_max_position_embeddings)
+        cached = self._dynamic_len.get(layer_type, original)
+        if seq_len > cached:
+            cached = seq_len
+        if seq_len < original and cached > original:
+            cached = original
+        self._dynamic_len[layer_type] = cached
+        return cached
+
+    def _tables(self, positions: np.ndarray, theta, attn, dtype, device):
+        c, s = _rotary.cos_sin(positions, theta, attention_factor=attn, dtype=dtype)
+        if self.layout == "full":
+            c, s = torch.cat((c, c), dim=-1), torch.cat((s, s), dim=-1)
+        return c.to(device), s.to(device)
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: Optional[str] = None):
+        rope = self._rope(layer_type)
+        dtype, device = x.dtype, x.device
+        if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
+            dtype = torch.float32
+        ids = position_ids
+        if rope.method in ("dynamic", "longrope") or ids.is_floating_point():
+            pos = ids.detach().cpu().numpy()
+            seq_len = int(np.floor(pos.max())) + 1 if pos.size else 0
+            theta, attn = rope.inv_freq_at(max(self._length(rope, layer_type, seq_len), 1))
+            return self._tables(pos, theta, attn, dtype, device)
+        if ids.numel() == 0:
+            return self._tables(ids.cpu().numpy(), rope.inv_freq, rope.attention_factor, dtype, device)
+        lo, hi = int(ids.min()), int(ids.max())
+        if lo < 0 or hi >= _CACHE_LIMIT:
+            return self._tables(ids.detach().cpu().numpy(), rope.inv_freq, rope.attention_factor, dtype, device)
+        key = (layer_type, device, dtype)
+        table = self._cache.get(key)
+        if table is None or table[0].shape[0] <= hi:
+            n = _next_pow2(hi + 1)
+            table = self._tables(np.arange(n), rope.inv_freq, rope.attention_factor, dtype, device)
+            self._cache[key] = table
+        ids = ids.to(device=device, dtype=torch.long)
+        return table[0][ids], table[1][ids]
+
+    def _apply(self, fn, *args, **kwargs):
+        # model.to(...) / .half(): cached tables follow by being rebuilt.
+        self._cache.clear()
+        return super()._apply(fn, *args, **kwargs)

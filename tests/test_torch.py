@@ -1,0 +1,222 @@
+"""ropescale.torch: autograd through the C kernels, the torch-ops device path, and RotaryEmbedding.
+
+Oracles: torch.autograd.gradcheck (finite differences), the NumPy path, a
+rotation written out in torch operations here, and transformers' own rotary
+modules for the module contract.
+"""
+import doctest
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import ropescale  # noqa: E402
+import ropescale.torch as rt  # noqa: E402
+
+THETA = ropescale.inv_freq(16)
+
+
+def _tables(n, dtype=torch.float64, attention_factor=1.0, r=8):
+    return ropescale.cos_sin(torch.arange(n)[:, None], ropescale.inv_freq(2 * r), dtype=dtype,
+                             attention_factor=attention_factor)
+
+
+@pytest.fixture(params=["c", "torch-ops"])
+def path(request, monkeypatch):
+    monkeypatch.setattr(rt, "_FORCE_TORCH_OPS", request.param == "torch-ops")
+    return request.param
+
+
+def _by_hand(x, cos, sin, interleaved=False, inverse=False):
+    """The rotation written out, as the oracle for both paths."""
+    r = cos.shape[-1]
+    s = -sin if inverse else sin
+    if interleaved:
+        a, b = x[..., 0:2 * r:2], x[..., 1:2 * r:2]
+    else:
+        a, b = x[..., :r], x[..., r:2 * r]
+    ya, yb = a * cos - b * s, b * cos + a * s
+    rot = torch.stack((ya, yb), -1).flatten(-2) if interleaved else torch.cat((ya, yb), -1)
+    return torch.cat((rot, x[..., 2 * r:]), -1)
+
+
+# -- autograd ---------------------------------------------------------------------
+@pytest.mark.parametrize("interleaved", [False, True])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_gradcheck_tables_form(path, interleaved, inverse):
+    x = torch.randn(4, 2, 20, dtype=torch.float64, requires_grad=True)  # 2R = 16 < D = 20: a pass-through tail
+    c, s = _tables(4, attention_factor=1.2)
+    c, s = c.clone().requires_grad_(), s.clone().requires_grad_()
+    assert torch.autograd.gradcheck(
+        lambda a, b, d: rt.apply_rotary(a, b, d, interleaved=interleaved, inverse=inverse), (x, c, s))
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_gradcheck_positions_form(path, interleaved):
+    x = torch.randn(5, 3, 16, dtype=torch.float64, requires_grad=True)
+    pos = torch.tensor([0, 3, 7, 100, 12345])[:, None]
+    assert torch.autograd.gradcheck(
+        lambda a: rt.apply_rotary_positions(a, pos, THETA, attention_factor=0.9, interleaved=interleaved), (x,))
+
+
+def test_backward_is_the_inverse_rotation():
+    x = torch.randn(6, 16, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(6, 16, dtype=torch.float64)
+    rt.apply_rotary_positions(x, torch.arange(6), THETA).backward(g)
+    want = ropescale.apply_rotary_positions(g.numpy(), np.arange(6), THETA, inverse=True)
+    np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_both_paths_agree_with_the_rotation_by_hand(dtype, interleaved, monkeypatch):
+    x = torch.randn(5, 3, 20).to(dtype)
+    c, s = _tables(5, torch.float64, attention_factor=1.1)
+    want = _by_hand(x.double(), c, s, interleaved).to(dtype)
+    got = {}
+    for forced in (False, True):
+        monkeypatch.setattr(rt, "_FORCE_TORCH_OPS", forced)
+        got[forced] = rt.apply_rotary(x, c, s, interleaved=interleaved)
+        pos = rt.apply_rotary_positions(x, torch.arange(5)[:, None], THETA, attention_factor=1.1,
+                                        interleaved=interleaved)
+        assert got[forced].dtype == dtype and pos.dtype == dtype
+        tol = {torch.float64: 1e-12, torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}[dtype]
+        torch.testing.assert_close(got[forced].double(), want.double(), rtol=tol, atol=tol)
+        torch.testing.assert_close(pos.double(), want.double(), rtol=tol, atol=tol)
+    # to float rounding: the two paths differ by at most one rounding of the result type
+    torch.testing.assert_close(got[False].double(), got[True].double(),
+                               rtol={torch.float64: 1e-13}.get(dtype, 1e-2 if dtype == torch.bfloat16 else 1e-3),
+                               atol=1e-6 if dtype in (torch.float32, torch.float64) else 1e-2)
+
+
+def test_non_cpu_tensors_take_the_torch_ops_path():
+    x = torch.empty(4, 2, 16, device="meta")
+    c, s = _tables(4, torch.float32)
+    y = rt.apply_rotary(x, c.to("meta"), s.to("meta"))
+    assert y.device.type == "meta" and y.shape == x.shape
+    y = rt.apply_rotary_positions(x, torch.arange(4)[:, None], THETA)
+    assert y.device.type == "meta" and y.shape == x.shape
+
+
+def test_full_layout_and_its_refusal():
+    x = torch.randn(3, 24, dtype=torch.float64)
+    c, s = _tables(3, r=8)
+    fc, fs = ropescale.tables.to_full(c[:, 0], s[:, 0])
+    np.testing.assert_allclose(rt.apply_rotary(x, fc, fs, layout="full").numpy(),
+                               rt.apply_rotary(x, c[:, 0], s[:, 0]).numpy(), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="full-width"):
+        rt.apply_rotary(x, fc, fs)
+
+
+def test_argument_errors():
+    with pytest.raises(TypeError, match="x must be a torch.Tensor"):
+        rt.apply_rotary(np.zeros((2, 4)), *_tables(2, r=2))
+    with pytest.raises(TypeError, match="inv_freq requires grad"):
+        rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2), torch.tensor([1.0, 0.1], requires_grad=True))
+
+
+# -- RotaryEmbedding ------------------------------------------------------------------
+def test_forward_contract_shapes_dtypes_and_values():
+    rope = ropescale.Rope(16, 10000.0, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32})
+    emb = rt.RotaryEmbedding(rope)
+    ids = torch.tensor([[0, 1, 2, 3], [5, 9, 40, 7]])
+    for dtype in (torch.float32, torch.float64, torch.bfloat16, torch.float16):
+        cos, sin = emb(torch.zeros(2, 4, 8, dtype=dtype), ids)
+        assert cos.shape == (2, 4, 16) and cos.dtype == dtype and sin.dtype == dtype
+        wc, ws = ropescale.cos_sin(ids.numpy(), rope.inv_freq, attention_factor=rope.attention_factor,
+                                   dtype=np.float64)
+        torch.testing.assert_close(cos.double(), torch.from_numpy(np.concatenate([wc, wc], -1)),
+                                   rtol=0, atol=float(torch.finfo(dtype).eps))
+        torch.testing.assert_close(sin.double(), torch.from_numpy(np.concatenate([ws, ws], -1)),
+                                   rtol=0, atol=float(torch.finfo(dtype).eps))
+    assert emb.attention_scaling == rope.attention_factor != 1.0
+
+
+def test_cache_grows_to_the_largest_position_and_stays_right():
+    rope = ropescale.Rope(16, 10000.0)
+    emb = rt.RotaryEmbedding(rope)
+    x = torch.zeros(1, dtype=torch.float64)
+    for ids in ([0, 1, 2], [3], [1000], [17, 999], [5]):
+        t = torch.tensor([ids])
+        cos, _ = emb(x, t)
+        wc, _ = ropescale.cos_sin(t.numpy(), rope.inv_freq, dtype=np.float64)
+        np.testing.assert_allclose(cos.numpy()[..., :8], wc, rtol=0, atol=3e-16)  # float64 tables: within an ulp
+    assert emb._cache[(None, x.device, torch.float64)][0].shape[0] == 1024
+
+
+def test_huge_and_negative_positions_are_computed_not_cached():
+    emb = rt.RotaryEmbedding(ropescale.Rope(16))
+    cos, sin = emb(torch.zeros(1, dtype=torch.float64), torch.tensor([[-3, 10**9]]))
+    wc, ws = ropescale.cos_sin(np.array([[-3, 10**9]]), THETA, dtype=np.float64)
+    np.testing.assert_array_equal(sin.numpy()[..., 8:], ws)
+    assert not emb._cache
+
+
+def _hf_rotary(rope_parameters, max_pos=32):
+    transformers = pytest.importorskip("transformers")
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    cfg = transformers.LlamaConfig(hidden_size=64, num_attention_heads=4, max_position_embeddings=max_pos,
+                                   rope_parameters=dict(rope_parameters))
+    return LlamaRotaryEmbedding(cfg), ropescale.Rope.from_hf(cfg)
+
+
+@pytest.mark.parametrize("params", [
+    {"rope_type": "dynamic", "factor": 4.0, "rope_theta": 10000.0},
+    {"rope_type": "longrope", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 16,
+     "short_factor": [1.0 + 0.1 * k for k in range(8)], "long_factor": [1.0 + k for k in range(8)]},
+])
+def test_length_dependent_ropes_follow_transformers_call_by_call(params):
+    native, rope = _hf_rotary(params)
+    ours = rt.RotaryEmbedding(rope)
+    x = torch.zeros(1)
+    # grow past the trained length, come back inside it, decode steps beyond it
+    for n in (8, 40, 36, 20, 64, 10, 33):
+        ids = torch.arange(n)[None] if n != 33 else torch.tensor([[32]])
+        want = native(x, ids)
+        got = ours(x, ids)
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a, b, rtol=0, atol=3e-5)  # transformers' float32 angles at t < 64
+
+
+def test_matches_transformers_static_module():
+    native, rope = _hf_rotary({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                               "original_max_position_embeddings": 16, "rope_theta": 500000.0})
+    ids = torch.arange(30)[None]
+    for a, b in zip(rt.RotaryEmbedding(rope)(torch.zeros(1), ids), native(torch.zeros(1), ids)):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+
+
+def test_per_layer_type_ropes():
+    ropes = {"sliding_attention": ropescale.Rope(16, 10000.0),
+             "full_attention": ropescale.Rope(16, 1e6, {"rope_type": "linear", "factor": 8.0})}
+    emb = rt.RotaryEmbedding(ropes)
+    ids = torch.arange(5)[None]
+    for lt, rope in ropes.items():
+        cos, _ = emb(torch.zeros(1, dtype=torch.float64), ids, lt)
+        wc, _ = ropescale.cos_sin(ids.numpy(), rope.inv_freq, dtype=np.float64)
+        np.testing.assert_array_equal(cos.numpy()[..., 8:], wc)
+    with pytest.raises(ValueError, match=r"layer_type must be one of \['full_attention', 'sliding_attention'\]"):
+        emb(torch.zeros(1), ids, "global")
+    with pytest.raises(ValueError, match="layer_type must be no layer_type"):
+        rt.RotaryEmbedding(ropescale.Rope(16))(torch.zeros(1), ids, "full_attention")
+
+
+def test_half_layout_module_and_bad_arguments():
+    emb = rt.RotaryEmbedding(ropescale.Rope(16), layout="half")
+    cos, _ = emb(torch.zeros(1), torch.arange(3)[None])
+    assert cos.shape == (1, 3, 8)
+    with pytest.raises(ValueError, match="layout must be"):
+        rt.RotaryEmbedding(ropescale.Rope(16), layout="interleaved")
+    with pytest.raises(TypeError, match="rope must be a ropescale.Rope"):
+        rt.RotaryEmbedding({"rope_type": "linear"})
+
+
+def test_docstring_examples():
+    finder = doctest.DocTestFinder(exclude_empty=True)
+    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    failures = []
+    for test in finder.find(rt, "ropescale.torch", globs={"np": np, "ropescale": ropescale}):
+        runner.run(test, out=failures.append)
+    assert not failures, "".join(failures)

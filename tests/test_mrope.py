@@ -183,3 +183,20 @@ def test_extend_keeps_the_mrope_layout_and_the_query_temperature():
     np.testing.assert_array_equal(ext.pair_streams, rope.pair_streams)
     assert ext.query_temperature == (8192.0, 0.1)
     assert "query_temperature=(8192.0, 0.1)" in repr(ext)
+
+
+@pytest.mark.parametrize("model_type, section, interleaved", [("qwen2_vl", (16, 24, 24), False),
+                                                             ("qwen2_5_vl_text", (16, 24, 24), False),
+                                                             ("qwen3_vl_text", (24, 20, 20), True)])
+def test_qwen_vl_model_types_use_their_modeling_codes_default_sections(model_type, section, interleaved):
+    # transformers' Qwen-VL rotary modules read rope_parameters.get("mrope_section", <default>)
+    rope = ropescale.Rope.from_hf({"model_type": model_type, "head_dim": 128, "rope_theta": 1e6})
+    assert rope.mrope_section == section and rope.mrope_interleaved == interleaved
+    transformers = pytest.importorskip("transformers")
+    pytest.importorskip("torch")
+    import inspect
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES  # noqa: F401
+    mod = __import__(f"transformers.models.{model_type.replace('_text', '')}.modeling_"
+                     f"{model_type.replace('_text', '')}", fromlist=["x"])
+    src = inspect.getsource(mod)
+    assert f'get("mrope_section", {list(section)})' in src

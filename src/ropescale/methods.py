@@ -437,6 +437,10 @@ class ModelDefaults:
     #: tuning ``(floor_scale, attn_scale)`` on by default.
     no_rope_interval: Optional[int] = None
     query_temperature: Optional[Tuple[float, float]] = None
+    #: M-RoPE ``(mrope_section, interleaved)`` the modeling code uses when the
+    #: rope dict gives no section (Qwen2-VL chunked [16, 24, 24], Qwen3-VL
+    #: interleaved [24, 20, 20]: ``modeling_<type>.py``, ``rope_parameters.get``).
+    mrope: Optional[Tuple[Tuple[int, ...], bool]] = None
 
 
 _HALF, _INTERLEAVED = ModelDefaults(), ModelDefaults(interleaved=True)
@@ -446,15 +450,18 @@ _HALF, _INTERLEAVED = ModelDefaults(), ModelDefaults(interleaved=True)
 MODEL_TYPES: Dict[str, ModelDefaults] = {
     **{t: _HALF for t in ("llama", "mistral", "qwen2_moe", "qwen3", "qwen3_moe", "gemma",
                           "phi3", "olmo", "olmo2", "falcon", "starcoder2", "granite", "chameleon")},
-    **{t: ModelDefaults(1e6) for t in ("mixtral", "gemma3n_text", "phimoe", "minimax",
-                                       "qwen2_vl", "qwen2_vl_text")},
+    **{t: ModelDefaults(1e6) for t in ("mixtral", "gemma3n_text", "phimoe", "minimax")},
+    **{t: ModelDefaults(1e6, mrope=((16, 24, 24), False)) for t in ("qwen2_vl", "qwen2_vl_text")},
+    **{t: ModelDefaults(5e5, mrope=((24, 20, 20), True))
+       for t in ("qwen3_vl", "qwen3_vl_text", "qwen3_vl_moe", "qwen3_vl_moe_text")},
     # Gemma3TextConfig: sliding layers at rope_local_base_freq (10000), one full layer in 6.
     **{t: ModelDefaults(1e6, head_dim=256, num_hidden_layers=26, local_base=1e4,
                         layer_pattern=("sliding_window_pattern", 6, "sliding_attention"))
        for t in ("gemma3", "gemma3_text")},
     "gemma2": ModelDefaults(head_dim=256, num_hidden_layers=26, layer_pattern=(None, 2, "sliding_attention")),
     "qwen2": ModelDefaults(num_hidden_layers=32),
-    **{t: ModelDefaults(1e6, num_hidden_layers=80) for t in ("qwen2_5_vl", "qwen2_5_vl_text")},
+    **{t: ModelDefaults(1e6, num_hidden_layers=80, mrope=((16, 24, 24), False))
+       for t in ("qwen2_5_vl", "qwen2_5_vl_text")},
     "qwen3_next": ModelDefaults(partial_rotary_factor=0.25,
                                 layer_pattern=("full_attention_interval", 4, "linear_attention")),
     **{t: ModelDefaults(5e5) for t in ("olmo3", "exaone", "bitnet", "mllama", "mllama_text_model")},

@@ -811,6 +811,11 @@ class ModelRopes:
             base = _base(config, scaling, known, self.model_type, prefer_scaling=self.keyed is not None)
         value, key = _legacy(config, "max_position_embeddings")
         max_pos = _length(f"config[{key!r}]", value)
+        if known is not None and known.mrope is not None and not local and \
+                (scaling is None or scaling.get("mrope_section") is None):
+            # Qwen-VL modeling code applies M-RoPE with its default sections whatever the dict says
+            scaling = {**(scaling or {}), "mrope_section": list(known.mrope[0]),
+                       "mrope_interleaved": known.mrope[1]}
         scaling = _resolve_scaling(config, scaling, max_pos, _partial_rotary(config, dim, known))
         interleaved = _get(config, "rope_interleave")
         if interleaved is None:

@@ -200,3 +200,13 @@ def test_qwen_vl_model_types_use_their_modeling_codes_default_sections(model_typ
                      f"{model_type.replace('_text', '')}", fromlist=["x"])
     src = inspect.getsource(mod)
     assert f'get("mrope_section", {list(section)})' in src
+
+
+def test_from_hf_reads_a_vision_towers_axial_rope():
+    transformers = pytest.importorskip("transformers")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        vision = transformers.Qwen2VLConfig().vision_config
+    rope = ropescale.Rope.from_hf(vision)
+    assert rope == ropescale.Rope.axial(vision.embed_dim // vision.num_heads, 1e4)
+    assert rope.mrope_section == (20, 20)

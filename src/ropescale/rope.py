@@ -1025,8 +1025,8 @@ def _head_dim(config: Any, known, use_global: bool = False) -> int:
         if value is not None:
             return _config_int(name, value)
     (hidden, hkey), (heads, nkey) = _legacy(config, "hidden_size"), _legacy(config, "num_attention_heads")
-    if heads is None and _get(config, "embed_dim") is not None and _get(config, "num_heads") is not None:
-        # vision towers (Qwen2-VL's): embed_dim / num_heads; their hidden_size is the language model's
+    if _get(config, "embed_dim") is not None and _get(config, "num_heads") is not None:
+        # vision towers (Qwen2-VL's) spell it embed_dim / num_heads; their hidden_size is the language model's
         (hidden, hkey), (heads, nkey) = (_get(config, "embed_dim"), "embed_dim"), (_get(config, "num_heads"), "num_heads")
     if hidden is None or heads is None:
         if known is not None and known.head_dim is not None:

@@ -402,12 +402,14 @@ class Rope:
             sel = np.flatnonzero(self._streams == j)
             if sel.size == 0:
                 continue
-            cj, sj = cos_sin(streams[j], theta[sel], attention_factor=attn, dtype=dtype)
+            # the full table of the stream, then its pairs: each entry is then exactly the plain
+            # rope's (the C table kernel's rounding depends on the frequency row it is given)
+            cj, sj = cos_sin(streams[j], theta, attention_factor=attn, dtype=dtype)
             if c is None:
-                c = np.empty(cj.shape[:-1] + (theta.shape[0],), dtype=cj.dtype)
+                c = np.empty(cj.shape, dtype=cj.dtype)
                 s = np.empty_like(c)
-            c[..., sel] = cj
-            s[..., sel] = sj
+            c[..., sel] = cj[..., sel]
+            s[..., sel] = sj[..., sel]
         return c, s
 
     def _for_positions(self, positions, seq_len):

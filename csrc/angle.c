@@ -96,52 +96,25 @@ void rs_sincos_exact(double t, double theta, double *c, double *s)
     *s = sv;
 }
 
-/* Positions split as t = q*B + r; B is a power of two so q*B is exact. */
-#define RS_LO_ROWS 256
-
-struct rs_angle_cache {
-    const double *theta;
-    int64_t n;
-    double scale;
-    double *lo_c, *lo_s;          /* RS_LO_ROWS rows of n */
-    unsigned char lo_ok[RS_LO_ROWS];
-    double *hi_c, *hi_s;          /* one row of n */
-    double hi_q;
-    int hi_ok;
-    double last_t;  /* previous position, to tell runs from scattered ones */
-};
-
-rs_angle_cache *rs_angle_cache_new(const double *theta, int64_t n_pairs,
-                                   double scale)
+size_t rs_angle_cache_doubles(int64_t n)
 {
-    rs_angle_cache *a = (rs_angle_cache *)calloc(1, sizeof(*a));
-    size_t n = n_pairs > 0 ? (size_t)n_pairs : 1;
-    if (a == NULL)
-        return NULL;
-    if (n > ((size_t)-1) / (sizeof(double) * 2 * (RS_LO_ROWS + 1)))
-        goto fail;
-    a->theta = theta;
-    a->n = n_pairs;
-    a->last_t = NAN;
-    a->scale = scale;
-    a->lo_c = (double *)malloc(sizeof(double) * 2 * (RS_LO_ROWS + 1) * n);
-    if (a->lo_c == NULL)
-        goto fail;
-    a->lo_s = a->lo_c + RS_LO_ROWS * n;
-    a->hi_c = a->lo_s + RS_LO_ROWS * n;
-    a->hi_s = a->hi_c + n;
-    return a;
-fail:
-    free(a);
-    return NULL;
+    return (size_t)(n > 0 ? n : 1) * 2 * (RS_LO_ROWS + 1);
 }
 
-void rs_angle_cache_free(rs_angle_cache *a)
+void rs_angle_cache_init(rs_angle_cache *a, double *mem, const double *theta,
+                         int64_t n, double scale)
 {
-    if (a != NULL) {
-        free(a->lo_c);
-        free(a);
-    }
+    size_t m = (size_t)(n > 0 ? n : 1);
+    a->theta = theta;
+    a->n = n;
+    a->scale = scale;
+    a->lo_c = mem;
+    a->lo_s = a->lo_c + RS_LO_ROWS * m;
+    a->hi_c = a->lo_s + RS_LO_ROWS * m;
+    a->hi_s = a->hi_c + m;
+    a->hi_ok = 0;
+    a->hi_q = 0.0;
+    memset(a->lo_ok, 0, sizeof(a->lo_ok));
 }
 
 static void exact_row_base(const double *restrict theta, int64_t n, double t,
@@ -180,16 +153,12 @@ void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
     const int64_t n = a->n;
     const double scale = a->scale;
 
-    double prev = a->last_t;
-    a->last_t = t;
     if (t == floor(t) && fabs(t) < 0x1p52) {
+        /* Always this path for an integer, never the direct one: a position
+         * gets the same bits whatever else the call holds (cos_sin of [501]
+         * once differed from cos_sin of [500, 501] by 2 ulp). */
         double q = floor(t / RS_LO_ROWS);
         int r = (int)(t - q * RS_LO_ROWS);
-        /* A scattered position whose rows are not cached (decode: one
-         * position per sequence) costs one exact row directly instead of
-         * two; a run (t = previous + 1) fills the cache for what follows. */
-        if (!a->lo_ok[r] && !(a->hi_ok && a->hi_q == q) && t != prev + 1.0)
-            goto direct;
         const double *restrict lc = a->lo_c + (size_t)r * (size_t)n;
         const double *restrict ls = a->lo_s + (size_t)r * (size_t)n;
         const double *restrict hc = a->hi_c;
@@ -218,12 +187,16 @@ void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
         }
         return;
     }
-direct:
     exact_row(a->theta, n, t, c, s);
-    if (scale != 1.0) {
-        for (int64_t k = 0; k < n; k++) {
-            c[k] *= scale;
-            s[k] *= scale;
-        }
+    for (int64_t k = 0; k < n; k++) {
+        c[k] *= scale;
+        s[k] *= scale;
     }
+}
+
+double rs_read_position(const char *p, int is_int)
+{
+    if (is_int)
+        return (double)*(const int64_t *)(const void *)p;
+    return *(const double *)(const void *)p;
 }

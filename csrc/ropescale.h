@@ -106,18 +106,6 @@ int rs_scaled_inv_freq(int64_t dim, double base, const rs_scaling *sc,
  * reduced modulo 2 pi in extended precision. */
 void rs_sincos_exact(double t, double theta, double *c, double *s);
 
-/* A per-thread cache that makes rows of cos/sin cheap for integer
- * positions: t = q*B + r, and cos/sin(t theta) come from an exact row for
- * r (computed once per r) and one for q*B (kept while q repeats),
- * joined by the angle-addition formula in float64. */
-typedef struct rs_angle_cache rs_angle_cache;
-
-rs_angle_cache *rs_angle_cache_new(const double *theta, int64_t n_pairs,
-                                   double scale);
-void rs_angle_cache_free(rs_angle_cache *cache);
-/* Fills c[k] = scale cos(t theta_k), s[k] = scale sin(t theta_k). */
-void rs_angle_row(rs_angle_cache *cache, double t, double *c, double *s);
-
 /* ------------------------------------------------------------------ */
 /* Rotation                                                            */
 /* ------------------------------------------------------------------ */
@@ -126,20 +114,31 @@ enum rs_dtype { RS_F16 = 0, RS_F32 = 1, RS_F64 = 2 };
 
 #define RS_MAXDIM 64
 
-/* Leading ("row") axes shared by every operand, with byte strides; the
- * last axis (features) is described by n_features / n_pairs and its own
- * byte strides. */
+/* The operands of a rotation; the fused form has positions instead of
+ * cos and sin (their strides are then 0). */
+enum rs_operand { RS_OP_X = 0, RS_OP_OUT, RS_OP_COS, RS_OP_SIN, RS_OP_POS, RS_N_OPERANDS };
+
+/* Leading ("row") axes shared by every operand, with one byte stride per
+ * operand and axis (0 where the operand repeats along it); the last axis
+ * (features) is described by n_features / n_pairs and the feature byte
+ * strides of x, out, cos and sin. */
 typedef struct {
     int ndim;
     int64_t shape[RS_MAXDIM];
-    int64_t sx[RS_MAXDIM];   /* x */
-    int64_t so[RS_MAXDIM];   /* out */
-    int64_t sc[RS_MAXDIM];   /* cos, or positions for the fused form */
-    int64_t ss[RS_MAXDIM];   /* sin (unused by the fused form) */
-    int64_t n_features;      /* D */
-    int64_t n_pairs;         /* R, 2R <= D */
-    int64_t fx, fo, fc, fs;  /* byte strides along the feature axis */
+    int64_t stride[RS_N_OPERANDS][RS_MAXDIM];
+    int64_t n_features;                  /* D */
+    int64_t n_pairs;                     /* R, 2R <= D */
+    int64_t fstride[RS_N_OPERANDS];      /* feature axis (RS_OP_POS: unused) */
 } rs_layout;
+
+/* A long call asks `poll(ctx)` now and then (on the calling thread, between
+ * chunks of rows); a nonzero answer stops every thread at its next chunk
+ * and the call returns RS_INTERRUPTED, with an in-place output partly
+ * rotated.  The glue uses it to let Ctrl-C through. */
+typedef struct {
+    int (*poll)(void *ctx);
+    void *ctx;
+} rs_interrupt;
 
 typedef struct {
     int dtype;        /* enum rs_dtype of x and out */
@@ -148,16 +147,30 @@ typedef struct {
     int in_place;     /* out == x, same strides */
     int n_threads;    /* upper bound on worker threads (1: none) */
     int pos_int;      /* fused form: positions are int64, not float64 */
+    const rs_interrupt *interrupt; /* NULL: never interrupted */
 } rs_options;
+
+/* Return codes of the kernels. */
+#define RS_OK 0
+#define RS_NO_MEMORY (-1)      /* nothing was written */
+#define RS_BAD_LAYOUT (-2)     /* nothing was written */
+#define RS_INTERRUPTED (-3)
+
+/* Working memory: every buffer a call needs is allocated before any output
+ * is written, and is bounded independently of R (pairs are handled in
+ * blocks of at most RS_PAIR_BLOCK): at most about 80 KiB per thread, of
+ * which the rows a call uses are touched. */
+#define RS_PAIR_BLOCK 256
 
 /* cos/sin are float32 for F16 and F32 x, float64 for F64 x. */
 int rs_rotate(const rs_layout *lay, const rs_options *opt, const char *x,
               char *out, const char *cos, const char *sin);
 
-/* Fused: positions (float64, or int64 with opt->pos_int; one per row,
- * strides lay->sc, 0 where a position repeats) and
- * theta[n_pairs]; cos/sin made per distinct position run and shared by
- * the rows that follow with the same position. */
+/* Fused: positions (float64, or int64 with opt->pos_int; strides
+ * lay->stride[RS_OP_POS], 0 where a position repeats) and theta[n_pairs];
+ * cos/sin made per distinct position run and shared by the rows that
+ * follow with the same position.  The cos/sin of a position are the bits
+ * rs_cos_sin gives for it, whatever the other positions of the call. */
 int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
                         const char *x, char *out, const char *positions,
                         const double *theta, double scale);
@@ -166,7 +179,8 @@ int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
  * -> cos, sin contiguous (n, n_pairs) of dtype out_dtype (enum rs_dtype). */
 int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int,
                const double *theta, int64_t n_pairs, double scale,
-               int out_dtype, char *cos, char *sin, int n_threads);
+               int out_dtype, char *cos, char *sin, int n_threads,
+               const rs_interrupt *interrupt);
 
 /* float16 <-> float32 conversion, correctly rounded (round to nearest even). */
 float rs_half_to_float(uint16_t h);

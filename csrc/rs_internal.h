@@ -5,6 +5,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ropescale.h"
+
 /* MSVC's C compiler spells C99's restrict as __restrict. */
 #if defined(_MSC_VER) && !defined(__clang__)
 #define restrict __restrict
@@ -40,5 +42,113 @@ void rs_float_to_half_n(int64_t n, const float *src, uint16_t *dst);
  * the work is still done). */
 typedef void (*rs_task_fn)(void *arg);
 int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks);
+
+/* rs_parallel with working memory: allocates n * doubles_per_task doubles
+ * before any task starts (so a call either runs or writes nothing), stores
+ * task i's slice in the `double *` at byte offset mem_field of its struct,
+ * runs, frees.  Returns 0, or -1 (nothing run) if the allocation failed. */
+int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n,
+                 size_t doubles_per_task, size_t mem_field);
+
+
+/* ------------------------------------------------------------------ */
+/* Memory (threads.c)                                                   */
+/* ------------------------------------------------------------------ */
+
+/* malloc, with a fault-injection hook for the tests: after
+ * rs_test_fail_alloc(n), the n-th allocation from now fails (n <= 0: off).
+ * Kernels allocate only on the calling thread, before any thread writes,
+ * so the hook needs no locking. */
+void *rs_alloc(size_t bytes);
+void rs_test_fail_alloc(int nth);
+
+/* Between two chunks of a task's work: task 0 (`asks`) polls the
+ * interrupt and raises *stop on a yes; every task then sees *stop and ends. */
+int rs_should_stop(const rs_interrupt *intr, int *stop, int asks);
+
+/* Bytes of work (x, or angles) between two looks at the interrupt. */
+#define RS_CHUNK_BYTES (1 << 20)
+
+/* Threads only pay on large calls: below this many bytes of x, one. */
+#define RS_PARALLEL_BYTES (4 << 20)
+#define RS_MAX_TASKS 64
+
+/* A flag that one thread raises and the others read (interruption). */
+#if defined(__GNUC__) || defined(__clang__)
+#define RS_FLAG_GET(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define RS_FLAG_SET(p) __atomic_store_n((p), 1, __ATOMIC_RELAXED)
+#else
+#define RS_FLAG_GET(p) (*(volatile int *)(p))
+#define RS_FLAG_SET(p) (*(volatile int *)(p) = 1)
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Row geometry (layout.c)                                              */
+/* ------------------------------------------------------------------ */
+
+/* Move the axes along which the positions repeat (stride 0) innermost. */
+void rs_layout_positions_last(rs_layout *L);
+/* Drop unit axes; merge neighbours every operand steps through as one. */
+void rs_layout_coalesce(rs_layout *L);
+int64_t rs_layout_rows(const rs_layout *L);
+
+/* A position in the row iteration: the byte offset of each operand. */
+typedef struct {
+    int64_t idx[RS_MAXDIM];
+    int64_t off[RS_N_OPERANDS];
+} rs_iter;
+
+void rs_iter_seek(const rs_layout *L, rs_iter *it, int64_t row);
+void rs_iter_next(const rs_layout *L, rs_iter *it);
+
+/* ------------------------------------------------------------------ */
+/* Angle rows (angle.c, tables.c)                                       */
+/* ------------------------------------------------------------------ */
+
+/* Integer positions split as t = q*RS_LO_ROWS + r. */
+#define RS_LO_ROWS 16
+
+/* Rows of cos/sin for one block of n pairs.  An integer position t is
+ * always made the same way: the exact row for r joined by the
+ * angle-addition formula with the exact row for q*RS_LO_ROWS (the first
+ * kept per r, the second while q repeats); other positions from an exact
+ * row.  So the bits for a position never depend on which positions came
+ * before it; a run of positions costs one exact row per RS_LO_ROWS of them,
+ * scattered positions (decode) one each plus at most RS_LO_ROWS per call.
+ * (RS_LO_ROWS trades the two: 16 keeps both within ~10% of a cache that
+ * gave up determinism.) */
+typedef struct {
+    const double *theta;
+    int64_t n;
+    double scale;
+    double *lo_c, *lo_s;          /* RS_LO_ROWS rows of n */
+    double *hi_c, *hi_s;          /* one row of n */
+    double hi_q;
+    int hi_ok;
+    unsigned char lo_ok[RS_LO_ROWS];
+} rs_angle_cache;
+
+/* Doubles of memory an angle cache of n pairs needs. */
+size_t rs_angle_cache_doubles(int64_t n);
+/* Point the cache at `mem` (rs_angle_cache_doubles(n) doubles) and forget
+ * what it held. */
+void rs_angle_cache_init(rs_angle_cache *a, double *mem, const double *theta,
+                         int64_t n, double scale);
+/* c[k] = scale cos(t theta_k), s[k] = scale sin(t theta_k), k < n. */
+void rs_angle_row(rs_angle_cache *a, double t, double *c, double *s);
+
+double rs_read_position(const char *p, int is_int);
+
+/* Turns positions into rows of cos/sin of one dtype (tables.c). */
+typedef struct {
+    rs_angle_cache cache;
+    double *cd, *sd;   /* float64 rows before rounding to float32/float16 */
+} rs_row_maker;
+
+size_t rs_row_maker_doubles(int64_t n);
+void rs_row_maker_init(rs_row_maker *m, double *mem, const double *theta,
+                       int64_t n, double scale);
+/* The row of position t, rounded once to dtype (enum rs_dtype). */
+void rs_make_row(rs_row_maker *m, double t, int dtype, void *c, void *s);
 
 #endif

@@ -11,6 +11,45 @@
 #include "rs_internal.h"
 
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Test hook only (see rs_internal.h): which allocation from now fails. */
+static int fail_countdown = 0;
+
+void rs_test_fail_alloc(int nth)
+{
+    fail_countdown = nth > 0 ? nth : 0;
+}
+
+void *rs_alloc(size_t bytes)
+{
+    if (fail_countdown > 0 && --fail_countdown == 0)
+        return NULL;
+    return malloc(bytes > 0 ? bytes : 1);
+}
+
+int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n,
+                 size_t doubles_per_task, size_t mem_field)
+{
+    double *mem = (double *)rs_alloc(sizeof(double) * doubles_per_task * (size_t)n);
+    if (mem == NULL)
+        return -1;
+    for (int i = 0; i < n; i++) {
+        double *slice = mem + doubles_per_task * (size_t)i;
+        memcpy((char *)tasks + (size_t)i * task_size + mem_field, &slice, sizeof(slice));
+    }
+    rs_parallel(fn, tasks, task_size, n);
+    free(mem);
+    return 0;
+}
+
+int rs_should_stop(const rs_interrupt *intr, int *stop, int asks)
+{
+    if (asks && intr != NULL && intr->poll != NULL && intr->poll(intr->ctx))
+        RS_FLAG_SET(stop);
+    return RS_FLAG_GET(stop);
+}
 
 void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi)
 {

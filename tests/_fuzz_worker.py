@@ -1,4 +1,5 @@
-"""Hypothesis fuzzing of apply_rotary, apply_rotary_positions, cos_sin and scaled_inv_freq.
+"""Hypothesis fuzzing of apply_rotary, apply_rotary_positions, cos_sin and scaled_inv_freq,
+and of every input of the rotations sharing memory with out (target ``aliasing``).
 
 Run by tests/test_fuzz.py in a subprocess, so that a crash of the interpreter
 is a failed test rather than a lost run::
@@ -609,11 +610,82 @@ def fuzz_scaled_inv_freq(case):
     assert abs(attn - want_attn) <= 1e-12 * abs(want_attn), (attn, want_attn)
 
 
+# ----------------------------------------------------------------- aliasing
+
+@st.composite
+def aliasing_calls(draw):
+    """One float64 buffer holding out and any of the inputs (x, cos, sin or
+    positions, inv_freq) as views that may overlap out and each other."""
+    from numpy.lib.stride_tricks import as_strided
+    form = draw(st.sampled_from(["rotary", "fused"]))
+    rows, r = draw(st.integers(1, 4)), draw(st.integers(1, 3))
+    d = 2 * r + draw(st.sampled_from([0, 0, 2]))
+    n = rows * d * 3 + 8
+    buf = np.array(draw(st.lists(st.floats(-4, 4, width=32), min_size=n, max_size=n)))
+
+    def view(shape, distinct):
+        """A view of buf: random offset and element strides (distinct: no two
+        elements share memory)."""
+        if len(shape) == 1:
+            strides = (draw(st.sampled_from([1, 1, 2, -1, 0 if not distinct else 1])),)
+        else:
+            fs = draw(st.sampled_from([1, 1, 2, -1]))
+            lo = shape[1] * abs(fs) if distinct else 0
+            rs = draw(st.integers(lo, lo + 3)) * draw(st.sampled_from([1, 1, -1]))
+            strides = (rs, fs)
+        span_lo = sum(min(0, st_ * (m - 1)) for st_, m in zip(strides, shape))
+        span_hi = sum(max(0, st_ * (m - 1)) for st_, m in zip(strides, shape))
+        start = draw(st.integers(-span_lo, n - 1 - span_hi))
+        return as_strided(buf[start:], shape=shape, strides=tuple(8 * st_ for st_ in strides))
+
+    def operand(shape, fresh):
+        where = draw(st.sampled_from(["buffer", "buffer", "fresh"]))
+        return view(shape, False) if where == "buffer" else fresh(shape)
+
+    out = view((rows, d), True)
+    x = out if draw(st.booleans()) else operand((rows, d), lambda sh: np.array(draw(
+        hnp.arrays(np.float64, sh, elements=st.floats(-4, 4, width=32)))))
+    if form == "rotary":
+        lead = draw(st.sampled_from([(rows,), (1,)]))
+        fresh = lambda sh: np.array(draw(hnp.arrays(np.float64, sh, elements=st.floats(-1, 1, width=32))))  # noqa
+        extra = (operand(lead + (r,), fresh), operand(lead + (r,), fresh))
+    else:
+        fresh_pos = lambda sh: np.arange(sh[0], dtype=np.float64) * 3.0 - 2.0   # noqa: E731
+        fresh_th = lambda sh: ref.inv_freq(2 * sh[0], 100.0)                     # noqa: E731
+        extra = (operand((rows,), fresh_pos), operand((r,), fresh_th))
+    il, inv = draw(st.booleans()), draw(st.booleans())
+    return form, buf, out, x, extra, il, inv
+
+
+def fuzz_aliasing(case):
+    form, buf, out, x, extra, il, inv = case
+    tally("aliasing", True)
+    mark = np.zeros(buf.shape, bool)
+    from numpy.lib.stride_tricks import as_strided
+    as_strided(mark[(out.ctypes.data - buf.ctypes.data) // 8:], shape=out.shape,
+               strides=tuple(st_ // 8 for st_ in out.strides))[...] = True   # bool: 1 byte per element
+    before = buf.copy()
+    xs, es = np.array(x), [np.array(e) for e in extra]      # what the call must read
+    if form == "rotary":
+        want = ref.apply_rotary(xs, es[0], es[1], interleaved=il, inverse=inv)
+        got = ropescale.apply_rotary(x, extra[0], extra[1], interleaved=il, inverse=inv, out=out)
+        scale = 1.0 + np.abs(xs).max() * max(np.abs(es[0]).max(), np.abs(es[1]).max(), 1.0)
+    else:
+        want = ref.apply_rotary_positions(xs, es[0], es[1], interleaved=il, inverse=inv)
+        got = ropescale.apply_rotary_positions(x, extra[0], extra[1], interleaved=il, inverse=inv, out=out)
+        scale = 1.0 + np.abs(xs).max()
+    assert got is out
+    err = float(np.abs(np.asarray(out) - want).max())
+    assert err <= 1e-12 * scale, f"aliasing {form}: error {err:.3g} (an input read after out was written?)"
+    assert np.array_equal(buf[~mark], before[~mark]), f"aliasing {form}: wrote outside out"
+
+
 TARGETS = [
     ("apply_rotary", rotary_calls(), fuzz_apply_rotary),
     ("apply_rotary_positions", fused_calls(), fuzz_apply_rotary_positions),
     ("cos_sin", cos_sin_calls(), fuzz_cos_sin),
     ("scaled_inv_freq", scaling_calls(), fuzz_scaled_inv_freq),
+    ("aliasing", aliasing_calls(), fuzz_aliasing),
 ]
 
 

@@ -2,7 +2,8 @@
 
 tests/_fuzz_worker.py draws calls of apply_rotary, apply_rotary_positions,
 cos_sin and scaled_inv_freq from their whole argument space, valid and
-invalid, and requires of each either the right result (against
+invalid, and calls of both rotations whose out shares one buffer with any of
+their inputs (x, cos, sin, positions, inv_freq), and requires of each either the right result (against
 ropescale.reference with exact angles) or a TypeError/ValueError for an
 invalid call -- nothing else.  It runs in a child process with a fixed seed
 so that a crash of the interpreter (a segfault in the C core) is reported as
@@ -27,7 +28,8 @@ WORKER = Path(__file__).with_name("_fuzz_worker.py")
 SANITIZED = bool(os.environ.get("ROPESCALE_SANITIZED"))
 EXAMPLES = int(os.environ.get("ROPESCALE_FUZZ_EXAMPLES", 300 if SANITIZED else 1000))
 SEED = 20240501
-TARGETS = ("apply_rotary", "apply_rotary_positions", "cos_sin", "scaled_inv_freq")
+TARGETS = ("apply_rotary", "apply_rotary_positions", "cos_sin", "scaled_inv_freq", "aliasing")
+ALL_VALID = ("aliasing",)   # every call valid: out and the inputs share one buffer in every way
 
 
 def run_worker(*args, timeout=600):
@@ -58,7 +60,8 @@ def test_fuzz_gives_correct_results_or_clear_errors(record_property):
     for name, (n, valid, invalid) in counts.items():
         assert n >= 0.9 * EXAMPLES, (name, n)
         # both halves of the argument space are exercised
-        assert valid >= 0.1 * n and invalid >= 0.1 * n, (name, valid, invalid)
+        if name not in ALL_VALID:
+            assert valid >= 0.1 * n and invalid >= 0.1 * n, (name, valid, invalid)
     record_property("fuzz_examples", int(total.group(1)))
     print(f"fuzz: {total.group(1)} examples: " + ", ".join(f"{k} {v[0]} ({v[1]} valid)" for k, v in counts.items()))
 

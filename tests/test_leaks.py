@@ -353,3 +353,54 @@ def test_detectors_see_a_reference_leak_a_python_leak_and_a_c_leak():
         libc.malloc_trim(0)
     _, _, rss = measure(c_leak, CALLS, 10)
     assert rss > RSS_BOUND, rss
+
+
+# ------------------------------------------------- bounded working memory
+
+_PEAK_CHILD = r'''
+import resource, sys
+import numpy as np
+import ropescale
+
+def rss():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+def peak():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+
+case = sys.argv[1]
+ropescale.set_num_threads(2)
+if case == "cos_sin":
+    theta = ropescale.inv_freq(3 * 2**22)              # 6.3 M pairs; a 50 MB float32 result
+    pos = np.array([5])
+    call = lambda: ropescale.cos_sin(pos, theta)
+    out_bytes = 2 * 4 * theta.size
+else:
+    theta = ropescale.inv_freq(2**22)                  # 2 M pairs per row
+    x = np.ones((8, 2**22), np.float32)                # 128 MB
+    out = np.zeros_like(x)                             # touched: its pages count before the call
+    pos = np.arange(8) * 3 + 2
+    call = lambda: ropescale.apply_rotary_positions(x, pos, theta, out=out)
+    out_bytes = 0
+base = max(peak(), rss())
+call()
+print(peak() - base - out_bytes)
+'''
+
+
+@pytest.mark.skipif(SANITIZED or rss_bytes() is None, reason="needs /proc and the plain allocator")
+@pytest.mark.parametrize("case", ["cos_sin", "fused_out"])
+def test_working_memory_does_not_grow_with_the_number_of_pairs(case):
+    """Each thread's angle cache was 257 * 16 * R bytes: cos_sin([5], inv_freq(3 * 2**22))
+    asked for 26 GB, a fused call with out= on 128 MB grew the peak by ~250 MB.  Now
+    the peak grows by the new output at most, plus a bounded working set."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-c", _PEAK_CHILD, case], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    growth = int(proc.stdout.split()[-1])
+    assert growth <= 8 * 1024 * 1024, f"{case}: peak resident memory grew {growth / 2**20:.1f} MiB beyond the output"

@@ -78,3 +78,45 @@ def test_positions_beyond_exact_range_are_refused():
         ropescale.cos_sin(np.array([2**35]), theta)
     with pytest.raises(ValueError, match="positions"):
         ropescale.cos_sin(np.array([2**62]), theta)
+
+
+# ------------------------------------------------------- the oracle itself
+
+LONG = np.array([501, 2**20 + 3, 10**6 + 1, 123456789, 2**31 - 1, 2**31, 3 * 10**9 + 7, -(2**31)], dtype=np.int64)
+
+
+@pytest.mark.parametrize("base", [10000.0, 500000.0])
+def test_reference_cos_sin_is_exact_at_positions_up_to_2_31(base):
+    """The oracle must be at least as exact as the C core it checks: float64
+    rounding of the truth (it was 2e-10 off at 2**31, a float64 product in
+    long double)."""
+    theta = ropescale.inv_freq(128, base)
+    for pos in (LONG, LONG + 0.25):
+        want_c, want_s = truth(pos, theta)
+        c, s = ropescale.reference.cos_sin(pos, theta)
+        assert max(np.abs(c - want_c).max(), np.abs(s - want_s).max()) <= 1.2e-16
+        cc, cs = ropescale.cos_sin(pos, theta, dtype=np.float64)
+        # ... and the C core is within a few ulp of it
+        assert max(np.abs(cc - c).max(), np.abs(cs - s).max()) <= 1e-15
+
+
+def test_reference_rotation_is_exact_at_position_2_31():
+    theta = ropescale.inv_freq(8, 10000.0)
+    pos = np.array([2**31, 2**31 - 1])
+    x = np.zeros((2, 8))
+    x[:, :4] = 1.0                     # pair k = (1, 0): the result is (cos, sin)
+    want_c, want_s = truth(pos, theta)
+    for fn in (lambda: ropescale.reference.apply_rotary_positions(x, pos, theta),
+               lambda: ropescale.reference.apply_rotary(x, *ropescale.reference.cos_sin(pos, theta))):
+        y = fn()
+        assert np.abs(y[:, :4] - want_c).max() <= 1.2e-16 and np.abs(y[:, 4:] - want_s).max() <= 1.2e-16
+
+
+def test_reference_exact_product_has_no_rounding_error():
+    rng = np.random.default_rng(9)
+    t = rng.integers(-2**52, 2**52, size=50).astype(np.float64)
+    th = rng.random(50) * 10.0 ** rng.integers(-12, 3, size=50)
+    p, e = ropescale.reference.exact_product(t, th)
+    for i in range(50):
+        exact = mpmath.mpf(float(t[i])) * mpmath.mpf(float(th[i]))
+        assert mpmath.mpf(float(p[i])) + mpmath.mpf(float(e[i])) == exact

@@ -337,3 +337,185 @@ def test_pairings_half_split_and_interleaved(interleaved):
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-15)
     c, s = ropescale.cos_sin(1, theta, dtype=np.float64)
     np.testing.assert_allclose(ropescale.apply_rotary(x, c, s, interleaved=interleaved), want, rtol=0, atol=1e-15)
+
+
+# ------------------------------------------------------------ determinism
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_positions_table_row_does_not_depend_on_the_other_positions(dtype):
+    """cos_sin([501]) is cos_sin([500, 501])[1], bit for bit (float64 differed by
+    ~2 ulp: an exact path for a lone position, a cached one inside a run)."""
+    theta = ropescale.inv_freq(64, 5e5)
+    rng = np.random.default_rng(11)
+    scattered = rng.integers(-10**7, 10**7, size=40)
+    batches = [np.array([500, 501]), np.arange(0, 600), scattered, np.sort(scattered),
+               np.concatenate([scattered, scattered + 1]), np.array([501, 17, 501, 2**31, 2**31 + 1])]
+    for attn in (1.0, 0.8):
+        for batch in batches:
+            c, s = ropescale.cos_sin(batch, theta, attention_factor=attn, dtype=dtype)
+            for i in range(len(batch)):
+                c1, s1 = ropescale.cos_sin(batch[i:i + 1], theta, attention_factor=attn, dtype=dtype)
+                assert c[i].tobytes() == c1[0].tobytes() and s[i].tobytes() == s1[0].tobytes(), \
+                    (dtype, attn, int(batch[i]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_rows_rotation_does_not_depend_on_batch_threads_or_form(dtype):
+    """The rotated row of a token at a position: the same bits alone, inside a
+    batch of other positions, split over C threads, and from a cached table."""
+    rng = np.random.default_rng(12)
+    theta = ropescale.inv_freq(128, 1e4)
+    pos = np.concatenate([np.arange(3000, 5100), rng.integers(0, 10**6, size=100)])   # runs and scattered
+    x = rng.standard_normal((pos.size, 8, 128)).astype(dtype)                          # > 4 MiB for f32/f64
+    tdt = np.float64 if dtype == np.float64 else np.float32
+    prev = ropescale.set_num_threads(1)
+    try:
+        one = ropescale.apply_rotary_positions(x, pos[:, None], theta)
+        ropescale.set_num_threads(2)
+        two = ropescale.apply_rotary_positions(x, pos[:, None], theta)
+        c, s = ropescale.cos_sin(pos[:, None], theta, dtype=tdt)
+        cached = ropescale.apply_rotary(x, c, s)
+    finally:
+        ropescale.set_num_threads(prev)
+    assert one.tobytes() == two.tobytes() and one.tobytes() == cached.tobytes()
+    for i in list(range(0, pos.size, 97)) + [pos.size - 1]:
+        alone = ropescale.apply_rotary_positions(x[i:i + 1], pos[i:i + 1, None], theta)
+        assert alone.tobytes() == one[i:i + 1].tobytes(), (dtype, int(pos[i]))
+
+
+# ---------------------------------------------------------------- aliasing
+
+def test_inv_freq_sharing_memory_with_out_is_read_before_any_write():
+    """The fused kernel reads inv_freq while it writes: a view of out must be copied first."""
+    rng = np.random.default_rng(13)
+    theta = ropescale.inv_freq(8)
+    x = rng.standard_normal((6, 8))
+    pos = np.arange(6) * 7 + 3
+    want = ref.apply_rotary_positions(x.copy(), pos, theta)
+    out = np.zeros((6, 8))
+    out[0, :4] = theta                       # inv_freq lives in out's first row
+    got = ropescale.apply_rotary_positions(x, pos, out[0, :4], out=out)
+    assert got is out
+    np.testing.assert_allclose(out, want, rtol=0, atol=1e-14)
+    # in place: inv_freq inside x
+    y = x.copy()
+    y[5, :4] = theta
+    want = ref.apply_rotary_positions(y.copy(), pos, theta)
+    got = ropescale.apply_rotary_positions(y, pos, y[5, :4], out=y)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-14)
+
+
+def test_the_glue_refuses_inputs_that_share_memory_with_out():
+    """Second guard: the C glue itself refuses an input overlapping out, naming it."""
+    from ropescale import _core
+    th = ropescale.inv_freq(8)
+    buf = np.zeros((4, 8))
+    buf[0, :4] = th
+    x = np.ones((4, 8))
+    pos = np.arange(4)
+    with pytest.raises(ValueError, match="inv_freq"):
+        _core.rotate_positions(x, pos, buf[0, :4], 1.0, buf, False, False, 1)
+    p = buf[1, :4].view(np.int64)
+    with pytest.raises(ValueError, match="positions"):
+        _core.rotate_positions(x, p, th, 1.0, buf, False, False, 1)
+    c = buf[:, :4]
+    with pytest.raises(ValueError, match="cos"):
+        _core.rotate(x, c, np.zeros((4, 4)), buf, False, False, 1)
+    with pytest.raises(ValueError, match="x"):
+        _core.rotate(buf[::-1], np.zeros((4, 4)), np.zeros((4, 4)), buf, False, False, 1)
+    cs = np.zeros(20)
+    with pytest.raises(ValueError, match="cos shares memory with sin"):
+        _core.cos_sin(pos.astype(np.int64), th, 1.0, cs[:16].reshape(4, 4), cs[4:].reshape(4, 4), 1)
+    assert not buf[1:].any() and (buf[0, :4] == th).all()
+
+
+def test_a_self_overlapping_view_in_place_behaves_as_if_copied():
+    """A writeable as_strided view whose rows share memory, rotated in place:
+    NumPy's rule (inputs as if copied, writes in order), not rotations that compose."""
+    from numpy.lib.stride_tricks import as_strided
+    theta = ropescale.inv_freq(4)
+    pos = np.array([1, 2, 3])
+    for fn in ("fused", "cached"):
+        base = np.linspace(-1, 1, 12)
+        v = as_strided(base, shape=(3, 8), strides=(16, 8))   # rows overlap by 6 elements
+        assert v.flags.writeable
+        want = ref.apply_rotary_positions(v.copy(), pos, theta)
+        expect = base.copy()
+        as_strided(expect, shape=(3, 8), strides=(16, 8))[...] = want   # NumPy writes in order
+        if fn == "fused":
+            got = ropescale.apply_rotary_positions(v, pos, theta, out=v)
+        else:
+            c, s = ropescale.cos_sin(pos, theta, dtype=np.float64)
+            got = ropescale.apply_rotary(v, c, s, out=v)
+        assert got is v
+        np.testing.assert_allclose(base, expect, rtol=0, atol=1e-15)
+    # the glue refuses it in place
+    from ropescale import _core
+    v = as_strided(np.zeros(12), shape=(3, 8), strides=(16, 8))
+    with pytest.raises(ValueError, match="share memory"):
+        _core.rotate_positions(v, pos, theta, 1.0, v, False, False, 1)
+
+
+@pytest.mark.parametrize("arg", ["x", "cos", "sin", "out", "positions", "inv_freq", "cos_sin-positions",
+                                 "cos_sin-inv_freq"])
+def test_masked_arrays_are_refused_naming_the_argument(arg):
+    theta = ropescale.inv_freq(8)
+    x = np.ones((3, 8))
+    pos = np.arange(3)
+    c, s = ropescale.cos_sin(pos, theta, dtype=np.float64)
+    m = lambda a: np.ma.masked_array(a, mask=np.zeros(np.shape(a), bool))   # noqa: E731
+    calls = {
+        "x": lambda: ropescale.apply_rotary(m(x), c, s),
+        "cos": lambda: ropescale.apply_rotary(x, m(c), s),
+        "sin": lambda: ropescale.apply_rotary(x, c, m(s)),
+        "out": lambda: ropescale.apply_rotary_positions(x, pos, theta, out=m(np.empty_like(x))),
+        "positions": lambda: ropescale.apply_rotary_positions(x, m(pos), theta),
+        "inv_freq": lambda: ropescale.apply_rotary_positions(x, pos, m(theta)),
+        "cos_sin-positions": lambda: ropescale.cos_sin(m(pos), theta),
+        "cos_sin-inv_freq": lambda: ropescale.cos_sin(pos, m(theta)),
+    }
+    name = arg.split("-")[-1]
+    with pytest.raises(TypeError, match=f"{name} is a masked array"):
+        calls[arg]()
+
+
+# --------------------------------------------------------------- memory
+
+@pytest.mark.parametrize("nth", [1, 2])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_call_that_runs_out_of_memory_leaves_its_output_untouched(nth, threads):
+    """Every buffer is allocated before any thread writes (forced failures of the
+    C core's allocator: the first allocation, then none left to fail)."""
+    from ropescale import _core
+    rng = np.random.default_rng(14)
+    theta = ropescale.inv_freq(128)
+    x = rng.standard_normal((4096, 4, 128)).astype(np.float32)      # 8 MiB: split over threads
+    pos = np.arange(4096)[:, None]
+    c, s = ropescale.cos_sin(pos, theta)
+    before = x.copy()
+    prev = ropescale.set_num_threads(threads)
+    try:
+        for call in (lambda: ropescale.apply_rotary_positions(x, pos, theta, out=x),
+                     lambda: ropescale.apply_rotary(x, c, s, out=x)):
+            _core._test_fail_alloc(nth)
+            try:
+                call()
+            except MemoryError as e:
+                assert "untouched" in str(e)
+                assert np.array_equal(x, before)
+            else:   # the failure hit no allocation of this call (nth too large): it completed
+                assert nth > 1
+                x[...] = before
+            finally:
+                _core._test_fail_alloc(0)
+        _core._test_fail_alloc(nth)
+        try:
+            with pytest.raises(MemoryError):
+                if nth > 1:
+                    raise MemoryError     # the table makes one allocation: only nth == 1 can fail it
+                ropescale.cos_sin(pos, theta)
+        finally:
+            _core._test_fail_alloc(0)
+        np.testing.assert_array_equal(ropescale.apply_rotary(x, c, s), ropescale.apply_rotary_positions(x, pos, theta))
+    finally:
+        ropescale.set_num_threads(prev)

@@ -255,3 +255,74 @@ def test_split_over_c_threads_gives_identical_bits(n, threads):
             *ropescale.cos_sin(pos[:, 0] + 0.25, th, dtype=np.float32))
     for a, b in zip(one, many):
         assert bits(a) == bits(b)
+
+
+# ----------------------------------------------------------- environment
+
+@pytest.mark.parametrize("value", ["\u00b2", "two", "0", "-3", "65", "1.5", "\u0663"])
+def test_a_bad_ropescale_num_threads_is_ignored_with_a_warning(value, monkeypatch):
+    """'²' passed str.isdigit and then made int() raise on every call."""
+    from ropescale import _rotary
+    monkeypatch.setenv("ROPESCALE_NUM_THREADS", value)
+    monkeypatch.setattr(_rotary, "_num_threads", None)
+    with pytest.warns(RuntimeWarning, match="ROPESCALE_NUM_THREADS"):
+        n = ropescale.get_num_threads()
+    assert n == max(1, min(os.cpu_count() or 1, 8))
+    x = np.ones((2, 8))
+    assert ropescale.apply_rotary_positions(x, [0, 0], ropescale.inv_freq(8)).tobytes() == x.tobytes()
+
+
+def test_a_good_ropescale_num_threads_is_used(monkeypatch):
+    from ropescale import _rotary
+    monkeypatch.setenv("ROPESCALE_NUM_THREADS", " 3 ")
+    monkeypatch.setattr(_rotary, "_num_threads", None)
+    assert ropescale.get_num_threads() == 3
+
+
+# ------------------------------------------------------------- Ctrl-C
+
+def test_ctrl_c_stops_a_long_call_before_it_finishes(one_c_thread):
+    """A SIGINT arriving mid-call runs Python's handler during the call (the
+    kernel polls between chunks), and the KeyboardInterrupt stops it: rows
+    after that point are never written.  Before, the handler ran only after
+    the call had written every row."""
+    import signal
+    rows = 1 << 19
+    x = np.ones((rows, 128), np.float16)[:, ::2]          # the slow path: a long call
+    out = np.full(x.shape, np.nan, np.float16)
+    th = ropescale.inv_freq(64)
+    c, s = ropescale.cos_sin(np.ones(1), th)
+    seen = {}
+
+    def handler(signum, frame):
+        seen["unwritten_rows_at_handler"] = int(np.isnan(out[:, 0]).sum())
+        raise KeyboardInterrupt
+
+    def watch():
+        # send the signal once the call is visibly under way
+        while not (out[:, 0] == out[:, 0]).any():
+            yield_gil()
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    old = signal.signal(signal.SIGINT, handler)
+    t = threading.Thread(target=watch, daemon=True)
+    try:
+        t.start()
+        with pytest.raises(KeyboardInterrupt):
+            ropescale.apply_rotary(x, c, s, out=out)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        t.join(5)
+    assert seen["unwritten_rows_at_handler"] > 0, "the handler ran only after the call had finished"
+    assert np.isnan(out[:, 0]).sum() > 0, "the call went on writing after the KeyboardInterrupt"
+    # a handler that does not raise lets the call finish, with the right result
+    signal.signal(signal.SIGINT, lambda *a: seen.__setitem__("quiet", True))
+    try:
+        t = threading.Thread(target=lambda: (time.sleep(0.05), signal.pthread_kill(
+            threading.main_thread().ident, signal.SIGINT)), daemon=True)
+        t.start()
+        got = ropescale.apply_rotary_positions(x, np.ones(rows), th)
+        t.join(5)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    np.testing.assert_array_equal(got, ropescale.apply_rotary(x, c, s))

@@ -115,7 +115,7 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
     ``np.asarray`` (buffer protocol, lists).  No data is copied.
     """
     global _TENSOR, _TENSOR_BF16, _FROM_NUMPY
-    if type(value) is np.ndarray:
+    if isinstance(value, np.ndarray):   # subclasses too: the rotary checks see them (a masked array is refused)
         return value, NUMPY, False
     if type(value) is _TENSOR:
         # The common case first: Tensor.numpy() itself refuses every tensor

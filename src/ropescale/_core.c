@@ -15,8 +15,13 @@
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
+#include <time.h>
+#ifdef _WIN32
+#include <windows.h>
+#endif
 
 #include "ropescale.h"
+#include "rs_internal.h" /* rs_test_fail_alloc */
 
 /* ------------------------------------------------------------------ */
 /* Frequencies                                                          */
@@ -309,26 +314,24 @@ static int layout_x_out(rs_layout *L, PyArrayObject *x, PyArrayObject *out)
         PyErr_SetString(PyExc_ValueError, "out must have the shape of x");
         return -1;
     }
+    memset(L, 0, sizeof(*L));
     L->ndim = nd - 1;
     for (int i = 0; i < nd - 1; i++) {
         L->shape[i] = PyArray_DIM(x, i);
-        L->sx[i] = PyArray_STRIDE(x, i);
-        L->so[i] = PyArray_STRIDE(out, i);
-        L->sc[i] = 0;
-        L->ss[i] = 0;
+        L->stride[RS_OP_X][i] = PyArray_STRIDE(x, i);
+        L->stride[RS_OP_OUT][i] = PyArray_STRIDE(out, i);
     }
     L->n_features = PyArray_DIM(x, nd - 1);
-    L->fx = PyArray_STRIDE(x, nd - 1);
-    L->fo = PyArray_STRIDE(out, nd - 1);
-    L->fc = L->fs = 0;
+    L->fstride[RS_OP_X] = PyArray_STRIDE(x, nd - 1);
+    L->fstride[RS_OP_OUT] = PyArray_STRIDE(out, nd - 1);
     return 0;
 }
 
 /* Byte strides of `a`'s first `n_lead` axes broadcast (NumPy rules, right
  * aligned) onto the n row axes of L; 0 where `a` repeats.  Refuses shapes
  * that would broadcast x up rather than a down. */
-static int broadcast_rows(const rs_layout *L, PyArrayObject *a, int n_lead,
-                          const char *name, int64_t *strides)
+static int broadcast_rows(rs_layout *L, PyArrayObject *a, int n_lead,
+                          const char *name, int op)
 {
     int n = L->ndim;
     if (n_lead > n)
@@ -336,9 +339,9 @@ static int broadcast_rows(const rs_layout *L, PyArrayObject *a, int n_lead,
     for (int i = 0; i < n; i++) {
         int j = i - (n - n_lead);
         if (j < 0 || PyArray_DIM(a, j) == 1) {
-            strides[i] = 0;
+            L->stride[op][i] = 0;
         } else if (PyArray_DIM(a, j) == L->shape[i]) {
-            strides[i] = PyArray_STRIDE(a, j);
+            L->stride[op][i] = PyArray_STRIDE(a, j);
         } else {
             goto fail;
         }
@@ -367,13 +370,77 @@ static int same_view(PyArrayObject *a, PyArrayObject *b)
     return 1;
 }
 
+/* The bytes [*lo, *hi) an array touches (NumPy's may_share_memory bounds);
+ * 0 for an empty array. */
+static int extent(PyArrayObject *a, const char **lo, const char **hi)
+{
+    const char *l = PyArray_BYTES(a), *h = l;
+    if (PyArray_SIZE(a) == 0)
+        return 0;
+    for (int i = 0; i < PyArray_NDIM(a); i++) {
+        npy_intp span = PyArray_STRIDE(a, i) * (PyArray_DIM(a, i) - 1);
+        if (span < 0)
+            l += span;
+        else
+            h += span;
+    }
+    *lo = l;
+    *hi = h + PyArray_ITEMSIZE(a);
+    return 1;
+}
+
+/* An input that shares memory with an output would be read after the kernel
+ * wrote there (e.g. inv_freq read lazily by the fused form): the Python
+ * layer copies such inputs first, this is the second guard. */
+static int refuse_overlap(PyArrayObject *in, const char *in_name, PyArrayObject *out,
+                          const char *out_name)
+{
+    const char *l1, *h1, *l2, *h2;
+    if (!extent(in, &l1, &h1) || !extent(out, &l2, &h2) || h1 <= l2 || h2 <= l1)
+        return 0;
+    PyErr_Format(PyExc_ValueError, "%s shares memory with %s; pass a copy (np.copy(%s))",
+                 in_name, out_name, in_name);
+    return -1;
+}
+
+/* May two elements of `a` be the same memory (e.g. an as_strided view)?
+ * Sufficient test: sorted by stride, each axis steps past everything the
+ * smaller axes span. */
+static int may_self_overlap(PyArrayObject *a)
+{
+    npy_intp st[NPY_MAXDIMS], n[NPY_MAXDIMS], span;
+    int m = 0;
+    if (PyArray_SIZE(a) <= 1 || PyArray_IS_C_CONTIGUOUS(a) || PyArray_IS_F_CONTIGUOUS(a))
+        return 0;
+    for (int i = 0; i < PyArray_NDIM(a); i++) {
+        if (PyArray_DIM(a, i) <= 1)
+            continue;
+        npy_intp v = PyArray_STRIDE(a, i) < 0 ? -PyArray_STRIDE(a, i) : PyArray_STRIDE(a, i);
+        int j = m++;
+        for (; j > 0 && st[j - 1] > v; j--) {
+            st[j] = st[j - 1];
+            n[j] = n[j - 1];
+        }
+        st[j] = v;
+        n[j] = PyArray_DIM(a, i);
+    }
+    span = PyArray_ITEMSIZE(a);
+    for (int i = 0; i < m; i++) {
+        if (st[i] < span)
+            return 1;
+        span += st[i] * (n[i] - 1);
+    }
+    return 0;
+}
+
 static int threads_arg(int n)
 {
     return n < 1 ? 1 : n;
 }
 
 /* Shared by both rotation entry points once the layout is filled: the
- * pair count fits, and the options, in-place detection included. */
+ * pair count fits, out can be written, and the options, in-place detection
+ * included. */
 static int finish_options(const rs_layout *L, rs_options *opt, PyArrayObject *x,
                           PyArrayObject *out, int dt, int interleaved, int inverse,
                           int n_threads, int pos_int, const char *pairs_name)
@@ -388,27 +455,89 @@ static int finish_options(const rs_layout *L, rs_options *opt, PyArrayObject *x,
     opt->interleaved = interleaved;
     opt->inverse = inverse;
     opt->in_place = same_view(x, out);
-    if (!opt->in_place && PyArray_DATA(x) == PyArray_DATA(out) && PyArray_SIZE(x) > 0) {
+    if (opt->in_place && may_self_overlap(out)) {
         PyErr_SetString(PyExc_ValueError,
-                        "out overlaps x with another layout; pass out=x or a separate array");
+                        "in place on an array whose elements share memory (an as_strided view?) "
+                        "would rotate some rows twice; pass a copy of x");
         return -1;
     }
+    if (!opt->in_place && refuse_overlap(x, "x", out, "out") < 0)
+        return -1;
     opt->n_threads = threads_arg(n_threads);
     opt->pos_int = pos_int;
+    opt->interrupt = NULL;
     return 0;
+}
+
+/* Ctrl-C during a long kernel call: the kernel asks (on the calling thread,
+ * between chunks of rows) whether to stop; at most every POLL_SECONDS this
+ * takes the GIL back and lets Python run its signal handlers.  A handler
+ * that raises (KeyboardInterrupt) stops the call. */
+#define POLL_SECONDS 0.05
+
+typedef struct {
+    rs_interrupt intr;
+    PyThreadState *save;
+    double next;
+} glue_poll;
+
+static double monotonic_seconds(void)
+{
+#ifdef _WIN32
+    return (double)GetTickCount64() * 1e-3;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+#endif
+}
+
+static int poll_signals(void *ctx)
+{
+    glue_poll *g = (glue_poll *)ctx;
+    double now = monotonic_seconds();
+    int stop;
+    if (now < g->next)
+        return 0;
+    PyEval_RestoreThread(g->save);
+    stop = PyErr_CheckSignals() < 0;
+    g->save = PyEval_SaveThread();
+    g->next = monotonic_seconds() + POLL_SECONDS;
+    return stop;
+}
+
+/* Release the GIL for a kernel call; `end_kernel` takes it back. */
+static const rs_interrupt *begin_kernel(glue_poll *g)
+{
+    g->intr.poll = poll_signals;
+    g->intr.ctx = g;
+    g->next = monotonic_seconds() + POLL_SECONDS;
+    g->save = PyEval_SaveThread();
+    return &g->intr;
+}
+
+static void end_kernel(glue_poll *g)
+{
+    PyEval_RestoreThread(g->save);
 }
 
 static int kernel_status(int rc)
 {
-    if (rc == -1) {
-        PyErr_NoMemory();
+    switch (rc) {
+    case RS_OK:
+        return 0;
+    case RS_NO_MEMORY:
+        PyErr_SetString(PyExc_MemoryError,
+                        "not enough memory for the kernel's working buffers (the output is untouched)");
         return -1;
-    }
-    if (rc != 0) {
+    case RS_INTERRUPTED:
+        if (!PyErr_Occurred())
+            PyErr_SetNone(PyExc_KeyboardInterrupt);
+        return -1;
+    default:
         PyErr_SetString(PyExc_ValueError, "inconsistent layout passed to the kernel");
         return -1;
     }
-    return 0;
 }
 
 static PyObject *py_rotate(PyObject *self, PyObject *args)
@@ -418,6 +547,7 @@ static PyObject *py_rotate(PyObject *self, PyObject *args)
     int interleaved, inverse, n_threads, rc, dt, ct;
     rs_layout L;
     rs_options opt;
+    glue_poll poll;
     (void)self;
 
     if (!PyArg_ParseTuple(args, "OOOOppi:rotate", &xo, &co, &so, &oo,
@@ -450,19 +580,20 @@ static PyObject *py_rotate(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "cos and sin must have the same shape (..., R)");
         return NULL;
     }
-    if (broadcast_rows(&L, c, PyArray_NDIM(c) - 1, "cos", L.sc) < 0 ||
-        broadcast_rows(&L, s, PyArray_NDIM(s) - 1, "sin", L.ss) < 0)
+    if (broadcast_rows(&L, c, PyArray_NDIM(c) - 1, "cos", RS_OP_COS) < 0 ||
+        broadcast_rows(&L, s, PyArray_NDIM(s) - 1, "sin", RS_OP_SIN) < 0)
         return NULL;
     L.n_pairs = PyArray_DIM(c, PyArray_NDIM(c) - 1);
-    L.fc = PyArray_STRIDE(c, PyArray_NDIM(c) - 1);
-    L.fs = PyArray_STRIDE(s, PyArray_NDIM(s) - 1);
+    L.fstride[RS_OP_COS] = PyArray_STRIDE(c, PyArray_NDIM(c) - 1);
+    L.fstride[RS_OP_SIN] = PyArray_STRIDE(s, PyArray_NDIM(s) - 1);
     if (finish_options(&L, &opt, x, out, dt, interleaved, inverse, n_threads, 0,
-                       "cos.shape[-1]") < 0)
+                       "cos.shape[-1]") < 0 ||
+        refuse_overlap(c, "cos", out, "out") < 0 || refuse_overlap(s, "sin", out, "out") < 0)
         return NULL;
-    Py_BEGIN_ALLOW_THREADS
+    opt.interrupt = begin_kernel(&poll);
     rc = rs_rotate(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out),
                    PyArray_BYTES(c), PyArray_BYTES(s));
-    Py_END_ALLOW_THREADS
+    end_kernel(&poll);
     if (kernel_status(rc) < 0)
         return NULL;
     Py_INCREF(out);
@@ -611,6 +742,7 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
     int interleaved, inverse, n_threads, rc, dt;
     rs_layout L;
     rs_options opt;
+    glue_poll poll;
     (void)self;
 
     if (!PyArg_ParseTuple(args, "OOOdOppi:rotate_positions", &xo, &po, &to,
@@ -631,16 +763,18 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
     }
     if (layout_x_out(&L, x, out) < 0)
         return NULL;
-    if (broadcast_rows(&L, p, PyArray_NDIM(p), "positions", L.sc) < 0)
+    if (broadcast_rows(&L, p, PyArray_NDIM(p), "positions", RS_OP_POS) < 0)
         return NULL;
     L.n_pairs = PyArray_DIM(t, 0);
     if (finish_options(&L, &opt, x, out, dt, interleaved, inverse, n_threads, pos_int,
-                       "len(inv_freq)") < 0)
+                       "len(inv_freq)") < 0 ||
+        refuse_overlap(p, "positions", out, "out") < 0 ||
+        refuse_overlap(t, "inv_freq", out, "out") < 0)
         return NULL;
-    Py_BEGIN_ALLOW_THREADS
+    opt.interrupt = begin_kernel(&poll);
     rc = rs_rotate_positions(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out),
                              PyArray_BYTES(p), (const double *)PyArray_DATA(t), scale);
-    Py_END_ALLOW_THREADS
+    end_kernel(&poll);
     if (kernel_status(rc) < 0)
         return NULL;
     Py_INCREF(out);
@@ -654,6 +788,8 @@ static PyObject *py_cos_sin(PyObject *self, PyObject *args)
     double scale;
     int n_threads, rc, dt;
     npy_intp n, R;
+    glue_poll poll;
+    const rs_interrupt *intr;
     (void)self;
 
     if (!PyArg_ParseTuple(args, "OOdOOi:cos_sin", &po, &to, &scale, &co, &so,
@@ -682,13 +818,28 @@ static PyObject *py_cos_sin(PyObject *self, PyObject *args)
                         "cos and sin must be contiguous (len(positions), len(inv_freq)) arrays of one dtype");
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS
+    if (refuse_overlap(p, "positions", c, "cos") < 0 || refuse_overlap(p, "positions", s, "sin") < 0 ||
+        refuse_overlap(t, "inv_freq", c, "cos") < 0 || refuse_overlap(t, "inv_freq", s, "sin") < 0 ||
+        refuse_overlap(c, "cos", s, "sin") < 0)
+        return NULL;
+    intr = begin_kernel(&poll);
     rc = rs_cos_sin((int64_t)n, PyArray_BYTES(p), (int64_t)PyArray_STRIDE(p, 0), pos_int,
                     (const double *)PyArray_DATA(t), (int64_t)R, scale, dt,
-                    PyArray_BYTES(c), PyArray_BYTES(s), threads_arg(n_threads));
-    Py_END_ALLOW_THREADS
+                    PyArray_BYTES(c), PyArray_BYTES(s), threads_arg(n_threads), intr);
+    end_kernel(&poll);
     if (kernel_status(rc) < 0)
         return NULL;
+    Py_RETURN_NONE;
+}
+
+/* Tests only: make the n-th allocation of the C core from now fail. */
+static PyObject *py_test_fail_alloc(PyObject *self, PyObject *args)
+{
+    int nth;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i:_test_fail_alloc", &nth))
+        return NULL;
+    rs_test_fail_alloc(nth);
     Py_RETURN_NONE;
 }
 
@@ -712,6 +863,8 @@ static PyMethodDef methods[] = {
      "rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads) -> out"},
     {"cos_sin", py_cos_sin, METH_VARARGS,
      "cos_sin(positions, inv_freq, scale, cos, sin, n_threads) -> None"},
+    {"_test_fail_alloc", py_test_fail_alloc, METH_VARARGS,
+     "_test_fail_alloc(n): the n-th allocation of the C core from now fails (tests only; 0: off)"},
     {"simd_name", py_simd_name, METH_NOARGS, "instruction set of the float16 conversions"},
     {NULL, NULL, 0, NULL}};
 

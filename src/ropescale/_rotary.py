@@ -14,6 +14,8 @@ The dtype rule, in one place:
 from __future__ import annotations
 
 import os
+import sys
+import warnings
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -39,12 +41,23 @@ def get_num_threads() -> int:
     """
     global _num_threads
     if _num_threads is None:
-        env = os.environ.get("ROPESCALE_NUM_THREADS")
-        if env is not None and env.strip().isdigit() and int(env) >= 1:
-            _num_threads = min(int(env), 64)
-        else:
-            _num_threads = max(1, min(os.cpu_count() or 1, 8))
+        _num_threads = _threads_from_env(os.environ.get("ROPESCALE_NUM_THREADS"))
     return _num_threads
+
+
+def _threads_from_env(env: Optional[str]) -> int:
+    """The thread count ROPESCALE_NUM_THREADS asks for; a value that is not an
+    integer from 1 to 64 is ignored with a warning (it must not break every call)."""
+    default = max(1, min(os.cpu_count() or 1, 8))
+    if env is None or not env.strip():
+        return default
+    text = env.strip()
+    # isdecimal, not isdigit: '²' is a digit that int() refuses.
+    if text.isascii() and text.isdecimal() and 1 <= int(text) <= 64:
+        return int(text)
+    warnings.warn(f"ROPESCALE_NUM_THREADS must be an integer from 1 to 64, got {env!r}; "
+                  f"using {default} threads", RuntimeWarning, stacklevel=3)
+    return default
 
 
 def set_num_threads(n: int) -> int:
@@ -92,12 +105,24 @@ def _float_dtype(name: str, dt: np.dtype) -> np.dtype:
     raise TypeError(f"{name} must be a float16, float32 or float64 array (bfloat16 with ml_dtypes), got dtype {dt}")
 
 
-_asarray = _checks.asarray
+def _refuse_masked(name: str, value: Any) -> None:
+    """A masked array's mask would be silently ignored by the kernels: refuse it."""
+    ma = sys.modules.get("numpy.ma")   # no masked array can exist before numpy.ma is imported
+    if ma is not None and isinstance(value, ma.MaskedArray):
+        raise TypeError(f"{name} is a masked array, whose mask ropescale would ignore; pass "
+                        f"{name}.filled(fill_value) or np.asarray({name}) to say what masked entries hold")
+
+
+def _asarray(name: str, value: Any) -> np.ndarray:
+    _refuse_masked(name, value)
+    return _checks.asarray(name, value)
 
 
 def _as_float_array(name: str, value: Any) -> np.ndarray:
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be a float array, got {type(value).__name__}")
+    if type(value) is not np.ndarray:
+        _refuse_masked(name, value)
     arr = value if isinstance(value, np.ndarray) else _asarray(name, value)
     _float_dtype(name, arr.dtype)
     return arr
@@ -148,6 +173,7 @@ def _positions(positions: Any) -> np.ndarray:
     """
     p = positions if type(positions) is np.ndarray else None
     if p is None:
+        _refuse_masked("positions", positions)
         if isinstance(positions, (str, bytes)) or positions is None:
             raise TypeError(f"positions must be an array of integers or floats, got {type(positions).__name__}")
         p = _asarray("positions", positions)
@@ -214,12 +240,26 @@ def cos_sin(positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, dty
 def _check_out(out: Any, shape: Tuple[int, ...]) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    _refuse_masked("out", out)
     _float_dtype("out", out.dtype)
     if out.shape != shape:
         raise ValueError(f"out must have the shape of x {shape}, got {out.shape}")
     if not out.flags.writeable:
         raise ValueError("out is read-only; pass a writeable array")
     return out
+
+
+def _may_self_overlap(a: np.ndarray) -> bool:
+    """May two elements of ``a`` be the same memory?  Sufficient test: sorted by
+    stride, each axis steps past everything the smaller axes span."""
+    if a.flags.c_contiguous or a.flags.f_contiguous or a.size <= 1:
+        return False
+    span = a.itemsize
+    for stride, n in sorted((abs(st), n) for st, n in zip(a.strides, a.shape) if n > 1):
+        if stride < span:
+            return True
+        span += stride * (n - 1)
+    return False
 
 
 def _check_x(x: Any) -> np.ndarray:
@@ -266,8 +306,9 @@ def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype, reader
     """Shared driver: out handling, overlap, then one kernel call.
 
     ``rdt`` is the result dtype from :func:`_result_dtype`.  ``readers`` are
-    the other inputs (already prepared); they are copied if ``out`` overlaps
-    them.  ``kernel(xv, target, *readers)`` runs the C call.
+    every other input of the kernel (already prepared); each is copied if
+    ``out`` overlaps it, since the kernel reads inputs while it writes.
+    ``kernel(xv, target, *readers)`` runs the C call.
     """
     kdt = _compute_dtype(rdt)
     if out is None:
@@ -275,9 +316,12 @@ def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype, reader
         kernel(_ready(x, kdt), target, *readers)
         return target if kdt == rdt else target.astype(rdt)
     usable = out.dtype == kdt and out.flags.aligned
-    if usable and (out is x or _same_view(x, out)):
-        # In place.  A table that is a view of x would be read after earlier
-        # rows rotated it: copy it first.
+    # A writeable view whose elements share memory (as_strided) is never
+    # rotated in place: rows would be rotated twice.  x is then copied below,
+    # as NumPy's ufuncs behave: as if the inputs were copied first.
+    if usable and (out is x or _same_view(x, out)) and not _may_self_overlap(out):
+        # In place.  An input that is a view of x (a table, the positions,
+        # inv_freq) would be read after earlier rows rotated it: copy it first.
         readers = [r.copy() if np.may_share_memory(r, out) else r for r in readers]
         kernel(out, out, *readers)
         return out
@@ -314,7 +358,9 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
         Rotate by the negative angle (backward pass, undoing a rotation).
     out : ndarray, optional
         Where to write; ``out=x`` works in place.  Overlap with an input is
-        handled by copying that input first.
+        handled by copying that input first (a view whose elements share
+        memory is never rotated in place: it behaves as if copied, as NumPy's
+        ufuncs do).
     layout : None, "half" or "full"
         ``"full"`` reads transformers' full-width ``cat(c, c)`` tables
         (``(..., 2R)``); ``"half"`` trusts the tables to be half-width; the
@@ -327,6 +373,13 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
     Returns
     -------
     ndarray of ``x``'s shape and dtype (``out``'s when given).
+
+    Notes
+    -----
+    A long call can be interrupted (Ctrl-C): it stops within about 0.1 s and
+    raises ``KeyboardInterrupt``; ``out`` (or ``x`` in place) then holds some
+    rows rotated and the others as they were.  A call that fails for lack of
+    memory raises ``MemoryError`` before writing anything.
 
     Examples
     --------
@@ -397,7 +450,8 @@ def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_f
         ids (packed batches, KV-cache offsets).
     inv_freq : array_like, shape (R,), ``2R <= D``
     attention_factor, interleaved, inverse, out
-        As in :func:`cos_sin` and :func:`apply_rotary`.
+        As in :func:`cos_sin` and :func:`apply_rotary` (its Notes on
+        interruption and memory hold here too).
 
     Examples
     --------
@@ -422,7 +476,7 @@ def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_f
 
     # The C core orders the row axes so that rows sharing a position are
     # consecutive: each distinct position's cos/sin are made once.
-    def kernel(xv, target, pv):
-        _core.rotate_positions(xv, pv, theta, scale, target, il, inv, n)
+    def kernel(xv, target, pv, tv):
+        _core.rotate_positions(xv, pv, tv, scale, target, il, inv, n)
 
-    return _run(kernel, xa, out, _result_dtype(xa, out), [pos])
+    return _run(kernel, xa, out, _result_dtype(xa, out), [pos, theta])

@@ -36,6 +36,7 @@ __all__ = [
     "yarn_mscale",
     "yarn_correction_range",
     "scaled_inv_freq",
+    "exact_product",
     "cos_sin",
     "apply_rotary",
     "apply_rotary_positions",
@@ -192,19 +193,45 @@ def _ntk_by_parts(theta, s, m_l, beta_fast, beta_slow):
     return (1 - gamma) * theta / s + gamma * theta
 
 
+def _split(a):
+    """Veltkamp's split a = hi + lo, hi holding the top 26 significant bits."""
+    big = 134217729.0 * a  # 2**27 + 1
+    hi = big - (big - a)
+    return hi, a - hi
+
+
+def exact_product(t, theta):
+    """(p, e) with p + e == t * theta exactly: p the float64 product, e its
+    rounding error (Dekker's product; NumPy does one rounding per operation).
+    Valid for |t|, |theta| below ~1e300 (the split must not overflow)."""
+    t = np.asarray(t, dtype=np.float64)
+    theta = np.asarray(theta, dtype=np.float64)
+    p = t * theta
+    th, tl = _split(t)
+    bh, bl = _split(theta)
+    e = ((th * bh - p) + th * bl + tl * bh) + tl * bl
+    return p, e
+
+
 def cos_sin(positions, theta, attention_factor=1.0):
     """cos and sin of t * theta_k (float64, shape positions.shape + (len(theta),)).
 
-    The angle t * theta_k is formed in ``np.longdouble`` (64-bit significand on
-    x86, 113-bit on most arm64), and cos/sin of long doubles reduce their
-    argument exactly, so the result is float64-accurate well past the
-    positions a float64 product would spoil (where long double is plain
-    double, as with MSVC, this is the float64 product).
+    The angle is the exact product of the two doubles, kept as p + e
+    (:func:`exact_product`).  cos/sin of the double p come from the C
+    library in ``np.longdouble`` (64-bit significand on x86, which reduces
+    the argument exactly), and e (at most half an ulp of p) is added by the
+    angle-addition formula.  The result is float64-accurate at any position
+    the API accepts (|t * theta| <= 2**34), e.g. ~1e-19 before the final
+    rounding at t = 2**31 on x86.  Where long double is plain double (MSVC,
+    Apple arm64) the same steps give about 1 ulp of float64.
     """
-    t = np.asarray(positions, dtype=np.float64).astype(np.longdouble)
-    angles = np.multiply.outer(t, np.asarray(theta, dtype=np.float64).astype(np.longdouble))
+    t = np.asarray(positions, dtype=np.float64)
+    th = np.asarray(theta, dtype=np.float64)
+    p, e = exact_product(t[..., None], th)
+    p, e = p.astype(np.longdouble), e.astype(np.longdouble)
+    cp, sp, ce, se = np.cos(p), np.sin(p), np.cos(e), np.sin(e)
     a = np.longdouble(attention_factor)
-    return (a * np.cos(angles)).astype(np.float64), (a * np.sin(angles)).astype(np.float64)
+    return (a * (cp * ce - sp * se)).astype(np.float64), (a * (sp * ce + cp * se)).astype(np.float64)
 
 
 def apply_rotary(x, cos, sin, interleaved=False, inverse=False):

@@ -164,12 +164,13 @@ static void test_sincos_exact(void)
 static void test_angle_cache(void)
 {
     double theta[8], c[8], s[8], ec, es;
-    rs_angle_cache *cache;
+    double *mem = malloc(sizeof(double) * rs_angle_cache_doubles(8));
+    rs_angle_cache cache_, *cache = &cache_;
     rs_inv_freq(16, 10000.0, theta);
-    cache = rs_angle_cache_new(theta, 8, 0.75);
-    CHECK(cache != NULL, "angle cache allocation");
-    if (cache == NULL)
+    CHECK(mem != NULL, "angle cache allocation");
+    if (mem == NULL)
         return;
+    rs_angle_cache_init(cache, mem, theta, 8, 0.75);
     /* Integer positions take the cached q*B + r path (both q = 0 and q != 0,
      * negative too); fractional ones the direct path.  Both must match the
      * exact product to float64 rounding. */
@@ -194,8 +195,21 @@ static void test_angle_cache(void)
     CHECK(close_abs(c[0], 0.75 * 0.5623790762907029, 2e-15) &&
               close_abs(s[0], 0.75 * 0.8268795405320025, 2e-15),
           "angle_row(1000)[0] = (%.17g, %.17g)", c[0], s[0]);
-    rs_angle_cache_free(cache);
-    rs_angle_cache_free(NULL);
+    /* The bits of a position do not depend on what the cache held before:
+     * a fresh cache and one that saw other positions agree. */
+    {
+        const double ts[] = {501.0, 17.0, 4096.0 + 3.0, -70001.0, 123456789.0};
+        double c2[8], s2[8];
+        for (size_t i = 0; i < sizeof(ts) / sizeof(ts[0]); i++) {
+            rs_angle_row(cache, ts[i] - 1.0, c, s); /* a neighbour first */
+            rs_angle_row(cache, ts[i], c, s);
+            rs_angle_cache_init(cache, mem, theta, 8, 0.75);
+            rs_angle_row(cache, ts[i], c2, s2);
+            CHECK(memcmp(c, c2, sizeof(c)) == 0 && memcmp(s, s2, sizeof(s)) == 0,
+                  "angle_row(%.17g) depends on the positions before it", ts[i]);
+        }
+    }
+    free(mem);
 }
 
 /* ------------------------------------------------------------------ */
@@ -434,14 +448,14 @@ static void run_rotation(int dtype, int interleaved, int inverse, int in_place,
     memset(&L, 0, sizeof(L));
     L.ndim = 1;
     L.shape[0] = ROWS;
-    L.sx[0] = rstride * it;
-    L.so[0] = rstride * it;
-    L.sc[0] = -2 * R * tit;
-    L.ss[0] = -2 * R * tit;
+    L.stride[RS_OP_X][0] = rstride * it;
+    L.stride[RS_OP_OUT][0] = rstride * it;
+    L.stride[RS_OP_COS][0] = -2 * R * tit;
+    L.stride[RS_OP_SIN][0] = -2 * R * tit;
     L.n_features = D;
     L.n_pairs = R;
-    L.fx = L.fo = fstride * it;
-    L.fc = L.fs = 2 * tit;
+    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = fstride * it;
+    L.fstride[RS_OP_COS] = L.fstride[RS_OP_SIN] = 2 * tit;
     memset(&opt, 0, sizeof(opt));
     opt.dtype = dtype;
     opt.interleaved = interleaved;
@@ -511,11 +525,11 @@ static void test_fused_and_table(void)
     memset(&L, 0, sizeof(L));
     L.ndim = 1;
     L.shape[0] = 4;
-    L.sx[0] = L.so[0] = 4 * 8;
-    L.sc[0] = 8;
+    L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = 4 * 8;
+    L.stride[RS_OP_POS][0] = 8;
     L.n_features = 4;
     L.n_pairs = 2;
-    L.fx = L.fo = 8;
+    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = 8;
     memset(&opt, 0, sizeof(opt));
     opt.dtype = RS_F64;
     opt.interleaved = 0;
@@ -534,7 +548,7 @@ static void test_fused_and_table(void)
         }
     CHECK(bad == 0, "fused rotation: %d wrong pairs", bad);
 
-    rc = rs_cos_sin(4, (const char *)pos, 8, 0, theta, 2, 0.5, RS_F64, (char *)c, (char *)s, 1);
+    rc = rs_cos_sin(4, (const char *)pos, 8, 0, theta, 2, 0.5, RS_F64, (char *)c, (char *)s, 1, NULL);
     CHECK(rc == 0, "rs_cos_sin returned %d", rc);
     bad = 0;
     for (int i = 0; i < 4; i++)
@@ -547,7 +561,7 @@ static void test_fused_and_table(void)
     {
         double pos2[8] = {0.0, -1, 3.0, -1, -7.0, -1, 2.5, -1};
         uint16_t ch[8], sh[8];
-        rc = rs_cos_sin(4, (const char *)pos2, 16, 0, theta, 2, 1.0, RS_F16, (char *)ch, (char *)sh, 1);
+        rc = rs_cos_sin(4, (const char *)pos2, 16, 0, theta, 2, 1.0, RS_F16, (char *)ch, (char *)sh, 1, NULL);
         CHECK(rc == 0, "rs_cos_sin f16 returned %d", rc);
         bad = 0;
         for (int i = 0; i < 4; i++)
@@ -563,9 +577,9 @@ static void test_fused_and_table(void)
         int64_t ipos[3] = {0, -7, 1000003};
         double fpos[3] = {0.0, -7.0, 1000003.0};
         double ci[3][2], si[3][2], cf[3][2], sf[3][2], oi[3][4], of[3][4];
-        rc = rs_cos_sin(3, (const char *)ipos, 8, 1, theta, 2, 1.0, RS_F64, (char *)ci, (char *)si, 1);
+        rc = rs_cos_sin(3, (const char *)ipos, 8, 1, theta, 2, 1.0, RS_F64, (char *)ci, (char *)si, 1, NULL);
         CHECK(rc == 0, "rs_cos_sin int64 returned %d", rc);
-        rc = rs_cos_sin(3, (const char *)fpos, 8, 0, theta, 2, 1.0, RS_F64, (char *)cf, (char *)sf, 1);
+        rc = rs_cos_sin(3, (const char *)fpos, 8, 0, theta, 2, 1.0, RS_F64, (char *)cf, (char *)sf, 1, NULL);
         CHECK(rc == 0 && memcmp(ci, cf, sizeof(ci)) == 0 && memcmp(si, sf, sizeof(si)) == 0,
               "int64 and float64 positions give different tables");
         L.shape[0] = 3;
@@ -587,8 +601,8 @@ static void test_fused_and_table(void)
           "negative shape accepted");
     L.shape[0] = 0; /* zero rows: nothing touched (NULL pointers are fine) */
     CHECK(rs_rotate(&L, &opt, NULL, NULL, NULL, NULL) == 0, "zero rows");
-    CHECK(rs_cos_sin(0, NULL, 8, 0, theta, 2, 1.0, RS_F64, NULL, NULL, 4) == 0, "zero positions");
-    CHECK(rs_cos_sin(-1, NULL, 8, 0, theta, 2, 1.0, RS_F64, NULL, NULL, 1) == -2, "negative count accepted");
+    CHECK(rs_cos_sin(0, NULL, 8, 0, theta, 2, 1.0, RS_F64, NULL, NULL, 4, NULL) == 0, "zero positions");
+    CHECK(rs_cos_sin(-1, NULL, 8, 0, theta, 2, 1.0, RS_F64, NULL, NULL, 1, NULL) == -2, "negative count accepted");
 }
 
 /* Large enough (>= 4 MiB of x, >= 2^16 angles) to be split over threads:
@@ -618,11 +632,11 @@ static void test_threads(void)
     memset(&L, 0, sizeof(L));
     L.ndim = 1;
     L.shape[0] = rows;
-    L.sx[0] = L.so[0] = d * 4;
-    L.sc[0] = 8;
+    L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = d * 4;
+    L.stride[RS_OP_POS][0] = 8;
     L.n_features = d;
     L.n_pairs = r;
-    L.fx = L.fo = 4;
+    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = 4;
     memset(&opt, 0, sizeof(opt));
     opt.dtype = RS_F32;
     opt.interleaved = 1;
@@ -635,16 +649,17 @@ static void test_threads(void)
     CHECK(rc1 == 0 && rc2 == 0, "threaded fused rotation status %d %d", rc1, rc2);
     CHECK(memcmp(o1, o2, sizeof(float) * (size_t)(rows * d)) == 0, "threaded fused rotation differs");
 
-    rc1 = rs_cos_sin(rows, (const char *)pos, 8, 0, theta, r, 1.0, RS_F32, (char *)c1, (char *)s1, 1);
-    rc2 = rs_cos_sin(rows, (const char *)pos, 8, 0, theta, r, 1.0, RS_F32, (char *)c2, (char *)s2, 3);
+    rc1 = rs_cos_sin(rows, (const char *)pos, 8, 0, theta, r, 1.0, RS_F32, (char *)c1, (char *)s1, 1, NULL);
+    rc2 = rs_cos_sin(rows, (const char *)pos, 8, 0, theta, r, 1.0, RS_F32, (char *)c2, (char *)s2, 3, NULL);
     CHECK(rc1 == 0 && rc2 == 0, "threaded cos_sin status %d %d", rc1, rc2);
     CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(rows * r)) == 0 &&
               memcmp(s1, s2, sizeof(float) * (size_t)(rows * r)) == 0,
           "threaded cos_sin differs");
 
     /* cached form, in place, from the tables just made */
-    L.sc[0] = L.ss[0] = r * 4;
-    L.fc = L.fs = 4;
+    L.stride[RS_OP_POS][0] = 0;
+    L.stride[RS_OP_COS][0] = L.stride[RS_OP_SIN][0] = r * 4;
+    L.fstride[RS_OP_COS] = L.fstride[RS_OP_SIN] = 4;
     opt.n_threads = 1;
     memcpy(o1, x, sizeof(float) * (size_t)(rows * d));
     memcpy(o2, x, sizeof(float) * (size_t)(rows * d));
@@ -665,6 +680,153 @@ done:
     free(s2);
 }
 
+/* ------------------------------------------------------------------ */
+/* Working memory, interruption                                         */
+/* ------------------------------------------------------------------ */
+
+/* A row of R > RS_PAIR_BLOCK pairs is rotated block by block: every pair,
+ * both pairings, against the exact angles; and the table builder too. */
+static void test_pair_blocks(void)
+{
+    enum { BR = 2 * RS_PAIR_BLOCK + 37, BD = 2 * BR + 6, BROWS = 3 };
+    double *theta = malloc(sizeof(double) * BR), *x = malloc(sizeof(double) * BROWS * BD);
+    double *out = malloc(sizeof(double) * BROWS * BD), *c = malloc(sizeof(double) * BROWS * BR);
+    double *s = malloc(sizeof(double) * BROWS * BR);
+    double pos[BROWS] = {0.0, 1234567.0, -2.5};
+    rs_layout L;
+    rs_options opt;
+    if (!theta || !x || !out || !c || !s) {
+        CHECK(0, "allocation");
+        goto done;
+    }
+    rs_inv_freq(2 * BR, 10000.0, theta);
+    for (int i = 0; i < BROWS * BD; i++)
+        x[i] = (double)((i * 37) % 101) / 50.0 - 1.0;
+    for (int interleaved = 0; interleaved < 2; interleaved++) {
+        int bad = 0;
+        memset(&L, 0, sizeof(L));
+        L.ndim = 1;
+        L.shape[0] = BROWS;
+        L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = BD * 8;
+        L.stride[RS_OP_POS][0] = 8;
+        L.n_features = BD;
+        L.n_pairs = BR;
+        L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = 8;
+        memset(&opt, 0, sizeof(opt));
+        opt.dtype = RS_F64;
+        opt.interleaved = interleaved;
+        opt.n_threads = 1;
+        CHECK(rs_rotate_positions(&L, &opt, (const char *)x, (char *)out, (const char *)pos, theta, 1.0) == 0,
+              "blocked fused rotation status");
+        for (int i = 0; i < BROWS; i++) {
+            const double *xr = x + i * BD, *orow = out + i * BD;
+            for (int k = 0; k < BR; k++) {
+                double ec, es;
+                int ia = interleaved ? 2 * k : k, ib = interleaved ? 2 * k + 1 : k + BR;
+                rs_sincos_exact(pos[i], theta[k], &ec, &es);
+                if (!close_abs(orow[ia], xr[ia] * ec - xr[ib] * es, 1e-14) ||
+                    !close_abs(orow[ib], xr[ib] * ec + xr[ia] * es, 1e-14))
+                    bad++;
+            }
+            for (int j = 2 * BR; j < BD; j++)
+                bad += orow[j] != xr[j];
+        }
+        CHECK(bad == 0, "blocked fused rotation (interleaved=%d): %d wrong values", interleaved, bad);
+    }
+    CHECK(rs_cos_sin(BROWS, (const char *)pos, 8, 0, theta, BR, 1.0, RS_F64, (char *)c, (char *)s, 1, NULL) == 0,
+          "blocked table status");
+    {
+        int bad = 0;
+        for (int i = 0; i < BROWS; i++)
+            for (int k = 0; k < BR; k++) {
+                double ec, es;
+                rs_sincos_exact(pos[i], theta[k], &ec, &es);
+                bad += !close_abs(c[i * BR + k], ec, 1e-15) || !close_abs(s[i * BR + k], es, 1e-15);
+            }
+        CHECK(bad == 0, "blocked table: %d wrong values", bad);
+    }
+done:
+    free(theta);
+    free(x);
+    free(out);
+    free(c);
+    free(s);
+}
+
+static int stop_now(void *ctx)
+{
+    int *calls = (int *)ctx;
+    return ++*calls >= 1;
+}
+
+/* A failed allocation leaves an in-place x untouched; an interrupt stops the
+ * call before it reaches the last rows. */
+static void test_no_memory_and_interrupt(void)
+{
+    enum { NROWS = 1 << 14, ND = 64, NR = 32 };
+    float *x = malloc(sizeof(float) * NROWS * ND), *x0 = malloc(sizeof(float) * NROWS * ND);
+    double *pos = malloc(sizeof(double) * NROWS), theta[NR];
+    float *c = malloc(sizeof(float) * NROWS * NR), *s = malloc(sizeof(float) * NROWS * NR);
+    rs_layout L;
+    rs_options opt;
+    rs_interrupt intr;
+    int calls = 0, rc;
+    if (!x || !x0 || !pos || !c || !s) {
+        CHECK(0, "allocation");
+        goto done;
+    }
+    rs_inv_freq(ND, 10000.0, theta);
+    for (int i = 0; i < NROWS * ND; i++)
+        x[i] = x0[i] = 1.0f;
+    for (int i = 0; i < NROWS; i++)
+        pos[i] = (double)(i + 1);
+    memset(&L, 0, sizeof(L));
+    L.ndim = 1;
+    L.shape[0] = NROWS;
+    L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = ND * 4;
+    L.stride[RS_OP_POS][0] = 8;
+    L.n_features = ND;
+    L.n_pairs = NR;
+    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = 4;
+    memset(&opt, 0, sizeof(opt));
+    opt.dtype = RS_F32;
+    opt.in_place = 1;
+    for (int threads = 1; threads <= 4; threads *= 2) {
+        opt.n_threads = threads;
+        rs_test_fail_alloc(1);
+        rc = rs_rotate_positions(&L, &opt, (const char *)x, (char *)x, (const char *)pos, theta, 1.0);
+        CHECK(rc == RS_NO_MEMORY, "failed allocation: status %d", rc);
+        CHECK(memcmp(x, x0, sizeof(float) * NROWS * ND) == 0, "a failed call (%d threads) wrote to x", threads);
+        rs_test_fail_alloc(1);
+        rc = rs_cos_sin(NROWS, (const char *)pos, 8, 0, theta, NR, 1.0, RS_F32, (char *)c, (char *)s, threads, NULL);
+        CHECK(rc == RS_NO_MEMORY, "failed table allocation: status %d", rc);
+    }
+    rs_test_fail_alloc(0);
+
+    intr.poll = stop_now;
+    intr.ctx = &calls;
+    opt.interrupt = &intr;
+    opt.n_threads = 1;
+    rc = rs_rotate_positions(&L, &opt, (const char *)x, (char *)x, (const char *)pos, theta, 1.0);
+    CHECK(rc == RS_INTERRUPTED && calls >= 1, "interrupted rotation: status %d after %d polls", rc, calls);
+    CHECK(memcmp(x + (NROWS - 1) * ND, x0 + (NROWS - 1) * ND, sizeof(float) * ND) == 0,
+          "an interrupted call went on to the last row");
+    /* with threads: every one stops (when it sees the flag depends on timing) */
+    calls = 0;
+    opt.n_threads = 2;
+    rc = rs_rotate_positions(&L, &opt, (const char *)x, (char *)x, (const char *)pos, theta, 1.0);
+    CHECK(rc == RS_INTERRUPTED && calls >= 1, "interrupted threaded rotation: status %d", rc);
+    calls = 0;
+    rc = rs_cos_sin(NROWS, (const char *)pos, 8, 0, theta, NR, 1.0, RS_F32, (char *)c, (char *)s, 1, &intr);
+    CHECK(rc == RS_INTERRUPTED && calls >= 1, "interrupted table: status %d after %d polls", rc, calls);
+done:
+    free(x);
+    free(x0);
+    free(pos);
+    free(c);
+    free(s);
+}
+
 int main(void)
 {
     test_frequencies();
@@ -674,6 +836,8 @@ int main(void)
     test_rotation();
     test_fused_and_table();
     test_threads();
+    test_pair_blocks();
+    test_no_memory_and_interrupt();
     if (failures) {
         printf("%d passed, %d failed\n", checks - failures, failures);
         return 1;

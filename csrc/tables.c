@@ -1,0 +1,124 @@
+/*
+ * cos/sin rows and tables from positions, beside angle.c which makes the
+ * exact angles.  One function turns a position into a row of the target
+ * type; the table builder (rs_cos_sin) and the fused rotation both call it,
+ * so a cached table and the fused form give a position the same bits.
+ */
+#include "ropescale.h"
+#include "rs_internal.h"
+
+#include <stddef.h>
+
+size_t rs_row_maker_doubles(int64_t n)
+{
+    return rs_angle_cache_doubles(n) + 2 * (size_t)(n > 0 ? n : 1);
+}
+
+void rs_row_maker_init(rs_row_maker *m, double *mem, const double *theta,
+                       int64_t n, double scale)
+{
+    rs_angle_cache_init(&m->cache, mem, theta, n, scale);
+    m->cd = mem + rs_angle_cache_doubles(n);
+    m->sd = m->cd + (n > 0 ? n : 1);
+}
+
+void rs_make_row(rs_row_maker *m, double t, int dtype, void *c, void *s)
+{
+    const int64_t n = m->cache.n;
+    const double *restrict cd = m->cd, *restrict sd = m->sd;
+    if (dtype == RS_F64) {
+        rs_angle_row(&m->cache, t, (double *)c, (double *)s);
+        return;
+    }
+    rs_angle_row(&m->cache, t, m->cd, m->sd);
+    if (dtype == RS_F32) {
+        float *restrict cf = (float *)c, *restrict sf = (float *)s;
+        for (int64_t k = 0; k < n; k++) {
+            cf[k] = (float)cd[k];
+            sf[k] = (float)sd[k];
+        }
+    } else {
+        uint16_t *ch = (uint16_t *)c, *sh = (uint16_t *)s;
+        /* straight from float64: no double rounding through float32 */
+        for (int64_t k = 0; k < n; k++) {
+            ch[k] = rs_double_to_half(cd[k]);
+            sh[k] = rs_double_to_half(sd[k]);
+        }
+    }
+}
+
+typedef struct {
+    int64_t i0, i1;
+    const char *positions;
+    int64_t pos_stride;
+    int pos_int;
+    const double *theta;
+    int64_t n_pairs;
+    double scale;
+    int out_dtype;
+    char *cos, *sin;
+    double *mem;                 /* rs_row_maker_doubles(block) */
+    const rs_interrupt *interrupt;
+    int *stop;
+    int first;
+} rs_table_task;
+
+static void table_task(void *arg)
+{
+    rs_table_task *t = (rs_table_task *)arg;
+    const int64_t R = t->n_pairs;
+    const int64_t item = t->out_dtype == RS_F64 ? 8 : (t->out_dtype == RS_F32 ? 4 : 2);
+    const int64_t block = R < RS_PAIR_BLOCK ? R : RS_PAIR_BLOCK;
+    const int64_t chunk = 1 + RS_CHUNK_BYTES / (16 * block);
+    rs_row_maker m;
+
+    for (int64_t k0 = 0; k0 < R; k0 += block) {
+        const int64_t n = R - k0 < block ? R - k0 : block;
+        rs_row_maker_init(&m, t->mem, t->theta + k0, n, t->scale);
+        for (int64_t i = t->i0; i < t->i1; i++) {
+            int64_t at = (i * R + k0) * item;
+            if ((i - t->i0) % chunk == 0 && rs_should_stop(t->interrupt, t->stop, t->first))
+                return;
+            rs_make_row(&m, rs_read_position(t->positions + i * t->pos_stride, t->pos_int),
+                        t->out_dtype, t->cos + at, t->sin + at);
+        }
+    }
+}
+
+int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int,
+               const double *theta, int64_t n_pairs, double scale,
+               int out_dtype, char *cos, char *sin, int n_threads,
+               const rs_interrupt *interrupt)
+{
+    rs_table_task tasks[RS_MAX_TASKS];
+    int nt = n_threads < 1 ? 1 : (n_threads > RS_MAX_TASKS ? RS_MAX_TASKS : n_threads);
+    int stop = 0;
+    if (n < 0 || n_pairs < 0 || out_dtype < RS_F16 || out_dtype > RS_F64)
+        return RS_BAD_LAYOUT;
+    if (n == 0 || n_pairs == 0)
+        return RS_OK;
+    /* The work is the angle rows, not memory: split when there are many. */
+    if (n * n_pairs < (1 << 16) || n < nt)
+        nt = 1;
+    for (int i = 0; i < nt; i++) {
+        rs_table_task *t = &tasks[i];
+        rs_split_range(n, nt, i, &t->i0, &t->i1);
+        t->positions = positions;
+        t->pos_stride = pos_stride;
+        t->pos_int = pos_int;
+        t->theta = theta;
+        t->n_pairs = n_pairs;
+        t->scale = scale;
+        t->out_dtype = out_dtype;
+        t->cos = cos;
+        t->sin = sin;
+        t->interrupt = interrupt;
+        t->stop = &stop;
+        t->first = i == 0;
+    }
+    if (rs_run_tasks(table_task, tasks, sizeof(rs_table_task), nt,
+                     rs_row_maker_doubles(n_pairs < RS_PAIR_BLOCK ? n_pairs : RS_PAIR_BLOCK),
+                     offsetof(rs_table_task, mem)) != 0)
+        return RS_NO_MEMORY;
+    return stop ? RS_INTERRUPTED : RS_OK;
+}

@@ -182,6 +182,16 @@ int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int
                int out_dtype, char *cos, char *sin, int n_threads,
                const rs_interrupt *interrupt);
 
+/* M-RoPE table: positions hold n_streams streams (byte stride
+ * stream_stride between streams, pos_stride between positions); pair k
+ * takes its angle from stream pair_stream[k].  Each entry is the bits
+ * rs_cos_sin gives for that pair at that stream's position. */
+int rs_cos_sin_streams(int64_t n, const char *positions, int64_t pos_stride,
+                       int64_t stream_stride, int pos_int, const double *theta,
+                       const int64_t *pair_stream, int64_t n_streams, int64_t n_pairs,
+                       double scale, int out_dtype, char *cos, char *sin, int n_threads,
+                       const rs_interrupt *interrupt);
+
 /* float16 <-> float32 conversion, correctly rounded (round to nearest even). */
 float rs_half_to_float(uint16_t h);
 uint16_t rs_float_to_half(float f);

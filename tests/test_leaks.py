@@ -222,6 +222,8 @@ CALLS_TABLE = [
     ("Rope.cos_sin-mrope", ok(ROPE_MROPE.cos_sin, MROPE_POS)),
     ("Rope.apply-mrope", ok(ROPE_MROPE.apply, X32, MROPE_POS)),
     ("Rope.apply-mrope-error", err(ROPE_MROPE.apply, X32, MROPE_POS[:2])),
+    ("_core.cos_sin_streams-error", err(_core.cos_sin_streams, MROPE_POS.reshape(3, -1), TH,
+                                        np.full(R, 5, dtype=np.int64), 1.0, OUT64, OUT64, 1)),
     ("packed_positions", ok(ropescale.packed_positions, [0, 3, 7, 7, 12], document_ids=True)),
     ("packed_positions-error", err(ropescale.packed_positions, [0, 3, 2])),
     ("self_extend_positions", ok(ropescale.self_extend_positions, POS, 4, 8)),

@@ -210,3 +210,69 @@ def test_from_hf_reads_a_vision_towers_axial_rope():
     rope = ropescale.Rope.from_hf(vision)
     assert rope == ropescale.Rope.axial(vision.embed_dim // vision.num_heads, 1e4)
     assert rope.mrope_section == (20, 20)
+
+
+# -- the C kernel (rs_cos_sin_streams) ------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("pos_kind", ["int", "float"])
+@pytest.mark.parametrize("n", [1, 37, 5000])          # 5000 x 64 pairs: the threaded split
+def test_stream_kernel_gives_each_pair_the_plain_tables_bits_at_its_streams_position(dtype, pos_kind, n):
+    from ropescale import _rotary
+    theta = ropescale.inv_freq(128, 1e6) / 3.0
+    rng = np.random.default_rng(n)
+    streams = rng.integers(0, 100000, size=(3, n))
+    if pos_kind == "float":
+        streams = streams + rng.random((3, n))
+    pair_stream = np.array(rng.integers(0, 3, size=64), dtype=np.int64)
+    c, s = _rotary.cos_sin_streams(streams, theta, pair_stream, attention_factor=1.25, dtype=dtype)
+    for j in range(3):
+        cj, sj = ropescale.cos_sin(streams[j], theta, attention_factor=1.25, dtype=dtype)
+        sel = pair_stream == j
+        assert np.array_equal(c[:, sel], cj[:, sel]) and np.array_equal(s[:, sel], sj[:, sel])
+
+
+def test_stream_kernel_against_the_reference_angles():
+    from ropescale import _rotary
+    from ropescale import reference as ref
+    theta = ropescale.inv_freq(64, 1e4)
+    streams = np.random.default_rng(9).integers(0, 10**6, size=(2, 50))
+    pair_stream = np.array([0, 1] * 16, dtype=np.int64)
+    c, s = _rotary.cos_sin_streams(streams, theta, pair_stream, dtype=np.float64)
+    for j in range(2):
+        rc, rs = ref.cos_sin(streams[j], theta)
+        # the reference rounds the product t * theta once (angle error <= t * eps); the core is exact
+        np.testing.assert_allclose(c[:, pair_stream == j], rc[:, pair_stream == j], atol=3e-10, rtol=0)
+        np.testing.assert_allclose(s[:, pair_stream == j], rs[:, pair_stream == j], atol=3e-10, rtol=0)
+
+
+@pytest.mark.parametrize("args, word", [
+    (lambda P, T, S, C: (P, T, S + 3, 1.0, C, C.copy(), 1), "pair_stream"),
+    (lambda P, T, S, C: (P, T, S - 1, 1.0, C, C.copy(), 1), "pair_stream"),
+    (lambda P, T, S, C: (P, T, S[:-1], 1.0, C, C.copy(), 1), "pair_stream"),
+    (lambda P, T, S, C: (P, T, S.astype(np.int32), 1.0, C, C.copy(), 1), "pair_stream"),
+    (lambda P, T, S, C: (P[0], T, S, 1.0, C, C.copy(), 1), "2-D"),
+    (lambda P, T, S, C: (P, T, S, 1.0, C[:-1], C[:-1].copy(), 1), "cos"),
+])
+def test_stream_glue_refuses_bad_arguments_and_writes_nothing(args, word):
+    from ropescale import _core
+    P = np.zeros((3, 4), dtype=np.int64)
+    T = ropescale.inv_freq(8)
+    S = np.array([0, 1, 2, 0], dtype=np.int64)
+    C = np.full((4, 4), 7.0)
+    a = args(P, T, S, C)
+    with pytest.raises(ValueError, match=word):
+        _core.cos_sin_streams(*a)
+    assert np.all(a[4] == 7.0)
+
+
+def test_stream_kernel_out_of_memory_is_a_memory_error():
+    from ropescale import _core
+    P = np.zeros((3, 4), dtype=np.int64)
+    C, S = np.zeros((4, 4)), np.zeros((4, 4))
+    _core._test_fail_alloc(1)
+    try:
+        with pytest.raises(MemoryError):
+            _core.cos_sin_streams(P, ropescale.inv_freq(8), np.array([0, 1, 2, 0], dtype=np.int64), 1.0, C, S, 1)
+    finally:
+        _core._test_fail_alloc(0)

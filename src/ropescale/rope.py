@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
-from ._rotary import apply_rotary, apply_rotary_positions, cos_sin
+from ._rotary import apply_rotary, apply_rotary_positions, cos_sin, cos_sin_streams
 from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
                       normalize_scaling, promoted, trained_length_from_hf)
 
@@ -396,21 +396,8 @@ class Rope:
         return p
 
     def _stream_cos_sin(self, streams, theta, attn, dtype):
-        """cos/sin where pair j takes its angle from stream pair_streams[j]: one C table per stream."""
-        c = s = None
-        for j in range(streams.shape[0]):
-            sel = np.flatnonzero(self._streams == j)
-            if sel.size == 0:
-                continue
-            # the full table of the stream, then its pairs: each entry is then exactly the plain
-            # rope's (the C table kernel's rounding depends on the frequency row it is given)
-            cj, sj = cos_sin(streams[j], theta, attention_factor=attn, dtype=dtype)
-            if c is None:
-                c = np.empty(cj.shape, dtype=cj.dtype)
-                s = np.empty_like(c)
-            c[..., sel] = cj[..., sel]
-            s[..., sel] = sj[..., sel]
-        return c, s
+        """cos/sin where pair j takes its angle from stream pair_streams[j] (one C table kernel)."""
+        return cos_sin_streams(streams, theta, self._streams, attention_factor=attn, dtype=dtype)
 
     def _for_positions(self, positions, seq_len):
         if SPECS[self._method].length_dependent and seq_len is None:

@@ -968,7 +968,7 @@ def _base(config: Any, scaling: Optional[dict], known, model_type, prefer_scalin
         if known is None:
             why = (f"transformers' default for model_type {model_type!r} is not in ropescale.methods.MODEL_TYPES"
                    if model_type is not None else "no model_type")
-            warnings.warn(f"config gives no rope_theta and {why}: assuming 10000", stacklevel=4)
+            warnings.warn(f"config gives no rope_theta and {why}: assuming 10000", stacklevel=7)
         base, key = (10000.0 if known is None else known.rope_theta), "rope_theta"
     base = _checks.real(f"config[{key!r}]", base, above=1.0)
     ratio = _get(config, "rope_ratio")

@@ -290,3 +290,10 @@ def test_readme_per_layer_example_runs():
     exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["pos"].tolist() == [0, 1, 2, 0, 1]
     assert namespace["sliding"].base == 1e4 and namespace["q_pos"][-1] == 15 // 4 + 8 - 8 // 4
+
+
+def test_analyze_takes_a_per_layer_model():
+    a = ropescale.analyze(ropescale.layer_ropes(QWEN3_NEXT), target_len=8192, original_len=4096)
+    assert a["linear_attention"] is None and a["full_attention"].rotary_dim == 64
+    with pytest.raises(TypeError, match="LayerRopes"):
+        ropescale.analyze({"full_attention": None})

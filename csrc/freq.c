@@ -241,6 +241,15 @@ static const char *rs_freq_llama3(int64_t dim, double base, const rs_scaling *sc
     return NULL;
 }
 
+/* Phi-3.5-MoE's short_mscale / long_mscale: the cos/sin factor of the
+ * branch in use when the config gives it (it then wins over attention_factor,
+ * as in transformers' PhimoeRotaryEmbedding); NaN when absent. */
+static double longrope_mscale(const rs_scaling *sc)
+{
+    int long_branch = has(sc->seq_len) && sc->seq_len > sc->original_max;
+    return long_branch ? sc->long_mscale : sc->short_mscale;
+}
+
 static const char *rs_freq_longrope(int64_t dim, double base, const rs_scaling *sc,
                                     double *out, double *attn)
 {
@@ -269,6 +278,11 @@ static const char *rs_freq_longrope(int64_t dim, double base, const rs_scaling *
                    "sqrt(1 + ln(factor) / ln(original_max))";
         *attn = sqrt(1.0 + log(sc->factor) / log(sc->original_max));
     }
+    if ((has(sc->short_mscale) && !(isfinite(sc->short_mscale) && sc->short_mscale > 0.0)) ||
+        (has(sc->long_mscale) && !(isfinite(sc->long_mscale) && sc->long_mscale > 0.0)))
+        return "short_mscale and long_mscale must be finite and > 0";
+    if (has(longrope_mscale(sc)))
+        *attn = longrope_mscale(sc);
     return NULL;
 }
 
@@ -287,6 +301,114 @@ static const char *rs_freq_proportional(int64_t dim, double base, const rs_scali
         out[k] = 0.0;
     if (has(sc->factor))
         scale_all(out, sc->rotated_pairs, sc->factor);
+    return NULL;
+}
+
+/* Hunyuan's "dynamic" with a fixed alpha (transformers' ntk_alpha): the NTK
+ * base change with alpha in place of s, independent of the sequence length. */
+static const char *rs_freq_ntk_alpha(int64_t dim, double base, const rs_scaling *sc,
+                                     double *out, double *attn)
+{
+    double b;
+    const char *why;
+    (void)attn;
+    if (!(isfinite(sc->alpha) && sc->alpha > 0.0))
+        return "alpha must be finite and > 0";
+    if (dim < 4)
+        return "dim must be >= 4 (the exponent d/(d-2))";
+    if ((why = scaled_base(base, pow(sc->alpha, (double)dim / (double)(dim - 2)), &b)) != NULL)
+        return why;
+    rs_inv_freq(dim, b, out);
+    return NULL;
+}
+
+/* vLLM's mixed NTK (Su, kexue.fm/archives/9706): theta_k / exp(a (k+1)^b)
+ * with a = ln(s) / (d/2)^b, so the lowest pair is divided by exactly s. */
+static const char *rs_freq_ntk_mixed(int64_t dim, double base, const rs_scaling *sc,
+                                     double *out, double *attn)
+{
+    int64_t half = dim / 2;
+    const char *why = need_factor(sc);
+    (void)attn;
+    if (why)
+        return why;
+    if (!(isfinite(sc->mixed_b) && sc->mixed_b > 0.0))
+        return "mixed_b must be finite and > 0";
+    double a = log(sc->factor) / pow((double)half, sc->mixed_b);
+    rs_inv_freq(dim, base, out);
+    for (int64_t k = 0; k < half; k++)
+        out[k] /= exp(a * pow((double)(k + 1), sc->mixed_b));
+    return NULL;
+}
+
+/* NTK-by-parts (bloc97; YaRN paper, eq. for h(theta)): the blend weight is
+ * linear in r = m_l / wavelength, the number of turns within the trained
+ * context, between beta_slow (interpolate) and beta_fast (keep); no
+ * attention factor. */
+static const char *ntk_by_parts(int64_t dim, double base, double factor, const rs_scaling *sc,
+                                double *out)
+{
+    int64_t half = dim / 2;
+    double lo = sc->beta_slow, hi = sc->beta_fast;
+    if (!(isfinite(lo) && isfinite(hi) && lo > 0.0 && hi > lo))
+        return "beta_fast and beta_slow must be finite with beta_fast > beta_slow > 0";
+    rs_inv_freq(dim, base, out);
+    for (int64_t k = 0; k < half; k++) {
+        double theta = out[k];
+        double r = sc->original_max * theta / (2.0 * M_PI);
+        double g = (r - lo) / (hi - lo);
+        g = g < 0.0 ? 0.0 : (g > 1.0 ? 1.0 : g);
+        out[k] = (1.0 - g) * theta / factor + g * theta;
+    }
+    return NULL;
+}
+
+static const char *rs_freq_ntk_by_parts(int64_t dim, double base, const rs_scaling *sc,
+                                        double *out, double *attn)
+{
+    const char *why;
+    (void)attn;
+    if ((why = need_factor(sc)) != NULL || (why = need_original(sc)) != NULL)
+        return why;
+    return ntk_by_parts(dim, base, sc->factor, sc, out);
+}
+
+/* Dynamic YaRN (YaRN paper, sec. 3.3; jquesnelle/yarn's dynamic class): YaRN
+ * with s = max(1, L / m_l) at the current length L, HF's ramp over pair
+ * indices and mscale 0.1 ln s + 1; the original rope up to m_l. */
+static const char *rs_freq_dynamic_yarn(int64_t dim, double base, const rs_scaling *sc,
+                                        double *out, double *attn)
+{
+    rs_scaling y = *sc;
+    const char *why;
+    if ((why = need_original(sc)) != NULL)
+        return why;
+    if (has(sc->seq_len) && !finite_at_least(sc->seq_len, 0.0))
+        return "seq_len must be finite and >= 0";
+    if (!(has(sc->seq_len) && sc->seq_len > sc->original_max)) {
+        rs_inv_freq(dim, base, out); /* exactly the original rope, attention factor 1 */
+        return NULL;
+    }
+    y.factor = sc->seq_len / sc->original_max;
+    y.mscale = NAN;
+    y.mscale_all_dim = NAN;
+    return rs_freq_yarn(dim, base, &y, out, attn);
+}
+
+/* 2-D axial RoPE of vision towers (transformers' "axial", Qwen2-VL's vision
+ * rotary): the first half of the pairs follow the row position, the second
+ * half the column; each half has the frequencies of a rope of dim d/2. */
+static const char *rs_freq_axial(int64_t dim, double base, const rs_scaling *sc,
+                                 double *out, double *attn)
+{
+    int64_t quarter = dim / 4;
+    (void)sc;
+    (void)attn;
+    if (dim % 4 != 0)
+        return "dim must be a multiple of 4 (two axes of d/4 pairs)";
+    rs_inv_freq(dim / 2, base, out);
+    for (int64_t k = 0; k < quarter; k++)
+        out[quarter + k] = out[k];
     return NULL;
 }
 
@@ -339,8 +461,9 @@ const char *rs_scaled_inv_freq_why(int64_t dim, double base, const rs_scaling *s
     why = method_table[sc->method].fn(dim, base, sc, out, &attn);
     if (why != NULL)
         return why;
-    /* A given attention factor wins over every method's own, as in HF. */
-    if (has(sc->attention_factor))
+    /* A given attention factor wins over every method's own, as in HF; only
+     * LongRoPE's short/long mscale (PhiMoE) wins over it in turn. */
+    if (has(sc->attention_factor) && !(sc->method == RS_LONGROPE && has(longrope_mscale(sc))))
         attn = sc->attention_factor;
     if (!(isfinite(attn) && attn > 0.0))
         return "the attention factor is not finite";

@@ -46,7 +46,11 @@ const char *rs_method_name(int method);
     X(mscale_all_dim)    /* yarn; NaN or 0: absent */                        \
     X(attention_factor)  /* overrides every method's own */                  \
     X(low_freq_factor)   /* llama3 */                                        \
-    X(high_freq_factor)  /* llama3 */
+    X(high_freq_factor)  /* llama3 */                                        \
+    X(short_mscale)      /* longrope: cos/sin factor up to the trained length */ \
+    X(long_mscale)       /* longrope: ... beyond it */                       \
+    X(alpha)             /* ntk_alpha (Hunyuan): base * alpha^(d/(d-2)) */    \
+    X(mixed_b)           /* ntk_mixed (vLLM): exponent b of the pair ramp */
 
 /* Parameters of one scaling method.  Set every field with rs_scaling_init
  * first, so that parameters not given read as absent. */
@@ -177,6 +181,16 @@ int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int
                const double *theta, int64_t n_pairs, double scale,
                int out_dtype, char *cos, char *sin, int n_threads,
                const rs_interrupt *interrupt);
+
+/* M-RoPE table: positions hold n_streams streams (byte stride
+ * stream_stride between streams, pos_stride between positions); pair k
+ * takes its angle from stream pair_stream[k].  Each entry is the bits
+ * rs_cos_sin gives for that pair at that stream's position. */
+int rs_cos_sin_streams(int64_t n, const char *positions, int64_t pos_stride,
+                       int64_t stream_stride, int pos_int, const double *theta,
+                       const int64_t *pair_stream, int64_t n_streams, int64_t n_pairs,
+                       double scale, int out_dtype, char *cos, char *sin, int n_threads,
+                       const rs_interrupt *interrupt);
 
 /* float16 <-> float32 conversion, correctly rounded (round to nearest even). */
 float rs_half_to_float(uint16_t h);

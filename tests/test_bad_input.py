@@ -378,6 +378,28 @@ CASES = [
      ValueError, "positions"),
     ("analyze-target-1e300-dynamic", lambda: ropescale.analyze(ropescale.Rope(64, 1e4, DYN), 1e300), ValueError,
      "target_len"),
+    # ---- per-layer ropes, M-RoPE, position builders (issue 11; more in test_layers / test_mrope / test_positions)
+    ("layer_ropes-no-layer-count", lambda: ropescale.layer_ropes({"head_dim": 64, "rope_theta": 1e4}), ValueError,
+     "num_hidden_layers"),
+    ("layer_ropes-layer_types-str", lambda: ropescale.layer_ropes({"head_dim": 64, "layer_types": "full"}),
+     ValueError, "layer_types"),
+    ("LayerRopes-missing-fields", lambda: ropescale.LayerRopes(), TypeError, "by_type"),
+    ("Rope.from_hf-layer_type-unknown", lambda: ropescale.Rope.from_hf({"head_dim": 64, "rope_theta": 1e4},
+                                                                       layer_type="sliding_attention"),
+     ValueError, "layer_type"),
+    ("Rope.from_hf-mrope-section-sum", lambda: ropescale.Rope.from_hf(
+        {"head_dim": 128, "rope_theta": 1e6, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24]}}),
+     ValueError, "mrope_section"),
+    ("Rope.cos_sin-mrope-streams", lambda: ropescale.Rope(128, 1e6, {"mrope_section": [16, 24, 24]}).cos_sin(
+        np.zeros((2, 4), np.int64)), ValueError, "position streams"),
+    ("Rope.query_scale-nan", lambda: ropescale.Rope(8).query_scale([NAN]), ValueError, "positions"),
+    ("packed_positions-not-from-0", lambda: ropescale.packed_positions([2, 5]), ValueError, "cu_seqlens"),
+    ("packed_positions-negative-length", lambda: ropescale.packed_positions(lengths=[3, -1]), ValueError,
+     "lengths"),
+    ("self_extend_positions-group-0", lambda: ropescale.self_extend_positions([0, 1], 0, 4), ValueError,
+     "group_size"),
+    ("self_extend_positions-float-positions", lambda: ropescale.self_extend_positions([0.5], 2, 4), TypeError,
+     "positions"),
 ]
 
 

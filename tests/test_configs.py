@@ -408,6 +408,21 @@ def test_model_type_defaults_are_transformers_defaults(model_type):
         assert params.get("partial_rotary_factor", 1.0) == (known.partial_rotary_factor or 1.0)
     if hasattr(config, "rope_interleave"):
         assert config.rope_interleave == known.interleaved
+    # defaults a bare config resolves to (issue 11): head dim, layer count and layout, local base, NoPE, temperature
+    if known.head_dim is not None:
+        assert config.head_dim == known.head_dim
+    if known.num_hidden_layers is not None:
+        assert config.num_hidden_layers == known.num_hidden_layers
+    if known.local_base is not None:
+        assert config.rope_parameters["sliding_attention"]["rope_theta"] == known.local_base
+    if known.layer_pattern is not None:
+        key, interval, other = known.layer_pattern
+        want = ["full_attention" if (i + 1) % interval == 0 else other for i in range(config.num_hidden_layers)]
+        assert list(config.layer_types) == want
+    if known.no_rope_interval is not None:
+        assert config.no_rope_layer_interval == known.no_rope_interval
+    if known.query_temperature is not None:
+        assert config.attn_temperature_tuning and (config.floor_scale, config.attn_scale) == known.query_temperature
 
 
 @pytest.mark.parametrize("model_type, cfg", [

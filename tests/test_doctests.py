@@ -13,6 +13,8 @@ MODULES = [
     "ropescale._freq",
     "ropescale._rotary",
     "ropescale.rope",
+    "ropescale.layers",
+    "ropescale.positions",
     "ropescale.reference",
     "ropescale.analysis",
     "ropescale._display",

@@ -347,7 +347,8 @@ from ropescale import _core, methods  # noqa: E402
 def minimal_scaling(name, dim=16):
     spec = methods.SPECS[name]
     values = {"factor": 4.0, "original_max_position_embeddings": 4096, "low_freq_factor": 1.0,
-              "high_freq_factor": 4.0, "short_factor": [1.0] * (dim // 2), "long_factor": [2.0] * (dim // 2)}
+              "high_freq_factor": 4.0, "short_factor": [1.0] * (dim // 2), "long_factor": [2.0] * (dim // 2),
+              "alpha": 4.0, "mixed_b": 0.75}
     return {"rope_type": name, **{k: values[k] for k in spec.required + spec.optional if k in values}}
 
 
@@ -355,7 +356,7 @@ def test_c_table_and_python_table_list_the_same_methods_in_code_order():
     assert _core.METHOD_NAMES == ropescale.METHODS == tuple(methods.SPECS)
     for code, name in enumerate(_core.METHOD_NAMES):
         assert getattr(_core, name.upper()) == code == methods.CODES[name]
-    assert set(ropescale.ALIASES) == {"su", "mistral_yarn"}
+    assert set(ropescale.ALIASES) == {"su", "mistral_yarn", "mrope"}
     assert all(target in ropescale.METHODS for target in ropescale.ALIASES.values())
 
 
@@ -428,7 +429,7 @@ def test_mistral_yarn_config_reads_as_yarn():
     assert rope.attention_factor == pytest.approx(attn, rel=1e-15)
 
 
-@pytest.mark.parametrize("name", ropescale.METHODS)
+@pytest.mark.parametrize("name", [m for m in ropescale.METHODS if not methods.SPECS[m].layout_only])
 def test_extend_builds_every_method_from_the_table(name):
     base = ropescale.Rope(64, 1e4)
     ext = base.extend(32768, name, original_len=4096)
@@ -437,7 +438,8 @@ def test_extend_builds_every_method_from_the_table(name):
     if methods.SPECS[name].extend is None:
         assert ext.scaling is None and np.array_equal(theta, base.inv_freq)
         return
-    assert ext.factor == 8.0
+    if "factor" in methods.SPECS[name].keys or name == "ntk_alpha":   # dynamic_yarn: s follows the length
+        assert ext.factor == 8.0
     want, _ = ref.scaled_inv_freq(64, 1e4, name, seq_len=32768, **{k: v for k, v in ext.scaling.items()
                                                                     if k != "rope_type"})
     assert rel(theta, want) <= 1e-14

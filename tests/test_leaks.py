@@ -90,6 +90,8 @@ HF = {"rope_theta": 500000.0, "head_dim": D, "max_position_embeddings": 131072,
       "rope_scaling": dict(LLAMA3)}
 ROPE = ropescale.Rope(D, 1e4, YARN)
 ROPE_DYN = ropescale.Rope(D, 1e4, DYN)
+ROPE_MROPE = ropescale.Rope(D, 1e6, {"mrope_section": [16, 24, 24]})
+MROPE_POS = np.stack([POS, POS + 1, POS + 2])   # (3, tokens, 1): three position streams
 ROPE_SMALL = ropescale.Rope(16).extend(32768, "yarn", original_len=4096)
 BASE = float("1e4") * 1.0000001                # a float object of our own
 DTYPES = [np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64), np.dtype(np.int64)]
@@ -120,6 +122,10 @@ def threads_roundtrip():
     prev = ropescale.set_num_threads(3)
     ropescale.set_num_threads(prev)
     return ropescale.get_num_threads()
+
+
+LAYERED = {"model_type": "gemma3_text", "rope_theta": 1e6, "rope_local_base_freq": 1e4, "head_dim": 64,
+           "num_hidden_layers": 12, "rope_scaling": {"rope_type": "linear", "factor": 8.0}}
 
 
 CALLS_TABLE = [
@@ -209,6 +215,19 @@ CALLS_TABLE = [
     ("rebase-two-sum", ok(ropescale.rebase, X64, POS, TH, TH / 3.0)),
     ("rebase-error", err(ropescale.rebase, X32, POS, TH, TH[:3])),
     ("Rope.rebase_cache", ok(ROPE_DYN.rebase_cache, X32, POS, 16, 64)),
+    # per-layer ropes, M-RoPE streams, position builders (issue 11)
+    ("layer_ropes LayerRopes.to_hf", ok(lambda: ropescale.layer_ropes(LAYERED).to_hf())),
+    ("layer_ropes-error", err(ropescale.layer_ropes, {**LAYERED, "no_rope_layers": [1, 2]})),
+    ("Rope.from_hf-layer_type", ok(ropescale.Rope.from_hf, LAYERED, layer_type="sliding_attention")),
+    ("Rope.cos_sin-mrope", ok(ROPE_MROPE.cos_sin, MROPE_POS)),
+    ("Rope.apply-mrope", ok(ROPE_MROPE.apply, X32, MROPE_POS)),
+    ("Rope.apply-mrope-error", err(ROPE_MROPE.apply, X32, MROPE_POS[:2])),
+    ("_core.cos_sin_streams-error", err(_core.cos_sin_streams, MROPE_POS.reshape(3, -1), TH,
+                                        np.full(R, 5, dtype=np.int64), 1.0, OUT64, OUT64, 1)),
+    ("packed_positions", ok(ropescale.packed_positions, [0, 3, 7, 7, 12], document_ids=True)),
+    ("packed_positions-error", err(ropescale.packed_positions, [0, 3, 2])),
+    ("self_extend_positions", ok(ropescale.self_extend_positions, POS, 4, 8)),
+    ("self_extend_positions-error", err(ropescale.self_extend_positions, POS, 0, 8)),
     ("precision.report", ok(ropescale.precision.report, ROPE_SMALL, 4096, per_octave=2)),
     ("precision.check", ok(ropescale.precision.check, C32, S32, POS, TH)),
     ("precision-error", err(ropescale.precision.report, ROPE_SMALL, 0)),

@@ -33,33 +33,7 @@ LOADED = {n: c for n, c in CASES.items() if "error" not in c}
 # --------------------------------------------------------------------------
 # What ropescale does not do yet (issue 11).  Keys: (case, check[, detail]).
 # --------------------------------------------------------------------------
-_LAYER_KW = "issue 11: Rope.from_hf(config, layer_type=...) does not exist (per-layer ropes)"
-_SLIDING = ("issue 11: per-layer RoPE: Gemma's sliding_attention layers use the unscaled "
-            "rope_local_base_freq (10000), from_hf only builds the full-attention rope")
-_MROPE_REFUSED = ("issue 11: M-RoPE: from_hf refuses rope_scaling {'type': 'mrope', 'mrope_section': ...} "
-                  "(Qwen2.5-VL)")
-_MROPE_STREAMS = ("issue 11: M-RoPE: cos_sin/apply do not take (3, ...) position streams selected per "
-                  "pair by mrope_section")
-_SOFTMAX = "issue 11: Rope.softmax_scale does not exist (DeepSeek YaRN mscale_all_dim: softmax x mscale^2)"
-_LAYER_ROPES = "issue 11: ropescale.layer_ropes(config) does not exist"
-_QUERY_SCALE = "issue 11: Rope.query_scale(positions) does not exist (Llama 4 attention temperature tuning)"
-_DEFAULTS_GEMMA3 = ("issue 11: model-type defaults: a bare gemma3_text config resolves to transformers' "
-                    "Gemma3TextConfig defaults (head_dim 256, rope_theta 1e6); from_hf refuses it")
-_DEFAULTS_LLAMA4 = ("issue 11: model-type defaults: a bare llama4_text config resolves to transformers' "
-                    "Llama4TextConfig defaults (head_dim 128, rope_theta 5e5); from_hf refuses it")
-
-GAPS = {
-    ("gemma3-text-transformers-defaults", "inv_freq", "full_attention"): _DEFAULTS_GEMMA3,
-    ("llama4-text-transformers-defaults", "inv_freq", "default"): _DEFAULTS_LLAMA4,
-    ("qwen2.5-vl-7b-instruct", "inv_freq", "default"): _MROPE_REFUSED,
-}
-
-GAPS[("qwen2.5-vl-7b-instruct", "apply")] = _MROPE_REFUSED
-GAPS[("qwen2.5-vl-7b-instruct", "rotary_dim")] = _MROPE_REFUSED
-GAPS[("llama4-text-transformers-defaults", "rotary_dim")] = _DEFAULTS_LLAMA4
-GAPS[("gemma3-text-transformers-defaults", "rotary_dim")] = _DEFAULTS_GEMMA3
-GAPS[("gemma3-text-transformers-defaults", "apply")] = _DEFAULTS_GEMMA3
-GAPS[("llama4-text-transformers-defaults", "apply")] = _DEFAULTS_LLAMA4 + "; and it pairs interleaved"
+GAPS: dict = {}
 
 
 def _gap(case, check, detail=None):
@@ -139,10 +113,7 @@ def _layered(c):
     return sorted(c["ropes"]) if "default" not in c["ropes"] else []
 
 
-@pytest.mark.parametrize("case, layer_type", [
-    pytest.param(n, lt, id=f"{n}-{lt}", marks=pytest.mark.xfail(
-        strict=True, reason=_LAYER_KW + ("; " + _SLIDING[len("issue 11: "):] if lt == "sliding_attention" else "")))
-    for n in LOADED for lt in _layered(CASES[n])])
+@pytest.mark.parametrize("case, layer_type", _params(LOADED, "layer_type", _layered))
 def test_from_hf_per_layer_type_matches_transformers(case, layer_type):
     rec = CASES[case]["ropes"][layer_type]
     theta, attn = _from_hf(case, layer_type).inv_freq_at(None)
@@ -215,10 +186,7 @@ def _mrope(c):
     return ["streams"] if "streams" in c["ropes"][_global_key(c["name"])]["probe"] else []
 
 
-@pytest.mark.parametrize("case, probe", [
-    pytest.param(n, k, id=f"{n}-{k}", marks=pytest.mark.xfail(strict=True, reason=(
-        _MROPE_REFUSED if n.startswith("qwen2.5-vl") else _MROPE_STREAMS)))
-    for n in LOADED for k in _mrope(CASES[n])])
+@pytest.mark.parametrize("case, probe", _params(LOADED, "mrope", _mrope))
 def test_mrope_streams_select_the_sections_as_transformers(case, probe):
     """cos/sin for three different position streams: which stream drives each rotary pair is the
     model's section layout (Qwen2.5-VL chunked, Qwen3-VL interleaved)."""
@@ -260,8 +228,7 @@ def _softmax_cases():
     return out
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_SOFTMAX)) for n in _softmax_cases()])
+@pytest.mark.parametrize("case", _softmax_cases())
 def test_softmax_scale_matches_the_models_attention(case):
     """DeepSeek multiplies the 1/sqrt(d_qk) softmax scale by mscale(factor, mscale_all_dim)^2."""
     want = CASES[case]["softmax"]["factor_on_inv_sqrt_qk_head_dim"]
@@ -273,8 +240,7 @@ def _layer_cases():
     return [n for n, c in LOADED.items() if c.get("layer_types") or c.get("layers")]
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_LAYER_ROPES)) for n in _layer_cases()])
+@pytest.mark.parametrize("case", _layer_cases())
 def test_layer_ropes_follow_the_models_layer_layout(case):
     c = CASES[case]
     layers = ropescale.layer_ropes(c["config"])
@@ -291,10 +257,7 @@ def test_layer_ropes_follow_the_models_layer_layout(case):
             np.testing.assert_allclose(rope.inv_freq_at(None)[0], _golden_inv_freq(want), rtol=1e-6)
 
 
-@pytest.mark.parametrize("case", [
-    pytest.param(n, marks=pytest.mark.xfail(strict=True, reason=_QUERY_SCALE + (
-        "; and " + _DEFAULTS_LLAMA4[len("issue 11: "):] if n.endswith("transformers-defaults") else "")))
-    for n, c in LOADED.items() if c.get("layers")])
+@pytest.mark.parametrize("case", [n for n, c in LOADED.items() if c.get("layers")])
 def test_query_scale_matches_llama4_temperature_tuning(case):
     c = CASES[case]
     nope = next(layer for layer in c["layers"] if "query_scale" in layer)

@@ -37,6 +37,8 @@ from ._rotary import (
 )
 from ._rerotate import rebase, rerotate
 from .rope import Rope
+from .layers import LayerRopes, layer_ropes
+from .positions import packed_positions, self_extend_positions
 from .analysis import RopeAnalysis, analyze, critical_dim, max_supported_length
 from . import precision, reference
 
@@ -46,6 +48,7 @@ __all__ = [
     "ALIASES",
     "MAX_ANGLE",
     "METHODS",
+    "LayerRopes",
     "Rope",
     "RopeAnalysis",
     "analyze",
@@ -56,14 +59,17 @@ __all__ = [
     "cos_sin",
     "get_num_threads",
     "inv_freq",
+    "layer_ropes",
     "ntk_base",
     "ntk_lambda",
+    "packed_positions",
     "periods",
     "precision",
     "rebase",
     "reference",
     "rerotate",
     "scaled_inv_freq",
+    "self_extend_positions",
     "set_num_threads",
     "solve_base",
     "solve_factor",

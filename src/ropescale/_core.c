@@ -832,6 +832,75 @@ static PyObject *py_cos_sin(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* M-RoPE tables: positions (k, n), pair_stream int64 (R,) with values in [0, k). */
+static PyObject *py_cos_sin_streams(PyObject *self, PyObject *args)
+{
+    PyObject *po, *to, *so_, *co, *so;
+    PyArrayObject *p, *t, *ps, *c, *s;
+    double scale;
+    int n_threads, rc, dt, pos_int;
+    npy_intp n, R, k;
+    glue_poll poll;
+    const rs_interrupt *intr;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OOOdOOi:cos_sin_streams", &po, &to, &so_, &scale, &co, &so,
+                          &n_threads))
+        return NULL;
+    if (check_operand(co, "cos", 1) < 0 || check_operand(so, "sin", 1) < 0 ||
+        check_operand(so_, "pair_stream", 0) < 0 || (pos_int = angle_inputs(po, to, &t)) < 0)
+        return NULL;
+    p = (PyArrayObject *)po;
+    ps = (PyArrayObject *)so_;
+    c = (PyArrayObject *)co;
+    s = (PyArrayObject *)so;
+    if (PyArray_NDIM(p) != 2) {
+        PyErr_SetString(PyExc_ValueError, "positions must be 2-D (streams, positions) here");
+        return NULL;
+    }
+    if ((dt = dtype_code(c, "cos")) < 0)
+        return NULL;
+    k = PyArray_DIM(p, 0);
+    n = PyArray_DIM(p, 1);
+    R = PyArray_DIM(t, 0);
+    if (PyArray_TYPE(ps) != NPY_INT64 || PyArray_NDIM(ps) != 1 || PyArray_DIM(ps, 0) != R ||
+        !PyArray_IS_C_CONTIGUOUS(ps)) {
+        PyErr_SetString(PyExc_ValueError, "pair_stream must be a contiguous int64 array of len(inv_freq)");
+        return NULL;
+    }
+    {
+        const int64_t *st = (const int64_t *)PyArray_DATA(ps);
+        for (npy_intp q = 0; q < R; q++)
+            if (st[q] < 0 || st[q] >= (int64_t)k) {
+                PyErr_Format(PyExc_ValueError, "pair_stream[%zd] = %lld is not a stream of positions (0..%zd)",
+                             q, (long long)st[q], k - 1);
+                return NULL;
+            }
+    }
+    if (PyArray_TYPE(s) != PyArray_TYPE(c) || PyArray_NDIM(c) != 2 ||
+        PyArray_NDIM(s) != 2 || PyArray_DIM(c, 0) != n || PyArray_DIM(c, 1) != R ||
+        PyArray_DIM(s, 0) != n || PyArray_DIM(s, 1) != R ||
+        !PyArray_IS_C_CONTIGUOUS(c) || !PyArray_IS_C_CONTIGUOUS(s)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "cos and sin must be contiguous (positions.shape[1], len(inv_freq)) arrays of one dtype");
+        return NULL;
+    }
+    if (refuse_overlap(p, "positions", c, "cos") < 0 || refuse_overlap(p, "positions", s, "sin") < 0 ||
+        refuse_overlap(t, "inv_freq", c, "cos") < 0 || refuse_overlap(t, "inv_freq", s, "sin") < 0 ||
+        refuse_overlap(ps, "pair_stream", c, "cos") < 0 || refuse_overlap(ps, "pair_stream", s, "sin") < 0 ||
+        refuse_overlap(c, "cos", s, "sin") < 0)
+        return NULL;
+    intr = begin_kernel(&poll);
+    rc = rs_cos_sin_streams((int64_t)n, PyArray_BYTES(p), (int64_t)PyArray_STRIDE(p, 1),
+                            (int64_t)PyArray_STRIDE(p, 0), pos_int, (const double *)PyArray_DATA(t),
+                            (const int64_t *)PyArray_DATA(ps), (int64_t)k, (int64_t)R, scale, dt,
+                            PyArray_BYTES(c), PyArray_BYTES(s), threads_arg(n_threads), intr);
+    end_kernel(&poll);
+    if (kernel_status(rc) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 /* Tests only: make the n-th allocation of the C core from now fail. */
 static PyObject *py_test_fail_alloc(PyObject *self, PyObject *args)
 {
@@ -863,6 +932,8 @@ static PyMethodDef methods[] = {
      "rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads) -> out"},
     {"cos_sin", py_cos_sin, METH_VARARGS,
      "cos_sin(positions, inv_freq, scale, cos, sin, n_threads) -> None"},
+    {"cos_sin_streams", py_cos_sin_streams, METH_VARARGS,
+     "cos_sin_streams(positions, inv_freq, pair_stream, scale, cos, sin, n_threads) -> None"},
     {"_test_fail_alloc", py_test_fail_alloc, METH_VARARGS,
      "_test_fail_alloc(n): the n-th allocation of the C core from now fails (tests only; 0: off)"},
     {"simd_name", py_simd_name, METH_NOARGS, "instruction set of the float16 conversions"},

@@ -81,5 +81,15 @@ def cos_sin(
     n_threads: int,
     /,
 ) -> None: ...
+def cos_sin_streams(
+    positions: Positions,
+    inv_freq: NDArray[np.float64],
+    pair_stream: NDArray[np.int64],
+    scale: float,
+    cos: np.ndarray,
+    sin: np.ndarray,
+    n_threads: int,
+    /,
+) -> None: ...
 def simd_name() -> str: ...
 def _test_fail_alloc(nth: int, /) -> None: ...  # tests only: the nth C-core allocation from now fails

@@ -237,6 +237,30 @@ def cos_sin(positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, dty
     return c.reshape(pos.shape + (r,)), s.reshape(pos.shape + (r,))
 
 
+def cos_sin_streams(streams: Any, inv_freq: Any, pair_stream: np.ndarray, *, attention_factor: float = 1.0,
+                    dtype: Any = np.float32) -> Tuple[np.ndarray, np.ndarray]:
+    """M-RoPE cos/sin: ``streams`` of shape ``(k, ...)``, pair ``j`` at ``streams[pair_stream[j]]``.
+
+    One C table kernel over every stream (``csrc/tables.c``, ``rs_cos_sin_streams``);
+    each entry has the bits :func:`cos_sin` gives for that pair at that
+    position.  Returns two arrays of shape ``streams.shape[1:] + (R,)``.
+    """
+    theta = _theta(inv_freq)
+    pos = _positions(streams)
+    scale = _checks.real("attention_factor", attention_factor, above=0.0)
+    dt = _float_dtype("dtype", np.dtype(dtype))
+    kdt = dt if dt in _KERNEL_DTYPES else np.dtype(np.float64)
+    flat = pos.reshape(pos.shape[0], -1)
+    n, r = flat.shape[1], theta.shape[0]
+    c = np.empty((n, r), dtype=kdt)
+    s = np.empty((n, r), dtype=kdt)
+    _core.cos_sin_streams(flat, theta, np.ascontiguousarray(pair_stream, dtype=np.int64), scale, c, s,
+                          get_num_threads())
+    if kdt != dt:
+        c, s = c.astype(dt), s.astype(dt)
+    return c.reshape(pos.shape[1:] + (r,)), s.reshape(pos.shape[1:] + (r,))
+
+
 def _check_out(out: Any, shape: Tuple[int, ...]) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")

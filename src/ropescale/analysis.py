@@ -361,9 +361,11 @@ def analyze(rope: Any, target_len: Optional[float] = None, original_len: Optiona
 
     Parameters
     ----------
-    rope : Rope
+    rope : Rope or LayerRopes
         Any rope (any method; the original frequencies are
-        ``inv_freq(rope.rotary_dim, rope.base)``).
+        ``inv_freq(rope.rotary_dim, rope.base)``).  For the
+        :class:`ropescale.LayerRopes` of a per-layer model, the result is
+        ``{layer_type: RopeAnalysis or None}`` (None: no rope on those layers).
     target_len : float, optional
         Target context ``m`` in tokens.  Default: the rope's
         ``max_position_embeddings`` when it exceeds ``original_len``
@@ -397,10 +399,14 @@ def analyze(rope: Any, target_len: Optional[float] = None, original_len: Optiona
     >>> str(ntk.regime[0]), str(ntk.regime[1]), str(ntk.regime[-1])
     ('extrapolate', 'blend', 'interpolate')
     """
+    from .layers import LayerRopes
     from .rope import Rope
 
+    if isinstance(rope, LayerRopes):   # a per-layer model: {layer_type: RopeAnalysis or None}
+        return rope.analyze(target_len=target_len, original_len=original_len)
     if not isinstance(rope, Rope):
-        raise TypeError(f"rope must be a ropescale.Rope, got {type(rope).__name__}")
+        raise TypeError(f"rope must be a ropescale.Rope (or the LayerRopes of ropescale.layer_ropes), "
+                        f"got {type(rope).__name__}")
     m_l, m = _resolve_lengths(rope, target_len, original_len)
     if m > 2.0**53:
         raise ValueError(f"target_len must be <= 2**53 tokens, got {m:.6g}")

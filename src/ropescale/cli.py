@@ -22,12 +22,15 @@ from . import __version__
 from ._freq import ntk_lambda, yarn_correction_range
 from .analysis import analyze, format_table
 from .methods import METHODS, SPECS, report_methods
+from .layers import layer_ropes
 from .rope import Rope
 
 __all__ = ["main", "report_data", "REPORT_METHODS"]
 
 #: The methods ``ropescale report`` compares (``report`` in the method table).
 REPORT_METHODS = report_methods()
+# The methods --method takes: every context extension of the table (not layouts such as axial).
+_EXTENSIONS = [m for m in METHODS[1:] if not SPECS[m].layout_only]
 
 _DESCRIPTION = textwrap.fill(
     "Plan a RoPE context extension.  With no arguments, reports on a default model (head dim 128, base 10000) "
@@ -35,7 +38,7 @@ _DESCRIPTION = textwrap.fill(
     "period-matching check, the YaRN correction range, the critical pair, and per-pair periods (tokens) under "
     f"{', '.join(REPORT_METHODS)}, each built by Rope.extend for the extension ratio s = target / original "
     "(length-dependent methods at the target length).  --method picks one of: "
-    f"{', '.join(METHODS[1:])}.", 79) + "\n"
+    f"{', '.join(_EXTENSIONS)}.", 79) + "\n"
 
 _EPILOG = """\
 commands:
@@ -100,8 +103,8 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--target", type=_positive_int("--target"), default=None, metavar="N",
                    help="target context length in tokens (default: 8 x original, or the --hf model's "
                         "extended length when it has one)")
-    p.add_argument("--method", choices=METHODS[1:], default=None, metavar="M",
-                   help="report only this method (and default); one of " + ", ".join(METHODS[1:]))
+    p.add_argument("--method", choices=_EXTENSIONS, default=None, metavar="M",
+                   help="report only this method (and default); one of " + ", ".join(_EXTENSIONS))
     p.add_argument("--hf", metavar="CONFIG", default=None,
                    help="read head dim, base and context from a Hugging Face config.json")
     p.add_argument("--gguf", metavar="FILE", default=None,
@@ -151,7 +154,65 @@ def _model(args) -> Dict[str, Any]:
     original, target = float(original), float(target)
     if target < original:
         raise UsageError(f"--target ({target:g}) must be >= --original ({original:g})")
-    return {"base_rope": base_rope, "model_rope": model_rope, "original": original, "target": target}
+    return {"base_rope": base_rope, "model_rope": model_rope, "original": original, "target": target,
+            "layers": None if args.hf is None else layers_data(args.hf)}
+
+
+def layers_data(config: Any) -> Optional[Dict[str, Any]]:
+    """The report's per-layer part for a config: one row per layer type (None for one rope on every layer).
+
+    Each row: the layer type, how many layers have it, and its rope's base,
+    method, rotary dim, factor, attention factor (on cos/sin) and softmax scale
+    (on ``1/sqrt(d_qk)``), or ``"rope": None`` for layers that do not rotate.
+    Also the query temperature (Llama 4) when the model has one.
+
+    Examples
+    --------
+    >>> cfg = {"model_type": "gemma3_text", "rope_theta": 1e6, "rope_local_base_freq": 1e4,
+    ...        "head_dim": 256, "num_hidden_layers": 12}
+    >>> [(r["layer_type"], r["layers"], r["rope"]["base"]) for r in ropescale.cli.layers_data(cfg)["types"]]
+    [('sliding_attention', 10, 10000.0), ('full_attention', 2, 1000000.0)]
+    """
+    try:
+        lr = layer_ropes(config)
+    except ValueError:
+        return None  # the layer count is unknown: the report is about the one rope from_hf reads
+    if len(lr.by_type) == 1 and all(r is not None for r in lr.layers):
+        return None
+    rows = []
+    for lt, rope in lr.by_type.items():
+        row: Dict[str, Any] = {"layer_type": lt, "layers": sum(t == lt for t in lr.layer_types)}
+        nope = sum(t == lt and r is None for t, r in zip(lr.layer_types, lr.layers))
+        if rope is not None and nope:
+            row["nope_layers"] = nope
+        row["rope"] = None if rope is None else {
+            "base": rope.base, "method": rope.method, "rotary_dim": rope.rotary_dim, "factor": rope.factor,
+            "attention_factor": rope.attention_factor, "softmax_scale": rope.softmax_scale}
+        rows.append(row)
+    ropes = [r for r in lr.by_type.values() if r is not None]
+    qt = ropes[0].query_temperature if ropes else None
+    return {"layout": lr.layout, "types": rows,
+            "query_temperature": None if qt is None else {"floor_scale": qt[0], "attn_scale": qt[1]}}
+
+
+def _format_layers(info: Dict[str, Any]) -> List[str]:
+    lines = ["", f"Layers by type ({info['layout']} layout):"]
+    body = []
+    for row in info["types"]:
+        rope = row["rope"]
+        count = f"{row['layers']}" + (f" ({row['nope_layers']} NoPE)" if row.get("nope_layers") else "")
+        if rope is None:
+            body.append([row["layer_type"], count, "-", "no rope", "-", "-", "-", "-"])
+        else:
+            body.append([row["layer_type"], count, f"{rope['base']:g}", rope["method"], str(rope["rotary_dim"]),
+                         f"{rope['factor']:g}", f"{rope['attention_factor']:.6g}", f"{rope['softmax_scale']:.6g}"])
+    lines.append(format_table(["layer type", "layers", "base", "method", "rotary", "factor", "attn factor",
+                               "softmax scale"], body))
+    qt = info.get("query_temperature")
+    if qt is not None:
+        lines.append(f"Query temperature tuning on NoPE layers: 1 + {qt['attn_scale']:g} ln(1 + floor((p+1) / "
+                     f"{qt['floor_scale']:g}))")
+    return lines
 
 
 def _extended(base_rope: Rope, method: str, original: float, target: float) -> Rope:
@@ -365,12 +426,23 @@ def _report(args, prog: str) -> int:
         if m["model_rope"] is not None and m["model_rope"].method != "default":
             columns[f"model ({m['model_rope'].method})"] = m["model_rope"]
         _save_plot(plot_path, columns, m["original"], m["target"])
+    if m["layers"] is not None:
+        r["layers"] = m["layers"]
+    model_rope = m["model_rope"]
+    if model_rope is not None and model_rope.softmax_scale != 1.0:
+        r["softmax_scale"] = model_rope.softmax_scale
     if args.json:
         if args.hf is not None or args.gguf is not None:
             r["source"] = args.hf if args.hf is not None else args.gguf
         print(json.dumps(r, indent=2, allow_nan=False))
     else:
-        print(_format_report(r, args.hf if args.hf is not None else args.gguf))
+        text = _format_report(r, args.hf if args.hf is not None else args.gguf)
+        if "softmax_scale" in r:
+            text += (f"\nSoftmax scale (on 1/sqrt(d_qk), the attention applies it; not in cos/sin): "
+                     f"{r['softmax_scale']:.6g}")
+        if m["layers"] is not None:
+            text += "\n" + "\n".join(_format_layers(m["layers"]))
+        print(text)
         if plot_path is not None:
             print(f"\nPlot saved to {plot_path}")
     return 0

@@ -46,6 +46,19 @@ def _longrope_extend(s: float, original_len: float, n_pairs: int) -> dict:
             "short_factor": [1.0] * n_pairs, "long_factor": [float(s)] * n_pairs}
 
 
+def _alpha_extend(s: float, original_len: float, n_pairs: int) -> dict:
+    return {"alpha": s}
+
+
+def _mixed_extend(s: float, original_len: float, n_pairs: int) -> dict:
+    # b = 0.75: the value Su's post (kexue.fm/archives/9706) uses.
+    return {"factor": s, "mixed_b": 0.75}
+
+
+def _original_only(s: float, original_len: float, n_pairs: int) -> dict:
+    return {"original_max_position_embeddings": _length(original_len)}
+
+
 def _length(v: float):
     """A context length as a config writes it: an int when it is one."""
     return int(v) if float(v).is_integer() else float(v)
@@ -94,6 +107,12 @@ class MethodSpec:
     color: Optional[str] = None
     #: Cross-key checks: ``check(params, scaling)`` raises ValueError.
     check: Optional[Callable[[dict, Mapping[str, Any]], None]] = None
+    #: ``(key, method)``: a config of this ``rope_type`` that gives ``key`` (truthy)
+    #: means ``method`` (Hunyuan's ``dynamic`` with ``alpha`` is transformers' ``ntk_alpha``).
+    hf_with_key: Tuple[Tuple[str, str], ...] = ()
+    #: A position layout rather than a context extension (``axial``):
+    #: ``Rope.extend`` refuses it.
+    layout_only: bool = False
 
     @property
     def keys(self) -> Tuple[str, ...]:
@@ -104,6 +123,12 @@ def _check_yarn(p: dict, scaling: Mapping[str, Any]) -> None:
     if p["beta_fast"] < p["beta_slow"]:
         raise ValueError(f"scaling['beta_fast'] must be >= beta_slow, got beta_fast={p['beta_fast']} "
                          f"< beta_slow={p['beta_slow']}")
+
+
+def _check_by_parts(p: dict, scaling: Mapping[str, Any]) -> None:
+    if not p["beta_fast"] > p["beta_slow"]:
+        raise ValueError(f"scaling['beta_fast'] must be > beta_slow (the blend is linear between them), "
+                         f"got beta_fast={p['beta_fast']} <= beta_slow={p['beta_slow']}")
 
 
 def _check_llama3(p: dict, scaling: Mapping[str, Any]) -> None:
@@ -125,15 +150,17 @@ def _check_longrope(p: dict, scaling: Mapping[str, Any]) -> None:
 
 #: The methods, in the order of ``csrc/methods.def`` (the C codes).
 SPECS: Dict[str, MethodSpec] = {s.name: s for s in (
-    MethodSpec("default", "the original rope", extend=None, report=True),
+    # "mrope": Qwen2-VL / Qwen2.5-VL write {"type": "mrope", "mrope_section": ...}; transformers
+    # reads it as the default rope with M-RoPE sections (see M-RoPE in Rope).
+    MethodSpec("default", "the original rope", aliases=("mrope",), extend=None, report=True),
     MethodSpec("linear", "position interpolation: theta / s", required=("factor",),
                extend=_factor_only, report=True, color="tab:blue"),
     MethodSpec("ntk", "NTK-aware base scaling: base * s^(d/(d-2))", required=("factor",), min_rotary_dim=4,
-               extend=_factor_only, report=True, color="tab:orange"),
+               extend=_factor_only, report=True, color="tab:orange", hf_with_key=(("mixed_b", "ntk_mixed"),)),
     MethodSpec("dynamic", "dynamic NTK: base scaling growing with the sequence length",
                required=("factor", "original_max_position_embeddings"), trained_length=True,
                hf_trained_length="max_position_embeddings", length_dependent=True, min_rotary_dim=4,
-               extend=_factor_and_original, report=True, color="tab:green"),
+               extend=_factor_and_original, report=True, color="tab:green", hf_with_key=(("alpha", "ntk_alpha"),)),
     MethodSpec("yarn", "YaRN: ramp between extrapolation and interpolation, attention factor",
                required=("factor", "original_max_position_embeddings"),
                optional=("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"),
@@ -146,12 +173,28 @@ SPECS: Dict[str, MethodSpec] = {s.name: s for s in (
                trained_length=True, extend=_llama3_extend, report=True, color="tab:purple",
                check=_check_llama3),
     MethodSpec("longrope", "LongRoPE: per-pair factors, short and long",
-               required=("short_factor", "long_factor", "original_max_position_embeddings"), optional=("factor",),
+               required=("short_factor", "long_factor", "original_max_position_embeddings"),
+               optional=("factor", "short_mscale", "long_mscale"),
                aliases=("su",), trained_length=True, hf_factor_from_lengths=True, length_dependent=True,
                extend=_longrope_extend,
                color="tab:brown", check=_check_longrope),
     MethodSpec("proportional", "rotate only the first pairs of the full head dim, optionally / s",
                optional=("factor",), full_head_dim=True, extend=_factor_only, color="tab:pink"),
+    MethodSpec("ntk_alpha", "Hunyuan's fixed NTK: base * alpha^(d/(d-2)), any length", required=("alpha",),
+               min_rotary_dim=4, extend=_alpha_extend, color="tab:olive"),
+    MethodSpec("ntk_mixed", "vLLM's mixed NTK: theta_k / exp(a (k+1)^b), a = ln s / (d/2)^b",
+               required=("factor", "mixed_b"), extend=_mixed_extend, color="tab:cyan"),
+    MethodSpec("ntk_by_parts", "NTK-by-parts: blend linear in turns per trained context, no attention factor",
+               required=("factor", "original_max_position_embeddings"), optional=("beta_fast", "beta_slow"),
+               defaults={"beta_fast": 32.0, "beta_slow": 1.0}, trained_length=True,
+               extend=_factor_and_original, color="tab:gray", check=_check_by_parts),
+    MethodSpec("dynamic_yarn", "dynamic YaRN: YaRN with s = max(1, L / m_l) at the current length L",
+               required=("original_max_position_embeddings",),
+               optional=("beta_fast", "beta_slow", "truncate"),
+               defaults={"beta_fast": 32.0, "beta_slow": 1.0, "truncate": True}, trained_length=True,
+               length_dependent=True, extend=_original_only, color="darkred", check=_check_yarn),
+    MethodSpec("axial", "2-D axial (vision): rows drive the first half of the pairs, columns the second",
+               min_rotary_dim=4, color="teal", layout_only=True),
 )}
 
 #: The scaling methods ``scaled_inv_freq`` understands (``rope_type`` values).
@@ -169,7 +212,12 @@ if tuple(_core.METHOD_NAMES) != METHODS:  # pragma: no cover - a build out of st
 
 # Keys that may sit in a config's rope dict without being a method's parameter.
 _PASSIVE = frozenset({"rope_type", "type", "rope_theta", "attention_factor", "partial_rotary_factor",
-                      "original_max_position_embeddings", "max_position_embeddings"})
+                      "original_max_position_embeddings", "max_position_embeddings"} | set(_LAYOUT_KEYS := (
+                          "mrope_section", "mrope_interleaved")))
+
+#: Keys of a rope dict that say how positions reach the pairs, for any method
+#: (M-RoPE); ``Rope.to_hf`` writes them back.
+LAYOUT_KEYS = _LAYOUT_KEYS
 
 # rope_scaling key -> the C core's name, where they differ.
 _C_NAMES = {"original_max_position_embeddings": "original_max"}
@@ -197,6 +245,10 @@ _KEY_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
     "truncate": _truncate,
     "low_freq_factor": _real(above=0.0),
     "high_freq_factor": _real(above=0.0),
+    "short_mscale": _real(above=0.0),
+    "long_mscale": _real(above=0.0),
+    "alpha": _real(above=0.0),
+    "mixed_b": _real(above=0.0),
     # short_factor / long_factor: _factor_list (their length depends on the rotary dim)
 }
 
@@ -218,6 +270,25 @@ def canonical(name: Any, what: str = "scaling['rope_type']") -> str:
     return method
 
 
+def promoted(method: str, scaling: Mapping[str, Any]) -> str:
+    """The method a config means: Hunyuan's ``dynamic`` with ``alpha`` is ``ntk_alpha``, vLLM's
+    ``ntk`` with ``mixed_b`` is ``ntk_mixed`` (``MethodSpec.hf_with_key``)."""
+    for key, target in SPECS[method].hf_with_key:
+        value = scaling.get(key)
+        if value is not None and value is not False and not (isinstance(value, (int, float)) and value == 0):
+            return target
+    return method
+
+
+def config_name(method: str, scaling: Mapping[str, Any]) -> str:
+    """The ``rope_type`` a config writes for ``method``: the one it was promoted from, if any."""
+    for name, spec in SPECS.items():
+        for key, target in spec.hf_with_key:
+            if target == method and scaling.get("rope_type", scaling.get("type")) in (name,) + spec.aliases:
+                return name
+    return method
+
+
 def normalize_scaling(scaling: Optional[Mapping[str, Any]], dim: int) -> Tuple[str, dict]:
     """Check an HF-style ``rope_scaling`` dict; return ``(method, params)``.
 
@@ -232,7 +303,7 @@ def normalize_scaling(scaling: Optional[Mapping[str, Any]], dim: int) -> Tuple[s
         raise TypeError(f"scaling must be None or a dict like a config's rope_scaling, got {type(scaling).__name__}")
     if "rope_type" in scaling and "type" in scaling and scaling["rope_type"] != scaling["type"]:
         raise ValueError(f"scaling has rope_type={scaling['rope_type']!r} and type={scaling['type']!r}; give one")
-    method = canonical(scaling.get("rope_type", scaling.get("type", "default")))
+    method = promoted(canonical(scaling.get("rope_type", scaling.get("type", "default"))), scaling)
     spec = SPECS[method]
     missing = [k for k in spec.required if scaling.get(k) is None]
     if missing:
@@ -350,27 +421,62 @@ class ModelDefaults:
     #: Absolute rotary dim when the config gives none (GPT-J, CodeGen).
     rotary_dim: Optional[int] = None
     interleaved: bool = False
+    #: ``head_dim`` and ``num_hidden_layers`` when the config gives neither
+    #: (a bare ``{"model_type": ...}`` resolves to the class defaults).
+    head_dim: Optional[int] = None
+    num_hidden_layers: Optional[int] = None
+    #: Layer layout when the config has no ``layer_types``: layer ``i`` is
+    #: ``full_attention`` when ``(i + 1) % interval == 0``, else ``other``;
+    #: ``(config key of the interval, its default, other)``.  None: all full.
+    layer_pattern: Optional[Tuple[Optional[str], int, str]] = None
+    #: Base of the ``sliding_attention`` layers (Gemma 3: ``rope_local_base_freq``).
+    local_base: Optional[float] = None
+    #: Layer types whose attention does not rotate (Cohere 2's full layers).
+    nope_types: Tuple[str, ...] = ()
+    #: Llama 4: NoPE every ``no_rope_layer_interval`` layers and query temperature
+    #: tuning ``(floor_scale, attn_scale)`` on by default.
+    no_rope_interval: Optional[int] = None
+    query_temperature: Optional[Tuple[float, float]] = None
+    #: M-RoPE ``(mrope_section, interleaved)`` the modeling code uses when the
+    #: rope dict gives no section (Qwen2-VL chunked [16, 24, 24], Qwen3-VL
+    #: interleaved [24, 20, 20]: ``modeling_<type>.py``, ``rope_parameters.get``).
+    mrope: Optional[Tuple[Tuple[int, ...], bool]] = None
 
 
 _HALF, _INTERLEAVED = ModelDefaults(), ModelDefaults(interleaved=True)
 
 #: ``model_type`` -> defaults; a type not listed with no ``rope_theta`` is assumed
-#: 10000 with a warning.
+#: 10000 with a warning.  Layer types no model rotates in: :data:`NOPE_LAYER_TYPES`.
 MODEL_TYPES: Dict[str, ModelDefaults] = {
-    **{t: _HALF for t in ("llama", "mistral", "qwen2", "qwen2_moe", "qwen3", "qwen3_moe", "gemma", "gemma2",
+    **{t: _HALF for t in ("llama", "mistral", "qwen2_moe", "qwen3", "qwen3_moe", "gemma",
                           "phi3", "olmo", "olmo2", "falcon", "starcoder2", "granite", "chameleon")},
-    **{t: ModelDefaults(1e6) for t in ("mixtral", "gemma3", "gemma3_text", "gemma3n_text", "phimoe", "minimax",
-                                       "qwen2_vl", "qwen2_vl_text", "qwen2_5_vl", "qwen2_5_vl_text")},
+    **{t: ModelDefaults(1e6) for t in ("mixtral", "gemma3n_text", "phimoe", "minimax")},
+    **{t: ModelDefaults(1e6, mrope=((16, 24, 24), False)) for t in ("qwen2_vl", "qwen2_vl_text")},
+    **{t: ModelDefaults(5e5, mrope=((24, 20, 20), True))
+       for t in ("qwen3_vl", "qwen3_vl_text", "qwen3_vl_moe", "qwen3_vl_moe_text")},
+    # Gemma3TextConfig: sliding layers at rope_local_base_freq (10000), one full layer in 6.
+    **{t: ModelDefaults(1e6, head_dim=256, num_hidden_layers=26, local_base=1e4,
+                        layer_pattern=("sliding_window_pattern", 6, "sliding_attention"))
+       for t in ("gemma3", "gemma3_text")},
+    "gemma2": ModelDefaults(head_dim=256, num_hidden_layers=26, layer_pattern=(None, 2, "sliding_attention")),
+    "qwen2": ModelDefaults(num_hidden_layers=32),
+    **{t: ModelDefaults(1e6, num_hidden_layers=80, mrope=((16, 24, 24), False))
+       for t in ("qwen2_5_vl", "qwen2_5_vl_text")},
+    "qwen3_next": ModelDefaults(partial_rotary_factor=0.25,
+                                layer_pattern=("full_attention_interval", 4, "linear_attention")),
     **{t: ModelDefaults(5e5) for t in ("olmo3", "exaone", "bitnet", "mllama", "mllama_text_model")},
     "smollm3": ModelDefaults(2e6),
-    "gpt_oss": ModelDefaults(1.5e5),
+    "gpt_oss": ModelDefaults(1.5e5, num_hidden_layers=36, layer_pattern=(None, 2, "sliding_attention")),
     "apertus": ModelDefaults(1.2e7),
     "helium": ModelDefaults(1e5, interleaved=True),
     "ernie4_5": ModelDefaults(5e5, interleaved=True),
     "cohere": ModelDefaults(5e5, interleaved=True),
-    "cohere2": _INTERLEAVED,
-    "llama4": ModelDefaults(5e5, interleaved=True),
-    "llama4_text": ModelDefaults(5e5, interleaved=True),
+    # Cohere2: one full layer in sliding_window_pattern (4), and only sliding layers rotate.
+    "cohere2": ModelDefaults(interleaved=True, layer_pattern=("sliding_window_pattern", 4, "sliding_attention"),
+                             nope_types=("full_attention",)),
+    # Llama4TextConfig: a NoPE layer every 4, attention temperature tuning on.
+    **{t: ModelDefaults(5e5, interleaved=True, head_dim=128, num_hidden_layers=48, no_rope_interval=4,
+                        query_temperature=(8192.0, 0.1)) for t in ("llama4", "llama4_text")},
     "deepseek_v2": _INTERLEAVED,
     "deepseek_v3": _INTERLEAVED,   # rope_interleave, default True
     "glm": ModelDefaults(partial_rotary_factor=0.5, interleaved=True),
@@ -387,6 +493,10 @@ MODEL_TYPES: Dict[str, ModelDefaults] = {
     # half the head dim, interleaved, base 10000 * rope_ratio.
     "chatglm": ModelDefaults(partial_rotary_factor=0.5, interleaved=True),
 }
+
+#: Layer types without rotary attention in any model (Qwen3-Next's linear
+#: attention, Mamba / convolution blocks of hybrids).
+NOPE_LAYER_TYPES = frozenset({"linear_attention", "mamba", "conv", "mamba2"})
 
 #: Legacy spellings ``Rope.from_hf`` reads when the standard key is absent:
 #: standard key -> the older keys, in order of preference.  ``rotary_dim`` is

@@ -146,6 +146,10 @@ def scaled_inv_freq(dim, base, method, **p):
             attn = 1.0
         else:
             attn = math.sqrt(1 + math.log(s) / math.log(m_l))
+        # PhiMoE: the branch's own mscale, when given, wins over both
+        mscale = p.get("long_mscale" if key == "long_factor" else "short_mscale")
+        if mscale is not None:
+            attn = mscale
     elif method == "proportional":
         n_rot = p.get("rotated_pairs")
         if n_rot is None:
@@ -154,11 +158,39 @@ def scaled_inv_freq(dim, base, method, **p):
         if s is not None:
             out[:n_rot] = out[:n_rot] / s
         out[n_rot:] = 0.0
+    elif method == "ntk_alpha":
+        out = inv_freq(dim, base * p["alpha"] ** (dim / (dim - 2)))
+    elif method == "ntk_mixed":
+        b = p["mixed_b"]
+        a = math.log(s) / (dim / 2) ** b
+        out = theta / np.exp(a * np.arange(1, dim // 2 + 1, dtype=np.float64) ** b)
+    elif method == "ntk_by_parts":
+        out = _ntk_by_parts(theta, s, p["original_max_position_embeddings"], p.get("beta_fast", 32.0),
+                            p.get("beta_slow", 1.0))
+    elif method == "dynamic_yarn":
+        m_l = p["original_max_position_embeddings"]
+        seq_len = p.get("seq_len")
+        if seq_len is None or seq_len <= m_l:
+            out = theta
+        else:
+            q = {k: v for k, v in p.items() if k in ("beta_fast", "beta_slow", "truncate", "attention_factor")}
+            return scaled_inv_freq(dim, base, "yarn", factor=seq_len / m_l, original_max_position_embeddings=m_l, **q)
+    elif method == "axial":
+        half = inv_freq(dim // 2, base)       # each axis: a rope of dim d/2
+        out = np.concatenate([half, half])
     else:
         raise ValueError(f"unknown method {method!r}")
     if method not in ("yarn", "longrope") and p.get("attention_factor") is not None:
         attn = p["attention_factor"]
     return np.asarray(out, dtype=np.float64), float(attn)
+
+
+def _ntk_by_parts(theta, s, m_l, beta_fast, beta_slow):
+    """NTK-by-parts: gamma = clip((r - beta_slow) / (beta_fast - beta_slow), 0, 1) with r = m_l / wavelength
+    (turns within the trained context); theta' = (1 - gamma) theta / s + gamma theta."""
+    r = m_l * theta / (2 * math.pi)
+    gamma = np.clip((r - beta_slow) / (beta_fast - beta_slow), 0.0, 1.0)
+    return (1 - gamma) * theta / s + gamma * theta
 
 
 def _split(a):

@@ -13,14 +13,15 @@ import numpy as np
 
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
-from ._rotary import apply_rotary_positions, cos_sin
-from .methods import LEGACY_KEYS, MODEL_TYPES, SPECS, canonical, normalize_scaling, trained_length_from_hf
+from ._rotary import apply_rotary, apply_rotary_positions, cos_sin, cos_sin_streams
+from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
+                      normalize_scaling, promoted, trained_length_from_hf)
 
 #: Largest config file ``Rope.from_hf`` reads (a real config.json is a few KB).
 MAX_CONFIG_BYTES = 4 << 20
 
 # The attributes a Rope is made of; everything else is derived from them.
-_FIELDS = ("dim", "base", "scaling", "max_position_embeddings", "interleaved")
+_FIELDS = ("dim", "base", "scaling", "max_position_embeddings", "interleaved", "query_temperature")
 
 
 def _get(config: Any, key: str, default: Any = None) -> Any:
@@ -53,8 +54,20 @@ def _length(name: str, value: Any) -> Optional[float]:
     return int(v) if v.is_integer() else v
 
 
-def _rebuild(dim, base, scaling, max_position_embeddings, interleaved=False):
-    return Rope(dim, base, scaling, max_position_embeddings=max_position_embeddings, interleaved=interleaved)
+def _rebuild(dim, base, scaling, max_position_embeddings, interleaved=False, query_temperature=None):
+    return Rope(dim, base, scaling, max_position_embeddings=max_position_embeddings, interleaved=interleaved,
+                query_temperature=query_temperature)
+
+
+def _query_temperature(value: Any) -> Optional[tuple]:
+    """``(floor_scale, attn_scale)`` checked, or None."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"query_temperature must be None or a pair (floor_scale, attn_scale), "
+                        f"got {_checks._show(value)}")
+    return (_checks.real("query_temperature floor_scale", value[0], above=0.0),
+            _checks.real("query_temperature attn_scale", value[1], at_least=0.0))
 
 
 class Rope:
@@ -79,6 +92,9 @@ class Rope:
         DeepSeek) instead of the half-split ``(x[k], x[k+R])`` (Llama, NeoX).
         :meth:`apply` uses it unless told otherwise; :meth:`from_hf` knows it
         from the model type.
+    query_temperature : (float, float), optional
+        Llama 4's attention temperature tuning ``(floor_scale, attn_scale)``:
+        see :meth:`query_scale`.  None (default): no query multiplier.
 
     Examples
     --------
@@ -91,10 +107,12 @@ class Rope:
     500000.0
     """
 
-    __slots__ = ("_dim", "_base", "_scaling", "_max_pos", "_interleaved", "_method", "_params", "_inv_freq", "_attn")
+    __slots__ = ("_dim", "_base", "_scaling", "_max_pos", "_interleaved", "_qtemp", "_method", "_params",
+                 "_inv_freq", "_attn", "_streams")
 
     def __init__(self, dim: int, base: float = 10000.0, scaling: Optional[Mapping[str, Any]] = None, *,
-                 max_position_embeddings: Optional[float] = None, interleaved: bool = False):
+                 max_position_embeddings: Optional[float] = None, interleaved: bool = False,
+                 query_temperature: Optional[tuple] = None):
         set_ = object.__setattr__
         d = _checks.dim(dim)
         b = _checks.real("base", base, above=1.0)
@@ -107,7 +125,9 @@ class Rope:
         for name, value in (("_dim", d), ("_base", b), ("_scaling", sc),
                             ("_max_pos", _length("max_position_embeddings", max_position_embeddings)),
                             ("_interleaved", _checks.boolean("interleaved", interleaved)),
-                            ("_method", method), ("_params", params), ("_inv_freq", theta), ("_attn", attn)):
+                            ("_qtemp", _query_temperature(query_temperature)),
+                            ("_method", method), ("_params", params), ("_inv_freq", theta), ("_attn", attn),
+                            ("_streams", _mrope_streams(sc, params["rotary_dim"] // 2, method))):
             set_(self, name, value)
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -118,12 +138,12 @@ class Rope:
         raise AttributeError(f"Rope is immutable: cannot delete {name!r}")
 
     def __reduce__(self):
-        return _rebuild, (self._dim, self._base, self._scaling, self._max_pos, self._interleaved)
+        return _rebuild, (self._dim, self._base, self._scaling, self._max_pos, self._interleaved, self._qtemp)
 
     def _key(self) -> tuple:
         sc = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in (self._scaling or {}).items()
               if k not in ("rope_type", "type")}
-        return self._dim, self._base, self._method, sc, self._max_pos, self._interleaved
+        return self._dim, self._base, self._method, sc, self._max_pos, self._interleaved, self._qtemp
 
     def __eq__(self, other: Any) -> bool:
         if not isinstance(other, Rope):
@@ -148,9 +168,11 @@ class Rope:
         if unknown:
             raise TypeError(f"replace() takes {', '.join(_FIELDS)}; got {', '.join(unknown)}")
         args = {"dim": self._dim, "base": self._base, "scaling": self._scaling,
-                "max_position_embeddings": self._max_pos, "interleaved": self._interleaved, **changes}
+                "max_position_embeddings": self._max_pos, "interleaved": self._interleaved,
+                "query_temperature": self._qtemp, **changes}
         return Rope(args["dim"], args["base"], args["scaling"],
-                    max_position_embeddings=args["max_position_embeddings"], interleaved=args["interleaved"])
+                    max_position_embeddings=args["max_position_embeddings"], interleaved=args["interleaved"],
+                    query_temperature=args["query_temperature"])
 
     # -- the arguments -------------------------------------------------------
     @property
@@ -194,8 +216,72 @@ class Rope:
 
     @property
     def attention_factor(self) -> float:
-        """The factor that multiplies cos and sin."""
+        """The factor that multiplies cos and sin (YaRN's ``mscale``, LongRoPE's scale).
+
+        :meth:`cos_sin` and :meth:`apply` already include it: both q and k are
+        multiplied by it, so attention logits carry it squared.  Do not apply it
+        again.  It is distinct from :attr:`softmax_scale` (a factor on the
+        softmax scale ``1/sqrt(d_qk)``, which ropescale never applies) and from
+        :meth:`query_scale` (Llama 4's per-position factor on the queries of its
+        NoPE layers).
+        """
         return self._attn
+
+    @property
+    def softmax_scale(self) -> float:
+        """The factor a model puts on its softmax scale ``1/sqrt(d_qk)`` for this rope; 1.0 when none.
+
+        DeepSeek V2/V3 YaRN with ``mscale_all_dim`` > 0 multiply the softmax
+        scale by ``mscale(s, mscale_all_dim)**2`` with ``mscale(s, mu) = 0.1 mu
+        ln s + 1`` (1 for ``s <= 1``), on top of :attr:`attention_factor`
+        (``mscale(s, mscale) / mscale(s, mscale_all_dim)``, already in cos/sin).
+        The attention code applies this one: ``scores = q k^T / sqrt(d_qk) *
+        softmax_scale``.  Nothing in ropescale applies it.
+
+        Examples
+        --------
+        >>> r = ropescale.Rope(64, 1e4, {"rope_type": "yarn", "factor": 40.0, "mscale": 1.0,
+        ...                              "mscale_all_dim": 1.0, "original_max_position_embeddings": 4096})
+        >>> round(r.softmax_scale, 6), r.attention_factor
+        (1.873854, 1.0)
+        """
+        mu = self._params.get("mscale_all_dim")
+        s = self._params.get("factor", 1.0)
+        if not mu or s <= 1.0:
+            return 1.0
+        m = 0.1 * mu * math.log(s) + 1.0
+        return m * m
+
+    @property
+    def query_temperature(self) -> Optional[tuple]:
+        """Llama 4's ``(floor_scale, attn_scale)`` (see :meth:`query_scale`), or None."""
+        return self._qtemp
+
+    def query_scale(self, positions: Any) -> np.ndarray:
+        """The per-position factor on the queries (Llama 4 attention temperature tuning); ones without it.
+
+        Llama 4 multiplies the queries of its NoPE layers by
+        ``1 + attn_scale * ln(1 + floor((p + 1) / floor_scale))`` at position
+        ``p`` (transformers' ``Llama4TextAttention``, ``attn_temperature_tuning``).
+        Returns float64 of ``positions``' shape.  Independent of
+        :attr:`attention_factor` (on cos/sin) and :attr:`softmax_scale`.
+
+        Examples
+        --------
+        >>> r = ropescale.Rope(128, query_temperature=(8192.0, 0.1))
+        >>> np.round(r.query_scale([0, 8190, 8191]), 6).tolist()
+        [1.0, 1.0, 1.069315]
+        """
+        p = np.asarray(positions)
+        if p.dtype.kind not in "iuf":
+            raise TypeError(f"positions must be an integer or real array, got dtype {p.dtype}")
+        p = p.astype(np.float64)
+        if not np.all(np.isfinite(p)) or (p.size and p.min() < 0):
+            raise ValueError("positions must be finite and >= 0")
+        if self._qtemp is None:
+            return np.ones(p.shape)
+        floor_scale, attn_scale = self._qtemp
+        return np.log1p(np.floor((p + 1.0) / floor_scale)) * attn_scale + 1.0
 
     @property
     def trained_length(self) -> Optional[float]:
@@ -210,7 +296,8 @@ class Rope:
 
     @property
     def factor(self) -> float:
-        return self._params.get("factor", 1.0)
+        """The extension factor ``s`` (``alpha`` for ``ntk_alpha``; 1 when the method has none)."""
+        return self._params.get("factor", self._params.get("alpha", 1.0))
 
     @property
     def periods(self) -> np.ndarray:
@@ -233,6 +320,84 @@ class Rope:
         if seq_len is None or not SPECS[self._method].length_dependent:
             return self._inv_freq, self._attn
         return scaled_from_params(self._method, self._params, self._base, seq_len_arg(seq_len))
+
+    # -- M-RoPE ------------------------------------------------------------
+    @property
+    def mrope_section(self) -> Optional[tuple]:
+        """M-RoPE sections (pairs per position stream: temporal, height, width), or None.
+
+        ``axial`` ropes have two, ``(R/4, R/4)``: rows, then columns."""
+        if self._streams is None:
+            return None
+        return tuple(int(v) for v in np.bincount(self._streams)) if not self.mrope_interleaved else \
+            tuple(int(v) for v in self._scaling["mrope_section"])
+
+    @property
+    def mrope_interleaved(self) -> bool:
+        """Whether the streams take turns pair by pair (Qwen3-VL) rather than in chunks (Qwen2-VL)."""
+        return bool((self._scaling or {}).get("mrope_interleaved", False))
+
+    @property
+    def pair_streams(self) -> Optional[np.ndarray]:
+        """For M-RoPE, which position stream drives each rotary pair (int64, ``rotary_dim // 2``); else None.
+
+        Chunked (Qwen2-VL / Qwen2.5-VL): the first ``s_0`` pairs follow stream
+        0, the next ``s_1`` stream 1, and so on.  Interleaved (Qwen3-VL): pair
+        ``k`` follows stream ``k % 3`` while ``k < 3 s_j`` for that stream
+        ``j`` in 1, 2, and stream 0 otherwise (transformers'
+        ``apply_interleaved_mrope``).
+
+        Examples
+        --------
+        >>> r = ropescale.Rope(16, 1e4, {"mrope_section": [2, 3, 3]})
+        >>> r.pair_streams.tolist()
+        [0, 0, 1, 1, 1, 2, 2, 2]
+        >>> r.replace(scaling={"mrope_section": [4, 2, 2], "mrope_interleaved": True}).pair_streams.tolist()
+        [0, 1, 2, 0, 1, 2, 0, 0]
+        """
+        return None if self._streams is None else self._streams.copy()
+
+    @classmethod
+    def axial(cls, dim: int, base: float = 10000.0, *, interleaved: bool = False) -> "Rope":
+        """A 2-D axial rope for vision: positions ``(2, ...)`` = (row, column).
+
+        Pairs ``0 .. dim/4 - 1`` rotate by the row, the rest by the column, each
+        half with the frequencies of a rope of dim ``dim/2``:
+        ``theta_k = base^(-2 (k mod dim/4) / (dim/2))`` (transformers' ``axial``
+        rope type, Qwen2-VL's vision tower: half-split pairing).  With
+        ``interleaved=True`` it equals rotary-embedding-torch's
+        ``RotaryEmbedding(dim // 2).get_axial_freqs(H, W)`` applied to ``dim``
+        features (``freqs_for="lang"``, ``theta=base``), which concatenates the
+        row and column frequencies, each repeated for a consecutive pair.
+
+        Examples
+        --------
+        >>> r = ropescale.Rope.axial(8)
+        >>> r.mrope_section, r.pair_streams.tolist()
+        ((2, 2), [0, 0, 1, 1])
+        >>> c, s = r.cos_sin(np.array([[3], [5]]), dtype=np.float64)   # row 3, column 5
+        >>> bool(np.allclose(c[0], np.cos([3, 0.01 * 3, 5, 0.01 * 5])))
+        True
+        """
+        return cls(dim, base, {"rope_type": "axial"}, interleaved=interleaved)
+
+    def _stream_positions(self, positions):
+        """positions as M-RoPE streams ``(k, ...)``, or None for plain (text-only) positions."""
+        if self._streams is None:
+            return None
+        p = np.asarray(positions)
+        k = len(self.mrope_section)
+        if p.ndim <= 1:
+            return None        # text only: every stream at the same position
+        if p.shape[0] != k:
+            raise ValueError(f"positions for this M-RoPE rope must be 1-D (text) or have a leading axis of "
+                             f"{k} position streams (mrope_section {list(self.mrope_section)}), "
+                             f"got shape {p.shape}")
+        return p
+
+    def _stream_cos_sin(self, streams, theta, attn, dtype):
+        """cos/sin where pair j takes its angle from stream pair_streams[j] (one C table kernel)."""
+        return cos_sin_streams(streams, theta, self._streams, attention_factor=attn, dtype=dtype)
 
     def _for_positions(self, positions, seq_len):
         if SPECS[self._method].length_dependent and seq_len is None:
@@ -257,6 +422,9 @@ class Rope:
         ((4, 1, 32), dtype('float32'))
         """
         theta, attn = self._for_positions(positions, seq_len)
+        streams = self._stream_positions(positions)
+        if streams is not None:
+            return self._stream_cos_sin(streams, theta, attn, dtype)
         return cos_sin(positions, theta, attention_factor=attn, dtype=dtype)
 
     def apply(self, x: Any, positions: Any, *, interleaved: Optional[bool] = None, inverse: bool = False,
@@ -279,12 +447,18 @@ class Rope:
         theta, attn = self._for_positions(positions, seq_len)
         if interleaved is None:
             interleaved = self._interleaved
+        streams = self._stream_positions(positions)
+        if streams is not None:
+            x_arr = np.asarray(x)
+            dt = x_arr.dtype if x_arr.dtype.kind == "f" else np.float64
+            c, s = self._stream_cos_sin(streams, theta, attn, np.float64 if dt == np.float64 else np.float32)
+            return apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=out)
         return apply_rotary_positions(x, positions, theta, attention_factor=attn, interleaved=interleaved,
                                       inverse=inverse, out=out)
 
     # -- configs -----------------------------------------------------------
     @classmethod
-    def from_hf(cls, config: Any) -> "Rope":
+    def from_hf(cls, config: Any, *, layer_type: Optional[str] = None) -> "Rope":
         """Build from a model's ``config.json``: a dict, a path, or an object with the same attributes.
 
         Reads ``rope_theta``, ``head_dim`` (or ``hidden_size / num_attention_heads``;
@@ -294,6 +468,13 @@ class Rope:
         Every value goes through the checks of the Python API; errors name the
         key (and the file, for a path).
 
+        ``layer_type`` picks the rope of one kind of layer in models whose
+        layers differ (``"sliding_attention"`` of Gemma 3, a key of a
+        transformers-5 ``rope_parameters`` keyed by layer type); None, the
+        default, is the global (full-attention) rope.  A layer type without
+        rotary attention (Qwen3-Next's ``linear_attention``, Llama 4's NoPE
+        layers) is a ValueError; :func:`ropescale.layer_ropes` maps every layer.
+
         Examples
         --------
         >>> cfg = {"rope_theta": 500000.0, "hidden_size": 4096, "num_attention_heads": 32,
@@ -302,35 +483,14 @@ class Rope:
         ...                         "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}}
         >>> ropescale.Rope.from_hf(cfg)
         Rope(dim=128, base=500000.0, scaling={'rope_type': 'llama3', 'factor': 8.0, 'low_freq_factor': 1.0, 'high_freq_factor': 4.0, 'original_max_position_embeddings': 8192}, max_position_embeddings=131072)
+        >>> gemma3 = {"model_type": "gemma3_text", "rope_theta": 1e6, "rope_local_base_freq": 1e4, "head_dim": 256}
+        >>> ropescale.Rope.from_hf(gemma3, layer_type="sliding_attention").base
+        10000.0
         """
-        if not isinstance(config, (str, os.PathLike)):
-            return cls._from_config(config)
-        path = os.fspath(config)
-        try:
-            return cls._from_config(read_config(path))
-        except (ValueError, TypeError) as e:
-            text = str(e)
-            raise type(e)(text if text.startswith(f"config {path}:") else f"config {path}: {text}") from None
-
-    @classmethod
-    def _from_config(cls, config: Any) -> "Rope":
-        config, model_type = _text_config(config)
-        known = MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
-        try:
-            scaling, nested = _rope_dict(config)
-            dim = _head_dim(config, nested)
-            base = _base(config, scaling, known, model_type)
-            value, key = _legacy(config, "max_position_embeddings")
-            max_pos = _length(f"config[{key!r}]", value)
-            scaling = _resolve_scaling(config, scaling, max_pos, _partial_rotary(config, dim, known))
-            interleaved = _get(config, "rope_interleave")
-            if interleaved is None:
-                interleaved = known is not None and known.interleaved
-            return cls(dim, base, scaling, max_position_embeddings=max_pos,
-                       interleaved=_checks.boolean("config['rope_interleave']", interleaved))
-        except TypeError as e:
-            # The config itself is of the right type; a value in it is not.
-            raise ValueError(str(e)) from None
+        if layer_type is not None and not isinstance(layer_type, str):
+            raise TypeError(f"layer_type must be None or a string such as 'sliding_attention', "
+                            f"got {_checks._show(layer_type)}")
+        return _on_config(config, lambda cfg: ModelRopes.read(cfg).rope(layer_type))
 
     def to_hf(self) -> dict:
         """The config fragment that :meth:`from_hf` reads back to the same frequencies at every length.
@@ -353,10 +513,10 @@ class Rope:
         if prf is not None:
             d["partial_rotary_factor"] = prf
         # Only the keys the method reads (an ignored key may hold anything, even a non-JSON inf).
-        used = set(SPECS[self._method].keys) | {"attention_factor"}
+        used = set(SPECS[self._method].keys) | {"attention_factor"} | set(LAYOUT_KEYS)
         sc = {k: v for k, v in sc.items() if k in used}
         if self._method != "default" or sc:
-            d["rope_scaling"] = {"rope_type": self._method, **sc}
+            d["rope_scaling"] = {"rope_type": config_name(self._method, self._scaling or {}), **sc}
         if self._interleaved:
             d["rope_interleave"] = True
         mp = self._max_pos
@@ -383,6 +543,9 @@ class Rope:
         (8.0, 32768)
         """
         spec = SPECS[canonical(method, "method")]
+        if spec.layout_only:
+            raise ValueError(f"method {spec.name!r} is a position layout, not a context extension "
+                             f"(build it with Rope.{spec.name}(...))")
         m_l = original_len if original_len is not None else self.trained_length
         if m_l is None:
             raise ValueError("original_len is required: this rope does not know its trained context length")
@@ -393,8 +556,12 @@ class Rope:
         sc.update(params)
         if prf is not None:
             sc["partial_rotary_factor"] = prf
+        # the position layout (M-RoPE sections) is the model's, whatever the scaling
+        for key in LAYOUT_KEYS:
+            if key in (self._scaling or {}) and key not in sc:
+                sc[key] = copy.deepcopy(self._scaling[key])
         return Rope(self._dim, self._base, sc or None, max_position_embeddings=_length("target_len", m),
-                    interleaved=self._interleaved)
+                    interleaved=self._interleaved, query_temperature=self._qtemp)
 
     def _n_pairs(self, spec, prf) -> int:
         if spec.full_head_dim:
@@ -411,7 +578,8 @@ class Rope:
         extra = f", rotary_dim={self.rotary_dim}" if self.rotary_dim != self._dim else ""
         attn = f", attention_factor={self._attn:.6g}" if self._attn != 1.0 else ""
         il = ", interleaved=True" if self._interleaved else ""
-        return f"Rope(dim={self._dim}, base={self._base!r}, scaling={sc}{mp}{il}{extra}{attn})"
+        qt = f", query_temperature={self._qtemp!r}" if self._qtemp is not None else ""
+        return f"Rope(dim={self._dim}, base={self._base!r}, scaling={sc}{mp}{il}{qt}{extra}{attn})"
 
     def _repr_html_(self) -> str:
         from ._display import rope_html
@@ -482,7 +650,259 @@ class Rope:
         return metadata(self, arch, context_length=context_length)
 
 
+def _mrope_streams(scaling: Optional[Mapping[str, Any]], n_pairs: int, method: str = "default") -> Optional[np.ndarray]:
+    """The stream of each pair for an M-RoPE rope dict (checked), or None."""
+    if method == "axial" and (scaling is None or scaling.get("mrope_section") is None):
+        scaling = {**(scaling or {}), "mrope_section": [n_pairs // 2, n_pairs // 2]}
+    if not scaling or scaling.get("mrope_section") is None:
+        if scaling and scaling.get("mrope_interleaved") not in (None, False):
+            raise ValueError("scaling['mrope_interleaved'] is set but scaling['mrope_section'] is not")
+        return None
+    sec = scaling["mrope_section"]
+    if not isinstance(sec, (list, tuple)) or not sec or not all(
+            isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)) and v >= 0 for v in sec):
+        raise TypeError(f"scaling['mrope_section'] must be a list of integers >= 0 (pairs per position stream), "
+                        f"got {_checks._show(sec)}")
+    if sum(sec) != n_pairs:
+        raise ValueError(f"scaling['mrope_section'] must add up to rotary_dim/2 = {n_pairs}, "
+                         f"got {list(sec)} (sum {sum(sec)})")
+    inter = _checks.boolean("scaling['mrope_interleaved']", scaling.get("mrope_interleaved", False))
+    if not inter:
+        streams = np.repeat(np.arange(len(sec), dtype=np.int64), sec)
+    else:
+        if len(sec) != 3:
+            raise ValueError(f"interleaved M-RoPE takes 3 sections (temporal, height, width), got {list(sec)}")
+        k = np.arange(n_pairs)
+        streams = np.zeros(n_pairs, dtype=np.int64)
+        for j in (1, 2):   # transformers' apply_interleaved_mrope: pairs j, j+3, ... below 3 * sec[j]
+            streams[(k % 3 == j) & (k < 3 * sec[j])] = j
+        if np.bincount(streams, minlength=3).tolist() != list(sec):
+            raise ValueError(f"interleaved M-RoPE sections {list(sec)} do not fit rotary_dim/2 = {n_pairs} "
+                             f"(pair k follows stream k % 3 below 3 * section)")
+    streams.setflags(write=False)
+    return streams
+
+
 # -- reading configs ------------------------------------------------------------
+def _on_config(config: Any, fn):
+    """``fn(config content)``; for a path, errors name the file."""
+    if not isinstance(config, (str, os.PathLike)):
+        return fn(config)
+    path = os.fspath(config)
+    try:
+        return fn(read_config(path))
+    except (ValueError, TypeError) as e:
+        text = str(e)
+        raise type(e)(text if text.startswith(f"config {path}:") else f"config {path}: {text}") from None
+
+
+_ABSENT = object()
+
+
+def _raw(config: Any, key: str) -> Any:
+    """A config value, None kept apart from an absent key (``_ABSENT``)."""
+    if isinstance(config, Mapping):
+        return config.get(key, _ABSENT)
+    return getattr(config, key, _ABSENT)
+
+
+class ModelRopes:
+    """One model config, read once: its layer layout and the rope of each layer type.
+
+    ``Rope.from_hf`` and :func:`ropescale.layer_ropes` both read configs through
+    this class, so that "the rope of layer type X" has one meaning.
+    """
+
+    def __init__(self, config: Any, model_type: Any, known: Any, keyed: Optional[dict], layer_types, rotates,
+                 local_base: Optional[float], query_temperature):
+        self.config, self.model_type, self.known = config, model_type, known
+        #: rope_parameters keyed by layer type (transformers 5), else None
+        self.keyed = keyed
+        #: one layer type per layer, or None when the config does not say how many layers
+        self.layer_types = layer_types
+        #: per layer: whether its attention rotates (None: every rope layer type does)
+        self.rotates = rotates
+        #: base of sliding_attention layers in a flat (v4) config: Gemma 3's rope_local_base_freq
+        self.local_base = local_base
+        self.query_temperature = query_temperature
+        self._cache: dict = {}
+
+    @classmethod
+    def read(cls, config: Any) -> "ModelRopes":
+        config, model_type = _text_config(config)
+        known = MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
+        try:
+            keyed = _keyed_rope_parameters(config)
+            layer_types, rotates = _layer_layout(config, known, keyed)
+            local = _get(config, "rope_local_base_freq")
+            if local is not None:
+                local = _checks.real("config['rope_local_base_freq']", local, above=1.0)
+            elif known is not None:
+                local = known.local_base
+            return cls(config, model_type, known, keyed, layer_types, rotates, local, _temperature(config, known))
+        except TypeError as e:
+            raise ValueError(str(e)) from None
+
+    # -- layer types ---------------------------------------------------------
+    def has_rope(self, layer_type: str) -> bool:
+        """Whether any layer of this type rotates."""
+        if layer_type in NOPE_LAYER_TYPES or (self.known is not None and layer_type in self.known.nope_types):
+            return False
+        if self.rotates is None or self.layer_types is None:
+            return True
+        return any(r for t, r in zip(self.layer_types, self.rotates) if t == layer_type)
+
+    def types(self) -> list:
+        """The layer types, in order of first appearance."""
+        if self.layer_types is not None:
+            return list(dict.fromkeys(self.layer_types))
+        if self.keyed is not None:
+            return list(self.keyed)
+        return ["full_attention"] + (["sliding_attention"] if self.local_base is not None else [])
+
+    def rope(self, layer_type: Optional[str]) -> "Rope":
+        if layer_type is None:
+            layer_type = self._global_type()
+        elif layer_type not in self.types():
+            raise ValueError(f"layer_type must be one of this model's layer types ({', '.join(self.types())}), "
+                             f"got {layer_type!r}")
+        elif not self.has_rope(layer_type):
+            raise ValueError(f"layer_type {layer_type!r} has no rotary embedding in this model "
+                             f"(ropescale.layer_ropes maps it to None)")
+        if layer_type not in self._cache:
+            try:
+                self._cache[layer_type] = self._build(layer_type)
+            except TypeError as e:
+                # The config itself is of the right type; a value in it is not.
+                raise ValueError(str(e)) from None
+        return self._cache[layer_type]
+
+    def _global_type(self) -> Optional[str]:
+        if self.keyed is not None:
+            return "full_attention" if "full_attention" in self.keyed else next(iter(self.keyed))
+        return None
+
+    def _build(self, layer_type: Optional[str]) -> "Rope":
+        config, known = self.config, self.known
+        if self.keyed is not None:
+            if layer_type not in self.keyed:
+                raise ValueError(f"config['rope_parameters'] has no entry for layer type {layer_type!r} "
+                                 f"(it has {', '.join(self.keyed)})")
+            scaling = dict(self.keyed[layer_type])
+        else:
+            scaling = _flat_rope_dict(config)
+        local = self.keyed is None and layer_type == "sliding_attention" and self.local_base is not None
+        dim = _head_dim(config, known, use_global=self.keyed is not None and layer_type == "full_attention")
+        if local:
+            # Gemma 3: sliding layers rotate unscaled at rope_local_base_freq
+            base, scaling = self.local_base, None
+        else:
+            base = _base(config, scaling, known, self.model_type, prefer_scaling=self.keyed is not None)
+        value, key = _legacy(config, "max_position_embeddings")
+        max_pos = _length(f"config[{key!r}]", value)
+        if known is not None and known.mrope is not None and not local and \
+                (scaling is None or scaling.get("mrope_section") is None):
+            # Qwen-VL modeling code applies M-RoPE with its default sections whatever the dict says
+            scaling = {**(scaling or {}), "mrope_section": list(known.mrope[0]),
+                       "mrope_interleaved": known.mrope[1]}
+        scaling = _resolve_scaling(config, scaling, max_pos, _partial_rotary(config, dim, known))
+        interleaved = _get(config, "rope_interleave")
+        if interleaved is None:
+            interleaved = known is not None and known.interleaved
+        return Rope(dim, base, scaling, max_position_embeddings=max_pos,
+                    interleaved=_checks.boolean("config['rope_interleave']", interleaved),
+                    query_temperature=self.query_temperature)
+
+
+def _temperature(config: Any, known) -> Optional[tuple]:
+    """Llama 4's (floor_scale, attn_scale) when attention temperature tuning is on."""
+    on = _raw(config, "attn_temperature_tuning")
+    default = known.query_temperature if known is not None else None
+    if on is _ABSENT or on is None:
+        if default is None:
+            return None
+        on = True
+    # Published Llama 4 configs write an int here (4); transformers tests its truth.
+    if isinstance(on, (bool, np.bool_)) or (isinstance(on, (int, np.integer))):
+        on = bool(on)
+    else:
+        raise TypeError(f"config['attn_temperature_tuning'] must be true/false (or an int), got {_checks._show(on)}")
+    if not on:
+        return None
+    floor_scale = _get(config, "floor_scale", default[0] if default else 8192.0)
+    attn_scale = _get(config, "attn_scale", default[1] if default else 0.1)
+    return (_checks.real("config['floor_scale']", floor_scale, above=0.0),
+            _checks.real("config['attn_scale']", attn_scale, at_least=0.0))
+
+
+def _layer_layout(config: Any, known, keyed: Optional[dict]):
+    """``(layer_types or None, rotates or None)`` as transformers' config classes derive them."""
+    lt = _get(config, "layer_types")
+    if lt is not None:
+        if not isinstance(lt, (list, tuple)) or not lt or not all(isinstance(t, str) for t in lt):
+            raise TypeError(f"config['layer_types'] must be a non-empty list of strings, got {_checks._show(lt)}")
+        lt = list(lt)
+    n = _get(config, "num_hidden_layers", known.num_hidden_layers if known is not None else None)
+    n = None if n is None else _config_int("num_hidden_layers", n)
+    if n is None and lt is not None:
+        n = len(lt)
+    # Llama 4: no_rope_layers[i] == 1 means layer i rotates (transformers' naming).
+    rotates = None
+    flags = _get(config, "no_rope_layers")
+    if flags:
+        if not isinstance(flags, (list, tuple)) or not all(
+                isinstance(f, (bool, int, np.integer)) and f in (0, 1) for f in flags):
+            raise TypeError(f"config['no_rope_layers'] must be a list of 0/1 (1: the layer uses rope), "
+                            f"got {_checks._show(flags)}")
+        rotates = [bool(f) for f in flags]
+        if n is not None and len(rotates) != n:
+            raise ValueError(f"config['no_rope_layers'] has {len(rotates)} entries for {n} layers "
+                             f"(num_hidden_layers)")
+    else:
+        interval = _get(config, "no_rope_layer_interval", known.no_rope_interval if known is not None else None)
+        if interval is not None and n is not None:
+            iv = _config_int("no_rope_layer_interval", interval)
+            rotates = [(i + 1) % iv != 0 for i in range(n)]
+    if lt is None and rotates is not None:
+        chunk = _raw(config, "attention_chunk_size")
+        chunked = chunk is not None  # absent: Llama 4's default 8192
+        lt = ["chunked_attention" if r and chunked else "full_attention" for r in rotates]
+    if lt is None and n is not None:
+        pattern = known.layer_pattern if known is not None else None
+        if pattern is not None:
+            key, default, other = pattern
+            iv = None
+            if key is not None:
+                iv = _get(config, key, _get(config, "_" + key))
+            iv = default if iv is None else _config_int(key, iv)
+            lt = ["full_attention" if (i + 1) % iv == 0 else other for i in range(n)]
+        elif keyed is None:
+            lt = ["full_attention"] * n
+    if lt is not None and rotates is not None and len(lt) != len(rotates):
+        raise ValueError(f"config['no_rope_layers'] has {len(rotates)} entries for {len(lt)} layers")
+    if lt is not None and keyed is not None:
+        missing = sorted(set(t for t in lt if t not in NOPE_LAYER_TYPES) - set(keyed))
+        if missing:
+            raise ValueError(f"config['rope_parameters'] has no entry for layer type(s) {', '.join(missing)} "
+                             f"of config['layer_types'] (it has {', '.join(keyed)})")
+    return lt, rotates
+
+
+def _keyed_rope_parameters(config: Any) -> Optional[dict]:
+    """rope_parameters (or rope_scaling) keyed by layer type, as transformers 5 writes it; else None."""
+    for key in ("rope_parameters", "rope_scaling"):
+        value = _get(config, key)
+        if value is not None and not isinstance(value, Mapping):
+            raise TypeError(f"config[{key!r}] must be a dict (or null), got {_checks._show(value)}")
+        if isinstance(value, Mapping) and value and "rope_type" not in value and "type" not in value \
+                and all(isinstance(v, Mapping) for v in value.values()):
+            return {str(k): dict(v) for k, v in value.items()}
+        if isinstance(value, Mapping) and "full_attention" in value and not isinstance(value["full_attention"], Mapping):
+            raise TypeError(f"config[{key!r}]['full_attention'] must be a dict, "
+                            f"got {_checks._show(value['full_attention'])}")
+    return None
+
+
 def read_config(path: str) -> Any:
     """A config.json's content; ValueError naming the file for anything but a small regular JSON file."""
     try:
@@ -534,16 +954,21 @@ def _legacy(config: Any, key: str):
     return None, key
 
 
-def _base(config: Any, scaling: Optional[dict], known, model_type) -> float:
-    """rope_theta as transformers reads it: the key (or its legacy spelling), else the model type's default."""
+def _base(config: Any, scaling: Optional[dict], known, model_type, prefer_scaling: bool = False) -> float:
+    """rope_theta as transformers reads it: the key (or its legacy spelling), else the model type's default.
+
+    ``prefer_scaling``: a rope_parameters entry of one layer type carries its own theta.
+    """
     base, key = _legacy(config, "rope_theta")
+    if prefer_scaling and scaling is not None and scaling.get("rope_theta") is not None:
+        base, key = None, "rope_theta"
     if base is None and scaling is not None and scaling.get("rope_theta") is not None:
         base, key = scaling["rope_theta"], "rope_parameters['rope_theta']"
     if base is None:
         if known is None:
             why = (f"transformers' default for model_type {model_type!r} is not in ropescale.methods.MODEL_TYPES"
                    if model_type is not None else "no model_type")
-            warnings.warn(f"config gives no rope_theta and {why}: assuming 10000", stacklevel=4)
+            warnings.warn(f"config gives no rope_theta and {why}: assuming 10000", stacklevel=7)
         base, key = (10000.0 if known is None else known.rope_theta), "rope_theta"
     base = _checks.real(f"config[{key!r}]", base, above=1.0)
     ratio = _get(config, "rope_ratio")
@@ -572,38 +997,29 @@ def _partial_rotary(config: Any, dim: int, known) -> Optional[float]:
     return rd / dim
 
 
-def _rope_dict(config: Any):
-    """``(scaling dict or None, nested)``: ``rope_scaling``, else ``rope_parameters``.
-
-    Newer configs keep everything in rope_parameters; some (Gemma) nest it per
-    attention type: the full-attention layers are the ones that see long context.
-    """
-    found = {}
+def _flat_rope_dict(config: Any) -> Optional[dict]:
+    """The one rope dict of a config not keyed by layer type: ``rope_scaling``, else ``rope_parameters``."""
     for key in ("rope_scaling", "rope_parameters"):
         value = _get(config, key)
         if value is not None and not isinstance(value, Mapping):
             raise TypeError(f"config[{key!r}] must be a dict (or null), got {_checks._show(value)}")
-        found[key] = value
-    nested = False
-    for key, value in found.items():
-        if isinstance(value, Mapping) and "rope_type" not in value and "type" not in value \
-                and "full_attention" in value:
-            if not isinstance(value["full_attention"], Mapping):
-                raise TypeError(f"config[{key!r}]['full_attention'] must be a dict, "
-                                f"got {_checks._show(value['full_attention'])}")
-            found[key] = value["full_attention"]
-            nested = True
-    scaling = found["rope_scaling"] if found["rope_scaling"] is not None else found["rope_parameters"]
-    return (None if scaling is None else dict(scaling)), nested
+        if value is not None:
+            return dict(value)
+    return None
 
 
-def _head_dim(config: Any, nested: bool) -> int:
-    for key in ("qk_rope_head_dim",) + (("global_head_dim",) if nested else ()) + ("head_dim",):
+def _head_dim(config: Any, known, use_global: bool = False) -> int:
+    for key in ("qk_rope_head_dim",) + (("global_head_dim",) if use_global else ()) + ("head_dim",):
         value, name = _legacy(config, key)
         if value is not None:
             return _config_int(name, value)
     (hidden, hkey), (heads, nkey) = _legacy(config, "hidden_size"), _legacy(config, "num_attention_heads")
+    if _get(config, "embed_dim") is not None and _get(config, "num_heads") is not None:
+        # vision towers (Qwen2-VL's) spell it embed_dim / num_heads; their hidden_size is the language model's
+        (hidden, hkey), (heads, nkey) = (_get(config, "embed_dim"), "embed_dim"), (_get(config, "num_heads"), "num_heads")
     if hidden is None or heads is None:
+        if known is not None and known.head_dim is not None:
+            return known.head_dim
         raise ValueError("config must give head_dim, or hidden_size and num_attention_heads")
     return _config_int(hkey, hidden) // _config_int(nkey, heads)
 
@@ -617,7 +1033,7 @@ def _resolve_scaling(config: Any, scaling: Optional[dict], max_pos: Optional[flo
         scaling["partial_rotary_factor"] = prf
     if scaling.get("rope_type") is None and "type" in scaling:
         scaling["rope_type"] = scaling.pop("type")
-    method = canonical(scaling.get("rope_type", "default"), "config rope_type")
+    method = promoted(canonical(scaling.get("rope_type", "default"), "config rope_type"), scaling)
     top_original = _length("config['original_max_position_embeddings']",
                            _get(config, "original_max_position_embeddings"))
     m_l = trained_length_from_hf(method, scaling, max_pos, top_original)

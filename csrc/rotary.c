@@ -2,9 +2,9 @@
  * Rotary application.  The rotation of a pair is written once, in the loop
  * skeleton RS_PAIR_LOOP, and instantiated per pairing (half-split or
  * interleaved), element type (float32, float64; float16 through F16C
- * vectors) and instruction set (baseline, AVX2 chosen at run time).  Other
- * float16 rows are widened to float32, rotated by the float32 code and
- * narrowed.
+ * vectors; bfloat16, converted in the loads and stores) and instruction set
+ * (baseline, AVX2 chosen at run time).  Other float16 rows are widened to
+ * float32, rotated by the float32 code and narrowed.
  *
  * Rows are the leading axes of x, walked by layout.c.  The cos/sin of a row
  * (cached form) or of its position (fused form, made by tables.c) become a
@@ -15,6 +15,7 @@
  */
 #include "ropescale.h"
 #include "rs_internal.h"
+#include "bf16.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -262,6 +263,70 @@ static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* bfloat16                                                             */
+/* ------------------------------------------------------------------ */
+
+/* bfloat16 rows in one pass, no buffer: each element is loaded from its
+ * bits (exact), the pair rotated in float32 and rounded once in the store.
+ * One strided instantiation serves every layout (contiguous rows have byte
+ * stride 2); the AVX2 version first runs contiguous half-split rows eight
+ * pairs at a time.  The float32 operators are the same in both, without
+ * FMA, so every path gives the same bits. */
+#define RS_LD_BF_STRIDED(V, p, i) rs_bf16_load(*(const uint16_t *)(const void *)((p) + (i) * fx))
+#define RS_ST_BF_STRIDED(V, p, i, v)                                           \
+    (*(uint16_t *)(void *)((p) + (i) * fo) = rs_bf16_round(v))
+#define RS_BF_NO_VECTOR(k, n, xa, xb, oa, ob, c, s)
+
+#define RS_DEFINE_BF16(SUF, ATTR, VECTOR)                                      \
+    ATTR static void rot_rows_bf16_##SUF(const rs_batch *B, const char *x,     \
+                                         char *o, const float *c,              \
+                                         const float *s)                       \
+    {                                                                          \
+        const int64_t fx = B->fx, fo = B->fo, step = B->interleaved ? 2 : 1;   \
+        const int64_t off = B->interleaved ? 1 : 0;                            \
+        const int64_t xbo = B->interleaved ? 0 : B->R * fx;                    \
+        const int64_t obo = B->interleaved ? 0 : B->R * fo;                    \
+        const int vector = fx == 2 && fo == 2 && !B->interleaved;              \
+        for (int64_t r = 0; r < B->nb; r++) {                                  \
+            const char *xr = x + r * B->bsx;                                   \
+            char *orow = o + r * B->bso;                                       \
+            int64_t k = 0;                                                     \
+            if (vector) {                                                      \
+                VECTOR(k, B->n, xr, xr + xbo, orow, orow + obo, c, s)          \
+            }                                                                  \
+            RS_PAIR_LOOP(k, B->n, 1, step, off, float, xr, xr + xbo, orow,     \
+                         orow + obo, c, s, RS_LD_BF_STRIDED, RS_ST_BF_STRIDED,  \
+                         RS_LD)                                                \
+        }                                                                      \
+    }
+
+RS_DEFINE_BF16(base, RS_NO_ATTR, RS_BF_NO_VECTOR)
+
+#if RS_HAVE_X86_DISPATCH
+/* Eight contiguous bfloat16 (p a char pointer, i in elements) and eight
+ * cos/sin entries. */
+#define RS_LD_BF8(V, p, i) rs_bf16x8_load((const uint16_t *)(const void *)(p) + (i))
+#define RS_ST_BF8(V, p, i, v) rs_bf16x8_store((uint16_t *)(void *)(p) + (i), (v))
+#define RS_LT_BF8(V, t, k) _mm256_loadu_ps((t) + (k))
+#define RS_BF_VECTOR8(k, n, xa, xb, oa, ob, c, s)                              \
+    RS_PAIR_LOOP(k, n, 8, 1, 0, __m256, xa, xb, oa, ob, c, s, RS_LD_BF8,       \
+                 RS_ST_BF8, RS_LT_BF8)
+RS_DEFINE_BF16(avx2, RS_AVX2, RS_BF_VECTOR8)
+#endif
+
+static void rot_rows_bf16(const rs_batch *B, const char *x, char *o,
+                          const float *c, const float *s)
+{
+#if RS_HAVE_X86_DISPATCH
+    if (rs_cpu_has_avx2()) {
+        rot_rows_bf16_avx2(B, x, o, c, s);
+        return;
+    }
+#endif
+    rot_rows_bf16_base(B, x, o, c, s);
+}
+
 /* Features 2R..D-1 of each row of a batch pass through unchanged. */
 static void copy_tail(const rs_batch *B, int64_t D, int64_t item, const char *x, char *o)
 {
@@ -345,6 +410,9 @@ static void rotate_rows(const rs_task *t, const rs_batch *B, const void *c,
         break;
     case RS_F32:
         t->rows32(B, xr, orow, (const float *)c, (const float *)s);
+        break;
+    case RS_BF16:
+        rot_rows_bf16(B, xr, orow, (const float *)c, (const float *)s);
         break;
     default:
         rot_rows_f16(t->rows32, B, xr, orow, (const float *)c, (const float *)s, hbuf);
@@ -452,7 +520,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     int n, stop = 0, last;
 
     if (L.ndim < 0 || L.ndim > RS_MAXDIM || L.n_pairs < 0 ||
-        L.n_pairs > L.n_features / 2 || opt->dtype < RS_F16 || opt->dtype > RS_F64)
+        L.n_pairs > L.n_features / 2 || opt->dtype < RS_F16 || opt->dtype > RS_BF16)
         return RS_BAD_LAYOUT;
     for (int i = 0; i < L.ndim; i++)
         if (L.shape[i] < 0)

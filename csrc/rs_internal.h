@@ -29,6 +29,9 @@
 /* Run-time CPU features (x86-64 only; 0 elsewhere), probed once. */
 int rs_cpu_has_avx2(void);
 int rs_cpu_has_f16c(void); /* with AVX, which its 256-bit forms need */
+/* Tests only: nonzero makes both probes answer 0 (the baseline code runs),
+ * until called with 0.  Set it between calls, never during one. */
+void rs_test_force_baseline(int on);
 
 /* Split [0, n) into `parts` near-equal ranges; range i is [*lo, *hi). */
 void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi);

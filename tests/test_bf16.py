@@ -401,3 +401,28 @@ def test_glue_checks_the_bf16_flag_against_the_dtypes():
     with pytest.raises(TypeError, match="cos must be uint16"):
         _core.cos_sin(np.arange(2), ropescale.inv_freq(4), 1.0, np.zeros((2, 2), np.float32),
                       np.zeros((2, 2), np.float32), 1, True)
+
+
+def _bf16_of_fraction(v):
+    """The bfloat16 nearest to the exact value of the double v (ties to even), from fractions."""
+    from fractions import Fraction
+    x = Fraction(v)
+    lo = np.float32(v).astype(BF16)
+    cands = [lo]
+    for step in (1, -1):
+        b = np.array([lo]).view(U16).astype(np.int32) + step
+        cands.append(b.astype(U16).view(BF16)[0])
+    best = min(cands, key=lambda c: (abs(Fraction(float(c)) - x), int(np.array([c]).view(U16)[0]) & 1))
+    return int(np.array([best]).view(U16)[0])
+
+
+def test_cos_sin_bfloat16_rounds_from_float64_once_not_through_float32():
+    # cos(0) = 1, so the table at position 0 is attention_factor itself, rounded once.  Through
+    # float32 with nearest-even, 1 + 2**-8 + 2**-30 would become 1 + 2**-8, a tie, then 1.0.
+    traps = [1 + 2.0 ** -8 + 2.0 ** -30, 1 + 2.0 ** -8 - 2.0 ** -30, 3 * (1 + 2.0 ** -8 + 2.0 ** -40),
+             1 + 3 * 2.0 ** -8 + 2.0 ** -29]
+    rand = list(1.0 + RNG.integers(0, 2 ** 20, 40) * 2.0 ** -28)  # many near bfloat16 midpoints
+    for a in traps + rand:
+        c, s = ropescale.cos_sin(np.zeros(1, np.int64), np.ones(1), attention_factor=a, dtype=BF16)
+        assert int(_bits(c)[0, 0]) == _bf16_of_fraction(a), a
+        assert int(_bits(s)[0, 0]) == 0

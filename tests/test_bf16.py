@@ -426,3 +426,13 @@ def test_cos_sin_bfloat16_rounds_from_float64_once_not_through_float32():
         c, s = ropescale.cos_sin(np.zeros(1, np.int64), np.ones(1), attention_factor=a, dtype=BF16)
         assert int(_bits(c)[0, 0]) == _bf16_of_fraction(a), a
         assert int(_bits(s)[0, 0]) == 0
+
+
+def test_torch_bfloat16_requiring_grad_is_refused_every_time():
+    torch = _torch()
+    c, s = ropescale.cos_sin(np.arange(4), ropescale.inv_freq(8))
+    ropescale.apply_rotary(torch.zeros(4, 8, dtype=torch.bfloat16), c, s)  # the fast path is armed
+    x = torch.zeros(4, 8, dtype=torch.bfloat16).requires_grad_()
+    for _ in range(2):
+        with pytest.raises(TypeError, match="x requires grad"):
+            ropescale.apply_rotary(x, c, s)

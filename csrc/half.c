@@ -225,3 +225,59 @@ uint16_t rs_double_to_bf16(double d)
     }
     return rs_bf16_round(f);
 }
+
+static void b2f_portable(int64_t n, const uint16_t *src, float *dst)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = rs_bf16_load(src[i]);
+}
+
+static void f2b_portable(int64_t n, const float *src, uint16_t *dst)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = rs_bf16_round(src[i]);
+}
+
+#if RS_HAVE_X86_DISPATCH
+__attribute__((target("avx2"))) static void b2f_avx2(int64_t n, const uint16_t *src,
+                                                     float *dst)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, rs_bf16x8_load(src + i));
+    for (; i < n; i++)
+        dst[i] = rs_bf16_load(src[i]);
+}
+
+__attribute__((target("avx2"))) static void f2b_avx2(int64_t n, const float *src,
+                                                     uint16_t *dst)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        rs_bf16x8_store(dst + i, _mm256_loadu_ps(src + i));
+    for (; i < n; i++)
+        dst[i] = rs_bf16_round(src[i]);
+}
+#endif
+
+void rs_bf16_to_float_n(int64_t n, const uint16_t *src, float *dst)
+{
+#if RS_HAVE_X86_DISPATCH
+    if (rs_cpu_has_avx2()) {
+        b2f_avx2(n, src, dst);
+        return;
+    }
+#endif
+    b2f_portable(n, src, dst);
+}
+
+void rs_float_to_bf16_n(int64_t n, const float *src, uint16_t *dst)
+{
+#if RS_HAVE_X86_DISPATCH
+    if (rs_cpu_has_avx2()) {
+        f2b_avx2(n, src, dst);
+        return;
+    }
+#endif
+    f2b_portable(n, src, dst);
+}

@@ -3,8 +3,8 @@
  * skeleton RS_PAIR_LOOP, and instantiated per pairing (half-split or
  * interleaved), element type (float32, float64; float16 through F16C
  * vectors; bfloat16, converted in the loads and stores) and instruction set
- * (baseline, AVX2 chosen at run time).  Other float16 rows are widened to
- * float32, rotated by the float32 code and narrowed.
+ * (baseline, AVX2 chosen at run time).  Other float16 and bfloat16 rows are
+ * widened to float32, rotated by the float32 code and narrowed.
  *
  * Rows are the leading axes of x, walked by layout.c.  The cos/sin of a row
  * (cached form) or of its position (fused form, made by tables.c) become a
@@ -267,47 +267,33 @@ static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
 /* bfloat16                                                             */
 /* ------------------------------------------------------------------ */
 
-/* bfloat16 rows in one pass, no buffer: each element is loaded from its
- * bits (exact), the pair rotated in float32 and rounded once in the store.
- * One strided instantiation serves every layout (contiguous rows have byte
- * stride 2); the AVX2 version first runs contiguous half-split rows eight
- * pairs at a time.  The float32 operators are the same in both, without
- * FMA, so every path gives the same bits. */
-#define RS_LD_BF_STRIDED(V, p, i) rs_bf16_load(*(const uint16_t *)(const void *)((p) + (i) * fx))
-#define RS_ST_BF_STRIDED(V, p, i, v)                                           \
-    (*(uint16_t *)(void *)((p) + (i) * fo) = rs_bf16_round(v))
+/* Contiguous half-split bfloat16 rows in one pass, no buffer: each element
+ * loaded from its bits (exact), the pair rotated in float32, rounded once
+ * in the store.  The AVX2 version runs eight pairs at a time first; the
+ * float32 operators are the same in both, without FMA, so every path gives
+ * the same bits. */
+#define RS_LD_BF(V, p, i) rs_bf16_load((p)[i])
+#define RS_ST_BF(V, p, i, v) ((p)[i] = rs_bf16_round(v))
 #define RS_BF_NO_VECTOR(k, n, xa, xb, oa, ob, c, s)
 
 #define RS_DEFINE_BF16(SUF, ATTR, VECTOR)                                      \
-    ATTR static void rot_rows_bf16_##SUF(const rs_batch *B, const char *x,     \
-                                         char *o, const float *c,              \
-                                         const float *s)                       \
+    ATTR static void half_bf16_##SUF(int64_t n, int64_t R, const uint16_t *x,  \
+                                     uint16_t *o, const float *c,              \
+                                     const float *s)                           \
     {                                                                          \
-        const int64_t fx = B->fx, fo = B->fo, step = B->interleaved ? 2 : 1;   \
-        const int64_t off = B->interleaved ? 1 : 0;                            \
-        const int64_t xbo = B->interleaved ? 0 : B->R * fx;                    \
-        const int64_t obo = B->interleaved ? 0 : B->R * fo;                    \
-        const int vector = fx == 2 && fo == 2 && !B->interleaved;              \
-        for (int64_t r = 0; r < B->nb; r++) {                                  \
-            const char *xr = x + r * B->bsx;                                   \
-            char *orow = o + r * B->bso;                                       \
-            int64_t k = 0;                                                     \
-            if (vector) {                                                      \
-                VECTOR(k, B->n, xr, xr + xbo, orow, orow + obo, c, s)          \
-            }                                                                  \
-            RS_PAIR_LOOP(k, B->n, 1, step, off, float, xr, xr + xbo, orow,     \
-                         orow + obo, c, s, RS_LD_BF_STRIDED, RS_ST_BF_STRIDED,  \
-                         RS_LD)                                                \
-        }                                                                      \
+        const uint16_t *xb = x + R;                                            \
+        uint16_t *ob = o + R;                                                  \
+        int64_t k = 0;                                                         \
+        VECTOR(k, n, x, xb, o, ob, c, s)                                       \
+        RS_PAIR_LOOP(k, n, 1, 1, 0, float, x, xb, o, ob, c, s, RS_LD_BF,        \
+                     RS_ST_BF, RS_LD)                                          \
     }
 
 RS_DEFINE_BF16(base, RS_NO_ATTR, RS_BF_NO_VECTOR)
 
 #if RS_HAVE_X86_DISPATCH
-/* Eight contiguous bfloat16 (p a char pointer, i in elements) and eight
- * cos/sin entries. */
-#define RS_LD_BF8(V, p, i) rs_bf16x8_load((const uint16_t *)(const void *)(p) + (i))
-#define RS_ST_BF8(V, p, i, v) rs_bf16x8_store((uint16_t *)(void *)(p) + (i), (v))
+#define RS_LD_BF8(V, p, i) rs_bf16x8_load((p) + (i))
+#define RS_ST_BF8(V, p, i, v) rs_bf16x8_store((p) + (i), (v))
 #define RS_LT_BF8(V, t, k) _mm256_loadu_ps((t) + (k))
 #define RS_BF_VECTOR8(k, n, xa, xb, oa, ob, c, s)                              \
     RS_PAIR_LOOP(k, n, 8, 1, 0, __m256, xa, xb, oa, ob, c, s, RS_LD_BF8,       \
@@ -315,16 +301,69 @@ RS_DEFINE_BF16(base, RS_NO_ATTR, RS_BF_NO_VECTOR)
 RS_DEFINE_BF16(avx2, RS_AVX2, RS_BF_VECTOR8)
 #endif
 
-static void rot_rows_bf16(const rs_batch *B, const char *x, char *o,
-                          const float *c, const float *s)
+static void bf16_widen_run(const char *p, int64_t stride, int64_t m, float *dst)
 {
-#if RS_HAVE_X86_DISPATCH
-    if (rs_cpu_has_avx2()) {
-        rot_rows_bf16_avx2(B, x, o, c, s);
+    if (stride == 2) {
+        rs_bf16_to_float_n(m, (const uint16_t *)(const void *)p, dst);
         return;
     }
+    for (int64_t j = 0; j < m; j++)
+        dst[j] = rs_bf16_load(*(const uint16_t *)(const void *)(p + j * stride));
+}
+
+static void bf16_narrow_run(const float *src, int64_t m, char *p, int64_t stride)
+{
+    if (stride == 2) {
+        rs_float_to_bf16_n(m, src, (uint16_t *)(void *)p);
+        return;
+    }
+    for (int64_t j = 0; j < m; j++)
+        *(uint16_t *)(void *)(p + j * stride) = rs_bf16_round(src[j]);
+}
+
+/* bfloat16 rows: contiguous half-split ones in one pass (half_bf16);
+ * the others, as float16 rows are, widened to float32 (buf, 2n floats),
+ * rotated by the float32 code and rounded back (exact widening, one
+ * rounding: the same bits as the one-pass form). */
+static void rot_rows_bf16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
+                          char *o, const float *c, const float *s, float *buf)
+{
+    const int64_t n = B->n, fx = B->fx, fo = B->fo;
+    const int contiguous = fx == 2 && fo == 2;
+    const int64_t step = B->interleaved ? 2 : 1;
+    rs_batch one = *B;
+    one.nb = 1;
+    one.fx = one.fo = 4;
+    one.in_place = 1;
+    one.R = n;
+    one.interleaved = B->interleaved && contiguous;
+    if (contiguous && !B->interleaved) {
+        void (*half)(int64_t, int64_t, const uint16_t *, uint16_t *, const float *,
+                     const float *) = half_bf16_base;
+#if RS_HAVE_X86_DISPATCH
+        if (rs_cpu_has_avx2())
+            half = half_bf16_avx2;
 #endif
-    rot_rows_bf16_base(B, x, o, c, s);
+        for (int64_t r = 0; r < B->nb; r++)
+            half(n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
+                 (uint16_t *)(void *)(o + r * B->bso), c, s);
+        return;
+    }
+    for (int64_t r = 0; r < B->nb; r++) {
+        const char *xr = x + r * B->bsx;
+        char *orow = o + r * B->bso;
+        if (B->interleaved && contiguous) {
+            bf16_widen_run(xr, 2, 2 * n, buf);
+            rows32(&one, (const char *)buf, (char *)buf, c, s);
+            bf16_narrow_run(buf, 2 * n, orow, 2);
+            continue;
+        }
+        bf16_widen_run(xr, step * fx, n, buf);
+        bf16_widen_run(xr + (B->interleaved ? fx : B->R * fx), step * fx, n, buf + n);
+        rows32(&one, (const char *)buf, (char *)buf, c, s);
+        bf16_narrow_run(buf, n, orow, step * fo);
+        bf16_narrow_run(buf + n, n, orow + (B->interleaved ? fo : B->R * fo), step * fo);
+    }
 }
 
 /* Features 2R..D-1 of each row of a batch pass through unchanged. */
@@ -412,7 +451,7 @@ static void rotate_rows(const rs_task *t, const rs_batch *B, const void *c,
         t->rows32(B, xr, orow, (const float *)c, (const float *)s);
         break;
     case RS_BF16:
-        rot_rows_bf16(B, xr, orow, (const float *)c, (const float *)s);
+        rot_rows_bf16(t->rows32, B, xr, orow, (const float *)c, (const float *)s, hbuf);
         break;
     default:
         rot_rows_f16(t->rows32, B, xr, orow, (const float *)c, (const float *)s, hbuf);

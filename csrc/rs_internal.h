@@ -38,6 +38,10 @@ void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi);
 
 void rs_half_to_float_n(int64_t n, const uint16_t *src, float *dst);
 void rs_float_to_half_n(int64_t n, const float *src, uint16_t *dst);
+/* bfloat16 arrays, AVX2 where the CPU has it (bit-identical to bf16.h's
+ * scalar forms). */
+void rs_bf16_to_float_n(int64_t n, const uint16_t *src, float *dst);
+void rs_float_to_bf16_n(int64_t n, const float *src, uint16_t *dst);
 
 /* Run fn(arg_i) for i < n_tasks, task 0 on the calling thread, the others on
  * threads of their own (n_tasks == 1: no thread at all).  Returns 0, or -1

@@ -248,7 +248,8 @@ def cos_sin(positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, dty
         Frequencies in radians per position (e.g. from :func:`scaled_inv_freq`).
     attention_factor : float
         Multiplies cos and sin (YaRN / LongRoPE temperature).
-    dtype : float16, float32 or float64 (bfloat16 with ml_dtypes)
+    dtype : float16, float32 or float64; bfloat16 (``ml_dtypes.bfloat16``, or ``torch.bfloat16`` without ml_dtypes)
+        bfloat16 tables are the float64 rows rounded once, in C.
 
     Returns
     -------
@@ -410,8 +411,10 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
 
     Parameters
     ----------
-    x : ndarray, shape (..., D), float16/32/64
+    x : ndarray, shape (..., D), float16/32/64 or bfloat16
         Queries or keys; ``D`` even.  Never modified unless it is ``out``.
+        bfloat16 (ml_dtypes, torch, JAX) is rotated by the C kernels in
+        float32 and rounded once, without a float32 copy of ``x``.
     cos, sin : ndarray, shape (..., R), ``2R <= D``
         Tables (e.g. from :func:`cos_sin`); their leading axes broadcast
         against ``x.shape[:-1]``: ``(S, 1, R)`` serves ``(B, S, H, D)``,

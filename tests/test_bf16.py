@@ -128,13 +128,14 @@ def test_matches_float64_reference_rounded_once(simd, interleaved, in_place, str
 # -- against float32 arithmetic, any input --------------------------------------------------------
 @pytest.mark.parametrize("interleaved", [False, True])
 @pytest.mark.parametrize("inverse", [False, True])
-@pytest.mark.parametrize("layout", ["contiguous", "strided_features", "strided_rows", "transposed"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided_features", "strided_rows", "transposed", "reversed"])
 def test_any_input_is_float32_arithmetic_rounded_once(simd, interleaved, inverse, layout):
     r, d = 29, 64
     base = (RNG.standard_normal((5, 4, 2 * d)) * 10.0 ** RNG.integers(-3, 4, (5, 4, 2 * d))).astype(np.float32)
     base = base.astype(BF16)
     x = {"contiguous": base[..., :d], "strided_features": base[..., ::2],
-         "strided_rows": base[:, ::2, :d], "transposed": base[..., :d].transpose(1, 0, 2)}[layout]
+         "strided_rows": base[:, ::2, :d], "transposed": base[..., :d].transpose(1, 0, 2),
+         "reversed": base[::-1, :, :d][..., ::-1]}[layout]
     pos = np.arange(x.shape[0])[:, None]
     c, s = ropescale.cos_sin(pos + 1000, ropescale.inv_freq(2 * r), dtype=np.float32)
     got = ropescale.apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse)

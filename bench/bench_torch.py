@@ -78,6 +78,8 @@ def cases(shape):
     if xb_np is not None:
         rows.append(("bfloat16 (ml_dtypes array vs torch tensor)", lambda: ropescale.apply_rotary(xb_np, c, sn),
                      lambda: ropescale.apply_rotary(xb, ct, st)))
+        rows.append(("bfloat16 fused, out= in place", lambda: ropescale.apply_rotary_positions(xb_np, pos, theta, out=xb_np),
+                     lambda: ropescale.apply_rotary_positions(xb, post, thetat, out=xb)))
     return rows
 
 

@@ -2,10 +2,12 @@
  * IEEE binary16 conversions, round to nearest even, subnormals, inf and NaN
  * kept.  The portable versions work on bits; on x86-64 the array versions
  * switch at run time to the F16C instructions when the CPU has them (the
- * default build must run on any x86-64, so they are never assumed).
+ * default build must run on any x86-64, so they are never assumed).  At the
+ * end, the bfloat16 conversions (their inline forms are in bf16.h).
  */
 #include "ropescale.h"
 #include "rs_internal.h"
+#include "bf16.h"
 
 #include <string.h>
 
@@ -192,4 +194,90 @@ const char *rs_simd_name(void)
         return "f16c";
 #endif
     return "portable";
+}
+
+/* ------------------------------------------------------------------ */
+/* bfloat16 (bf16.h has the inline forms the kernels use)              */
+/* ------------------------------------------------------------------ */
+
+float rs_bf16_to_float(uint16_t b)
+{
+    return rs_bf16_load(b);
+}
+
+uint16_t rs_float_to_bf16(float f)
+{
+    return rs_bf16_round(f);
+}
+
+/* float64 -> float32 rounded to odd (truncated, lowest bit set when
+ * inexact), then to nearest even: float32 keeps 16 bits more than
+ * bfloat16, so the two steps are one correct rounding of d. */
+uint16_t rs_double_to_bf16(double d)
+{
+    float f = (float)d;
+    double back = (double)f;
+    if (d == d && back != d) {
+        uint32_t u = f32_bits(f);
+        if ((back < 0 ? -back : back) > (d < 0 ? -d : d))
+            u -= 1; /* toward zero: |f| > 0 here, so the sign bit stays */
+        f = bits_f32(u | 1u);
+    }
+    return rs_bf16_round(f);
+}
+
+static void b2f_portable(int64_t n, const uint16_t *src, float *dst)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = rs_bf16_load(src[i]);
+}
+
+static void f2b_portable(int64_t n, const float *src, uint16_t *dst)
+{
+    for (int64_t i = 0; i < n; i++)
+        dst[i] = rs_bf16_round(src[i]);
+}
+
+#if RS_HAVE_X86_DISPATCH
+__attribute__((target("avx2"))) static void b2f_avx2(int64_t n, const uint16_t *src,
+                                                     float *dst)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, rs_bf16x8_load(src + i));
+    for (; i < n; i++)
+        dst[i] = rs_bf16_load(src[i]);
+}
+
+__attribute__((target("avx2"))) static void f2b_avx2(int64_t n, const float *src,
+                                                     uint16_t *dst)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        rs_bf16x8_store(dst + i, _mm256_loadu_ps(src + i));
+    for (; i < n; i++)
+        dst[i] = rs_bf16_round(src[i]);
+}
+#endif
+
+void rs_bf16_to_float_n(int64_t n, const uint16_t *src, float *dst)
+{
+#if RS_HAVE_X86_DISPATCH
+    if (rs_cpu_has_avx2()) {
+        b2f_avx2(n, src, dst);
+        return;
+    }
+#endif
+    b2f_portable(n, src, dst);
+}
+
+void rs_float_to_bf16_n(int64_t n, const float *src, uint16_t *dst)
+{
+#if RS_HAVE_X86_DISPATCH
+    if (rs_cpu_has_avx2()) {
+        f2b_avx2(n, src, dst);
+        return;
+    }
+#endif
+    f2b_portable(n, src, dst);
 }

@@ -110,7 +110,9 @@ void rs_sincos_exact(double t, double theta, double *c, double *s);
 /* Rotation                                                            */
 /* ------------------------------------------------------------------ */
 
-enum rs_dtype { RS_F16 = 0, RS_F32 = 1, RS_F64 = 2 };
+/* RS_BF16: bfloat16, held as uint16 bit patterns; computes in float32
+ * (like RS_F16) and rounds once, to nearest even. */
+enum rs_dtype { RS_F16 = 0, RS_F32 = 1, RS_F64 = 2, RS_BF16 = 3 };
 
 #define RS_MAXDIM 64
 
@@ -162,7 +164,7 @@ typedef struct {
  * which the rows a call uses are touched. */
 #define RS_PAIR_BLOCK 256
 
-/* cos/sin are float32 for F16 and F32 x, float64 for F64 x. */
+/* cos/sin are float32 for F16, BF16 and F32 x, float64 for F64 x. */
 int rs_rotate(const rs_layout *lay, const rs_options *opt, const char *x,
               char *out, const char *cos, const char *sin);
 
@@ -196,6 +198,12 @@ int rs_cos_sin_streams(int64_t n, const char *positions, int64_t pos_stride,
 float rs_half_to_float(uint16_t h);
 uint16_t rs_float_to_half(float f);
 uint16_t rs_double_to_half(double d);
+
+/* bfloat16 <-> float32 (exact widening; round to nearest even, NaN kept
+ * a NaN) and float64 -> bfloat16 with one correct rounding. */
+float rs_bf16_to_float(uint16_t b);
+uint16_t rs_float_to_bf16(float f);
+uint16_t rs_double_to_bf16(double d);
 
 /* Name of the instruction set the float16 conversions use ("f16c" or
  * "portable"), for the benchmark report. */

@@ -2,9 +2,9 @@
  * Rotary application.  The rotation of a pair is written once, in the loop
  * skeleton RS_PAIR_LOOP, and instantiated per pairing (half-split or
  * interleaved), element type (float32, float64; float16 through F16C
- * vectors) and instruction set (baseline, AVX2 chosen at run time).  Other
- * float16 rows are widened to float32, rotated by the float32 code and
- * narrowed.
+ * vectors; bfloat16, converted in the loads and stores) and instruction set
+ * (baseline, AVX2 chosen at run time).  Other float16 and bfloat16 rows are
+ * widened to float32, rotated by the float32 code and narrowed.
  *
  * Rows are the leading axes of x, walked by layout.c.  The cos/sin of a row
  * (cached form) or of its position (fused form, made by tables.c) become a
@@ -15,6 +15,7 @@
  */
 #include "ropescale.h"
 #include "rs_internal.h"
+#include "bf16.h"
 
 #include <stddef.h>
 #include <string.h>
@@ -262,6 +263,109 @@ static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* bfloat16                                                             */
+/* ------------------------------------------------------------------ */
+
+/* Contiguous half-split bfloat16 rows in one pass, no buffer: each element
+ * loaded from its bits (exact), the pair rotated in float32, rounded once
+ * in the store.  The AVX2 version runs eight pairs at a time first; the
+ * float32 operators are the same in both, without FMA, so every path gives
+ * the same bits. */
+#define RS_LD_BF(V, p, i) rs_bf16_load((p)[i])
+#define RS_ST_BF(V, p, i, v) ((p)[i] = rs_bf16_round(v))
+#define RS_BF_NO_VECTOR(k, n, xa, xb, oa, ob, c, s)
+
+#define RS_DEFINE_BF16(SUF, ATTR, VECTOR)                                      \
+    ATTR static void half_bf16_##SUF(int64_t n, int64_t R, const uint16_t *x,  \
+                                     uint16_t *o, const float *c,              \
+                                     const float *s)                           \
+    {                                                                          \
+        const uint16_t *xb = x + R;                                            \
+        uint16_t *ob = o + R;                                                  \
+        int64_t k = 0;                                                         \
+        VECTOR(k, n, x, xb, o, ob, c, s)                                       \
+        RS_PAIR_LOOP(k, n, 1, 1, 0, float, x, xb, o, ob, c, s, RS_LD_BF,        \
+                     RS_ST_BF, RS_LD)                                          \
+    }
+
+RS_DEFINE_BF16(base, RS_NO_ATTR, RS_BF_NO_VECTOR)
+
+#if RS_HAVE_X86_DISPATCH
+#define RS_LD_BF8(V, p, i) rs_bf16x8_load((p) + (i))
+#define RS_ST_BF8(V, p, i, v) rs_bf16x8_store((p) + (i), (v))
+#define RS_LT_BF8(V, t, k) _mm256_loadu_ps((t) + (k))
+#define RS_BF_VECTOR8(k, n, xa, xb, oa, ob, c, s)                              \
+    RS_PAIR_LOOP(k, n, 8, 1, 0, __m256, xa, xb, oa, ob, c, s, RS_LD_BF8,       \
+                 RS_ST_BF8, RS_LT_BF8)
+RS_DEFINE_BF16(avx2, RS_AVX2, RS_BF_VECTOR8)
+#endif
+
+static void bf16_widen_run(const char *p, int64_t stride, int64_t m, float *dst)
+{
+    if (stride == 2) {
+        rs_bf16_to_float_n(m, (const uint16_t *)(const void *)p, dst);
+        return;
+    }
+    for (int64_t j = 0; j < m; j++)
+        dst[j] = rs_bf16_load(*(const uint16_t *)(const void *)(p + j * stride));
+}
+
+static void bf16_narrow_run(const float *src, int64_t m, char *p, int64_t stride)
+{
+    if (stride == 2) {
+        rs_float_to_bf16_n(m, src, (uint16_t *)(void *)p);
+        return;
+    }
+    for (int64_t j = 0; j < m; j++)
+        *(uint16_t *)(void *)(p + j * stride) = rs_bf16_round(src[j]);
+}
+
+/* bfloat16 rows: contiguous half-split ones in one pass (half_bf16);
+ * the others, as float16 rows are, widened to float32 (buf, 2n floats),
+ * rotated by the float32 code and rounded back (exact widening, one
+ * rounding: the same bits as the one-pass form). */
+static void rot_rows_bf16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
+                          char *o, const float *c, const float *s, float *buf)
+{
+    const int64_t n = B->n, fx = B->fx, fo = B->fo;
+    const int contiguous = fx == 2 && fo == 2;
+    const int64_t step = B->interleaved ? 2 : 1;
+    rs_batch one = *B;
+    one.nb = 1;
+    one.fx = one.fo = 4;
+    one.in_place = 1;
+    one.R = n;
+    one.interleaved = B->interleaved && contiguous;
+    if (contiguous && !B->interleaved) {
+        void (*half)(int64_t, int64_t, const uint16_t *, uint16_t *, const float *,
+                     const float *) = half_bf16_base;
+#if RS_HAVE_X86_DISPATCH
+        if (rs_cpu_has_avx2())
+            half = half_bf16_avx2;
+#endif
+        for (int64_t r = 0; r < B->nb; r++)
+            half(n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
+                 (uint16_t *)(void *)(o + r * B->bso), c, s);
+        return;
+    }
+    for (int64_t r = 0; r < B->nb; r++) {
+        const char *xr = x + r * B->bsx;
+        char *orow = o + r * B->bso;
+        if (B->interleaved && contiguous) {
+            bf16_widen_run(xr, 2, 2 * n, buf);
+            rows32(&one, (const char *)buf, (char *)buf, c, s);
+            bf16_narrow_run(buf, 2 * n, orow, 2);
+            continue;
+        }
+        bf16_widen_run(xr, step * fx, n, buf);
+        bf16_widen_run(xr + (B->interleaved ? fx : B->R * fx), step * fx, n, buf + n);
+        rows32(&one, (const char *)buf, (char *)buf, c, s);
+        bf16_narrow_run(buf, n, orow, step * fo);
+        bf16_narrow_run(buf + n, n, orow + (B->interleaved ? fo : B->R * fo), step * fo);
+    }
+}
+
 /* Features 2R..D-1 of each row of a batch pass through unchanged. */
 static void copy_tail(const rs_batch *B, int64_t D, int64_t item, const char *x, char *o)
 {
@@ -345,6 +449,9 @@ static void rotate_rows(const rs_task *t, const rs_batch *B, const void *c,
         break;
     case RS_F32:
         t->rows32(B, xr, orow, (const float *)c, (const float *)s);
+        break;
+    case RS_BF16:
+        rot_rows_bf16(t->rows32, B, xr, orow, (const float *)c, (const float *)s, hbuf);
         break;
     default:
         rot_rows_f16(t->rows32, B, xr, orow, (const float *)c, (const float *)s, hbuf);
@@ -452,7 +559,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     int n, stop = 0, last;
 
     if (L.ndim < 0 || L.ndim > RS_MAXDIM || L.n_pairs < 0 ||
-        L.n_pairs > L.n_features / 2 || opt->dtype < RS_F16 || opt->dtype > RS_F64)
+        L.n_pairs > L.n_features / 2 || opt->dtype < RS_F16 || opt->dtype > RS_BF16)
         return RS_BAD_LAYOUT;
     for (int i = 0; i < L.ndim; i++)
         if (L.shape[i] < 0)

@@ -29,12 +29,19 @@
 /* Run-time CPU features (x86-64 only; 0 elsewhere), probed once. */
 int rs_cpu_has_avx2(void);
 int rs_cpu_has_f16c(void); /* with AVX, which its 256-bit forms need */
+/* Tests only: nonzero makes both probes answer 0 (the baseline code runs),
+ * until called with 0.  Set it between calls, never during one. */
+void rs_test_force_baseline(int on);
 
 /* Split [0, n) into `parts` near-equal ranges; range i is [*lo, *hi). */
 void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi);
 
 void rs_half_to_float_n(int64_t n, const uint16_t *src, float *dst);
 void rs_float_to_half_n(int64_t n, const float *src, uint16_t *dst);
+/* bfloat16 arrays, AVX2 where the CPU has it (bit-identical to bf16.h's
+ * scalar forms). */
+void rs_bf16_to_float_n(int64_t n, const uint16_t *src, float *dst);
+void rs_float_to_bf16_n(int64_t n, const float *src, uint16_t *dst);
 
 /* Run fn(arg_i) for i < n_tasks, task 0 on the calling thread, the others on
  * threads of their own (n_tasks == 1: no thread at all).  Returns 0, or -1

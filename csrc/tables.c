@@ -39,6 +39,12 @@ void rs_make_row(rs_row_maker *m, double t, int dtype, void *c, void *s)
             cf[k] = (float)cd[k];
             sf[k] = (float)sd[k];
         }
+    } else if (dtype == RS_BF16) {
+        uint16_t *ch = (uint16_t *)c, *sh = (uint16_t *)s;
+        for (int64_t k = 0; k < n; k++) {
+            ch[k] = rs_double_to_bf16(cd[k]);
+            sh[k] = rs_double_to_bf16(sd[k]);
+        }
     } else {
         uint16_t *ch = (uint16_t *)c, *sh = (uint16_t *)s;
         /* straight from float64: no double rounding through float32 */
@@ -95,7 +101,7 @@ int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int
     rs_table_task tasks[RS_MAX_TASKS];
     int nt = n_threads < 1 ? 1 : (n_threads > RS_MAX_TASKS ? RS_MAX_TASKS : n_threads);
     int stop = 0;
-    if (n < 0 || n_pairs < 0 || out_dtype < RS_F16 || out_dtype > RS_F64)
+    if (n < 0 || n_pairs < 0 || out_dtype < RS_F16 || out_dtype > RS_BF16)
         return RS_BAD_LAYOUT;
     if (n == 0 || n_pairs == 0)
         return RS_OK;

@@ -58,12 +58,22 @@ void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi)
     *hi = *lo + q + (i < r ? 1 : 0);
 }
 
+/* Test hook only (see rs_internal.h): the probes answer "no". */
+static int force_baseline = 0;
+
+void rs_test_force_baseline(int on)
+{
+    force_baseline = on != 0;
+}
+
 /* The probes: the answer cannot change while the process runs, and racing
  * threads all store the same value, so a plain static cache is safe. */
 int rs_cpu_has_avx2(void)
 {
 #if RS_HAVE_X86_DISPATCH
     static int cached = -1;
+    if (force_baseline)
+        return 0;
     if (cached < 0) {
         __builtin_cpu_init();
         cached = __builtin_cpu_supports("avx2");
@@ -78,6 +88,8 @@ int rs_cpu_has_f16c(void)
 {
 #if RS_HAVE_X86_DISPATCH
     static int cached = -1;
+    if (force_baseline)
+        return 0;
     if (cached < 0) {
         __builtin_cpu_init();
         cached = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");

@@ -7,11 +7,14 @@ the buffer protocol, and bfloat16 with or without ``ml_dtypes``.  The result
 is of ``x``'s kind (``positions``' for :func:`ropescale.cos_sin`): torch in,
 torch out; JAX in, JAX out; anything else gives NumPy.
 
-bfloat16 is carried as its bit pattern (a ``uint16`` view of the same memory):
-it is widened to float32 exactly (a 16-bit shift), the kernel computes in
-float32, and the result is rounded once to nearest-even.  Tables formed in
-float64 are rounded to bfloat16 through float32 with round-to-odd, which makes
-the two steps one correct rounding.
+bfloat16 is carried as its bit pattern: a :class:`BF16Bits` view (``uint16``)
+of the tensor's own memory, which the rotary functions hand to the C kernels
+as bfloat16 (``_core.rotate(..., bf16=True)``).  The kernels widen each
+element exactly (a 16-bit shift), compute in float32 and round once to
+nearest-even as they store, so a bfloat16 call makes no float32 copy of the
+array.  Tables (cos, sin, frequencies) given in bfloat16 are small and are
+widened to float32 here.  The NumPy conversions below serve the mixed cases
+(float x with a bfloat16 ``out``) and the tests.
 
 Neither torch nor JAX is imported here: a tensor can only exist if its
 framework is already in ``sys.modules``.
@@ -21,7 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Tuple
 
 import numpy as np
 
@@ -37,9 +40,19 @@ _DL_DEVICES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8:
 
 
 # -- bfloat16 as bits ---------------------------------------------------------
+class BF16Bits(np.ndarray):
+    """bfloat16 values as their ``uint16`` bit patterns, which ropescale's functions read as bfloat16.
+
+    Made by :func:`unwrap` for torch and JAX bfloat16 (``x.view(dtype=np.uint16,
+    type=BF16Bits)``: no copy, no ml_dtypes) and given back by the rotary
+    functions for such input, for :func:`wrap` to turn into the caller's kind.
+    Internal: a plain ``uint16`` array is refused as a non-float array.
+    """
+
+
 def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     """bfloat16 bit patterns (uint16) to float32, exactly."""
-    return (bits.astype(np.uint32) << 16).view(_F32)
+    return (np.asarray(bits).astype(np.uint32) << 16).view(_F32)
 
 
 def f32_to_bf16(a: np.ndarray) -> np.ndarray:
@@ -104,7 +117,7 @@ def torch_dtype(dtype: Any):
 
 _TENSOR: Any = None  # torch.Tensor once a tensor has been seen (torch is then imported)
 _TENSOR_BF16: Any = None
-_FROM_NUMPY: Any = None
+_TENSOR_I16: Any = None
 
 
 def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
@@ -114,20 +127,25 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
     they are (kind ``numpy``): the rotary functions convert them with
     ``np.asarray`` (buffer protocol, lists).  No data is copied.
     """
-    global _TENSOR, _TENSOR_BF16, _FROM_NUMPY
+    global _TENSOR, _TENSOR_BF16, _TENSOR_I16
     if isinstance(value, np.ndarray):   # subclasses too: the rotary checks see them (a masked array is refused)
         return value, NUMPY, False
     if type(value) is _TENSOR:
         # The common case first: Tensor.numpy() itself refuses every tensor
         # it cannot view (device, requires_grad, bfloat16, conj/neg bits),
-        # so those are diagnosed only after it fails.
+        # so those are diagnosed only after it fails.  bfloat16 is asked for
+        # first: the refusal is a C++ exception, ~30 us.
         try:
+            if value.dtype is _TENSOR_BF16:
+                if value.requires_grad:  # the int16 view would drop it
+                    raise TypeError
+                return value.view(_TENSOR_I16).numpy().view(dtype=_U16, type=BF16Bits), TORCH, True
             return value.numpy(), TORCH, False
         except (TypeError, RuntimeError):
             pass
     torch = _torch_tensor(value)
     if torch is not None:
-        _TENSOR, _TENSOR_BF16, _FROM_NUMPY = torch.Tensor, torch.bfloat16, torch.from_numpy
+        _TENSOR, _TENSOR_BF16, _TENSOR_I16 = torch.Tensor, torch.bfloat16, torch.int16
         if not value.is_cpu:
             raise TypeError(f"{name} is a torch tensor on device {value.device}; ropescale's array functions run on CPU "
                             f"memory: use ropescale.torch.apply_rotary / apply_rotary_positions, which run on any "
@@ -137,7 +155,7 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
                             f"ropescale.torch.apply_rotary / apply_rotary_positions (autograd-aware), or pass "
                             f"{name}.detach()")
         if value.dtype == torch.bfloat16:
-            return value.view(torch.int16).numpy().view(_U16), TORCH, True
+            return value.view(torch.int16).numpy().view(dtype=_U16, type=BF16Bits), TORCH, True
         try:
             return value.numpy(), TORCH, False
         except (TypeError, RuntimeError) as e:
@@ -151,7 +169,7 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
                             f"memory: pass jax.device_put({name}, jax.devices('cpu')[0])")
         arr = np.asarray(value)
         if arr.dtype.name == "bfloat16":
-            return arr.view(_U16), JAX, True
+            return arr.view(dtype=_U16, type=BF16Bits), JAX, True
         return arr, JAX, False
     if hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__") and not isinstance(value, np.generic):
         device = value.__dlpack_device__()
@@ -190,48 +208,29 @@ def _bits_as_ml_dtypes(bits: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(bits).view(ml_dtypes.bfloat16)
 
 
-def _float_in(name: str, value: Any) -> Tuple[Any, str, bool]:
-    """Like :func:`unwrap`, with bfloat16 widened to float32 (by torch for torch tensors, else from the bits)."""
-    if type(value) is _TENSOR:
-        try:
-            return value.numpy(), TORCH, False
-        except (TypeError, RuntimeError):
-            if value.dtype is _TENSOR_BF16 and value.is_cpu and not value.requires_grad:
-                return value.float().numpy(), TORCH, True
-    arr, kind, bf16 = unwrap(name, value)
-    if bf16:
-        arr = bf16_to_f32(arr)
-    return arr, kind, bf16
+def _float_in(name: str, value: Any) -> Any:
+    """A table or frequency argument as NumPy, bfloat16 widened to float32 (tables are small)."""
+    arr, _, bf16 = unwrap(name, value)
+    return bf16_to_f32(arr) if bf16 else arr
 
 
-def _narrow(result: np.ndarray, kind: str, bf16: bool):
-    """The float result as ``kind`` (rounded to bfloat16 when ``bf16``, to nearest-even)."""
-    if kind is TORCH:
-        t = _FROM_NUMPY(result)
-        return t.bfloat16() if bf16 else t
-    if bf16:
-        result = f32_to_bf16(result)
-    return wrap(result, kind, bf16)
+def _of_kind(result: np.ndarray, kind: str):
+    """The rotary functions' result as ``kind``: :class:`BF16Bits` are bfloat16 bits.
 
-
-def _store(kernel: Callable, out: Any, shape: Tuple[int, ...]) -> Any:
-    """Run ``kernel(out=...)`` writing into ``out`` of any kind; returns ``out``.
-
-    A bfloat16 ``out`` receives a float32 result rounded once, after the
-    kernel succeeded (a failing call leaves it untouched).
+    ``kind`` is NumPy only for NumPy-like input, whose result is already
+    NumPy (an ml_dtypes bfloat16 array for ml_dtypes input).
     """
-    oa, kind, obf = unwrap("out", out)
+    if kind == NUMPY:
+        return result
+    return wrap(result, kind, type(result) is BF16Bits)
+
+
+def _out(out: Any) -> Any:
+    """``out`` as a writeable NumPy view of its memory (bfloat16 as :class:`BF16Bits`)."""
+    oa, kind, _ = unwrap("out", out)
     if kind == JAX:
         raise TypeError("out is a JAX array, which is immutable; leave out=None and use the returned array")
-    if not obf:
-        kernel(oa)
-        return out
-    res = kernel(np.empty(oa.shape, _F32))
-    if type(out) is _TENSOR:
-        out.copy_(sys.modules["torch"].from_numpy(res))
-    else:  # pragma: no cover - only torch gives bfloat16 bits for out
-        np.copyto(oa, f32_to_bf16(res))
-    return out
+    return oa
 
 
 # -- entry points -------------------------------------------------------------
@@ -248,13 +247,13 @@ def rotary_entry(fn: Callable) -> Callable:
         if type(x) is np.ndarray and type(cos) is np.ndarray and type(sin) is np.ndarray \
                 and (out is None or type(out) is np.ndarray):
             return fn(x, cos, sin, interleaved=interleaved, inverse=inverse, out=out, layout=layout)
-        xa, kind, xbf = _float_in("x", x)
-        ca = _float_in("cos", cos)[0]
-        sa = _float_in("sin", sin)[0]
+        xa, kind, _ = unwrap("x", x)
+        ca = _float_in("cos", cos)
+        sa = _float_in("sin", sin)
         if out is None:
-            return _narrow(fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, layout=layout), kind, xbf)
-        return _store(lambda o: fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, out=o, layout=layout),
-                      out, getattr(x, "shape", None))
+            return _of_kind(fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, layout=layout), kind)
+        fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, out=_out(out), layout=layout)
+        return out
 
     return apply_rotary
 
@@ -269,14 +268,14 @@ def positions_entry(fn: Callable) -> Callable:
                 and not _foreign(positions) and not _foreign(inv_freq):
             return fn(x, positions, inv_freq, attention_factor=attention_factor, interleaved=interleaved,
                       inverse=inverse, out=out)
-        xa, kind, xbf = _float_in("x", x)
+        xa, kind, _ = unwrap("x", x)
         pa = unwrap("positions", positions)[0]
-        ta = _float_in("inv_freq", inv_freq)[0]
+        ta = _float_in("inv_freq", inv_freq)
         if out is None:
-            return _narrow(fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved,
-                              inverse=inverse), kind, xbf)
-        return _store(lambda o: fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved,
-                                   inverse=inverse, out=o), out, getattr(x, "shape", None))
+            return _of_kind(fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved,
+                               inverse=inverse), kind)
+        fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved, inverse=inverse, out=_out(out))
+        return out
 
     return apply_rotary_positions
 
@@ -290,13 +289,13 @@ def cos_sin_entry(fn: Callable) -> Callable:
         if type(positions) is np.ndarray and tdt is None and not _foreign(inv_freq):
             return fn(positions, inv_freq, attention_factor=attention_factor, dtype=dtype)
         pa, kind, _ = unwrap("positions", positions)
-        ta = _float_in("inv_freq", inv_freq)[0]
+        ta = _float_in("inv_freq", inv_freq)
         if tdt is not None and kind != TORCH:
             kind = TORCH  # a torch dtype asks for torch tables
         bf16 = tdt == "bfloat16" or (isinstance(dtype, str) and dtype == "bfloat16" and kind != NUMPY)
-        if bf16:
-            c, s = fn(pa, ta, attention_factor=attention_factor, dtype=np.float64)
-            return wrap(f64_to_bf16(c), kind, True), wrap(f64_to_bf16(s), kind, True)
+        if bf16:  # the C core rounds the float64 rows once to bfloat16 bits
+            c, s = fn(pa, ta, attention_factor=attention_factor, dtype=BF16Bits)
+            return wrap(c, kind, True), wrap(s, kind, True)
         c, s = fn(pa, ta, attention_factor=attention_factor, dtype=tdt if tdt is not None else dtype)
         return wrap(c, kind, False), wrap(s, kind, False)
 
@@ -308,7 +307,8 @@ def any_kind(fn: Callable) -> Callable:
 
     For entry points of the form ``f(k, a, b, c, *, ..., out=None)`` such as
     :func:`ropescale.rerotate`: every positional argument may be a torch
-    tensor, JAX array or DLPack object; bfloat16 is widened to float32.
+    tensor, JAX array or DLPack object; a bfloat16 ``x`` (and ``out``) stays
+    bfloat16 bits for the kernels, the other arrays are widened to float32.
     """
     names = [p.name for p in inspect.signature(fn).parameters.values()
              if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
@@ -318,10 +318,11 @@ def any_kind(fn: Callable) -> Callable:
         if type(x) is np.ndarray and (out is None or type(out) is np.ndarray) \
                 and not any(_foreign(a) for a in arrays):
             return fn(x, *arrays, out=out, **kw)
-        xa, kind, xbf = _float_in(names[0], x)
-        rest = [_float_in(n, a)[0] for n, a in zip(names[1:], arrays)]
+        xa, kind, _ = unwrap(names[0], x)
+        rest = [_float_in(n, a) for n, a in zip(names[1:], arrays)]
         if out is None:
-            return _narrow(fn(xa, *rest, **kw), kind, xbf)
-        return _store(lambda o: fn(xa, *rest, out=o, **kw), out, getattr(x, "shape", None))
+            return _of_kind(fn(xa, *rest, **kw), kind)
+        fn(xa, *rest, out=_out(out), **kw)
+        return out
 
     return wrapper

@@ -260,8 +260,21 @@ fail:
 /* Rotation                                                             */
 /* ------------------------------------------------------------------ */
 
-static int dtype_code(PyArrayObject *a, const char *name)
+/* The kernel dtype of an operand.  bfloat16 has no NumPy type without
+ * ml_dtypes, so the Python layer passes its bits as uint16 and says so with
+ * the `bf16` argument of rotate, rotate_positions and cos_sin: then x and
+ * out (cos and sin for cos_sin) must be uint16; without it uint16 is
+ * refused like any other non-float dtype. */
+static int dtype_code(PyArrayObject *a, const char *name, int bf16)
 {
+    if (bf16) {
+        if (PyArray_TYPE(a) == NPY_UINT16)
+            return RS_BF16;
+        PyErr_Format(PyExc_TypeError,
+                     "%s must be uint16 (bfloat16 bits) when bf16 is set, got %R", name,
+                     (PyObject *)PyArray_DESCR(a));
+        return -1;
+    }
     switch (PyArray_TYPE(a)) {
     case NPY_FLOAT16:
         return RS_F16;
@@ -544,14 +557,14 @@ static PyObject *py_rotate(PyObject *self, PyObject *args)
 {
     PyObject *xo, *co, *so, *oo;
     PyArrayObject *x, *c, *s, *out;
-    int interleaved, inverse, n_threads, rc, dt, ct;
+    int interleaved, inverse, n_threads, rc, dt, ct, bf16 = 0;
     rs_layout L;
     rs_options opt;
     glue_poll poll;
     (void)self;
 
-    if (!PyArg_ParseTuple(args, "OOOOppi:rotate", &xo, &co, &so, &oo,
-                          &interleaved, &inverse, &n_threads))
+    if (!PyArg_ParseTuple(args, "OOOOppi|p:rotate", &xo, &co, &so, &oo,
+                          &interleaved, &inverse, &n_threads, &bf16))
         return NULL;
     if (check_operand(xo, "x", 0) < 0 || check_operand(co, "cos", 0) < 0 ||
         check_operand(so, "sin", 0) < 0 || check_operand(oo, "out", 1) < 0)
@@ -560,8 +573,8 @@ static PyObject *py_rotate(PyObject *self, PyObject *args)
     c = (PyArrayObject *)co;
     s = (PyArrayObject *)so;
     out = (PyArrayObject *)oo;
-    if ((dt = dtype_code(x, "x")) < 0 || dtype_code(out, "out") < 0 ||
-        (ct = dtype_code(c, "cos")) < 0 || dtype_code(s, "sin") < 0)
+    if ((dt = dtype_code(x, "x", bf16)) < 0 || dtype_code(out, "out", bf16) < 0 ||
+        (ct = dtype_code(c, "cos", 0)) < 0 || dtype_code(s, "sin", 0) < 0)
         return NULL;
     if (PyArray_TYPE(out) != PyArray_TYPE(x)) {
         PyErr_SetString(PyExc_TypeError, "out must have the dtype of x");
@@ -739,14 +752,14 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
     PyObject *xo, *po, *to, *oo;
     PyArrayObject *x, *p, *t, *out;
     double scale;
-    int interleaved, inverse, n_threads, rc, dt;
+    int interleaved, inverse, n_threads, rc, dt, bf16 = 0;
     rs_layout L;
     rs_options opt;
     glue_poll poll;
     (void)self;
 
-    if (!PyArg_ParseTuple(args, "OOOdOppi:rotate_positions", &xo, &po, &to,
-                          &scale, &oo, &interleaved, &inverse, &n_threads))
+    if (!PyArg_ParseTuple(args, "OOOdOppi|p:rotate_positions", &xo, &po, &to,
+                          &scale, &oo, &interleaved, &inverse, &n_threads, &bf16))
         return NULL;
     int pos_int;
     if (check_operand(xo, "x", 0) < 0 || check_operand(oo, "out", 1) < 0 ||
@@ -755,7 +768,7 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
     x = (PyArrayObject *)xo;
     p = (PyArrayObject *)po;
     out = (PyArrayObject *)oo;
-    if ((dt = dtype_code(x, "x")) < 0 || dtype_code(out, "out") < 0)
+    if ((dt = dtype_code(x, "x", bf16)) < 0 || dtype_code(out, "out", bf16) < 0)
         return NULL;
     if (PyArray_TYPE(out) != PyArray_TYPE(x)) {
         PyErr_SetString(PyExc_TypeError, "out must have the dtype of x");
@@ -786,14 +799,14 @@ static PyObject *py_cos_sin(PyObject *self, PyObject *args)
     PyObject *po, *to, *co, *so;
     PyArrayObject *p, *t, *c, *s;
     double scale;
-    int n_threads, rc, dt;
+    int n_threads, rc, dt, bf16 = 0;
     npy_intp n, R;
     glue_poll poll;
     const rs_interrupt *intr;
     (void)self;
 
-    if (!PyArg_ParseTuple(args, "OOdOOi:cos_sin", &po, &to, &scale, &co, &so,
-                          &n_threads))
+    if (!PyArg_ParseTuple(args, "OOdOOi|p:cos_sin", &po, &to, &scale, &co, &so,
+                          &n_threads, &bf16))
         return NULL;
     int pos_int;
     if (check_operand(co, "cos", 1) < 0 || check_operand(so, "sin", 1) < 0 ||
@@ -806,7 +819,7 @@ static PyObject *py_cos_sin(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "positions must be 1-D here");
         return NULL;
     }
-    if ((dt = dtype_code(c, "cos")) < 0)
+    if ((dt = dtype_code(c, "cos", bf16)) < 0)
         return NULL;
     n = PyArray_DIM(p, 0);
     R = PyArray_DIM(t, 0);
@@ -858,7 +871,7 @@ static PyObject *py_cos_sin_streams(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "positions must be 2-D (streams, positions) here");
         return NULL;
     }
-    if ((dt = dtype_code(c, "cos")) < 0)
+    if ((dt = dtype_code(c, "cos", 0)) < 0)
         return NULL;
     k = PyArray_DIM(p, 0);
     n = PyArray_DIM(p, 1);
@@ -912,6 +925,17 @@ static PyObject *py_test_fail_alloc(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Tests only: run the baseline code even where AVX2/F16C are present. */
+static PyObject *py_test_force_baseline(PyObject *self, PyObject *args)
+{
+    int on;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "p:_test_force_baseline", &on))
+        return NULL;
+    rs_test_force_baseline(on);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_simd_name(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -927,11 +951,13 @@ static PyMethodDef methods[] = {
     {"scaled_inv_freq", (PyCFunction)(void (*)(void))py_scaled_inv_freq,
      METH_VARARGS | METH_KEYWORDS, "scaled_inv_freq(dim, base, method, ...) -> (array, float)"},
     {"rotate", py_rotate, METH_VARARGS,
-     "rotate(x, cos, sin, out, interleaved, inverse, n_threads) -> out"},
+     "rotate(x, cos, sin, out, interleaved, inverse, n_threads, bf16=False) -> out"},
     {"rotate_positions", py_rotate_positions, METH_VARARGS,
-     "rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads) -> out"},
+     "rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads, bf16=False) -> out"},
     {"cos_sin", py_cos_sin, METH_VARARGS,
-     "cos_sin(positions, inv_freq, scale, cos, sin, n_threads) -> None"},
+     "cos_sin(positions, inv_freq, scale, cos, sin, n_threads, bf16=False) -> None"},
+    {"_test_force_baseline", py_test_force_baseline, METH_VARARGS,
+     "_test_force_baseline(on): run the baseline instruction set's code (tests only)"},
     {"cos_sin_streams", py_cos_sin_streams, METH_VARARGS,
      "cos_sin_streams(positions, inv_freq, pair_stream, scale, cos, sin, n_threads) -> None"},
     {"_test_fail_alloc", py_test_fail_alloc, METH_VARARGS,

@@ -59,6 +59,7 @@ def rotate(
     interleaved: bool,
     inverse: bool,
     n_threads: int,
+    bf16: bool = False,  # x and out hold bfloat16 bits as uint16
     /,
 ) -> np.ndarray: ...
 def rotate_positions(
@@ -70,6 +71,7 @@ def rotate_positions(
     interleaved: bool,
     inverse: bool,
     n_threads: int,
+    bf16: bool = False,  # x and out hold bfloat16 bits as uint16
     /,
 ) -> np.ndarray: ...
 def cos_sin(
@@ -79,6 +81,7 @@ def cos_sin(
     cos: np.ndarray,
     sin: np.ndarray,
     n_threads: int,
+    bf16: bool = False,  # cos and sin are uint16, filled with bfloat16 bits
     /,
 ) -> None: ...
 def cos_sin_streams(
@@ -93,3 +96,4 @@ def cos_sin_streams(
 ) -> None: ...
 def simd_name() -> str: ...
 def _test_fail_alloc(nth: int, /) -> None: ...  # tests only: the nth C-core allocation from now fails
+def _test_force_baseline(on: bool, /) -> None: ...  # tests only: ignore AVX2/F16C

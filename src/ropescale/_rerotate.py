@@ -32,11 +32,14 @@ import numpy as np
 
 from . import _arrays, _checks, _core
 from ._rotary import (
+    _U16,
     MAX_ANGLE,
+    _as_given,
     _bfloat16,
     _broadcast_shape,
     _check_out,
     _compute_dtype,
+    _kernel_view,
     _result_dtype,
     _run,
     apply_rotary,
@@ -57,7 +60,9 @@ def _keys(k: Any) -> np.ndarray:
         raise TypeError(f"k must be a float array of keys (..., D), got {type(k).__name__}")
     arr = k if isinstance(k, np.ndarray) else _checks.asarray("k", k)
     dt = arr.dtype
-    if not ((dt.kind == "f" and dt.itemsize in (2, 4, 8)) or (_bfloat16() is not None and dt == _bfloat16())):
+    if type(arr) is _arrays.BF16Bits:  # torch/JAX bfloat16, as bits
+        pass
+    elif not ((dt.kind == "f" and dt.itemsize in (2, 4, 8)) or (_bfloat16() is not None and dt == _bfloat16())):
         raise TypeError(f"k must be a float16, float32 or float64 array (bfloat16 with ml_dtypes), got dtype {dt}")
     if arr.ndim == 0:
         raise ValueError("k must have at least one axis (..., D), got a 0-d array")
@@ -159,19 +164,22 @@ def _corrected_tables(t: np.ndarray, t_lo: Optional[np.ndarray], theta: np.ndarr
 def _rotate(ka: np.ndarray, out: Optional[np.ndarray], t: np.ndarray, t_lo: Optional[np.ndarray],
             theta: np.ndarray, theta_lo: Optional[np.ndarray], scale: float, interleaved: bool) -> np.ndarray:
     """Rotate ``ka`` by ``(t + t_lo) * (theta + theta_lo)``, cos/sin scaled by ``scale``; all validated."""
+    xk, ok = _kernel_view(ka)[0], None if out is None else _kernel_view(out)[0]
+    rdt = _result_dtype(xk, ok)
     if t_lo is None and theta_lo is None:
         # The exact product and reduction of the fused kernel cover the angle:
         # no table in memory, one cos/sin row per distinct position.
         n = get_num_threads()
 
         def kernel(xv, target, pv):
-            _core.rotate_positions(xv, pv, theta, scale, target, interleaved, False, n)
+            _core.rotate_positions(xv, pv, theta, scale, target, interleaved, False, n, target.dtype == _U16)
 
-        return _run(kernel, ka, out, _result_dtype(ka, out), [t])
+        res = _run(kernel, xk, ok, rdt, [t])
+        return out if out is not None else _as_given(res, ka)
     c, s = _corrected_tables(t, t_lo, theta, theta_lo, scale)
-    kdt = _compute_dtype(_result_dtype(ka, out))
-    tdt = np.dtype(np.float64) if kdt == np.float64 else np.dtype(np.float32)
-    return apply_rotary(ka, c.astype(tdt), s.astype(tdt), interleaved=interleaved, out=out)
+    tdt = np.dtype(np.float64) if _compute_dtype(rdt) == np.float64 else np.dtype(np.float32)
+    # the undecorated function: ka may be bfloat16 bits (BF16Bits), kept as they are
+    return apply_rotary.__wrapped__(ka, c.astype(tdt), s.astype(tdt), interleaved=interleaved, out=out)
 
 
 @_arrays.any_kind
@@ -186,7 +194,7 @@ def rerotate(k: Any, from_positions: Any, to_positions: Any, inv_freq: Any, *, i
 
     Parameters
     ----------
-    k : ndarray, shape (..., D), float16/32/64 (bfloat16 with ml_dtypes)
+    k : ndarray, shape (..., D), float16/32/64 or bfloat16 (ml_dtypes, torch, JAX)
         Keys rotated with ``inv_freq`` (e.g. a KV cache ``(B, S, H, D)``).
         Never modified unless it is ``out``.
     from_positions, to_positions : array_like of int or float

@@ -2,11 +2,16 @@
 
 The dtype rule, in one place:
 
-* ``x``, ``out``: float16, float32 or float64 (bfloat16 through ``ml_dtypes``
-  when installed).  The result has ``x``'s dtype, or ``out``'s when ``out`` is
-  given (``x`` is then converted first).
+* ``x``, ``out``: float16, float32 or float64; bfloat16 as an ``ml_dtypes``
+  array or a torch/JAX tensor (:class:`_arrays.BF16Bits` inside).  The result
+  has ``x``'s dtype, or ``out``'s when ``out`` is given (``x`` is then
+  converted first; a float ``x`` into a bfloat16 ``out`` is computed in
+  float32 and rounded once).
 * The kernel computes in float64 for float64 results and in float32 for
-  float16 and float32 results (float16 is widened and narrowed per row).
+  float16, bfloat16 and float32 results (float16 is widened and narrowed per
+  row; bfloat16 is converted in the kernel's loads and stores, as uint16 bits
+  with the ``bf16`` flag of the C calls: inside this module a ``uint16``
+  array or dtype always means bfloat16 bits).
 * ``cos``/``sin`` of any float dtype are converted to that compute type.
 * Angles (fused form and :func:`cos_sin`) are always formed and reduced in
   float64, then rounded once to the output type.
@@ -95,6 +100,44 @@ def _bfloat16():
     return _BF16
 
 
+_U16 = np.dtype(np.uint16)  # bfloat16 bits, in this module only
+_F32 = np.dtype(np.float32)
+
+
+def _bf16_bits(a: np.ndarray) -> Optional[np.ndarray]:
+    """The bit patterns (a plain uint16 view) of a bfloat16 array, else None."""
+    if type(a) is _arrays.BF16Bits:
+        return a.view(np.ndarray)
+    if a.dtype.kind == "V":  # ml_dtypes' bfloat16 is a 'V'-kind dtype
+        bf16 = _bfloat16()
+        if bf16 is not None and a.dtype == bf16:
+            return a.view(_U16)
+    return None
+
+
+def _widened(a: np.ndarray) -> np.ndarray:
+    """A table or frequency array with bfloat16 widened to float32 (exact)."""
+    bits = _bf16_bits(a)
+    return a if bits is None else _arrays.bf16_to_f32(bits)
+
+
+def _kernel_view(a: np.ndarray) -> Tuple[np.ndarray, np.dtype]:
+    """``a`` as the kernels see it and its result dtype: bfloat16 as uint16 bits."""
+    bits = _bf16_bits(a)
+    if bits is not None:
+        return bits, _U16
+    return a, a.dtype.newbyteorder("=")
+
+
+def _as_given(result: np.ndarray, like: np.ndarray) -> np.ndarray:
+    """A result of bfloat16 bits as ``like``'s bfloat16 kind (ml_dtypes or BF16Bits)."""
+    if result.dtype != _U16:
+        return result
+    if type(like) is _arrays.BF16Bits:
+        return result.view(_arrays.BF16Bits)
+    return result.view(like.dtype)
+
+
 def _float_dtype(name: str, dt: np.dtype) -> np.dtype:
     """The native kernel dtype for a float dtype; TypeError for anything else."""
     if dt.kind == "f" and dt.itemsize in (2, 4, 8):
@@ -124,13 +167,14 @@ def _as_float_array(name: str, value: Any) -> np.ndarray:
     if type(value) is not np.ndarray:
         _refuse_masked(name, value)
     arr = value if isinstance(value, np.ndarray) else _asarray(name, value)
-    _float_dtype(name, arr.dtype)
+    if type(arr) is not _arrays.BF16Bits:
+        _float_dtype(name, arr.dtype)
     return arr
 
 
 def _compute_dtype(dt: np.dtype) -> np.dtype:
-    """Kernel dtype for a result dtype (bfloat16 computes via float32)."""
-    return dt if dt in _KERNEL_DTYPES else np.dtype(np.float32)
+    """Kernel dtype for a result dtype (bfloat16 bits are one)."""
+    return dt if dt in _KERNEL_DTYPES or dt == _U16 else _F32
 
 
 def _table_dtype(kernel_dt: np.dtype) -> np.dtype:
@@ -204,7 +248,8 @@ def cos_sin(positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, dty
         Frequencies in radians per position (e.g. from :func:`scaled_inv_freq`).
     attention_factor : float
         Multiplies cos and sin (YaRN / LongRoPE temperature).
-    dtype : float16, float32 or float64 (bfloat16 with ml_dtypes)
+    dtype : float16, float32 or float64; bfloat16 (``ml_dtypes.bfloat16``, or ``torch.bfloat16`` without ml_dtypes)
+        bfloat16 tables are the float64 rows rounded once, in C.
 
     Returns
     -------
@@ -221,19 +266,22 @@ def cos_sin(positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, dty
     theta = _theta(inv_freq)
     pos = _positions(positions)
     scale = _checks.real("attention_factor", attention_factor, above=0.0)
-    try:
-        dt = np.dtype(dtype)
-    except TypeError:
-        raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}") from None
-    dt = _float_dtype("dtype", dt)
-    kdt = dt if dt in _KERNEL_DTYPES else np.dtype(np.float64)
+    if dtype is _arrays.BF16Bits:  # from the array-kind layer: bfloat16 bits
+        dt = None
+    else:
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            raise TypeError(f"dtype must be float16, float32 or float64, got {dtype!r}") from None
+        dt = _float_dtype("dtype", dt)
+    bf16 = dt is None or dt not in _KERNEL_DTYPES  # the C core rounds float64 rows once to bfloat16
     flat = pos.reshape(-1)
     n, r = flat.shape[0], theta.shape[0]
-    c = np.empty((n, r), dtype=kdt)
-    s = np.empty((n, r), dtype=kdt)
-    _core.cos_sin(flat, theta, scale, c, s, get_num_threads())
-    if kdt != dt:
-        c, s = c.astype(dt), s.astype(dt)
+    c = np.empty((n, r), dtype=_U16 if bf16 else dt)
+    s = np.empty((n, r), dtype=_U16 if bf16 else dt)
+    _core.cos_sin(flat, theta, scale, c, s, get_num_threads(), bf16)
+    if bf16:
+        c, s = (c.view(_arrays.BF16Bits), s.view(_arrays.BF16Bits)) if dt is None else (c.view(dt), s.view(dt))
     return c.reshape(pos.shape + (r,)), s.reshape(pos.shape + (r,))
 
 
@@ -265,7 +313,8 @@ def _check_out(out: Any, shape: Tuple[int, ...]) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
     _refuse_masked("out", out)
-    _float_dtype("out", out.dtype)
+    if type(out) is not _arrays.BF16Bits:
+        _float_dtype("out", out.dtype)
     if out.shape != shape:
         raise ValueError(f"out must have the shape of x {shape}, got {out.shape}")
     if not out.flags.writeable:
@@ -322,19 +371,36 @@ def _ready(a: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _result_dtype(x: np.ndarray, out: Optional[np.ndarray]) -> np.dtype:
-    """The dtype rule: ``out``'s dtype when given, else ``x``'s (native order)."""
-    return _float_dtype("out", out.dtype) if out is not None else _float_dtype("x", x.dtype)
+    """The dtype rule: ``out``'s dtype when given, else ``x``'s (native order; uint16: bfloat16 bits).
+
+    ``x`` and ``out`` are kernel views (:func:`_kernel_view`).
+    """
+    return _kernel_dtype("out", out) if out is not None else _kernel_dtype("x", x)
+
+
+def _kernel_dtype(name: str, a: np.ndarray) -> np.dtype:
+    return _U16 if a.dtype == _U16 else _float_dtype(name, a.dtype)
 
 
 def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype, readers):
     """Shared driver: out handling, overlap, then one kernel call.
 
-    ``rdt`` is the result dtype from :func:`_result_dtype`.  ``readers`` are
-    every other input of the kernel (already prepared); each is copied if
-    ``out`` overlaps it, since the kernel reads inputs while it writes.
-    ``kernel(xv, target, *readers)`` runs the C call.
+    ``x`` and ``out`` are kernel views (bfloat16 as uint16 bits) and ``rdt``
+    the result dtype from :func:`_result_dtype`.  ``readers`` are every other
+    input of the kernel (already prepared); each is copied if ``out``
+    overlaps it, since the kernel reads inputs while it writes.
+    ``kernel(xv, target, *readers)`` runs the C call (bfloat16 when
+    ``target`` is uint16).
     """
     kdt = _compute_dtype(rdt)
+    if x.dtype == _U16 and kdt != _U16:  # bfloat16 x, float out: widen x (exact)
+        x = _arrays.bf16_to_f32(x)
+    if kdt == _U16 and x.dtype != _U16:
+        # float x, bfloat16 out: compute in float32, round once, then store
+        target = np.empty(x.shape, dtype=_F32)
+        kernel(_ready(x, _F32), target, *readers)
+        np.copyto(out, _arrays.f32_to_bf16(target))
+        return out
     if out is None:
         target = np.empty(x.shape, dtype=kdt)
         kernel(_ready(x, kdt), target, *readers)
@@ -369,8 +435,10 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
 
     Parameters
     ----------
-    x : ndarray, shape (..., D), float16/32/64
+    x : ndarray, shape (..., D), float16/32/64 or bfloat16
         Queries or keys; ``D`` even.  Never modified unless it is ``out``.
+        bfloat16 (ml_dtypes, torch, JAX) is rotated by the C kernels in
+        float32 and rounded once, without a float32 copy of ``x``.
     cos, sin : ndarray, shape (..., R), ``2R <= D``
         Tables (e.g. from :func:`cos_sin`); their leading axes broadcast
         against ``x.shape[:-1]``: ``(S, 1, R)`` serves ``(B, S, H, D)``,
@@ -416,8 +484,8 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
     xa = _check_x(x)
     il = _checks.boolean("interleaved", interleaved)
     inv = _checks.boolean("inverse", inverse)
-    ca = _as_float_array("cos", cos)
-    sa = _as_float_array("sin", sin)
+    ca = _widened(_as_float_array("cos", cos))
+    sa = _widened(_as_float_array("sin", sin))
     ca, sa = half_tables(ca, sa, layout)
     if ca.shape != sa.shape:
         raise ValueError(f"cos and sin must have the same shape, got {ca.shape} and {sa.shape}")
@@ -435,16 +503,18 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
     _check_broadcast("cos/sin", ca.shape[:-1], lead)
     if out is not None:
         out = _check_out(out, xa.shape)
-    rdt = _result_dtype(xa, out)
+    xk, ok = _kernel_view(xa)[0], None if out is None else _kernel_view(out)[0]
+    rdt = _result_dtype(xk, ok)
     tdt = _table_dtype(_compute_dtype(rdt))
     cv = _ready(ca, tdt)
     sv = _ready(sa, tdt)
     n = get_num_threads()
 
     def kernel(xv, target, cvv, svv):
-        _core.rotate(xv, cvv, svv, target, il, inv, n)
+        _core.rotate(xv, cvv, svv, target, il, inv, n, target.dtype == _U16)
 
-    return _run(kernel, xa, out, rdt, [cv, sv])
+    res = _run(kernel, xk, ok, rdt, [cv, sv])
+    return out if out is not None else _as_given(res, xa)
 
 
 def _check_broadcast(name: str, shape: Tuple[int, ...], lead: Tuple[int, ...]) -> None:
@@ -496,11 +566,13 @@ def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_f
     _check_broadcast("positions", pos.shape, xa.shape[:-1])
     if out is not None:
         out = _check_out(out, xa.shape)
+    xk, ok = _kernel_view(xa)[0], None if out is None else _kernel_view(out)[0]
     n = get_num_threads()
 
     # The C core orders the row axes so that rows sharing a position are
     # consecutive: each distinct position's cos/sin are made once.
     def kernel(xv, target, pv, tv):
-        _core.rotate_positions(xv, pv, tv, scale, target, il, inv, n)
+        _core.rotate_positions(xv, pv, tv, scale, target, il, inv, n, target.dtype == _U16)
 
-    return _run(kernel, xa, out, _result_dtype(xa, out), [pos, theta])
+    res = _run(kernel, xk, ok, _result_dtype(xk, ok), [pos, theta])
+    return out if out is not None else _as_given(res, xa)

@@ -335,6 +335,66 @@ static void test_half(void)
     }
 }
 
+/* bfloat16: widening is the 16-bit shift for all 65536 patterns; the
+ * narrowing rounds to nearest even with NaN kept a quiet NaN (sign and top
+ * payload bits), and the array forms (AVX2 or portable, both run here)
+ * agree with the scalar ones bit for bit, signaling NaNs included. */
+static float bits_to_f(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static uint16_t bf16_expected(uint32_t u)
+{
+    uint32_t keep = u >> 16, rest = u & 0xffffu;
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)(keep | 0x40u);
+    if (rest > 0x8000u || (rest == 0x8000u && (keep & 1u)))
+        keep++;
+    return (uint16_t)keep;
+}
+
+static void test_bf16(void)
+{
+    static uint16_t src[65536], got_h[65536], want_h[65536];
+    static float got_f[65536], probe[65536];
+    int bad_load = 0, bad_round = 0, bad_arr_f = 0, bad_arr_h = 0;
+    for (uint32_t b = 0; b < 65536; b++) {
+        src[b] = (uint16_t)b;
+        if (fbits(rs_bf16_to_float((uint16_t)b)) != b << 16)
+            bad_load++;
+        /* a float32 per pattern with every kind of dropped half: below,
+         * at and above the midpoint, and signaling NaNs (quiet bit 0) */
+        probe[b] = bits_to_f((b << 16) | ((b * 0x9e37u) & 0xffffu) | (b % 3 == 0 ? 0x8000u : 0u));
+        if ((b & 7u) == 1u)
+            probe[b] = bits_to_f((b << 16) | 0x8000u); /* exact ties */
+        want_h[b] = bf16_expected(fbits(probe[b]));
+        if (rs_float_to_bf16(probe[b]) != want_h[b])
+            bad_round++;
+    }
+    CHECK(bad_load == 0, "bf16_to_float is not the 16-bit shift on %d patterns", bad_load);
+    CHECK(bad_round == 0, "float_to_bf16 misrounds %d values", bad_round);
+    for (int forced = 1; forced >= 0; forced--) {
+        rs_test_force_baseline(forced);
+        bad_arr_f = bad_arr_h = 0;
+        rs_bf16_to_float_n(65536 - 3, src + 3, got_f);
+        rs_float_to_bf16_n(65536 - 5, probe + 5, got_h);
+        for (int i = 0; i < 65536 - 5; i++) {
+            bad_arr_f += fbits(got_f[i]) != (uint32_t)src[i + 3] << 16;
+            bad_arr_h += got_h[i] != want_h[i + 5];
+        }
+        CHECK(bad_arr_f == 0 && bad_arr_h == 0, "bf16 array conversions (%s) differ on %d / %d values",
+              forced ? "baseline" : "native", bad_arr_f, bad_arr_h);
+    }
+    CHECK(rs_double_to_bf16(1.0 + 0x1p-8 + 0x1p-30) == 0x3f81u, "float64 rounded once, not through float32");
+    CHECK(rs_double_to_bf16(1.0 + 0x1p-8) == 0x3f80u, "tie to even");
+    CHECK(rs_double_to_bf16(-1e300) == 0xff80u && rs_double_to_bf16(3.4e38) == 0x7f80u, "overflow to inf");
+    CHECK(rs_double_to_bf16(3.389e38) == 0x7f7fu && rs_double_to_bf16(3.38e38) == 0x7f7eu, "largest finite values");
+    CHECK((rs_double_to_bf16(NAN) & 0x7fffu) > 0x7f80u, "NaN stays NaN");
+}
+
 /* ------------------------------------------------------------------ */
 /* Rotation                                                             */
 /* ------------------------------------------------------------------ */
@@ -833,6 +893,7 @@ int main(void)
     test_sincos_exact();
     test_angle_cache();
     test_half();
+    test_bf16();
     test_rotation();
     test_fused_and_table();
     test_threads();

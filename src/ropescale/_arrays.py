@@ -240,13 +240,24 @@ def _foreign(value: Any) -> bool:
     return type(value) is not np.ndarray and hasattr(value, "__dlpack__") and not isinstance(value, np.generic)
 
 
-def rotary_entry(fn: Callable) -> Callable:
-    """Wrap ``apply_rotary(x, cos, sin, *, ..., out=None)`` to accept any CPU array kind."""
+def rotary_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] = None) -> Callable:
+    """Wrap ``apply_rotary(x, cos, sin, *, ..., out=None)`` to accept any CPU array kind.
+
+    ``fast(x, cos, sin, interleaved, inverse, out)``, when given, is tried
+    first for plain NumPy arrays and default ``layout``; it returns the result,
+    or None to hand the call to ``fn`` (which then gives every check's message).
+    """
+    if fn is None:
+        return functools.partial(rotary_entry, fast=fast)
 
     @functools.wraps(fn)
     def apply_rotary(x, cos, sin, *, interleaved=False, inverse=False, out=None, layout=None):
         if type(x) is np.ndarray and type(cos) is np.ndarray and type(sin) is np.ndarray \
                 and (out is None or type(out) is np.ndarray):
+            if fast is not None and layout is None:
+                res = fast(x, cos, sin, interleaved, inverse, out)
+                if res is not None:
+                    return res
             return fn(x, cos, sin, interleaved=interleaved, inverse=inverse, out=out, layout=layout)
         xa, kind, xbf = _float_in("x", x)
         ca = _float_in("cos", cos)[0]
@@ -259,12 +270,22 @@ def rotary_entry(fn: Callable) -> Callable:
     return apply_rotary
 
 
-def positions_entry(fn: Callable) -> Callable:
-    """Wrap ``apply_rotary_positions(x, positions, inv_freq, *, ..., out=None)``."""
+def positions_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] = None) -> Callable:
+    """Wrap ``apply_rotary_positions(x, positions, inv_freq, *, ..., out=None)``.
+
+    ``fast(x, positions, inv_freq, attention_factor, interleaved, inverse,
+    out)`` is tried first when given, as in :func:`rotary_entry`.
+    """
+    if fn is None:
+        return functools.partial(positions_entry, fast=fast)
 
     @functools.wraps(fn)
     def apply_rotary_positions(x, positions, inv_freq, *, attention_factor=1.0, interleaved=False, inverse=False,
                                out=None):
+        if fast is not None:
+            res = fast(x, positions, inv_freq, attention_factor, interleaved, inverse, out)
+            if res is not None:
+                return res
         if type(x) is np.ndarray and (out is None or type(out) is np.ndarray) \
                 and not _foreign(positions) and not _foreign(inv_freq):
             return fn(x, positions, inv_freq, attention_factor=attention_factor, interleaved=interleaved,

@@ -244,28 +244,41 @@ def rotary_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] = No
     """Wrap ``apply_rotary(x, cos, sin, *, ..., out=None)`` to accept any CPU array kind.
 
     ``fast(x, cos, sin, interleaved, inverse, out)``, when given, is tried
-    first for plain NumPy arrays and default ``layout``; it returns the result,
-    or None to hand the call to ``fn`` (which then gives every check's message).
+    first on NumPy arrays (after viewing tensors) with the default ``layout``;
+    it returns the result, or None to hand the call to ``fn`` (which then
+    gives every check's message).
     """
     if fn is None:
         return functools.partial(rotary_entry, fast=fast)
+
+    def run(xa, ca, sa, interleaved, inverse, o, layout):
+        if fast is not None and layout is None:
+            res = fast(xa, ca, sa, interleaved, inverse, o)
+            if res is not None:
+                return res
+        return fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, out=o, layout=layout)
 
     @functools.wraps(fn)
     def apply_rotary(x, cos, sin, *, interleaved=False, inverse=False, out=None, layout=None):
         if type(x) is np.ndarray and type(cos) is np.ndarray and type(sin) is np.ndarray \
                 and (out is None or type(out) is np.ndarray):
-            if fast is not None and layout is None:
-                res = fast(x, cos, sin, interleaved, inverse, out)
-                if res is not None:
-                    return res
-            return fn(x, cos, sin, interleaved=interleaved, inverse=inverse, out=out, layout=layout)
+            return run(x, cos, sin, interleaved, inverse, out, layout)
+        if type(x) is _TENSOR and type(cos) is _TENSOR and type(sin) is _TENSOR \
+                and (out is None or type(out) is _TENSOR):
+            try:  # Tensor.numpy() refuses what it cannot view; the general path then says why
+                xa, ca, sa = x.numpy(), cos.numpy(), sin.numpy()
+                oa = None if out is None else out.numpy()
+            except (TypeError, RuntimeError):
+                pass
+            else:
+                res = run(xa, ca, sa, interleaved, inverse, oa, layout)
+                return out if out is not None else _FROM_NUMPY(res)
         xa, kind, xbf = _float_in("x", x)
         ca = _float_in("cos", cos)[0]
         sa = _float_in("sin", sin)[0]
         if out is None:
-            return _narrow(fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, layout=layout), kind, xbf)
-        return _store(lambda o: fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, out=o, layout=layout),
-                      out, getattr(x, "shape", None))
+            return _narrow(run(xa, ca, sa, interleaved, inverse, None, layout), kind, xbf)
+        return _store(lambda o: run(xa, ca, sa, interleaved, inverse, o, layout), out, getattr(x, "shape", None))
 
     return apply_rotary
 
@@ -279,25 +292,36 @@ def positions_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] =
     if fn is None:
         return functools.partial(positions_entry, fast=fast)
 
+    def run(xa, pa, ta, af, interleaved, inverse, o):
+        if fast is not None:
+            res = fast(xa, pa, ta, af, interleaved, inverse, o)
+            if res is not None:
+                return res
+        return fn(xa, pa, ta, attention_factor=af, interleaved=interleaved, inverse=inverse, out=o)
+
     @functools.wraps(fn)
     def apply_rotary_positions(x, positions, inv_freq, *, attention_factor=1.0, interleaved=False, inverse=False,
                                out=None):
-        if fast is not None:
-            res = fast(x, positions, inv_freq, attention_factor, interleaved, inverse, out)
-            if res is not None:
-                return res
         if type(x) is np.ndarray and (out is None or type(out) is np.ndarray) \
                 and not _foreign(positions) and not _foreign(inv_freq):
-            return fn(x, positions, inv_freq, attention_factor=attention_factor, interleaved=interleaved,
-                      inverse=inverse, out=out)
+            return run(x, positions, inv_freq, attention_factor, interleaved, inverse, out)
+        if type(x) is _TENSOR and type(positions) is _TENSOR and type(inv_freq) is _TENSOR \
+                and (out is None or type(out) is _TENSOR):
+            try:
+                xa, pa, ta = x.numpy(), positions.numpy(), inv_freq.numpy()
+                oa = None if out is None else out.numpy()
+            except (TypeError, RuntimeError):
+                pass
+            else:
+                res = run(xa, pa, ta, attention_factor, interleaved, inverse, oa)
+                return out if out is not None else _FROM_NUMPY(res)
         xa, kind, xbf = _float_in("x", x)
         pa = unwrap("positions", positions)[0]
         ta = _float_in("inv_freq", inv_freq)[0]
         if out is None:
-            return _narrow(fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved,
-                              inverse=inverse), kind, xbf)
-        return _store(lambda o: fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved,
-                                   inverse=inverse, out=o), out, getattr(x, "shape", None))
+            return _narrow(run(xa, pa, ta, attention_factor, interleaved, inverse, None), kind, xbf)
+        return _store(lambda o: run(xa, pa, ta, attention_factor, interleaved, inverse, o), out,
+                      getattr(x, "shape", None))
 
     return apply_rotary_positions
 

@@ -355,6 +355,9 @@ _MAX_PAIRS = _checks.MAX_DIM // 2
 # ('>f4' != '<f4'); the C glue refuses non-native order anyway.
 
 def _fast_rotary(x, cos, sin, interleaved, inverse, out):
+    if type(x) is not np.ndarray or type(cos) is not np.ndarray or type(sin) is not np.ndarray \
+            or (out is not None and type(out) is not np.ndarray):
+        return None   # subclasses (a masked array is refused) and other kinds: the full path
     dt = x.dtype
     tdt = cos.dtype
     if not ((tdt == _F32 and (dt == _F32 or dt == _F16)) or (tdt == _FLOAT64 and dt == _FLOAT64)) \

@@ -97,6 +97,12 @@ def cases(ref):
         rotation("prefill fused, out=buf, 1 thr", PREFILL, form="fused", threads=1),
         rotation("float16 fused, 1 thr", PREFILL, np.float16, form="fused", threads=1),
         table("cos_sin table, 1 thr", 131072, 128, threads=1),
+        # rerotate's kernel: a (1, 32768, 8, 128) cache rotated in place by one shift
+        rotation("KV cache in place f32, 1 thr", (1, 32768, 8, 128), form="fused", place="inplace", threads=1),
+        rotation("KV cache in place f16, 1 thr", (1, 32768, 8, 128), np.float16, form="fused", place="inplace",
+                 threads=1),
+        rotation("KV cache in place f32, 2 thr", (1, 32768, 8, 128), form="fused", place="inplace"),
+        rotation("decode cached, 1 thr", (64, 1, 32, 128), decode=True, threads=1),
     ]
 
 

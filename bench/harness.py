@@ -58,7 +58,18 @@ __all__ = [
 ]
 
 _DTYPES = {"float16": np.float16, "float32": np.float32, "float64": np.float64}
-_SHORT = {"float16": "f16", "float32": "f32", "float64": "f64"}
+_SHORT = {"float16": "f16", "float32": "f32", "float64": "f64", "bfloat16": "bf16"}
+
+
+def _np_dtype(name):
+    """The NumPy dtype of a case; bfloat16 needs ml_dtypes (None without it: the case is skipped)."""
+    if name == "bfloat16":
+        try:
+            import ml_dtypes  # optional
+        except ImportError:
+            return None
+        return np.dtype(ml_dtypes.bfloat16)
+    return np.dtype(_DTYPES[name])
 
 
 # ---------------------------------------------------------------------------
@@ -66,19 +77,22 @@ _SHORT = {"float16": "f16", "float32": "f32", "float64": "f64"}
 # ---------------------------------------------------------------------------
 
 def apply_case(name, shape, dtype="float32", *, form="cached", place="alloc", pairs=None, interleaved=False,
-               positions="prefill", threads=None, targets=(), numpy_ref=True, torch_ref=True):
+               positions="prefill", threads=None, targets=(), numpy_ref=True, torch_ref=True, compiled=False):
     """Spec of one rotary-application case on x of ``shape`` = (B, S, H, D).
 
     ``pairs`` is R (default D/2; smaller for partial rotary).  ``positions``
     is ``"prefill"`` (token t at position t, table (S, 1, R)) or
     ``"decode"`` (one token per sequence at different offsets, (B, 1, 1, R)).
     ``targets`` are ``(metric, op, value)`` with metric one of ``x_floor``,
-    ``x_ipfloor``, ``x_numpy``, ``x_torch`` and op ``"<="`` or ``">="``.
+    ``x_copy``, ``x_ipfloor``, ``x_numpy``, ``x_torch``, ``x_compile``,
+    ``x_jax`` and op ``"<="`` or ``">="``.  ``compiled`` adds the compiled
+    peers (``torch.compile`` and ``jax.jit`` of the HF formula; full rotary only).
     """
     return {
         "kind": "apply", "name": name, "shape": list(shape), "dtype": dtype, "form": form, "place": place,
         "pairs": pairs, "interleaved": bool(interleaved), "positions": positions, "threads": threads,
         "targets": [list(t) for t in targets], "numpy_ref": numpy_ref, "torch_ref": torch_ref,
+        "compiled": bool(compiled),
     }
 
 
@@ -103,7 +117,7 @@ def _label(spec):
 def _random(shape, dtype, seed=0):
     rng = np.random.default_rng(seed)
     dt = np.dtype(dtype)
-    if dt in (np.float32, np.float64):
+    if dt.kind == "f" and dt.itemsize in (4, 8):
         return rng.standard_normal(tuple(shape), dtype=dt)
     return rng.standard_normal(tuple(shape), dtype=np.float32).astype(dt)
 
@@ -126,6 +140,87 @@ def _import_torch():
     except ImportError:
         return None
     return torch
+
+
+def _import_jax():
+    try:
+        import jax  # optional
+        import jax.numpy as jnp
+    except ImportError:
+        return None, None
+    return jax, jnp
+
+
+def _jax_apply(jnp, q, cos, sin, interleaved):
+    """The HF formula in jax.numpy (full rotary), for jax.jit."""
+    if interleaved:
+        x1, x2 = q[..., ::2], q[..., 1::2]
+        turned = jnp.stack((-x2, x1), axis=-1).reshape(q.shape)
+    else:
+        half = q.shape[-1] // 2
+        turned = jnp.concatenate((-q[..., half:], q[..., :half]), axis=-1)
+    return q * cos + turned * sin
+
+
+def _compiled_peers(spec, want, x, pos, theta, c, s, il, fns):
+    """``compile`` (torch.compile, inductor) and ``jax`` (jax.jit) of the HF
+    formula; each left out when its framework is missing or fails to compile."""
+    form = spec["form"]
+    if "compile" in want:
+        torch = _import_torch()
+        if torch is not None and hasattr(torch, "compile") and x.dtype in (np.float32, np.float16, np.float64):
+            q = torch.from_numpy(x)
+            rot = x.shape[-1]
+            try:
+                if form == "cached":
+                    ct = torch.from_numpy(_expand_np(c, il)).to(q.dtype)
+                    st = torch.from_numpy(_expand_np(s, il)).to(q.dtype)
+                    f = torch.compile(lambda a, b, d: _torch_apply(torch, a, b, d, rot, il), backend="inductor",
+                                      dynamic=False)
+                    call = lambda f=f, q=q: f(q, ct, st)  # noqa: E731
+                else:
+                    pt = torch.from_numpy(pos)
+                    inv = torch.from_numpy(theta).float()
+
+                    def hf_fused(a, p, w):
+                        freqs = p[..., None].float() * w
+                        emb = torch.repeat_interleave(freqs, 2, dim=-1) if il else torch.cat((freqs, freqs), dim=-1)
+                        return _torch_apply(torch, a, emb.cos().to(a.dtype), emb.sin().to(a.dtype), rot, il)
+
+                    f = torch.compile(hf_fused, backend="inductor", dynamic=False)
+                    call = lambda f=f, q=q: f(q, pt, inv)  # noqa: E731
+                call()
+                call()  # compiled now
+                fns["compile"] = call
+            except Exception as e:  # noqa: BLE001 - a peer that cannot compile here is skipped, with a note
+                print(f"  (torch.compile skipped for {spec['name']}: {type(e).__name__}: {e})".splitlines()[0],
+                      file=sys.stderr)
+    if "jax" in want:
+        jax, jnp = _import_jax()
+        if jax is not None and x.dtype in (np.float32, np.float16):
+            try:
+                q = jax.device_put(x)
+                if form == "cached":
+                    cj = jax.device_put(_expand_np(c, il).astype(x.dtype))
+                    sj = jax.device_put(_expand_np(s, il).astype(x.dtype))
+                    f = jax.jit(lambda a, b, d: _jax_apply(jnp, a, b, d, il))
+                    call = lambda f=f, q=q: f(q, cj, sj).block_until_ready()  # noqa: E731
+                else:
+                    pj = jax.device_put(pos.astype(np.int32))
+                    wj = jax.device_put(theta.astype(np.float32))
+
+                    def hf_fused(a, p, w):
+                        freqs = p[..., None].astype(jnp.float32) * w
+                        emb = jnp.repeat(freqs, 2, axis=-1) if il else jnp.concatenate((freqs, freqs), axis=-1)
+                        return _jax_apply(jnp, a, jnp.cos(emb).astype(a.dtype), jnp.sin(emb).astype(a.dtype), il)
+
+                    f = jax.jit(hf_fused)
+                    call = lambda f=f, q=q: f(q, pj, wj).block_until_ready()  # noqa: E731
+                call()
+                fns["jax"] = call
+            except Exception as e:  # noqa: BLE001
+                print(f"  (jax.jit skipped for {spec['name']}: {type(e).__name__}: {e})".splitlines()[0],
+                      file=sys.stderr)
 
 
 def _torch_apply(torch, q, cos, sin, rot, interleaved):
@@ -157,7 +252,7 @@ def build_apply(spec, want):
     only ``ropescale``).  Also returns the output size in bytes.
     """
     B, S, H, D = spec["shape"]
-    dt = np.dtype(_DTYPES[spec["dtype"]])
+    dt = _np_dtype(spec["dtype"])
     R = spec["pairs"] or D // 2
     il = spec["interleaved"]
     form, place = spec["form"], spec["place"]
@@ -165,6 +260,7 @@ def build_apply(spec, want):
     pos = _positions(spec)
     theta = ropescale.inv_freq(2 * R, 10000.0)
     table_dt = np.float64 if dt == np.float64 else np.float32
+    bf16 = spec["dtype"] == "bfloat16"
     c = s = None
     if form == "cached":
         c, s = ropescale.cos_sin(pos, theta, dtype=table_dt)
@@ -185,10 +281,14 @@ def build_apply(spec, want):
             fns["floor"] = lambda: np.copyto(np.empty_like(x), x)
         else:
             fns["floor"] = lambda: np.copyto(buf, x)
+    if "xcopy" in want and place == "alloc":
+        fns["xcopy"] = lambda: x.copy()
     if "ipfloor" in want and place == "inplace":
         one = dt.type(1)
         fns["ipfloor"] = lambda: np.multiply(x, one, out=x)
-    if "numpy" in want and spec.get("numpy_ref", True):
+    if spec.get("compiled") and not bf16:
+        _compiled_peers(spec, want, x, pos, theta, c, s, il, fns)
+    if "numpy" in want and spec.get("numpy_ref", True) and not bf16:
         if form == "cached":
             fns["numpy"] = lambda: ropescale.reference.apply_rotary(x, c, s, interleaved=il)
         else:
@@ -197,7 +297,7 @@ def build_apply(spec, want):
         torch = _import_torch()
         if torch is not None:
             tdt = getattr(torch, spec["dtype"])
-            q = torch.from_numpy(x)
+            q = torch.from_numpy(x.view(np.int16)).view(tdt) if bf16 else torch.from_numpy(x)
             rot = 2 * R
             if form == "cached":
                 ct = torch.from_numpy(_expand_np(c, il)).to(tdt)
@@ -386,7 +486,8 @@ def _check(row, targets):
 
 
 def _target_text(targets):
-    words = {"x_floor": "×floor", "x_ipfloor": "×ip-floor", "x_numpy": "×np", "x_torch": "×torch"}
+    words = {"x_floor": "×floor", "x_copy": "×x.copy()", "x_ipfloor": "×ip-floor", "x_numpy": "×np",
+             "x_torch": "×torch", "x_compile": "×compile", "x_jax": "×jax"}
     return ", ".join(f"{words[m]}{op}{v:g}" for m, op, v in targets)
 
 
@@ -406,11 +507,13 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
     if torch is not None:
         prev_torch = torch.get_num_threads()
         torch.set_num_threads(n_threads)
-    want = {"ropescale", "floor", "ipfloor"}
+    want = {"ropescale", "floor", "xcopy", "ipfloor", "compile", "jax"}
     if numpy_ref:
         want.add("numpy")
     if torch is not None:
         want.add("torch")
+    else:
+        want.discard("compile")
     try:
         fns, out_bytes = build(spec, want)
         med = time_interleaved(fns, repeat=repeat, warmup=warmup, budget=budget)
@@ -426,6 +529,7 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
         "case": spec["name"], "shape": _label(spec), "threads": n_threads,
         "ropescale_ms": rs_ms, "floor_ms": ms.get("floor"), "ipfloor_ms": ms.get("ipfloor"),
         "numpy_ms": ms.get("numpy"), "torch_ms": ms.get("torch"),
+        "xcopy_ms": ms.get("xcopy"), "compile_ms": ms.get("compile"), "jax_ms": ms.get("jax"),
         "out_mb": out_bytes / 2**20,
         "min_ms": {k: v[1] * 1e3 for k, v in med.items()},
     }
@@ -433,6 +537,9 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
     row["x_ipfloor"] = rs_ms / row["ipfloor_ms"] if row["ipfloor_ms"] else None
     row["x_numpy"] = row["numpy_ms"] / rs_ms if row["numpy_ms"] else None
     row["x_torch"] = row["torch_ms"] / rs_ms if row["torch_ms"] else None
+    row["x_copy"] = rs_ms / row["xcopy_ms"] if row["xcopy_ms"] else None
+    row["x_compile"] = row["compile_ms"] / rs_ms if row["compile_ms"] else None
+    row["x_jax"] = row["jax_ms"] / rs_ms if row["jax_ms"] else None
     row["rss_mb"] = None
     if rss:
         probe = peak_rss_growth(spec)
@@ -505,6 +612,13 @@ def _cpu_model():
     return name
 
 
+def _version(module):
+    try:
+        return __import__(module).__version__
+    except ImportError:
+        return None
+
+
 def machine_info():
     torch = _import_torch()
     return {
@@ -513,6 +627,8 @@ def machine_info():
         "python": platform.python_version(),
         "numpy": np.__version__,
         "torch": torch.__version__ if torch is not None else None,
+        "jax": _version("jax"),
+        "ml_dtypes": _version("ml_dtypes"),
         "ropescale": ropescale.__version__,
         "ropescale_threads": ropescale.get_num_threads(),
         "simd": _core.simd_name(),
@@ -522,7 +638,8 @@ def machine_info():
 def header_lines(info):
     return [
         f"- CPU: {info['cpu']}, {info['cpus']} logical CPUs",
-        f"- Python {info['python']}, NumPy {info['numpy']}, torch {info['torch'] or 'not installed (skipped)'}",
+        f"- Python {info['python']}, NumPy {info['numpy']}, torch {info['torch'] or 'not installed (skipped)'}, "
+        f"jax {info.get('jax') or 'not installed (skipped)'}, ml_dtypes {info.get('ml_dtypes') or 'not installed'}",
         f"- ropescale {info['ropescale']}: get_num_threads() = {info['ropescale_threads']}, "
         f"_core.simd_name() = {info['simd']}",
     ]
@@ -542,13 +659,15 @@ def _fmt_x(v):
 
 def markdown_table(rows):
     """One Markdown table, one row per case."""
-    head = ["case", "shape / dtype", "thr", "ropescale ms", "copy-floor ms", "×floor", "×ip-floor",
-            "×faster than numpy ref", "×faster than torch", "peak RSS growth MB (out)", "target", "PASS/MISS"]
+    head = ["case", "shape / dtype", "thr", "ropescale ms", "copy-floor ms", "×floor", "×x.copy()", "×ip-floor",
+            "×faster than numpy ref", "×faster than torch", "×faster than torch.compile", "×faster than jax.jit",
+            "peak RSS growth MB (out)", "target", "PASS/MISS"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         rss = "–" if r.get("rss_mb") is None else f"{r['rss_mb']:.1f} ({r['out_mb']:.0f})"
         cells = [r["case"], r["shape"], str(r["threads"]), _fmt_ms(r["ropescale_ms"]), _fmt_ms(r["floor_ms"]),
-                 _fmt_x(r["x_floor"]), _fmt_x(r["x_ipfloor"]), _fmt_x(r["x_numpy"]), _fmt_x(r["x_torch"]), rss,
+                 _fmt_x(r["x_floor"]), _fmt_x(r.get("x_copy")), _fmt_x(r["x_ipfloor"]), _fmt_x(r["x_numpy"]),
+                 _fmt_x(r["x_torch"]), _fmt_x(r.get("x_compile")), _fmt_x(r.get("x_jax")), rss,
                  r.get("target", ""), r.get("status", "")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

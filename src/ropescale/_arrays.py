@@ -118,6 +118,7 @@ def torch_dtype(dtype: Any):
 _TENSOR: Any = None  # torch.Tensor once a tensor has been seen (torch is then imported)
 _TENSOR_BF16: Any = None
 _TENSOR_I16: Any = None
+_FROM_NUMPY: Any = None  # torch.from_numpy, looked up with _TENSOR
 
 
 def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
@@ -127,7 +128,7 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
     they are (kind ``numpy``): the rotary functions convert them with
     ``np.asarray`` (buffer protocol, lists).  No data is copied.
     """
-    global _TENSOR, _TENSOR_BF16, _TENSOR_I16
+    global _TENSOR, _TENSOR_BF16, _TENSOR_I16, _FROM_NUMPY
     if isinstance(value, np.ndarray):   # subclasses too: the rotary checks see them (a masked array is refused)
         return value, NUMPY, False
     if type(value) is _TENSOR:
@@ -146,6 +147,7 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
     torch = _torch_tensor(value)
     if torch is not None:
         _TENSOR, _TENSOR_BF16, _TENSOR_I16 = torch.Tensor, torch.bfloat16, torch.int16
+        _FROM_NUMPY = torch.from_numpy
         if not value.is_cpu:
             raise TypeError(f"{name} is a torch tensor on device {value.device}; ropescale's array functions run on CPU "
                             f"memory: use ropescale.torch.apply_rotary / apply_rotary_positions, which run on any "
@@ -239,42 +241,88 @@ def _foreign(value: Any) -> bool:
     return type(value) is not np.ndarray and hasattr(value, "__dlpack__") and not isinstance(value, np.generic)
 
 
-def rotary_entry(fn: Callable) -> Callable:
-    """Wrap ``apply_rotary(x, cos, sin, *, ..., out=None)`` to accept any CPU array kind."""
+def rotary_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] = None) -> Callable:
+    """Wrap ``apply_rotary(x, cos, sin, *, ..., out=None)`` to accept any CPU array kind.
+
+    ``fast(x, cos, sin, interleaved, inverse, out)``, when given, is tried
+    first on NumPy arrays (after viewing tensors) with the default ``layout``;
+    it returns the result, or None to hand the call to ``fn`` (which then
+    gives every check's message).
+    """
+    if fn is None:
+        return functools.partial(rotary_entry, fast=fast)
+
+    def run(xa, ca, sa, interleaved, inverse, o, layout):
+        if fast is not None and layout is None:
+            res = fast(xa, ca, sa, interleaved, inverse, o)
+            if res is not None:
+                return res
+        return fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, out=o, layout=layout)
 
     @functools.wraps(fn)
     def apply_rotary(x, cos, sin, *, interleaved=False, inverse=False, out=None, layout=None):
         if type(x) is np.ndarray and type(cos) is np.ndarray and type(sin) is np.ndarray \
                 and (out is None or type(out) is np.ndarray):
-            return fn(x, cos, sin, interleaved=interleaved, inverse=inverse, out=out, layout=layout)
+            return run(x, cos, sin, interleaved, inverse, out, layout)
+        if type(x) is _TENSOR and type(cos) is _TENSOR and type(sin) is _TENSOR \
+                and (out is None or type(out) is _TENSOR) and x.dtype is not _TENSOR_BF16:
+            try:  # Tensor.numpy() refuses what it cannot view; the general path then says why
+                xa, ca, sa = x.numpy(), cos.numpy(), sin.numpy()
+                oa = None if out is None else out.numpy()
+            except (TypeError, RuntimeError):
+                pass
+            else:
+                res = run(xa, ca, sa, interleaved, inverse, oa, layout)
+                return out if out is not None else _FROM_NUMPY(res)
         xa, kind, _ = unwrap("x", x)
         ca = _float_in("cos", cos)
         sa = _float_in("sin", sin)
         if out is None:
-            return _of_kind(fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, layout=layout), kind)
-        fn(xa, ca, sa, interleaved=interleaved, inverse=inverse, out=_out(out), layout=layout)
+            return _of_kind(run(xa, ca, sa, interleaved, inverse, None, layout), kind)
+        run(xa, ca, sa, interleaved, inverse, _out(out), layout)
         return out
 
     return apply_rotary
 
 
-def positions_entry(fn: Callable) -> Callable:
-    """Wrap ``apply_rotary_positions(x, positions, inv_freq, *, ..., out=None)``."""
+def positions_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] = None) -> Callable:
+    """Wrap ``apply_rotary_positions(x, positions, inv_freq, *, ..., out=None)``.
+
+    ``fast(x, positions, inv_freq, attention_factor, interleaved, inverse,
+    out)`` is tried first when given, as in :func:`rotary_entry`.
+    """
+    if fn is None:
+        return functools.partial(positions_entry, fast=fast)
+
+    def run(xa, pa, ta, af, interleaved, inverse, o):
+        if fast is not None:
+            res = fast(xa, pa, ta, af, interleaved, inverse, o)
+            if res is not None:
+                return res
+        return fn(xa, pa, ta, attention_factor=af, interleaved=interleaved, inverse=inverse, out=o)
 
     @functools.wraps(fn)
     def apply_rotary_positions(x, positions, inv_freq, *, attention_factor=1.0, interleaved=False, inverse=False,
                                out=None):
         if type(x) is np.ndarray and (out is None or type(out) is np.ndarray) \
                 and not _foreign(positions) and not _foreign(inv_freq):
-            return fn(x, positions, inv_freq, attention_factor=attention_factor, interleaved=interleaved,
-                      inverse=inverse, out=out)
+            return run(x, positions, inv_freq, attention_factor, interleaved, inverse, out)
+        if type(x) is _TENSOR and type(positions) is _TENSOR and type(inv_freq) is _TENSOR \
+                and (out is None or type(out) is _TENSOR) and x.dtype is not _TENSOR_BF16:
+            try:
+                xa, pa, ta = x.numpy(), positions.numpy(), inv_freq.numpy()
+                oa = None if out is None else out.numpy()
+            except (TypeError, RuntimeError):
+                pass
+            else:
+                res = run(xa, pa, ta, attention_factor, interleaved, inverse, oa)
+                return out if out is not None else _FROM_NUMPY(res)
         xa, kind, _ = unwrap("x", x)
         pa = unwrap("positions", positions)[0]
         ta = _float_in("inv_freq", inv_freq)
         if out is None:
-            return _of_kind(fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved,
-                               inverse=inverse), kind)
-        fn(xa, pa, ta, attention_factor=attention_factor, interleaved=interleaved, inverse=inverse, out=_out(out))
+            return _of_kind(run(xa, pa, ta, attention_factor, interleaved, inverse, None), kind)
+        run(xa, pa, ta, attention_factor, interleaved, inverse, _out(out))
         return out
 
     return apply_rotary_positions

@@ -18,6 +18,7 @@ The dtype rule, in one place:
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 import warnings
@@ -26,7 +27,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _arrays, _checks, _core
-from .tables import half_tables
+from .tables import _refuse_full, half_tables
 
 _KERNEL_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -428,7 +429,69 @@ def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype, reader
     return out
 
 
-@_arrays.rotary_entry
+_F16 = np.dtype(np.float16)
+_F32 = np.dtype(np.float32)
+_MAX_PAIRS = _checks.MAX_DIM // 2
+
+
+# Fast paths for the common calls (plain NumPy arrays of the kernel dtypes,
+# Python bools and floats), where the Python checks would cost several times
+# the kernel at decode shapes.  They weaken nothing: what they do not check
+# themselves the C glue checks before it writes anything (shapes, broadcasting,
+# pair count, alignment, byte order, writeability, overlap, position and
+# frequency values), and any refusal returns None, which hands the call to the
+# full path: it gives the argument-naming message, or handles the case
+# (overlap by copying, conversions).  dtype equality is byte-order aware
+# ('>f4' != '<f4'); the C glue refuses non-native order anyway.
+
+def _fast_rotary(x, cos, sin, interleaved, inverse, out):
+    if type(x) is not np.ndarray or type(cos) is not np.ndarray or type(sin) is not np.ndarray \
+            or (out is not None and type(out) is not np.ndarray):
+        return None   # subclasses (a masked array is refused) and other kinds: the full path
+    dt = x.dtype
+    tdt = cos.dtype
+    if not ((tdt == _F32 and (dt == _F32 or dt == _F16)) or (tdt == _FLOAT64 and dt == _FLOAT64)) \
+            or sin.dtype != tdt or (out is not None and out.dtype != dt) \
+            or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True) \
+            or not cos.ndim or cos.shape[-1] > _MAX_PAIRS:
+        return None
+    try:
+        _refuse_full(sin)
+        target = np.empty(x.shape, dt) if out is None else out
+    except (ValueError, MemoryError):
+        return None   # the full path decides what the call raises
+    try:
+        _core.rotate(x, cos, sin, target, interleaved, inverse,
+                     _num_threads if _num_threads is not None else get_num_threads())
+    except (TypeError, ValueError):
+        return None   # refused before writing anything (a MemoryError of the kernel propagates)
+    return target
+
+
+def _fast_positions(x, positions, inv_freq, attention_factor, interleaved, inverse, out):
+    if type(x) is not np.ndarray or type(positions) is not np.ndarray or type(inv_freq) is not np.ndarray \
+            or (out is not None and type(out) is not np.ndarray):
+        return None
+    dt = x.dtype
+    pdt = positions.dtype
+    if not (dt == _F32 or dt == _F16 or dt == _FLOAT64) or not (pdt == _INT64 or pdt == _FLOAT64) \
+            or inv_freq.dtype != _FLOAT64 or (out is not None and out.dtype != dt) \
+            or type(attention_factor) is not float or not 0.0 < attention_factor < math.inf \
+            or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True):
+        return None
+    try:
+        target = np.empty(x.shape, dt) if out is None else out
+    except (ValueError, MemoryError):
+        return None
+    try:
+        _core.rotate_positions(x, positions, inv_freq, attention_factor, target, interleaved, inverse,
+                               _num_threads if _num_threads is not None else get_num_threads())
+    except (TypeError, ValueError):
+        return None
+    return target
+
+
+@_arrays.rotary_entry(fast=_fast_rotary)
 def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inverse: bool = False, out: Optional[np.ndarray] = None,
                  layout: Optional[str] = None) -> np.ndarray:
     """Rotate the pairs of ``x``'s first ``2R`` features by the angles whose cos/sin are given.
@@ -530,7 +593,7 @@ def _check_broadcast(name: str, shape: Tuple[int, ...], lead: Tuple[int, ...]) -
                          f"it may only broadcast down to it")
 
 
-@_arrays.positions_entry
+@_arrays.positions_entry(fast=_fast_positions)
 def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_factor: float = 1.0, interleaved: bool = False,
                            inverse: bool = False, out: Optional[np.ndarray] = None) -> np.ndarray:
     """Fused rotary application from positions: no cos/sin table in memory.

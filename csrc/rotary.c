@@ -221,11 +221,15 @@ static void narrow_run(const float *src, int64_t m, char *p, int64_t stride)
     }
 }
 
-/* float16 rows: the runs of a block widened to float32 (buf, 2n floats),
- * rotated by the float32 code in place, narrowed; contiguous half-split
- * rows go through half_f16c where the CPU has F16C. */
-static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
-                         char *o, const float *c, const float *s, float *buf)
+/* Rows of a 16-bit type by way of float32: the runs of a block widened
+ * (buf, 2n floats), rotated in place by the float32 code, narrowed back.
+ * float16 and bfloat16 differ only in their widen/narrow functions. */
+typedef void (*rs_widen_fn)(const char *p, int64_t stride, int64_t m, float *dst);
+typedef void (*rs_narrow_fn)(const float *src, int64_t m, char *p, int64_t stride);
+
+static void rot_rows_via_f32(rs_rows_f32 rows32, const rs_batch *B, const char *x, char *o,
+                             const float *c, const float *s, float *buf,
+                             rs_widen_fn widen, rs_narrow_fn narrow)
 {
     const int64_t n = B->n, fx = B->fx, fo = B->fo;
     const int contiguous = fx == 2 && fo == 2;
@@ -236,31 +240,40 @@ static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
     one.in_place = 1;
     one.R = n;
     one.interleaved = B->interleaved && contiguous;
-#if RS_HAVE_X86_DISPATCH
-    if (contiguous && !B->interleaved && rs_cpu_has_avx2() && rs_cpu_has_f16c()) {
-        for (int64_t r = 0; r < B->nb; r++)
-            half_f16c(n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
-                      (uint16_t *)(void *)(o + r * B->bso), c, s);
-        return;
-    }
-#endif
     for (int64_t r = 0; r < B->nb; r++) {
         const char *xr = x + r * B->bsx;
         char *orow = o + r * B->bso;
         if (B->interleaved && contiguous) {
             /* one run of 2n elements, rotated as interleaved pairs */
-            widen_run(xr, 2, 2 * n, buf);
+            widen(xr, 2, 2 * n, buf);
             rows32(&one, (const char *)buf, (char *)buf, c, s);
-            narrow_run(buf, 2 * n, orow, 2);
+            narrow(buf, 2 * n, orow, 2);
             continue;
         }
         /* runs A and B to buf[0:n] and buf[n:2n], rotated as half-split */
-        widen_run(xr, step * fx, n, buf);
-        widen_run(xr + (B->interleaved ? fx : B->R * fx), step * fx, n, buf + n);
+        widen(xr, step * fx, n, buf);
+        widen(xr + (B->interleaved ? fx : B->R * fx), step * fx, n, buf + n);
         rows32(&one, (const char *)buf, (char *)buf, c, s);
-        narrow_run(buf, n, orow, step * fo);
-        narrow_run(buf + n, n, orow + (B->interleaved ? fo : B->R * fo), step * fo);
+        narrow(buf, n, orow, step * fo);
+        narrow(buf + n, n, orow + (B->interleaved ? fo : B->R * fo), step * fo);
     }
+}
+
+/* float16 rows: the runs of a block widened to float32 (buf, 2n floats),
+ * rotated by the float32 code in place, narrowed; contiguous half-split
+ * rows go through half_f16c where the CPU has F16C. */
+static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
+                         char *o, const float *c, const float *s, float *buf)
+{
+#if RS_HAVE_X86_DISPATCH
+    if (B->fx == 2 && B->fo == 2 && !B->interleaved && rs_cpu_has_avx2() && rs_cpu_has_f16c()) {
+        for (int64_t r = 0; r < B->nb; r++)
+            half_f16c(B->n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
+                      (uint16_t *)(void *)(o + r * B->bso), c, s);
+        return;
+    }
+#endif
+    rot_rows_via_f32(rows32, B, x, o, c, s, buf, widen_run, narrow_run);
 }
 
 /* ------------------------------------------------------------------ */
@@ -328,16 +341,7 @@ static void bf16_narrow_run(const float *src, int64_t m, char *p, int64_t stride
 static void rot_rows_bf16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
                           char *o, const float *c, const float *s, float *buf)
 {
-    const int64_t n = B->n, fx = B->fx, fo = B->fo;
-    const int contiguous = fx == 2 && fo == 2;
-    const int64_t step = B->interleaved ? 2 : 1;
-    rs_batch one = *B;
-    one.nb = 1;
-    one.fx = one.fo = 4;
-    one.in_place = 1;
-    one.R = n;
-    one.interleaved = B->interleaved && contiguous;
-    if (contiguous && !B->interleaved) {
+    if (B->fx == 2 && B->fo == 2 && !B->interleaved) {
         void (*half)(int64_t, int64_t, const uint16_t *, uint16_t *, const float *,
                      const float *) = half_bf16_base;
 #if RS_HAVE_X86_DISPATCH
@@ -345,25 +349,11 @@ static void rot_rows_bf16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
             half = half_bf16_avx2;
 #endif
         for (int64_t r = 0; r < B->nb; r++)
-            half(n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
+            half(B->n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
                  (uint16_t *)(void *)(o + r * B->bso), c, s);
         return;
     }
-    for (int64_t r = 0; r < B->nb; r++) {
-        const char *xr = x + r * B->bsx;
-        char *orow = o + r * B->bso;
-        if (B->interleaved && contiguous) {
-            bf16_widen_run(xr, 2, 2 * n, buf);
-            rows32(&one, (const char *)buf, (char *)buf, c, s);
-            bf16_narrow_run(buf, 2 * n, orow, 2);
-            continue;
-        }
-        bf16_widen_run(xr, step * fx, n, buf);
-        bf16_widen_run(xr + (B->interleaved ? fx : B->R * fx), step * fx, n, buf + n);
-        rows32(&one, (const char *)buf, (char *)buf, c, s);
-        bf16_narrow_run(buf, n, orow, step * fo);
-        bf16_narrow_run(buf + n, n, orow + (B->interleaved ? fo : B->R * fo), step * fo);
-    }
+    rot_rows_via_f32(rows32, B, x, o, c, s, buf, bf16_widen_run, bf16_narrow_run);
 }
 
 /* Features 2R..D-1 of each row of a batch pass through unchanged. */

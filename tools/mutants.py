@@ -153,25 +153,26 @@ def _wrappers(name, core):
     if name == "attention_factor_dropped_kernel":
         # cos_sin(positions, inv_freq, scale, cos, sin, n_threads)
         # rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads)
-        def cos_sin(pos, theta, scale, c, s, n):
+        # (*rest: the optional trailing bf16 flag, passed through)
+        def cos_sin(pos, theta, scale, c, s, n, *rest):
             _record(scale != 1.0)
-            return orig["cos_sin"](pos, theta, 1.0, c, s, n)
+            return orig["cos_sin"](pos, theta, 1.0, c, s, n, *rest)
 
-        def rotate_positions(x, pos, theta, scale, out, il, inv, n):
+        def rotate_positions(x, pos, theta, scale, out, il, inv, n, *rest):
             _record(scale != 1.0)
-            return orig["rotate_positions"](x, pos, theta, 1.0, out, il, inv, n)
+            return orig["rotate_positions"](x, pos, theta, 1.0, out, il, inv, n, *rest)
         return {"cos_sin": cos_sin, "rotate_positions": rotate_positions}
 
     if name == "cos_sin_swapped":
-        def cos_sin(pos, theta, scale, c, s, n):
+        def cos_sin(pos, theta, scale, c, s, n, *rest):
             _record(True)
-            return orig["cos_sin"](pos, theta, scale, s, c, n)
+            return orig["cos_sin"](pos, theta, scale, s, c, n, *rest)
 
-        def rotate(x, c, s, out, il, inv, n):
+        def rotate(x, c, s, out, il, inv, n, *rest):
             _record(True)
-            return orig["rotate"](x, s, c, out, il, inv, n)
+            return orig["rotate"](x, s, c, out, il, inv, n, *rest)
 
-        def rotate_positions(x, pos, theta, scale, out, il, inv, n):
+        def rotate_positions(x, pos, theta, scale, out, il, inv, n, *rest):
             _record(True)
             kdt = np.float64 if x.dtype == np.float64 else np.float32
             flat = np.ascontiguousarray(pos, dtype=np.float64).reshape(-1)
@@ -179,27 +180,27 @@ def _wrappers(name, core):
             s = np.empty_like(c)
             orig["cos_sin"](flat, theta, scale, c, s, n)
             shape = pos.shape + (theta.shape[0],)
-            return orig["rotate"](x, s.reshape(shape), c.reshape(shape), out, il, inv, n)
+            return orig["rotate"](x, s.reshape(shape), c.reshape(shape), out, il, inv, n, *rest)
         return {"cos_sin": cos_sin, "rotate": rotate, "rotate_positions": rotate_positions}
 
     if name == "pairing_swapped":
-        def rotate(x, c, s, out, il, inv, n):
+        def rotate(x, c, s, out, il, inv, n, *rest):
             _record(True)
-            return orig["rotate"](x, c, s, out, not il, inv, n)
+            return orig["rotate"](x, c, s, out, not il, inv, n, *rest)
 
-        def rotate_positions(x, pos, theta, scale, out, il, inv, n):
+        def rotate_positions(x, pos, theta, scale, out, il, inv, n, *rest):
             _record(True)
-            return orig["rotate_positions"](x, pos, theta, scale, out, not il, inv, n)
+            return orig["rotate_positions"](x, pos, theta, scale, out, not il, inv, n, *rest)
         return {"rotate": rotate, "rotate_positions": rotate_positions}
 
     if name == "inverse_ignored":
-        def rotate(x, c, s, out, il, inv, n):
+        def rotate(x, c, s, out, il, inv, n, *rest):
             _record(bool(inv))
-            return orig["rotate"](x, c, s, out, il, False, n)
+            return orig["rotate"](x, c, s, out, il, False, n, *rest)
 
-        def rotate_positions(x, pos, theta, scale, out, il, inv, n):
+        def rotate_positions(x, pos, theta, scale, out, il, inv, n, *rest):
             _record(bool(inv))
-            return orig["rotate_positions"](x, pos, theta, scale, out, il, False, n)
+            return orig["rotate_positions"](x, pos, theta, scale, out, il, False, n, *rest)
         return {"rotate": rotate, "rotate_positions": rotate_positions}
 
     raise ValueError(f"unknown mutant {name!r}; known: {', '.join(MUTANTS)}")

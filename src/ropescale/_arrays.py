@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import inspect
 import sys
-from typing import Any, Callable, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -241,6 +241,22 @@ def _foreign(value: Any) -> bool:
     return type(value) is not np.ndarray and hasattr(value, "__dlpack__") and not isinstance(value, np.generic)
 
 
+def _torch_views(x: Any, a: Any, b: Any, out: Any) -> Optional[tuple]:
+    """NumPy views of three CPU torch tensors and ``out`` for the fast lane, or None.
+
+    ``Tensor.numpy()`` refuses whatever it cannot view (device, requires_grad,
+    conj bits); the general path then says why.  bfloat16 tensors go to the
+    general path at once (numpy() would refuse them slowly).
+    """
+    if type(x) is not _TENSOR or type(a) is not _TENSOR or type(b) is not _TENSOR \
+            or (out is not None and type(out) is not _TENSOR) or x.dtype is _TENSOR_BF16:
+        return None
+    try:
+        return x.numpy(), a.numpy(), b.numpy(), (None if out is None else out.numpy())
+    except (TypeError, RuntimeError):
+        return None
+
+
 def rotary_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] = None) -> Callable:
     """Wrap ``apply_rotary(x, cos, sin, *, ..., out=None)`` to accept any CPU array kind.
 
@@ -264,16 +280,10 @@ def rotary_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] = No
         if type(x) is np.ndarray and type(cos) is np.ndarray and type(sin) is np.ndarray \
                 and (out is None or type(out) is np.ndarray):
             return run(x, cos, sin, interleaved, inverse, out, layout)
-        if type(x) is _TENSOR and type(cos) is _TENSOR and type(sin) is _TENSOR \
-                and (out is None or type(out) is _TENSOR) and x.dtype is not _TENSOR_BF16:
-            try:  # Tensor.numpy() refuses what it cannot view; the general path then says why
-                xa, ca, sa = x.numpy(), cos.numpy(), sin.numpy()
-                oa = None if out is None else out.numpy()
-            except (TypeError, RuntimeError):
-                pass
-            else:
-                res = run(xa, ca, sa, interleaved, inverse, oa, layout)
-                return out if out is not None else _FROM_NUMPY(res)
+        views = _torch_views(x, cos, sin, out)
+        if views is not None:
+            res = run(views[0], views[1], views[2], interleaved, inverse, views[3], layout)
+            return out if out is not None else _FROM_NUMPY(res)
         xa, kind, _ = unwrap("x", x)
         ca = _float_in("cos", cos)
         sa = _float_in("sin", sin)
@@ -307,16 +317,10 @@ def positions_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] =
         if type(x) is np.ndarray and (out is None or type(out) is np.ndarray) \
                 and not _foreign(positions) and not _foreign(inv_freq):
             return run(x, positions, inv_freq, attention_factor, interleaved, inverse, out)
-        if type(x) is _TENSOR and type(positions) is _TENSOR and type(inv_freq) is _TENSOR \
-                and (out is None or type(out) is _TENSOR) and x.dtype is not _TENSOR_BF16:
-            try:
-                xa, pa, ta = x.numpy(), positions.numpy(), inv_freq.numpy()
-                oa = None if out is None else out.numpy()
-            except (TypeError, RuntimeError):
-                pass
-            else:
-                res = run(xa, pa, ta, attention_factor, interleaved, inverse, oa)
-                return out if out is not None else _FROM_NUMPY(res)
+        views = _torch_views(x, positions, inv_freq, out)
+        if views is not None:
+            res = run(views[0], views[1], views[2], attention_factor, interleaved, inverse, views[3])
+            return out if out is not None else _FROM_NUMPY(res)
         xa, kind, _ = unwrap("x", x)
         pa = unwrap("positions", positions)[0]
         ta = _float_in("inv_freq", inv_freq)

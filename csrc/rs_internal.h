@@ -29,8 +29,16 @@
 /* Run-time CPU features (x86-64 only; 0 elsewhere), probed once. */
 int rs_cpu_has_avx2(void);
 int rs_cpu_has_f16c(void); /* with AVX, which its 256-bit forms need */
-/* Tests only: nonzero makes both probes answer 0 (the baseline code runs),
- * until called with 0.  Set it between calls, never during one. */
+int rs_cpu_has_avx512(void); /* AVX-512F (and AVX2) */
+/* Tests only: cap the instruction sets the probes admit, so that every path
+ * a CPU can take is run and compared.  rs_test_simd_cap(RS_SIMD_AVX2) hides
+ * AVX-512, RS_SIMD_BASELINE hides every extension, 0 lifts the cap;
+ * rs_test_force_baseline(on) is the baseline cap or none.  Set it between
+ * calls, never during one. */
+#define RS_SIMD_BASELINE 1
+#define RS_SIMD_AVX2 2
+#define RS_SIMD_AVX512 3
+void rs_test_simd_cap(int level);
 void rs_test_force_baseline(int on);
 
 /* Split [0, n) into `parts` near-equal ranges; range i is [*lo, *hi). */

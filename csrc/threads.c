@@ -58,12 +58,23 @@ void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi)
     *hi = *lo + q + (i < r ? 1 : 0);
 }
 
-/* Test hook only (see rs_internal.h): the probes answer "no". */
-static int force_baseline = 0;
+/* Test hook only (see rs_internal.h): the highest instruction set the
+ * probes admit (RS_SIMD_* below; 0: whatever the CPU has). */
+static int simd_cap = 0;
 
 void rs_test_force_baseline(int on)
 {
-    force_baseline = on != 0;
+    simd_cap = on ? RS_SIMD_BASELINE : 0;
+}
+
+void rs_test_simd_cap(int level)
+{
+    simd_cap = level;
+}
+
+static int capped_below(int level)
+{
+    return simd_cap != 0 && simd_cap < level;
 }
 
 /* The probes: the answer cannot change while the process runs, and racing
@@ -72,7 +83,7 @@ int rs_cpu_has_avx2(void)
 {
 #if RS_HAVE_X86_DISPATCH
     static int cached = -1;
-    if (force_baseline)
+    if (capped_below(RS_SIMD_AVX2))
         return 0;
     if (cached < 0) {
         __builtin_cpu_init();
@@ -84,11 +95,29 @@ int rs_cpu_has_avx2(void)
 #endif
 }
 
+/* AVX-512F with the OS saving the 512-bit state (libgcc's probe checks
+ * XCR0 as well as CPUID). */
+int rs_cpu_has_avx512(void)
+{
+#if RS_HAVE_X86_DISPATCH
+    static int cached = -1;
+    if (capped_below(RS_SIMD_AVX512))
+        return 0;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f");
+    }
+    return cached;
+#else
+    return 0;
+#endif
+}
+
 int rs_cpu_has_f16c(void)
 {
 #if RS_HAVE_X86_DISPATCH
     static int cached = -1;
-    if (force_baseline)
+    if (capped_below(RS_SIMD_AVX2))
         return 0;
     if (cached < 0) {
         __builtin_cpu_init();

@@ -936,6 +936,23 @@ static PyObject *py_test_force_baseline(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* Tests only: the highest instruction set the kernels may use (0: all the
+ * CPU has, 1: baseline, 2: AVX2/F16C, 3: AVX-512). */
+static PyObject *py_test_simd_cap(PyObject *self, PyObject *args)
+{
+    int level;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i:_test_simd_cap", &level))
+        return NULL;
+    if (level < 0 || level > RS_SIMD_AVX512) {
+        PyErr_Format(PyExc_ValueError, "_test_simd_cap: level must be 0 to %d, got %d",
+                     RS_SIMD_AVX512, level);
+        return NULL;
+    }
+    rs_test_simd_cap(level);
+    Py_RETURN_NONE;
+}
+
 static PyObject *py_simd_name(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -962,7 +979,9 @@ static PyMethodDef methods[] = {
      "cos_sin_streams(positions, inv_freq, pair_stream, scale, cos, sin, n_threads) -> None"},
     {"_test_fail_alloc", py_test_fail_alloc, METH_VARARGS,
      "_test_fail_alloc(n): the n-th allocation of the C core from now fails (tests only; 0: off)"},
-    {"simd_name", py_simd_name, METH_NOARGS, "instruction set of the float16 conversions"},
+    {"_test_simd_cap", py_test_simd_cap, METH_VARARGS,
+     "_test_simd_cap(level): highest instruction set the kernels may use (tests only)"},
+    {"simd_name", py_simd_name, METH_NOARGS, "widest instruction set the kernels use on this CPU"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_core",

@@ -1,0 +1,150 @@
+"""Every instruction-set path of the kernels gives the same bits.
+
+The core picks, at run time, baseline code, AVX2/F16C or AVX-512 (the widest
+the CPU has).  ``_core._test_simd_cap(level)`` caps that choice (1 baseline,
+2 AVX2, 3 AVX-512), so each path runs here on the same inputs and the results
+are compared bit for bit; the widest path is also checked against the NumPy
+reference, so a path that agreed with a broken sibling would still fail.
+
+The AVX-512 rotation aligns its vectors to the output's 64-byte lines with
+masked head and tail vectors, so the inputs cover every offset of the data in
+its line, row lengths that are not a multiple of the vector width, partial
+rotary, in place and out of place, and rows sharing one cos/sin row (the
+batch path, where a table row is copied to the output's place in its line).
+"""
+import numpy as np
+import pytest
+
+import ropescale
+from ropescale import _core, reference
+
+RNG = np.random.default_rng(512)
+LEVELS = (1, 2, 3)
+HAS_AVX512 = _core.simd_name() == "avx512"
+
+
+@pytest.fixture(autouse=True)
+def _lift_cap():
+    yield
+    _core._test_simd_cap(0)
+
+
+def _bits(a):
+    a = np.asarray(a)
+    return a.view({8: np.uint64, 4: np.uint32, 2: np.uint16}[a.itemsize]).copy()
+
+
+def _at_offset(shape, dtype, offset_items):
+    """A C-contiguous array of `shape` starting `offset_items` elements into a 64-byte line."""
+    n = int(np.prod(shape))
+    item = np.dtype(dtype).itemsize
+    buf = np.empty(n + 64 // item + offset_items + 1, dtype)
+    lead = (-buf.ctypes.data % 64) // item
+    a = buf[lead + offset_items: lead + offset_items + n].reshape(shape)
+    assert (a.ctypes.data - offset_items * item) % 64 == 0
+    a[...] = (RNG.standard_normal(shape) * 10).astype(dtype)
+    return a
+
+
+def _each_level(fn):
+    runs = []
+    for level in LEVELS:
+        _core._test_simd_cap(level)
+        runs.append(fn())
+    _core._test_simd_cap(0)
+    return runs
+
+
+CASES = [  # (D, R): full, partial, odd R, R below one vector, R over RS_PAIR_BLOCK
+    (128, 64), (64, 32), (96, 24), (34, 17), (10, 5), (6, 1), (600, 300),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.float16])
+@pytest.mark.parametrize("D,R", CASES)
+@pytest.mark.parametrize("form", ["cached", "fused"])
+def test_paths_agree_at_every_offset(dtype, D, R, form):
+    theta = ropescale.inv_freq(2 * R, 1e4)
+    pos = RNG.integers(0, 1 << 20, (5, 1))
+    item = np.dtype(dtype).itemsize
+    c, s = ropescale.cos_sin(pos, theta, dtype=np.float64 if dtype == np.float64 else np.float32)
+    for off in range(0, 64 // item, max(1, 16 // item) if item < 8 else 1):
+        x = _at_offset((5, 3, D), dtype, off)
+        for in_place in (False, True):
+            def call():
+                xx = x.copy() if in_place else x
+                out = xx if in_place else _at_offset((5, 3, D), dtype, (off * 7 + 3) % (64 // item))
+                if form == "fused":
+                    ropescale.apply_rotary_positions(xx, pos, theta, out=out)
+                else:
+                    ropescale.apply_rotary(xx, c, s, out=out)
+                return _bits(out)
+            runs = _each_level(call)
+            for level, run in zip(LEVELS[1:], runs[1:]):
+                np.testing.assert_array_equal(run, runs[0], err_msg=f"level {level} offset {off} in_place {in_place}")
+            want = reference.apply_rotary_positions(x.astype(np.float64), pos, theta)
+            tol = {np.float64: 1e-12, np.float32: 1e-4, np.float16: 2e-2}[dtype]
+            np.testing.assert_allclose(np.asarray(_bits(runs[-1]).view(dtype), np.float64), want,
+                                       rtol=tol, atol=tol * 10)
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_paths_agree_on_decode_batches(interleaved, inverse):
+    """Rows sharing one cos/sin row (heads of a token): the batch path, tables at any place in a line."""
+    theta = ropescale.inv_freq(128, 5e5)
+    pos = RNG.integers(0, 1 << 24, (16, 1, 1))
+    table_c, table_s = ropescale.cos_sin(pos[:, :, 0], theta, dtype=np.float32)
+    for t_off in range(0, 16, 3):
+        c = _at_offset(table_c.shape, np.float32, t_off)
+        s = _at_offset(table_s.shape, np.float32, (t_off + 5) % 16)
+        c[...] = table_c
+        s[...] = table_s
+        x = _at_offset((16, 1, 8, 128), np.float32, 4)
+        runs = _each_level(lambda: _bits(ropescale.apply_rotary(x, c[:, :, None], s[:, :, None],
+                                                                interleaved=interleaved, inverse=inverse)))
+        for run in runs[1:]:
+            np.testing.assert_array_equal(run, runs[0])
+        want = reference.apply_rotary_positions(x.astype(np.float64), pos, theta, interleaved=interleaved,
+                                                inverse=inverse)
+        np.testing.assert_allclose(runs[-1].view(np.float32), want, rtol=1e-4, atol=1e-3)
+
+
+def test_table_and_angle_rows_agree():
+    """cos_sin's exact angle rows (AVX-512 eight lanes at a time) give the same bits on every path."""
+    theta = ropescale.inv_freq(256, 1e6)
+    pos = np.concatenate([np.arange(40), RNG.integers(0, 1 << 31, 200)]).astype(np.int64)
+    for dtype in (np.float64, np.float32, np.float16):
+        runs = _each_level(lambda: [_bits(t) for t in ropescale.cos_sin(pos, theta, dtype=dtype)])
+        for run in runs[1:]:
+            np.testing.assert_array_equal(run[0], runs[0][0])
+            np.testing.assert_array_equal(run[1], runs[0][1])
+
+
+def test_rerotate_paths_agree():
+    theta = ropescale.inv_freq(128, 1e4)
+    k = _at_offset((1, 300, 4, 128), np.float32, 12)
+    frm = RNG.integers(0, 1 << 20, (300, 1))
+    to = frm - RNG.integers(0, 4096, (300, 1))
+
+    def call():
+        kk = k.copy()
+        ropescale.rerotate(kk, frm, to, theta, out=kk)
+        return _bits(kk)
+    runs = _each_level(call)
+    for run in runs[1:]:
+        np.testing.assert_array_equal(run, runs[0])
+
+
+@pytest.mark.skipif(not HAS_AVX512, reason="the CPU has no AVX-512: the cap makes no difference here")
+def test_cap_reaches_the_avx512_path():
+    """The cap really switches paths: simd_name follows it (otherwise the tests above compare one path)."""
+    _core._test_simd_cap(2)
+    assert _core.simd_name() != "avx512"
+    _core._test_simd_cap(0)
+    assert _core.simd_name() == "avx512"
+
+
+def test_cap_rejects_unknown_levels():
+    with pytest.raises(ValueError, match="level must be 0 to 3"):
+        _core._test_simd_cap(7)

@@ -51,10 +51,10 @@ void rs_float_to_half_n(int64_t n, const float *src, uint16_t *dst);
 void rs_bf16_to_float_n(int64_t n, const uint16_t *src, float *dst);
 void rs_float_to_bf16_n(int64_t n, const float *src, uint16_t *dst);
 
-/* Run fn(arg_i) for i < n_tasks, task 0 on the calling thread, the others on
- * threads of their own (n_tasks == 1: no thread at all).  Returns 0, or -1
- * if a thread could not start (the task then runs on the calling thread, so
- * the work is still done). */
+/* Run fn(arg_i) for i < n_tasks: the calling thread and the pool's workers
+ * (threads.c) claim the tasks, the caller runs whatever no worker has taken,
+ * and returns when all have run.  Returns 0, or -1 if a thread could not
+ * start (the caller then runs more of the tasks: the work is still done). */
 typedef void (*rs_task_fn)(void *arg);
 int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks);
 
@@ -77,15 +77,17 @@ int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n,
 void *rs_alloc(size_t bytes);
 void rs_test_fail_alloc(int nth);
 
-/* Between two chunks of a task's work: task 0 (`asks`) polls the
- * interrupt and raises *stop on a yes; every task then sees *stop and ends. */
+/* Between two chunks of a task's work: a task running on the calling
+ * thread polls the interrupt (workers never do: `asks` is kept for the
+ * callers' sake and ignored) and raises *stop on a yes; every task then
+ * sees *stop and ends. */
 int rs_should_stop(const rs_interrupt *intr, int *stop, int asks);
 
 /* Bytes of work (x, or angles) between two looks at the interrupt. */
 #define RS_CHUNK_BYTES (1 << 20)
 
 /* Threads only pay on large calls: below this many bytes of x, one. */
-#define RS_PARALLEL_BYTES (4 << 20)
+#define RS_PARALLEL_BYTES (512 << 10)
 #define RS_MAX_TASKS 64
 
 /* A flag that one thread raises and the others read (interruption). */

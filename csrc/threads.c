@@ -1,8 +1,18 @@
 /*
- * A minimal fork-join: a call that is worth splitting starts n-1 threads and
- * joins them before it returns.  No pool, no global state: numexpr's
- * persistent pool shows what that costs in code and in fork safety, and a
- * thread start (~20 us) is small next to the >= 4 MiB of work we split.
+ * Fork-join over a small persistent pool.  A call publishes its tasks; the
+ * calling thread and every worker that is awake claim them one at a time,
+ * and the caller waits only for tasks a worker has claimed.  So a call never
+ * waits for a worker that has not woken (on a busy 2-core machine a thread
+ * can be off the CPU for milliseconds): it then runs every task itself, at
+ * the cost of one futex wake.  That is what lets a decode step (about 1 MiB)
+ * use two threads; a thread started per call (~20 us) or a worker that must
+ * wake before the call can end would cost more than it gives there.
+ *
+ * One call uses the pool at a time; a call made while it is busy (another
+ * Python thread, the GIL being released in the kernels) starts threads of
+ * its own, as every call did before the pool.  Workers block every signal,
+ * never poll the interrupt (only the calling thread may take the GIL), and
+ * are forgotten in a forked child (pthread_atfork), which starts its own.
  */
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
@@ -44,9 +54,20 @@ int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n,
     return 0;
 }
 
+#if RS_HAVE_PTHREADS
+/* Set on the pool's workers and on per-call threads: they never poll. */
+static __thread int on_worker = 0;
+#else
+static const int on_worker = 0;
+#endif
+
 int rs_should_stop(const rs_interrupt *intr, int *stop, int asks)
 {
-    if (asks && intr != NULL && intr->poll != NULL && intr->poll(intr->ctx))
+    /* Tasks are claimed by whichever thread is free, so "task 0 asks" would
+     * leave a call without a poll when a worker took task 0: every task
+     * asks when it runs on the calling thread, and no task on a worker. */
+    (void)asks;
+    if (!on_worker && intr != NULL && intr->poll != NULL && intr->poll(intr->ctx))
         RS_FLAG_SET(stop);
     return RS_FLAG_GET(stop);
 }
@@ -131,6 +152,28 @@ int rs_cpu_has_f16c(void)
 
 #if RS_HAVE_PTHREADS
 #include <pthread.h>
+#include <signal.h>
+
+/* Start fn(arg) on a new thread with every signal blocked (signals go to
+ * the threads Python runs on). */
+static int start_thread(pthread_t *tid, void *(*fn)(void *), void *arg, int detached)
+{
+    sigset_t all, old;
+    pthread_attr_t attr;
+    int rc;
+    if (pthread_attr_init(&attr) != 0)
+        return -1;
+    if (detached)
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    rc = pthread_create(tid, &attr, fn, arg);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return rc == 0 ? 0 : -1;
+}
+
+/* ---- threads of one call (the pool is busy) ---- */
 
 typedef struct {
     rs_task_fn fn;
@@ -140,23 +183,21 @@ typedef struct {
 static void *thread_main(void *p)
 {
     rs_thread_arg *a = (rs_thread_arg *)p;
+    on_worker = 1;
     a->fn(a->arg);
     return NULL;
 }
 
-int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks)
+static int parallel_own_threads(rs_task_fn fn, char *base, size_t arg_size, int n_tasks)
 {
-    pthread_t tid[64];
-    rs_thread_arg targ[64];
-    int started[64];
+    pthread_t tid[RS_MAX_TASKS];
+    rs_thread_arg targ[RS_MAX_TASKS];
+    int started[RS_MAX_TASKS];
     int status = 0;
-    char *base = (char *)args;
-    if (n_tasks > 64)
-        n_tasks = 64;
     for (int i = 1; i < n_tasks; i++) {
         targ[i].fn = fn;
         targ[i].arg = base + (size_t)i * arg_size;
-        started[i] = pthread_create(&tid[i], NULL, thread_main, &targ[i]) == 0;
+        started[i] = start_thread(&tid[i], thread_main, &targ[i], 0) == 0;
     }
     fn(base);
     for (int i = 1; i < n_tasks; i++) {
@@ -167,6 +208,117 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks)
             status = -1;
         }
     }
+    return status;
+}
+
+/* ---- the pool ---- */
+
+static struct {
+    pthread_mutex_t lock;   /* guards every field below */
+    pthread_cond_t wake;    /* workers: a job was published */
+    pthread_cond_t idle;    /* the caller: no task is running on a worker */
+    int n_workers;
+    unsigned long job;      /* bumped per published job */
+    rs_task_fn fn;
+    char *base;
+    size_t arg_size;
+    int n_tasks, next, running;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          0, 0, NULL, NULL, 0, 0, 0, 0};
+/* Held by the one call using the pool. */
+static pthread_mutex_t pool_owner = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+/* In a forked child the workers do not exist, and the locks may be held by
+ * threads that do not either: start from nothing. */
+static void pool_after_fork_in_child(void)
+{
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.idle, NULL);
+    pthread_mutex_init(&pool_owner, NULL);
+    pool.n_workers = 0;
+    pool.job = 0;
+    pool.fn = NULL;
+    pool.base = NULL;
+    pool.n_tasks = pool.next = pool.running = 0;
+}
+
+static void pool_register_fork(void)
+{
+    pthread_atfork(NULL, NULL, pool_after_fork_in_child);
+}
+
+/* Claim and run tasks of the current job until none is left; pool.lock is
+ * held on entry and on return. */
+static void run_claimed(void)
+{
+    while (pool.next < pool.n_tasks) {
+        rs_task_fn fn = pool.fn;
+        char *arg = pool.base + (size_t)pool.next * pool.arg_size;
+        pool.next++;
+        pool.running += on_worker;
+        pthread_mutex_unlock(&pool.lock);
+        fn(arg);
+        pthread_mutex_lock(&pool.lock);
+        if (on_worker && --pool.running == 0)
+            pthread_cond_signal(&pool.idle);
+    }
+}
+
+static void *worker_main(void *p)
+{
+    /* the job current when the worker was made: it joins the next one */
+    unsigned long seen = (unsigned long)(uintptr_t)p;
+    on_worker = 1;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        while (pool.job == seen)
+            pthread_cond_wait(&pool.wake, &pool.lock);
+        seen = pool.job;
+        run_claimed();
+    }
+    return NULL; /* not reached: workers live as long as the process */
+}
+
+int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks)
+{
+    char *base = (char *)args;
+    int status = 0;
+    if (n_tasks > RS_MAX_TASKS)
+        n_tasks = RS_MAX_TASKS;
+    if (n_tasks <= 1) {
+        if (n_tasks == 1)
+            fn(base);
+        return 0;
+    }
+    if (on_worker || pthread_once(&pool_once, pool_register_fork) != 0 ||
+        pthread_mutex_trylock(&pool_owner) != 0)
+        return parallel_own_threads(fn, base, arg_size, n_tasks);
+    pthread_mutex_lock(&pool.lock);
+    while (pool.n_workers < n_tasks - 1) {
+        pthread_t tid;
+        if (start_thread(&tid, worker_main, (void *)(uintptr_t)pool.job, 1) != 0) {
+            status = -1; /* the caller runs what no worker claims */
+            break;
+        }
+        pool.n_workers++;
+    }
+    pool.fn = fn;
+    pool.base = base;
+    pool.arg_size = arg_size;
+    pool.n_tasks = n_tasks;
+    pool.next = 0;
+    pool.running = 0;
+    pool.job++;
+    pthread_cond_broadcast(&pool.wake);
+    run_claimed();
+    while (pool.running > 0)
+        pthread_cond_wait(&pool.idle, &pool.lock);
+    pool.fn = NULL;
+    pool.n_tasks = 0;
+    pthread_mutex_unlock(&pool.lock);
+    pthread_mutex_unlock(&pool_owner);
     return status;
 }
 #else

@@ -326,3 +326,102 @@ def test_ctrl_c_stops_a_long_call_before_it_finishes(one_c_thread):
     finally:
         signal.signal(signal.SIGINT, old)
     np.testing.assert_array_equal(got, ropescale.apply_rotary(x, c, s))
+
+
+# ---------------------------------------------------------------- the pool
+
+def test_ctrl_c_stops_a_call_split_over_the_pool(threads):
+    """With two C threads the tasks go to whichever thread is free; the calling
+    thread still polls for signals (a worker never may: it cannot take the GIL),
+    so a SIGINT mid-call still stops the call."""
+    import signal
+    threads(2)
+    rows = 1 << 19
+    x = np.ones((rows, 128), np.float16)[:, ::2]
+    out = np.full(x.shape, np.nan, np.float16)
+    th = ropescale.inv_freq(64)
+    c, s = ropescale.cos_sin(np.ones(1), th)
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    def watch():
+        while not (out[:, 0] == out[:, 0]).any():
+            yield_gil()
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+
+    old = signal.signal(signal.SIGINT, handler)
+    t = threading.Thread(target=watch, daemon=True)
+    try:
+        t.start()
+        with pytest.raises(KeyboardInterrupt):
+            ropescale.apply_rotary(x, c, s, out=out)
+    finally:
+        signal.signal(signal.SIGINT, old)
+        t.join(5)
+    assert np.isnan(out[:, 0]).sum() > 0, "the call went on writing after the KeyboardInterrupt"
+    # the pool is usable afterwards, with the same bits as one thread
+    got = ropescale.apply_rotary(x, c, s)
+    threads(1)
+    assert bits(got) == bits(ropescale.apply_rotary(x, c, s))
+
+
+def _child_uses_the_pool(conn):
+    x = np.asarray(BIG)
+    got = ropescale.apply_rotary_positions(x, BIG_POS, TH)
+    conn.send(bits(np.asarray(got)))
+    conn.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork() is POSIX only")
+def test_a_split_call_in_a_forked_child_finishes_with_the_parents_bits(threads):
+    """The parent's workers do not exist in a forked child (a DataLoader worker,
+    multiprocessing's fork start method): a split call there must run (the
+    child forgets the parent's pool and its locks), not wait for them forever,
+    and give the parent's bits."""
+    import multiprocessing
+    threads(2)
+    want = bits(np.asarray(ropescale.apply_rotary_positions(BIG, BIG_POS, TH)))   # the pool is up
+    ctx = multiprocessing.get_context("fork")
+    recv, send = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_child_uses_the_pool, args=(send,))
+    p.start()
+    try:
+        assert recv.poll(60), "the forked child's split call did not finish within 60 s"
+        got = recv.recv()
+    finally:
+        p.join(10)
+        if p.is_alive():
+            p.kill()
+    assert p.exitcode == 0
+    assert got == want
+
+
+def test_calls_from_many_python_threads_share_the_pool_or_start_their_own(threads):
+    """One call at a time uses the pool; the others start threads of their own.
+    Decode-sized calls (under 1 MiB, split since the pool) from four Python
+    threads at once all finish with the one-thread bits."""
+    threads(1)
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((64, 1, 32, 128)).astype(np.float32)
+    pos = rng.integers(0, 1 << 20, (64, 1, 1))
+    th = ropescale.inv_freq(128, 1e4)
+    want = bits(ropescale.apply_rotary_positions(x, pos, th))
+    threads(2)
+    errors = []
+
+    def worker():
+        try:
+            for _ in range(200):
+                if bits(ropescale.apply_rotary_positions(x, pos, th)) != want:
+                    errors.append("bits differ")
+        except Exception as e:
+            errors.append(repr(e))
+
+    ts = [threading.Thread(target=worker) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    assert not any(t.is_alive() for t in ts), "a call never returned"
+    assert not errors, errors[:3]

@@ -48,6 +48,24 @@
 #define RS_LD_STRIDED(V, p, i) (*(const V *)(const void *)((p) + (i) * fx))
 #define RS_ST_STRIDED(V, p, i, v) (*(V *)(void *)((p) + (i) * fo) = (v))
 
+/* Software prefetch of the row RS_PREFETCH_AHEAD bytes further on, ahead
+ * of the hardware prefetcher, which follows a row's two runs less well than
+ * one stream: in place on a 128 MiB cache, 1.10x np.multiply(x, 1, out=x)
+ * without it and 0.89x with it (AVX2 or AVX-512, 4 to 16 KiB ahead).
+ * A prefetch never faults, so running past the end of x is harmless. */
+#define RS_PREFETCH_AHEAD 4096
+#if defined(__GNUC__) || defined(__clang__)
+#define RS_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+#else
+#define RS_PREFETCH(p) ((void)(p))
+#endif
+#define RS_PREFETCH_ROW(p, bytes)                                              \
+    do {                                                                       \
+        const char *p_ = (const char *)(p) + RS_PREFETCH_AHEAD;                \
+        for (int64_t o_ = 0; o_ < (bytes); o_ += 64)                           \
+            RS_PREFETCH(p_ + o_);                                              \
+    } while (0)
+
 /* What a batch of rows shares: one cos/sin row, the pairing, the strides. */
 typedef struct {
     int64_t nb, bsx, bso;  /* rows in the batch and their byte strides */
@@ -118,6 +136,7 @@ typedef struct {
         for (int64_t r = 0; r < B->nb; r++) {                                  \
             const T *xr = (const T *)(const void *)(x + r * B->bsx);           \
             T *orow = (T *)(void *)(o + r * B->bso);                           \
+            RS_PREFETCH_ROW(xr, (R + n) * sz);                                 \
             if (B->in_place && B->interleaved)                                 \
                 inter_ip_##SUF(n, orow, c, s);                                 \
             else if (B->in_place)                                              \
@@ -212,9 +231,12 @@ static inline uint32_t rs_lanes(int64_t k, int64_t n, int W)
             rot_rows_##SUF##_fallback(B, x, o, c, s);                          \
             return;                                                            \
         }                                                                      \
-        for (int64_t r = 0; r < B->nb; r++)                                    \
-            half512_##SUF(B->n, B->R, (const T *)(const void *)(x + r * B->bsx), \
+        for (int64_t r = 0; r < B->nb; r++) {                                  \
+            const char *xr = x + r * B->bsx;                                   \
+            RS_PREFETCH_ROW(xr, (B->R + B->n) * (int64_t)sizeof(T));           \
+            half512_##SUF(B->n, B->R, (const T *)(const void *)xr,             \
                           (T *)(void *)(o + r * B->bso), c, s);                \
+        }                                                                      \
     }
 
 #define rot_rows_f32_avx512_fallback rot_rows_f32_avx2
@@ -348,9 +370,11 @@ static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
 {
 #if RS_HAVE_X86_DISPATCH
     if (B->fx == 2 && B->fo == 2 && !B->interleaved && rs_cpu_has_avx2() && rs_cpu_has_f16c()) {
-        for (int64_t r = 0; r < B->nb; r++)
+        for (int64_t r = 0; r < B->nb; r++) {
+            RS_PREFETCH_ROW(x + r * B->bsx, (B->R + B->n) * 2);
             half_f16c(B->n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
                       (uint16_t *)(void *)(o + r * B->bso), c, s);
+        }
         return;
     }
 #endif
@@ -429,9 +453,11 @@ static void rot_rows_bf16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
         if (rs_cpu_has_avx2())
             half = half_bf16_avx2;
 #endif
-        for (int64_t r = 0; r < B->nb; r++)
+        for (int64_t r = 0; r < B->nb; r++) {
+            RS_PREFETCH_ROW(x + r * B->bsx, (B->R + B->n) * 2);
             half(B->n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
                  (uint16_t *)(void *)(o + r * B->bso), c, s);
+        }
         return;
     }
     rot_rows_via_f32(rows32, B, x, o, c, s, buf, bf16_widen_run, bf16_narrow_run);

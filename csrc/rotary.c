@@ -73,6 +73,7 @@ typedef struct {
     int64_t R;             /* pairs of a row (offset of run B, half-split) */
     int64_t fx, fo;        /* feature byte strides */
     int interleaved, in_place;
+    int64_t row_bytes;     /* of x's row, all of it (RS_PREFETCH_ROW) */
 } rs_batch;
 
 /* Per element type and instruction set: the contiguous kernels of both
@@ -136,7 +137,7 @@ typedef struct {
         for (int64_t r = 0; r < B->nb; r++) {                                  \
             const T *xr = (const T *)(const void *)(x + r * B->bsx);           \
             T *orow = (T *)(void *)(o + r * B->bso);                           \
-            RS_PREFETCH_ROW(xr, (R + n) * sz);                                 \
+            RS_PREFETCH_ROW(xr, B->row_bytes);                                 \
             if (B->in_place && B->interleaved)                                 \
                 inter_ip_##SUF(n, orow, c, s);                                 \
             else if (B->in_place)                                              \
@@ -233,7 +234,7 @@ static inline uint32_t rs_lanes(int64_t k, int64_t n, int W)
         }                                                                      \
         for (int64_t r = 0; r < B->nb; r++) {                                  \
             const char *xr = x + r * B->bsx;                                   \
-            RS_PREFETCH_ROW(xr, (B->R + B->n) * (int64_t)sizeof(T));           \
+            RS_PREFETCH_ROW(xr, B->row_bytes);           \
             half512_##SUF(B->n, B->R, (const T *)(const void *)xr,             \
                           (T *)(void *)(o + r * B->bso), c, s);                \
         }                                                                      \
@@ -371,7 +372,7 @@ static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
 #if RS_HAVE_X86_DISPATCH
     if (B->fx == 2 && B->fo == 2 && !B->interleaved && rs_cpu_has_avx2() && rs_cpu_has_f16c()) {
         for (int64_t r = 0; r < B->nb; r++) {
-            RS_PREFETCH_ROW(x + r * B->bsx, (B->R + B->n) * 2);
+            RS_PREFETCH_ROW(x + r * B->bsx, B->row_bytes);
             half_f16c(B->n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
                       (uint16_t *)(void *)(o + r * B->bso), c, s);
         }
@@ -454,7 +455,7 @@ static void rot_rows_bf16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
             half = half_bf16_avx2;
 #endif
         for (int64_t r = 0; r < B->nb; r++) {
-            RS_PREFETCH_ROW(x + r * B->bsx, (B->R + B->n) * 2);
+            RS_PREFETCH_ROW(x + r * B->bsx, B->row_bytes);
             half(B->n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
                  (uint16_t *)(void *)(o + r * B->bso), c, s);
         }
@@ -731,6 +732,8 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     batch.fo = L.fstride[RS_OP_OUT];
     batch.interleaved = opt->interleaved;
     batch.in_place = opt->in_place;
+    /* contiguous rows: prefetch the whole row (a partial-rotary tail too) */
+    batch.row_bytes = L.fstride[RS_OP_X] == item ? L.n_features * item : 0;
     for (int i = 0; i < n; i++) {
         rs_task *t = &tasks[i];
         t->L = &L;

@@ -114,6 +114,14 @@ def test_argument_errors():
         rt.apply_rotary(np.zeros((2, 4)), *_tables(2, r=2))
     with pytest.raises(TypeError, match="inv_freq requires grad"):
         rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2), torch.tensor([1.0, 0.1], requires_grad=True))
+    # the same under no_grad(), with dtypes the fast lane would otherwise take
+    f64 = torch.float64
+    with torch.no_grad(), pytest.raises(TypeError, match="positions requires grad"):
+        rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2, dtype=f64).requires_grad_(),
+                                  torch.tensor([1.0, 0.1], dtype=f64))
+    with torch.no_grad(), pytest.raises(TypeError, match="inv_freq requires grad"):
+        rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2), torch.tensor([1.0, 0.1], dtype=f64,
+                                                                                 requires_grad=True))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -216,11 +216,17 @@ def _fast_positions(x: Any, positions: Any, inv_freq: Any, attention_factor: Any
         return None
     try:
         xa = x.numpy()
-        pa = positions.numpy() if type(positions) is torch.Tensor else positions
-        ta = inv_freq.numpy() if type(inv_freq) is torch.Tensor else inv_freq
+        if type(positions) is torch.Tensor:
+            if positions.requires_grad:  # refused even under no_grad(), by the full path
+                return None
+            positions = positions.numpy()
+        if type(inv_freq) is torch.Tensor:
+            if inv_freq.requires_grad:
+                return None
+            inv_freq = inv_freq.numpy()
     except (TypeError, RuntimeError):
         return None
-    res = _rotary._fast_positions(xa, pa, ta, attention_factor, interleaved, inverse, None)
+    res = _rotary._fast_positions(xa, positions, inv_freq, attention_factor, interleaved, inverse, None)
     return None if res is None else torch.from_numpy(res)
 
 

@@ -30,6 +30,8 @@ PREFILL = (1, 8192, 32, 128)
 # Targets (context for the PASS/MISS column, never asserted):
 CACHED = [("x_floor", "<=", 1.3)]
 PEERS = [("x_numpy", ">=", 10), ("x_torch", ">=", 5)]
+MROPE = [("x_plain", "<=", 1.1)]
+MROPE_SECTION = (16, 24, 24)  # Qwen2-VL's mrope_section for head_dim 128
 
 
 def _have_ml_dtypes():
@@ -70,6 +72,15 @@ def full_cases():
     ]
     if _have_ml_dtypes():
         cases.append(apply_case("bfloat16 cached (ml_dtypes array)", PREFILL, "bfloat16", numpy_ref=False))
+    # M-RoPE (issue 12): the same x at 3 position streams (Qwen2-VL's section) against
+    # plain per-token positions, both through Rope.apply, timed round-robin.
+    cases += [
+        apply_case("M-RoPE k=3 prefill, new array", PREFILL, mrope=MROPE_SECTION, targets=MROPE),
+        apply_case("M-RoPE k=3 decode, out=buf", (64, 1, 32, 128), positions="decode", place="out",
+                   mrope=MROPE_SECTION, targets=MROPE),
+        apply_case("M-RoPE k=3 decode, out=buf, streams differ", (64, 1, 32, 128), positions="decode", place="out",
+                   mrope=MROPE_SECTION, mrope_distinct=True, targets=MROPE),
+    ]
     cases += [
         cos_sin_case("cos_sin table", 131072, 64, targets=[("x_numpy", ">=", 3)]),
     ]

@@ -8,7 +8,10 @@ same memory, interleaved round by round, in CPU time of the calling thread,
 and reports the fastest round of each (the machine is shared; the minimum is
 the least disturbed) and their difference: the cost of recognising the tensors, viewing them as NumPy
 arrays (zero-copy) and wrapping the result as a tensor.  The target (context,
-never asserted) is an overhead of at most 5 us per call.
+never asserted) is an overhead of at most 5 us per call.  The ``ropescale.torch``
+rows compare its functions with the NumPy call: "no grad" is a call on tensors
+that need no autograd (the common inference case), "requires_grad=True forward"
+one that records the graph (torch's ``autograd.Function.apply`` included).
 """
 from __future__ import annotations
 
@@ -52,6 +55,7 @@ def cases(shape):
     out = np.empty_like(x)
     xt, post, ct, st, outt = (torch.from_numpy(a) for a in (x, pos, c, sn, out))
     thetat = torch.from_numpy(theta)
+    xg = xt.clone().requires_grad_()
     xb = xt.bfloat16()
     try:
         import ml_dtypes
@@ -65,8 +69,16 @@ def cases(shape):
          lambda: ropescale.apply_rotary(xt, ct, st, out=outt)),
         ("apply_rotary_positions (fused)", lambda: ropescale.apply_rotary_positions(x, pos, theta),
          lambda: ropescale.apply_rotary_positions(xt, post, thetat)),
-        ("ropescale.torch.apply_rotary (autograd Function)", lambda: ropescale.apply_rotary(x, c, sn),
+        ("ropescale.torch.apply_rotary, no grad", lambda: ropescale.apply_rotary(x, c, sn),
          lambda: rt.apply_rotary(xt, ct, st)),
+        ("ropescale.torch.apply_rotary_positions, no grad", lambda: ropescale.apply_rotary_positions(x, pos, theta),
+         lambda: rt.apply_rotary_positions(xt, post, thetat)),
+        # x.requires_grad: the forward records the graph (autograd.Function.apply, torch's
+        # own cost of several microseconds, is part of the overhead); no backward is run.
+        ("ropescale.torch.apply_rotary, requires_grad=True forward", lambda: ropescale.apply_rotary(x, c, sn),
+         lambda: rt.apply_rotary(xg, ct, st)),
+        ("ropescale.torch.apply_rotary_positions, requires_grad=True forward",
+         lambda: ropescale.apply_rotary_positions(x, pos, theta), lambda: rt.apply_rotary_positions(xg, post, thetat)),
     ]
     # The conversion alone: the same entry-point wrapper around a kernel that
     # does nothing, so only recognising, viewing and wrapping is timed.

@@ -18,6 +18,12 @@ Contenders of an ``apply`` case:
 * ``ipfloor`` (in-place cases): ``np.multiply(x, 1, out=x)``, the same
   read-modify-write traffic as an in-place rotation.
 * ``numpy``: :mod:`ropescale.reference` (pure NumPy, float64).
+* ``plain`` (M-RoPE cases, ``mrope=`` a section such as ``(16, 24, 24)``):
+  the same x rotated by :meth:`ropescale.Rope.apply` of the rope without the
+  section at plain per-token positions, while ``ropescale`` is
+  ``Rope.apply`` of the M-RoPE rope at ``k`` position streams (Qwen2-VL
+  style: text tokens at equal positions on every stream, an image's tokens
+  at (t, row, column)); ``x_plain`` = M-RoPE time / plain time.
 * ``torch``: what Hugging Face transformers does on CPU,
   ``q * cos + rotate_half(q) * sin`` (``rotate_every_two`` for interleaved
   pairs; the fused form also makes cos/sin from positions, as the HF rotary
@@ -77,7 +83,8 @@ def _np_dtype(name):
 # ---------------------------------------------------------------------------
 
 def apply_case(name, shape, dtype="float32", *, form="cached", place="alloc", pairs=None, interleaved=False,
-               positions="prefill", threads=None, targets=(), numpy_ref=True, torch_ref=True, compiled=False):
+               positions="prefill", threads=None, targets=(), numpy_ref=True, torch_ref=True, compiled=False,
+               mrope=None, mrope_distinct=False):
     """Spec of one rotary-application case on x of ``shape`` = (B, S, H, D).
 
     ``pairs`` is R (default D/2; smaller for partial rotary).  ``positions``
@@ -85,14 +92,21 @@ def apply_case(name, shape, dtype="float32", *, form="cached", place="alloc", pa
     ``"decode"`` (one token per sequence at different offsets, (B, 1, 1, R)).
     ``targets`` are ``(metric, op, value)`` with metric one of ``x_floor``,
     ``x_copy``, ``x_ipfloor``, ``x_numpy``, ``x_torch``, ``x_compile``,
-    ``x_jax`` and op ``"<="`` or ``">="``.  ``compiled`` adds the compiled
+    ``x_jax``, ``x_plain`` and op ``"<="`` or ``">="``.  ``compiled`` adds the compiled
     peers (``torch.compile`` and ``jax.jit`` of the HF formula; full rotary only).
+    ``mrope`` (a section, pairs per stream, summing to R) makes it an M-RoPE
+    case: ``ropescale`` rotates through :meth:`ropescale.Rope.apply` at
+    ``len(mrope)`` position streams and the ``plain`` contender at plain
+    positions (the NumPy and torch peers are left out).  The streams are laid
+    out as Qwen2-VL's (see ``_mrope_streams``), or with ``mrope_distinct``
+    different on every stream for every token (the general path's worst case).
     """
     return {
         "kind": "apply", "name": name, "shape": list(shape), "dtype": dtype, "form": form, "place": place,
         "pairs": pairs, "interleaved": bool(interleaved), "positions": positions, "threads": threads,
         "targets": [list(t) for t in targets], "numpy_ref": numpy_ref, "torch_ref": torch_ref,
-        "compiled": bool(compiled),
+        "compiled": bool(compiled), "mrope": None if mrope is None else [int(v) for v in mrope],
+        "mrope_distinct": bool(mrope_distinct),
     }
 
 
@@ -128,6 +142,35 @@ def _positions(spec):
         # one new token per sequence, KV caches of different lengths
         return (1000 + 37 * np.arange(b, dtype=np.int64) + (s - 1)).reshape(b, 1, 1)
     return np.arange(s, dtype=np.int64).reshape(s, 1)
+
+
+def _mrope_streams(spec):
+    """Positions ``(k,) + plain shape`` for an M-RoPE case, laid out as Qwen2-VL lays them.
+
+    Decode: one new text token per sequence, so every stream holds the same
+    position (what Qwen2-VL passes while generating text after an image).
+    Prefill: text, then an image of ``g x g`` tokens (a quarter to half of the
+    sequence) at ``(t, row, column)`` offsets from the image's start, then
+    text again from one past the largest position so far.  ``mrope_distinct``:
+    stream ``j`` at the plain position + ``3 j`` for every token.
+    """
+    k = len(spec["mrope"])
+    plain = _positions(spec)
+    if spec.get("mrope_distinct"):
+        return np.stack([plain + 3 * j for j in range(k)])
+    if spec["positions"] == "decode":
+        return np.stack([plain] * k)
+    s = spec["shape"][1]
+    g = max(1, int(math.isqrt(s // 2)))
+    a = (s - g * g) // 2  # text tokens before the image
+    t = np.empty((k, s), dtype=np.int64)
+    t[:, :a] = np.arange(a)
+    rows, cols = np.divmod(np.arange(g * g), g)
+    grid = np.stack([np.zeros(g * g, dtype=np.int64), rows, cols] + [np.zeros(g * g, dtype=np.int64)] * (k - 3))
+    t[:, a:a + g * g] = a + grid[:k]
+    rest = s - a - g * g
+    t[:, a + g * g:] = a + g + np.arange(rest)  # the next text token follows the image's largest position
+    return t.reshape((k,) + plain.shape)
 
 
 def _import_torch():
@@ -262,7 +305,7 @@ def build_apply(spec, want):
     table_dt = np.float64 if dt == np.float64 else np.float32
     bf16 = spec["dtype"] == "bfloat16"
     c = s = None
-    if form == "cached":
+    if form == "cached" and not spec.get("mrope"):
         c, s = ropescale.cos_sin(pos, theta, dtype=table_dt)
     buf = None
     if place in ("out", "inplace"):
@@ -270,7 +313,17 @@ def build_apply(spec, want):
         buf.fill(0)  # touched now, so the memory probe sees only what the call allocates
     fns: Dict[str, Callable[[], Any]] = {}
 
-    if "ropescale" in want:
+    if spec.get("mrope"):
+        # Both through Rope.apply, the only public way in for position streams.
+        out = {"alloc": None, "out": buf, "inplace": x}[place]
+        m_rope = ropescale.Rope(D, 1e6, {"mrope_section": list(spec["mrope"])}, interleaved=il)
+        p_rope = ropescale.Rope(D, 1e6, interleaved=il)
+        streams = _mrope_streams(spec)
+        if "ropescale" in want:
+            fns["ropescale"] = lambda: m_rope.apply(x, streams, out=out)
+        if "plain" in want:
+            fns["plain"] = lambda: p_rope.apply(x, pos, out=out)
+    elif "ropescale" in want:
         out = {"alloc": None, "out": buf, "inplace": x}[place]
         if form == "cached":
             fns["ropescale"] = lambda: ropescale.apply_rotary(x, c, s, interleaved=il, out=out)
@@ -370,7 +423,8 @@ def time_interleaved(fns, repeat=5, warmup=1, min_sample=0.005, budget=1.0, max_
     ``min_sample`` seconds), so that microsecond calls are not lost in the
     timer's resolution.  At least ``repeat`` rounds are timed; cheap cases get
     more (up to ``max_rounds``, within about ``budget`` seconds), which keeps
-    their medians steady on a shared machine.  The GC is off while timing.
+    their medians steady on a shared machine.  The GC is off while timing;
+    the order of the contenders rotates from round to round.
     Returns ``{name: (median, minimum)}``.
     """
     names = list(fns)
@@ -385,7 +439,10 @@ def time_interleaved(fns, repeat=5, warmup=1, min_sample=0.005, budget=1.0, max_
         rounds, r = warmup + repeat, 0
         while r < rounds:
             t0 = time.perf_counter()
-            for name in names:
+            # Each round starts with the next contender: the first one after the
+            # round's gc.collect() runs measurably slower (~10% at decode shapes).
+            k = r % len(names)
+            for name in names[k:] + names[:k]:
                 t = _time_calls(fns[name], number[name])
                 if r >= warmup:
                     samples[name].append(t)
@@ -487,7 +544,7 @@ def _check(row, targets):
 
 def _target_text(targets):
     words = {"x_floor": "×floor", "x_copy": "×x.copy()", "x_ipfloor": "×ip-floor", "x_numpy": "×np",
-             "x_torch": "×torch", "x_compile": "×compile", "x_jax": "×jax"}
+             "x_torch": "×torch", "x_compile": "×compile", "x_jax": "×jax", "x_plain": "×plain"}
     return ", ".join(f"{words[m]}{op}{v:g}" for m, op, v in targets)
 
 
@@ -495,19 +552,22 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
     """Time one case; returns a row (dict) with milliseconds and ratios.
 
     Ratios: ``x_floor`` = ropescale / copy floor (lower is better; the
-    in-place floor ``x_ipfloor`` likewise), ``x_numpy`` and ``x_torch`` =
-    how many times ropescale is faster (higher is better).
+    in-place floor ``x_ipfloor`` and, in M-RoPE cases, ``x_plain`` = M-RoPE /
+    plain positions likewise), ``x_numpy`` and ``x_torch`` = how many times
+    ropescale is faster (higher is better).
     """
     spec = dict(spec)
     n_threads = spec.get("threads") or threads or ropescale.get_num_threads()
     spec["threads"] = n_threads
     prev = ropescale.set_num_threads(n_threads)
+    if spec.get("mrope"):  # M-RoPE against plain positions: no peers
+        numpy_ref = torch_ref = False
     torch = _import_torch() if torch_ref else None
     prev_torch = None
     if torch is not None:
         prev_torch = torch.get_num_threads()
         torch.set_num_threads(n_threads)
-    want = {"ropescale", "floor", "xcopy", "ipfloor", "compile", "jax"}
+    want = {"ropescale", "plain", "floor", "xcopy", "ipfloor", "compile", "jax"}
     if numpy_ref:
         want.add("numpy")
     if torch is not None:
@@ -530,6 +590,7 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
         "ropescale_ms": rs_ms, "floor_ms": ms.get("floor"), "ipfloor_ms": ms.get("ipfloor"),
         "numpy_ms": ms.get("numpy"), "torch_ms": ms.get("torch"),
         "xcopy_ms": ms.get("xcopy"), "compile_ms": ms.get("compile"), "jax_ms": ms.get("jax"),
+        "plain_ms": ms.get("plain"),
         "out_mb": out_bytes / 2**20,
         "min_ms": {k: v[1] * 1e3 for k, v in med.items()},
     }
@@ -540,6 +601,7 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
     row["x_copy"] = rs_ms / row["xcopy_ms"] if row["xcopy_ms"] else None
     row["x_compile"] = row["compile_ms"] / rs_ms if row["compile_ms"] else None
     row["x_jax"] = row["jax_ms"] / rs_ms if row["jax_ms"] else None
+    row["x_plain"] = rs_ms / row["plain_ms"] if row["plain_ms"] else None
     row["rss_mb"] = None
     if rss:
         probe = peak_rss_growth(spec)
@@ -579,7 +641,7 @@ def run_quick(*, repeat=3, threads=None, rss=False, numpy_ref=True, torch_ref=Tr
 
     Keys of a row: ``case``, ``shape``, ``threads``, ``ropescale_ms``,
     ``floor_ms``, ``x_floor``, ``ipfloor_ms``, ``x_ipfloor``, ``numpy_ms``,
-    ``x_numpy``, ``torch_ms``, ``x_torch`` (``None`` where a contender was
+    ``x_numpy``, ``torch_ms``, ``x_torch``, ``plain_ms``, ``x_plain`` (``None`` where a contender was
     skipped), ``out_mb``, ``rss_mb`` (``None`` unless ``rss``), ``target``,
     ``status`` ("PASS", "MISS (...)" or ""), ``min_ms`` (fastest sample
     of each contender).
@@ -661,13 +723,14 @@ def markdown_table(rows):
     """One Markdown table, one row per case."""
     head = ["case", "shape / dtype", "thr", "ropescale ms", "copy-floor ms", "×floor", "×x.copy()", "×ip-floor",
             "×faster than numpy ref", "×faster than torch", "×faster than torch.compile", "×faster than jax.jit",
-            "peak RSS growth MB (out)", "target", "PASS/MISS"]
+            "×plain positions", "peak RSS growth MB (out)", "target", "PASS/MISS"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         rss = "–" if r.get("rss_mb") is None else f"{r['rss_mb']:.1f} ({r['out_mb']:.0f})"
         cells = [r["case"], r["shape"], str(r["threads"]), _fmt_ms(r["ropescale_ms"]), _fmt_ms(r["floor_ms"]),
                  _fmt_x(r["x_floor"]), _fmt_x(r.get("x_copy")), _fmt_x(r["x_ipfloor"]), _fmt_x(r["x_numpy"]),
-                 _fmt_x(r["x_torch"]), _fmt_x(r.get("x_compile")), _fmt_x(r.get("x_jax")), rss,
+                 _fmt_x(r["x_torch"]), _fmt_x(r.get("x_compile")), _fmt_x(r.get("x_jax")), _fmt_x(r.get("x_plain")),
+                 rss,
                  r.get("target", ""), r.get("status", "")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

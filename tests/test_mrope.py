@@ -120,6 +120,57 @@ def test_bad_mrope_sections_raise_naming_them(scaling, exc, word):
         ropescale.Rope(128, 1e6, scaling)
 
 
+def _through_the_stream_table(rope, x, streams, **kw):
+    """What Rope.apply computes for M-RoPE in general: the stream table, then the cached rotation."""
+    c, s = rope.cos_sin(streams, dtype=np.float64 if x.dtype == np.float64 else np.float32)
+    return ropescale.apply_rotary(x, c, s, interleaved=rope.interleaved, **kw)
+
+
+@pytest.mark.parametrize("section, interleaved", SECTIONS[:2])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("inverse", [False, True])
+def test_equal_streams_rotate_with_the_stream_tables_bits(section, interleaved, dtype, inverse):
+    # Rope.apply takes plain positions' fused lane when every stream is equal (text, decode):
+    # it must give the bits of the stream table, including the yarn attention factor.
+    n = sum(section)
+    rope = ropescale.Rope(2 * n, 1e6, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                                       "mrope_section": section, "mrope_interleaved": interleaved})
+    assert rope.attention_factor != 1.0
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((8, 1, 4, 2 * n)).astype(dtype)          # decode: (batch, 1, heads, D)
+    p = (1000 + 37 * np.arange(8)).reshape(8, 1, 1)
+    streams = np.stack([p, p, p])
+    want = _through_the_stream_table(rope, x, streams, inverse=inverse)
+    assert np.array_equal(rope.apply(x, streams, inverse=inverse), want)
+    out = np.zeros_like(x)
+    assert rope.apply(x, streams, inverse=inverse, out=out) is out and np.array_equal(out, want)
+
+
+def test_one_differing_stream_position_takes_the_stream_table():
+    rope = ropescale.Rope(128, 1e6, {"mrope_section": [16, 24, 24]})
+    x = np.random.default_rng(7).standard_normal((6, 2, 128)).astype(np.float32)
+    t = np.arange(6)
+    streams = np.stack([t, t, t])[:, :, None]
+    streams[2, 4, 0] = 40                                             # one image-like token
+    got = rope.apply(x, streams)
+    assert np.array_equal(got, _through_the_stream_table(rope, x, streams))
+    plain = rope.replace(scaling=None).apply(x, t[:, None])
+    assert np.array_equal(got[:4], plain[:4]) and not np.array_equal(got[4], plain[4])
+
+
+@pytest.mark.parametrize("equal", [True, False])
+def test_streams_that_do_not_broadcast_against_x_name_the_positions(equal):
+    rope = ropescale.Rope(16, 1e4, {"mrope_section": [2, 3, 3]})
+    x = np.ones((4, 2, 16), dtype=np.float32)
+    streams = np.ones((3, 5, 1), dtype=np.int64)
+    if not equal:
+        streams[1] = 2
+    out = np.zeros_like(x)
+    with pytest.raises(ValueError, match=r"positions leading shape \(5, 1\) does not broadcast"):
+        rope.apply(x, streams, out=out)
+    assert not out.any()
+
+
 def test_positions_with_a_wrong_leading_axis_are_refused_and_nothing_is_written():
     rope = ropescale.Rope(128, 1e6, {"mrope_section": [16, 24, 24]})
     x = np.ones((5, 128), dtype=np.float32)

@@ -114,6 +114,65 @@ def test_argument_errors():
         rt.apply_rotary(np.zeros((2, 4)), *_tables(2, r=2))
     with pytest.raises(TypeError, match="inv_freq requires grad"):
         rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2), torch.tensor([1.0, 0.1], requires_grad=True))
+    # the same under no_grad(), with dtypes the fast lane would otherwise take
+    f64 = torch.float64
+    with torch.no_grad(), pytest.raises(TypeError, match="positions requires grad"):
+        rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2, dtype=f64).requires_grad_(),
+                                  torch.tensor([1.0, 0.1], dtype=f64))
+    with torch.no_grad(), pytest.raises(TypeError, match="inv_freq requires grad"):
+        rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2), torch.tensor([1.0, 0.1], dtype=f64,
+                                                                                 requires_grad=True))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tensors_that_require_grad_under_no_grad_are_rotated_without_a_graph(dtype):
+    # a parameter-like leaf inside torch.no_grad(): nothing to record, and no refusal either
+    x = torch.randn(5, 3, 16).to(dtype).requires_grad_()
+    c, s = _tables(5, torch.float32)
+    want = ropescale.apply_rotary(x.detach(), c, s)
+    want_p = ropescale.apply_rotary_positions(x.detach(), torch.arange(5)[:, None], THETA)
+    with torch.no_grad():
+        y = rt.apply_rotary(x, c, s)
+        yp = rt.apply_rotary_positions(x, torch.arange(5)[:, None], THETA)
+    assert not y.requires_grad and not yp.requires_grad and y.dtype == dtype
+    assert torch.equal(y, want) and torch.equal(yp, want_p)
+
+
+def _raised(fn):
+    try:
+        fn()
+    except (TypeError, ValueError) as e:
+        return type(e), str(e)
+    return None
+
+
+@pytest.mark.parametrize("bad", [
+    lambda x, c, s: (x, c[:2], s[:2]),                       # leading shapes do not broadcast
+    lambda x, c, s: (x, c, s[..., :4]),                      # cos and sin differ
+    lambda x, c, s: (x[..., :15], c, s),                     # odd D
+    lambda x, c, s: (x[..., :8], c, s),                      # 2R > D
+    lambda x, c, s: (x, *ropescale.tables.to_full(c, s)),    # a full-width table without layout="full"
+    lambda x, c, s: (x, c.numpy(), s),                       # not a tensor
+])
+def test_refusals_say_the_same_with_and_without_grad_as_the_array_function(bad):
+    x = torch.randn(5, 3, 16)
+    c, s = _tables(5, torch.float32)
+    args = bad(x, c, s)
+    want = _raised(lambda: ropescale.apply_rotary(*args)) if all(isinstance(a, torch.Tensor) for a in args) else \
+        (TypeError, "cos must be a torch.Tensor, got ndarray; for NumPy arrays use ropescale.apply_rotary")
+    assert want is not None
+    assert _raised(lambda: rt.apply_rotary(*args)) == want
+    assert _raised(lambda: rt.apply_rotary(args[0].clone().requires_grad_(), *args[1:])) == want
+
+
+def test_positions_refusals_say_the_same_as_the_array_function():
+    x = torch.randn(5, 3, 16)
+    for pos, theta in ((torch.arange(4)[:, None], THETA), (torch.arange(5)[:, None], np.tile(THETA, 2)),
+                       (torch.arange(5)[:, None] * 1e30, THETA), (torch.arange(5)[:, None], THETA * np.nan)):
+        want = _raised(lambda: ropescale.apply_rotary_positions(x, pos, theta))
+        assert want is not None
+        assert _raised(lambda: rt.apply_rotary_positions(x, pos, theta)) == want
+        assert _raised(lambda: rt.apply_rotary_positions(x.clone().requires_grad_(), pos, theta)) == want
 
 
 # -- RotaryEmbedding ------------------------------------------------------------------

@@ -121,6 +121,13 @@ _TENSOR_I16: Any = None
 _FROM_NUMPY: Any = None  # torch.from_numpy, looked up with _TENSOR
 
 
+def know_torch(torch: Any) -> None:
+    """Arm the torch fast lanes (they compare ``type(x)`` with ``torch.Tensor``); ``ropescale.torch`` calls it."""
+    global _TENSOR, _TENSOR_BF16, _TENSOR_I16, _FROM_NUMPY
+    _TENSOR, _TENSOR_BF16, _TENSOR_I16 = torch.Tensor, torch.bfloat16, torch.int16
+    _FROM_NUMPY = torch.from_numpy
+
+
 def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
     """``(array, kind, is_bf16)``: a NumPy view of a CPU tensor/array, its kind, and whether it holds bfloat16 bits.
 
@@ -128,7 +135,6 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
     they are (kind ``numpy``): the rotary functions convert them with
     ``np.asarray`` (buffer protocol, lists).  No data is copied.
     """
-    global _TENSOR, _TENSOR_BF16, _TENSOR_I16, _FROM_NUMPY
     if isinstance(value, np.ndarray):   # subclasses too: the rotary checks see them (a masked array is refused)
         return value, NUMPY, False
     if type(value) is _TENSOR:
@@ -146,8 +152,7 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
             pass
     torch = _torch_tensor(value)
     if torch is not None:
-        _TENSOR, _TENSOR_BF16, _TENSOR_I16 = torch.Tensor, torch.bfloat16, torch.int16
-        _FROM_NUMPY = torch.from_numpy
+        know_torch(torch)
         if not value.is_cpu:
             raise TypeError(f"{name} is a torch tensor on device {value.device}; ropescale's array functions run on CPU "
                             f"memory: use ropescale.torch.apply_rotary / apply_rotary_positions, which run on any "

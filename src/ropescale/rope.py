@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
-from ._rotary import apply_rotary, apply_rotary_positions, cos_sin, cos_sin_streams
+from ._rotary import _check_broadcast, apply_rotary, apply_rotary_positions, cos_sin, cos_sin_streams
 from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
                       normalize_scaling, promoted, trained_length_from_hf)
 
@@ -386,7 +386,8 @@ class Rope:
         if self._streams is None:
             return None
         p = np.asarray(positions)
-        k = len(self.mrope_section)
+        # len(mrope_section) without its per-call bincount: chunked streams ascend, so the count is last + 1
+        k = len(self._scaling["mrope_section"]) if self.mrope_interleaved else int(self._streams[-1]) + 1
         if p.ndim <= 1:
             return None        # text only: every stream at the same position
         if p.shape[0] != k:
@@ -451,8 +452,15 @@ class Rope:
         if streams is not None:
             x_arr = np.asarray(x)
             dt = x_arr.dtype if x_arr.dtype.kind == "f" else np.float64
-            c, s = self._stream_cos_sin(streams, theta, attn, np.float64 if dt == np.float64 else np.float32)
-            return apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=out)
+            same = _one_stream(streams) if dt in _FUSED_EQUALS_CACHED else None
+            if same is None:
+                if x_arr.ndim >= 1:  # name the positions, not the tables made from them
+                    _check_broadcast("positions", streams.shape[1:], x_arr.shape[:-1])
+                c, s = self._stream_cos_sin(streams, theta, attn, np.float64 if dt == np.float64 else np.float32)
+                return apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=out)
+            # Every stream at the same position (text tokens, every decode step of Qwen2-VL):
+            # plain rope, fused, with the same bits as the stream table (tests/test_mrope.py).
+            positions = same
         return apply_rotary_positions(x, positions, theta, attention_factor=attn, interleaved=interleaved,
                                       inverse=inverse, out=out)
 
@@ -648,6 +656,26 @@ class Rope:
         """
         from .gguf import metadata
         return metadata(self, arch, context_length=context_length)
+
+
+# x dtypes whose fused rotation is bit-identical to the cached one with the float32
+# (float64 for float64) table that M-RoPE builds (tests/test_rotary.py, tests/test_mrope.py).
+_FUSED_EQUALS_CACHED = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _one_stream(streams: np.ndarray) -> Optional[np.ndarray]:
+    """``streams[0]`` when every stream holds the same integer positions, else None.
+
+    Integers only: float positions may differ in the sign of a zero, which
+    changes the sign of a sine."""
+    if streams.dtype.kind not in "iu" or streams.shape[0] == 0:
+        return None
+    first = streams[0]
+    if streams.size <= 4096:  # a decode step: comparing the bytes costs a third of the ufunc's overhead
+        raw = streams.tobytes()
+        n = len(raw) // streams.shape[0]
+        return first if raw[n:] == raw[:n] * (streams.shape[0] - 1) else None
+    return first if bool((streams == first).all()) else None
 
 
 def _mrope_streams(scaling: Optional[Mapping[str, Any]], n_pairs: int, method: str = "default") -> Optional[np.ndarray]:

@@ -20,9 +20,9 @@ from typing import Any, Mapping, Optional, Union
 import numpy as np
 import torch
 
-from . import _rotary
+from . import _arrays, _rotary
 from .rope import Rope
-from .tables import check_layout, from_full, full_width_error
+from .tables import _refuse_full, check_layout, from_full, full_width_error
 
 __all__ = ["apply_rotary", "apply_rotary_positions", "RotaryEmbedding"]
 
@@ -30,6 +30,9 @@ __all__ = ["apply_rotary", "apply_rotary_positions", "RotaryEmbedding"]
 _FORCE_TORCH_OPS = False
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
+_NUMPY_TYPES = (torch.float16, torch.float32, torch.float64)  # Tensor.numpy() views these
+
+_arrays.know_torch(torch)  # arms the tensor fast lanes of the array functions
 
 
 def _c_path(x: torch.Tensor) -> bool:
@@ -60,6 +63,34 @@ def _rotate_ops(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleav
     return rot.to(x.dtype)
 
 
+def _fast_tables(x: Any, cos: Any, sin: Any, interleaved: Any, inverse: Any) -> Optional[torch.Tensor]:
+    """A CPU call that needs no autograd, through the fast lane of :func:`ropescale.apply_rotary`, or None.
+
+    ``Tensor.numpy()`` refuses what it cannot view (another device,
+    conj/neg bits) and the lane refuses what it does not
+    serve (mixed dtypes, a full-width-looking table, any invalid argument)
+    before writing anything; None hands the call to the full path, which
+    gives every check's message.
+    """
+    if _FORCE_TORCH_OPS or type(x) is not torch.Tensor or type(cos) is not torch.Tensor \
+            or type(sin) is not torch.Tensor \
+            or ((x.requires_grad or cos.requires_grad or sin.requires_grad) and torch.is_grad_enabled()):
+        return None   # autograd's path; numpy() would refuse these slowly (a C++ exception, ~30 us)
+    views = _arrays._torch_views(x, cos, sin, None)
+    if views is None:
+        return None
+    res = _rotary._fast_rotary(views[0], views[1], views[2], interleaved, inverse, None)
+    return None if res is None else torch.from_numpy(res)
+
+
+def _c_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, inverse: bool) -> torch.Tensor:
+    """The C kernels on detached CPU tensors and half-width tables (checked by the caller)."""
+    res = _fast_tables(x, cos, sin, interleaved, inverse)
+    if res is not None:
+        return res
+    return _rotary.apply_rotary(x, cos, sin, interleaved=interleaved, inverse=inverse, layout="half")
+
+
 class _Rotate(torch.autograd.Function):
     """Rotation by given tables through the C kernels; backward = inverse rotation."""
 
@@ -67,16 +98,14 @@ class _Rotate(torch.autograd.Function):
     def forward(ctx, x, cos, sin, interleaved, inverse):
         ctx.interleaved, ctx.inverse = interleaved, inverse
         ctx.save_for_backward(x, cos, sin)
-        return _rotary.apply_rotary(x.detach(), cos.detach(), sin.detach(), interleaved=interleaved,
-                                    inverse=inverse, layout="half")
+        return _c_rotate(x.detach(), cos.detach(), sin.detach(), interleaved, inverse)
 
     @staticmethod
     def backward(ctx, grad):
         x, cos, sin = ctx.saved_tensors
         gx = gc = gs = None
         if ctx.needs_input_grad[0]:
-            gx = _rotary.apply_rotary(grad.contiguous(), cos.detach(), sin.detach(), interleaved=ctx.interleaved,
-                                      inverse=not ctx.inverse, layout="half")
+            gx = _c_rotate(grad.contiguous(), cos.detach(), sin.detach(), ctx.interleaved, not ctx.inverse)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             # Gradients of the tables are products, not rotations: torch's own autograd of the same formula.
             with torch.enable_grad():
@@ -96,14 +125,12 @@ class _RotatePositions(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, positions, theta, attention_factor, interleaved, inverse):
         ctx.args = (positions, theta, attention_factor, interleaved, inverse)
-        return _rotary.apply_rotary_positions(x.detach(), positions, theta, attention_factor=attention_factor,
-                                              interleaved=interleaved, inverse=inverse)
+        return _c_rotate_positions(x.detach(), positions, theta, attention_factor, interleaved, inverse)
 
     @staticmethod
     def backward(ctx, grad):
         positions, theta, attention_factor, interleaved, inverse = ctx.args
-        gx = _rotary.apply_rotary_positions(grad.contiguous(), positions, theta, attention_factor=attention_factor,
-                                            interleaved=interleaved, inverse=not inverse)
+        gx = _c_rotate_positions(grad.contiguous(), positions, theta, attention_factor, interleaved, not inverse)
         return gx, None, None, None, None, None
 
 
@@ -119,8 +146,18 @@ def _torch_half_tables(cos: torch.Tensor, sin: torch.Tensor, layout: Optional[st
     check_layout(layout)
     if layout == "full":
         return from_full(cos, sin)
-    if layout is None and sin.ndim and sin.shape[-1] >= 2 and sin.shape[-1] % 2 == 0 and sin.numel() \
-            and sin.device.type != "meta":
+    if layout is not None:
+        return cos, sin
+    view = None
+    if sin.is_cpu and sin.dtype in _NUMPY_TYPES:
+        try:
+            view = sin.detach().numpy()
+        except (TypeError, RuntimeError):  # conj/neg bits: torch's own operations below
+            view = None
+    if view is not None:
+        # CPU: the very test ropescale.apply_rotary makes (and so this function without grad)
+        _refuse_full(view)
+    elif sin.ndim and sin.shape[-1] >= 2 and sin.shape[-1] % 2 == 0 and sin.numel() and sin.device.type != "meta":
         row = sin[(-1,) * (sin.ndim - 1)]
         h = row.shape[0] // 2
         if bool(torch.equal(row[:h], row[h:])) and not bool(torch.all(row[:h] == row[0])):
@@ -144,11 +181,18 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, inter
     >>> torch.autograd.gradcheck(lambda t: rt.apply_rotary(t, c, s), (x,))
     True
     """
+    if layout is None:
+        # Plain CPU tensors that need no autograd: the lane of ropescale.apply_rotary, first.
+        res = _fast_tables(x, cos, sin, interleaved, inverse)
+        if res is not None:
+            return res
     x, cos, sin = _tensor("x", x), _tensor("cos", cos), _tensor("sin", sin)
     if _c_path(x) and cos.is_cpu and sin.is_cpu:
         if not (torch.is_grad_enabled() and (x.requires_grad or cos.requires_grad or sin.requires_grad)):
-            # nothing to record: skip autograd.Function's bookkeeping (tens of microseconds)
-            return _rotary.apply_rotary(x, cos, sin, interleaved=interleaved, inverse=inverse, layout=layout)
+            # nothing to record: skip autograd.Function's bookkeeping (tens of microseconds); a tensor
+            # that requires grad under no_grad() is read as it is (the array functions refuse it)
+            return _rotary.apply_rotary(_no_grad(x), _no_grad(cos), _no_grad(sin), interleaved=interleaved,
+                                        inverse=inverse, layout=layout)
         cos, sin = _torch_half_tables(cos, sin, layout)
         return _Rotate.apply(x, cos, sin, bool(interleaved), bool(inverse))
     cos, sin = _torch_half_tables(cos, sin, layout)
@@ -157,6 +201,42 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, inter
     if x.ndim == 0 or x.shape[-1] % 2 or 2 * cos.shape[-1] > x.shape[-1]:
         raise ValueError(f"x's last axis D must be even and >= 2R = {2 * cos.shape[-1]}, got shape {tuple(x.shape)}")
     return _rotate_ops(x, cos, sin, bool(interleaved), bool(inverse))
+
+
+def _no_grad(t: torch.Tensor) -> torch.Tensor:
+    return t.detach() if t.requires_grad else t
+
+
+def _fast_positions(x: Any, positions: Any, inv_freq: Any, attention_factor: Any, interleaved: Any,
+                    inverse: Any) -> Optional[torch.Tensor]:
+    """As :func:`_fast_tables`, for :func:`apply_rotary_positions` (positions and
+    inv_freq may be CPU tensors or NumPy arrays)."""
+    if _FORCE_TORCH_OPS or type(x) is not torch.Tensor or (x.requires_grad and torch.is_grad_enabled()) \
+            or x.dtype is torch.bfloat16:
+        return None
+    try:
+        xa = x.numpy()
+        if type(positions) is torch.Tensor:
+            if positions.requires_grad:  # refused even under no_grad(), by the full path
+                return None
+            positions = positions.numpy()
+        if type(inv_freq) is torch.Tensor:
+            if inv_freq.requires_grad:
+                return None
+            inv_freq = inv_freq.numpy()
+    except (TypeError, RuntimeError):
+        return None
+    res = _rotary._fast_positions(xa, positions, inv_freq, attention_factor, interleaved, inverse, None)
+    return None if res is None else torch.from_numpy(res)
+
+
+def _c_rotate_positions(x: torch.Tensor, positions: Any, theta: Any, attention_factor: Any, interleaved: bool,
+                        inverse: bool) -> torch.Tensor:
+    res = _fast_positions(x, positions, theta, attention_factor, interleaved, inverse)
+    if res is not None:
+        return res
+    return _rotary.apply_rotary_positions(x, positions, theta, attention_factor=attention_factor,
+                                          interleaved=interleaved, inverse=inverse)
 
 
 def _cpu_array(name: str, value: Any) -> np.ndarray:
@@ -180,12 +260,15 @@ def apply_rotary_positions(x: torch.Tensor, positions: Any, inv_freq: Any, *, at
     >>> y.sum().backward(); q.grad.shape
     torch.Size([4, 2, 8])
     """
+    res = _fast_positions(x, positions, inv_freq, attention_factor, interleaved, inverse)
+    if res is not None:
+        return res
     x = _tensor("x", x)
     pos = _cpu_array("positions", positions)
     theta = _cpu_array("inv_freq", inv_freq)
     if _c_path(x):
         if not (torch.is_grad_enabled() and x.requires_grad):
-            return _rotary.apply_rotary_positions(x, pos, theta, attention_factor=attention_factor,
+            return _rotary.apply_rotary_positions(_no_grad(x), pos, theta, attention_factor=attention_factor,
                                                   interleaved=interleaved, inverse=inverse)
         return _RotatePositions.apply(x, pos, theta, attention_factor, bool(interleaved), bool(inverse))
     work = torch.float64 if x.dtype == torch.float64 else torch.float32

@@ -177,6 +177,17 @@ int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
                         const char *x, char *out, const char *positions,
                         const double *theta, double scale);
 
+/* Fused M-RoPE: pair k takes its angle from position stream pair_stream[k]
+ * (values 0..n_streams-1); stream j's positions are at positions + j *
+ * stream_stride with the strides of lay->stride[RS_OP_POS].  The cos/sin of
+ * a pair are the bits rs_cos_sin_streams gives it.  For n_pairs <=
+ * RS_PAIR_BLOCK and n_streams <= RS_MAX_STREAMS (else RS_BAD_LAYOUT). */
+#define RS_MAX_STREAMS 8
+int rs_rotate_streams(const rs_layout *lay, const rs_options *opt, const char *x,
+                      char *out, const char *positions, int64_t stream_stride,
+                      int64_t n_streams, const int64_t *pair_stream,
+                      const double *theta, double scale);
+
 /* Table: n positions (float64, or int64 if pos_int; byte stride pos_stride)
  * -> cos, sin contiguous (n, n_pairs) of dtype out_dtype (enum rs_dtype). */
 int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int,

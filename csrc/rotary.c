@@ -18,6 +18,7 @@
 #include "bf16.h"
 
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ */
@@ -503,6 +504,17 @@ static void copy_tail(const rs_batch *B, int64_t D, int64_t item, const char *x,
 /* Tasks                                                                */
 /* ------------------------------------------------------------------ */
 
+/* Fused M-RoPE: pair k takes its angle from position stream pair_stream[k]
+ * (stream j's positions are stream 0's plus j * stride bytes).  Pairs sorted
+ * by stream (stable), so that each stream's pairs are one run of
+ * frequencies for a row maker, scattered back to the pairs' own places. */
+typedef struct {
+    int64_t n, stride;
+    const int64_t *order;       /* q -> pair */
+    const int64_t *start;       /* stream j's pairs: q in [start[j], start[j+1]) */
+    const double *theta_sorted; /* theta[order[q]] */
+} rs_stream_map;
+
 typedef struct {
     const rs_layout *L;
     const rs_options *opt;
@@ -512,6 +524,7 @@ typedef struct {
     const char *positions;   /* fused form */
     const double *theta;
     double scale;
+    const rs_stream_map *streams; /* fused M-RoPE: NULL for one stream */
     int64_t row0, row1;
     rs_rows_f32 rows32;
     rs_rows_f64 rows64;
@@ -625,6 +638,51 @@ static int rotate_batch(const rs_task *t, const void *c, const void *s,
     return 0;
 }
 
+/* Working memory of the stream row makers, then two rows of RS_PAIR_BLOCK
+ * doubles for one stream's row before it is scattered. */
+static size_t streams_doubles(const rs_stream_map *m)
+{
+    size_t d = 2 * RS_PAIR_BLOCK;
+    for (int64_t j = 0; j < m->n; j++)
+        d += rs_row_maker_doubles(m->start[j + 1] - m->start[j]);
+    return d;
+}
+
+static void streams_init(const rs_stream_map *m, rs_row_maker *mk, double *mem, double scale)
+{
+    mem += 2 * RS_PAIR_BLOCK;
+    for (int64_t j = 0; j < m->n; j++) {
+        const int64_t nj = m->start[j + 1] - m->start[j];
+        rs_row_maker_init(&mk[j], mem, m->theta_sorted + m->start[j], nj, scale);
+        mem += rs_row_maker_doubles(nj);
+    }
+}
+
+/* The cos/sin row of one row of x: each stream whose position changed since
+ * the previous row (or every stream, `all`) makes the row of its pairs,
+ * which is scattered to their places. */
+static void streams_row(const rs_stream_map *m, rs_row_maker *mk, double *last, int all,
+                        const char *pos, int pos_int, int cdt, int inverse, void *crow,
+                        void *srow, double *mem)
+{
+    const int64_t item = cdt == RS_F64 ? 8 : 4;
+    char *tc = (char *)(void *)mem, *ts = tc + 8 * RS_PAIR_BLOCK;
+    for (int64_t j = 0; j < m->n; j++) {
+        const int64_t q0 = m->start[j], nj = m->start[j + 1] - q0;
+        const double p = rs_read_position(pos + j * m->stride, pos_int);
+        if (nj == 0 || (!all && p == last[j]))
+            continue;
+        last[j] = p;
+        rs_make_row(&mk[j], p, cdt, tc, ts);
+        if (inverse)
+            negate_row(cdt, nj, ts);
+        for (int64_t q = 0; q < nj; q++) {
+            memcpy((char *)crow + m->order[q0 + q] * item, tc + q * item, (size_t)item);
+            memcpy((char *)srow + m->order[q0 + q] * item, ts + q * item, (size_t)item);
+        }
+    }
+}
+
 static void rotate_task(void *arg)
 {
     rs_task *t = (rs_task *)arg;
@@ -640,6 +698,8 @@ static void rotate_task(void *arg)
     const int direct = !fused && fc == citem && fs == citem && !opt->inverse;
     int64_t since_poll = RS_CHUNK_BYTES; /* look once at the start */
     rs_row_maker maker;
+    rs_row_maker smaker[RS_MAX_STREAMS];
+    double last_spos[RS_MAX_STREAMS];
     rs_iter it;
     rs_iter_seek(L, &it, t->row0);
     const char *out0 = t->out + it.off[RS_OP_OUT];
@@ -661,13 +721,20 @@ static void rotate_task(void *arg)
                                 t->batch.fx == xitem && t->batch.fo == xitem
                             ? (L->n_features - 2 * R) * xitem
                             : 0;
-        if (fused)
+        if (fused && t->streams == NULL)
             rs_row_maker_init(&maker, t->mem + 3 * P + RS_ROW_SLACK, t->theta + k0, n, t->scale);
+        if (t->streams != NULL) /* one block: run() admits R <= RS_PAIR_BLOCK */
+            streams_init(t->streams, smaker, t->mem + 3 * P + RS_ROW_SLACK, t->scale);
         rs_iter_seek(L, &it, t->row0);
         for (int64_t r = t->row0; r < t->row1; r++, rs_iter_next(L, &it)) {
             const char *xr = t->x + it.off[RS_OP_X];
             char *orow = t->out + it.off[RS_OP_OUT];
-            if (fused) {
+            if (t->streams != NULL) {
+                streams_row(t->streams, smaker, last_spos, !have_pos,
+                            t->positions + it.off[RS_OP_POS], opt->pos_int, cdt,
+                            opt->inverse, crow, srow, t->mem + 3 * P + RS_ROW_SLACK);
+                have_pos = 1;
+            } else if (fused) {
                 double pos = rs_read_position(t->positions + it.off[RS_OP_POS], opt->pos_int);
                 if (!have_pos || pos != last_pos) {
                     rs_make_row(&maker, pos, cdt, crow, srow);
@@ -708,7 +775,7 @@ static void rotate_task(void *arg)
 
 static int run(const rs_layout *lay, const rs_options *opt, const char *x,
                char *out, const char *c, const char *s, const char *positions,
-               const double *theta, double scale)
+               const double *theta, double scale, const rs_stream_map *streams)
 {
     rs_layout L = *lay;
     rs_task tasks[RS_MAX_TASKS];
@@ -768,6 +835,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
         t->positions = positions;
         t->theta = theta;
         t->scale = scale;
+        t->streams = streams;
         rs_split_range(rows, n, i, &t->row0, &t->row1);
         t->rows32 = pick_f32();
         t->rows64 = pick_f64();
@@ -778,7 +846,9 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     /* Everything the call needs, before any thread writes: a call either
      * completes or leaves its output untouched. */
     if (rs_run_tasks(rotate_task, tasks, sizeof(rs_task), n,
-                     task_doubles(L.n_pairs, positions != NULL), offsetof(rs_task, mem)) != 0)
+                     streams != NULL ? task_doubles(L.n_pairs, 0) + streams_doubles(streams)
+                                     : task_doubles(L.n_pairs, positions != NULL),
+                     offsetof(rs_task, mem)) != 0)
         return RS_NO_MEMORY;
     return stop ? RS_INTERRUPTED : RS_OK;
 }
@@ -786,7 +856,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
 int rs_rotate(const rs_layout *lay, const rs_options *opt, const char *x,
               char *out, const char *cos, const char *sin)
 {
-    return run(lay, opt, x, out, cos, sin, NULL, NULL, 1.0);
+    return run(lay, opt, x, out, cos, sin, NULL, NULL, 1.0, NULL);
 }
 
 int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
@@ -795,5 +865,54 @@ int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
 {
     if (positions == NULL || theta == NULL)
         return RS_BAD_LAYOUT;
-    return run(lay, opt, x, out, NULL, NULL, positions, theta, scale);
+    return run(lay, opt, x, out, NULL, NULL, positions, theta, scale, NULL);
+}
+
+int rs_rotate_streams(const rs_layout *lay, const rs_options *opt, const char *x,
+                      char *out, const char *positions, int64_t stream_stride,
+                      int64_t n_streams, const int64_t *pair_stream,
+                      const double *theta, double scale)
+{
+    const int64_t R = lay->n_pairs;
+    int64_t start[RS_MAX_STREAMS + 1], next[RS_MAX_STREAMS];
+    int64_t *order;
+    double *theta_sorted;
+    rs_stream_map map;
+    int rc;
+    if (positions == NULL || theta == NULL || pair_stream == NULL || n_streams < 1 ||
+        n_streams > RS_MAX_STREAMS || R < 0 || R > RS_PAIR_BLOCK)
+        return RS_BAD_LAYOUT;
+    for (int64_t k = 0; k < R; k++)
+        if (pair_stream[k] < 0 || pair_stream[k] >= n_streams)
+            return RS_BAD_LAYOUT;
+    order = (int64_t *)rs_alloc(sizeof(int64_t) * (size_t)(R > 0 ? R : 1));
+    theta_sorted = (double *)rs_alloc(sizeof(double) * (size_t)(R > 0 ? R : 1));
+    if (order == NULL || theta_sorted == NULL) {
+        free(order);
+        free(theta_sorted);
+        return RS_NO_MEMORY;
+    }
+    /* counting sort of the pairs by stream, stable */
+    for (int64_t j = 0; j <= n_streams; j++)
+        start[j] = 0;
+    for (int64_t k = 0; k < R; k++)
+        start[pair_stream[k] + 1]++;
+    for (int64_t j = 0; j < n_streams; j++) {
+        start[j + 1] += start[j];
+        next[j] = start[j];
+    }
+    for (int64_t k = 0; k < R; k++) {
+        int64_t q = next[pair_stream[k]]++;
+        order[q] = k;
+        theta_sorted[q] = theta[k];
+    }
+    map.n = n_streams;
+    map.stride = stream_stride;
+    map.order = order;
+    map.start = start;
+    map.theta_sorted = theta_sorted;
+    rc = run(lay, opt, x, out, NULL, NULL, positions, theta, scale, &map);
+    free(order);
+    free(theta_sorted);
+    return rc;
 }

@@ -123,7 +123,8 @@ def test_bad_mrope_sections_raise_naming_them(scaling, exc, word):
 def _through_the_stream_table(rope, x, streams, **kw):
     """What Rope.apply computes for M-RoPE in general: the stream table, then the cached rotation."""
     c, s = rope.cos_sin(streams, dtype=np.float64 if x.dtype == np.float64 else np.float32)
-    return ropescale.apply_rotary(x, c, s, interleaved=rope.interleaved, **kw)
+    kw.setdefault("interleaved", rope.interleaved)
+    return ropescale.apply_rotary(x, c, s, **kw)
 
 
 @pytest.mark.parametrize("section, interleaved", SECTIONS[:2])
@@ -327,3 +328,68 @@ def test_stream_kernel_out_of_memory_is_a_memory_error():
             _core.cos_sin_streams(P, ropescale.inv_freq(8), np.array([0, 1, 2, 0], dtype=np.int64), 1.0, C, S, 1)
     finally:
         _core._test_fail_alloc(0)
+
+
+# -- the fused stream kernel (rs_rotate_streams) ----------------------------------------
+@pytest.mark.parametrize("section, interleaved", SECTIONS)
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("layout", ["prefill", "decode", "strided"])
+def test_fused_streams_give_the_stream_tables_bits(section, interleaved, dtype, layout, threads):
+    """Rope.apply with differing streams rotates in one fused pass (each stream's row made as
+    its position changes, scattered to its pairs); the bits are those of apply_rotary with
+    cos_sin_streams' table, whatever the pairing, direction, place, partial width or threads."""
+    n = sum(section)
+    rope = ropescale.Rope(2 * n, 1e6, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
+                                       "mrope_section": section, "mrope_interleaved": interleaved})
+    rng = np.random.default_rng(n)
+    if layout == "decode":
+        x = rng.standard_normal((16, 1, 4, 2 * n + 6)).astype(dtype)
+        streams = rng.integers(0, 1 << 20, (3, 16, 1, 1))
+    else:
+        x = rng.standard_normal((1, 600, 3, 2 * n)).astype(dtype)
+        t = np.arange(600)
+        streams = np.stack([t, 100 + t // 7, 100 + t % 7])[:, None, :, None]       # image-like grid
+        if layout == "strided":
+            x = x[:, ::-1, :, :]
+            streams = streams.astype(np.float64) + 0.25
+    for n_threads in (1, 2):
+        threads(n_threads)
+        for inverse in (False, True):
+            for interleave_pairs in (False, True):
+                want = _through_the_stream_table(rope, x, streams, inverse=inverse, interleaved=interleave_pairs)
+                got = rope.apply(x, streams, inverse=inverse, interleaved=interleave_pairs)
+                assert np.array_equal(got.view(np.uint8), want.view(np.uint8))
+                inplace = x.copy()
+                assert rope.apply(inplace, streams, inverse=inverse, interleaved=interleave_pairs,
+                                  out=inplace) is inplace
+                assert np.array_equal(inplace.view(np.uint8), want.view(np.uint8))
+
+
+def test_fused_streams_against_the_reference_angles():
+    """Independent of the C tables: pair j rotated by streams[stream(j)] * theta_j in float64 NumPy."""
+    from ropescale import reference
+    rope = ropescale.Rope(128, 1e6, {"mrope_section": [16, 24, 24]})
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 7, 2, 128))
+    streams = rng.integers(0, 2000, (3, 5, 7, 1))   # float64 t*theta is then within 3e-13 rad
+    got = rope.apply(x, streams)
+    pair = rope.pair_streams
+    ang = np.take(streams[..., 0], pair, axis=0)                       # (R, 5, 7)
+    ang = np.moveaxis(ang, 0, -1) * rope.inv_freq                      # (5, 7, R)
+    c, s = np.cos(ang)[:, :, None, :], np.sin(ang)[:, :, None, :]
+    want = reference.apply_rotary(x, c, s)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_fused_streams_refuse_what_the_kernel_cannot_take_and_write_nothing():
+    from ropescale._rotary import apply_rotary_streams
+    theta = ropescale.inv_freq(16)
+    x = np.ones((4, 16))
+    out = np.full_like(x, 7.0)
+    with pytest.raises(ValueError, match="1 to 8 streams"):
+        apply_rotary_streams(x, np.zeros((9, 4)), theta, np.zeros(8, np.int64), out=out)
+    with pytest.raises(ValueError, match="not a stream of positions"):
+        apply_rotary_streams(x, np.zeros((2, 4), np.int64), theta, np.full(8, 2, np.int64), out=out)
+    with pytest.raises(ValueError, match="positions leading shape"):
+        apply_rotary_streams(x, np.zeros((2, 5), np.int64), theta, np.zeros(8, np.int64), out=out)
+    assert (out == 7.0).all()

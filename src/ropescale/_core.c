@@ -794,6 +794,96 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
     return (PyObject *)out;
 }
 
+/* Fused M-RoPE: positions (k, ...) whose trailing axes broadcast against
+ * x's rows, pair_stream int64 (R,) with values in [0, k). */
+static PyObject *py_rotate_streams(PyObject *self, PyObject *args)
+{
+    PyObject *xo, *po, *to, *so_, *oo, *p0 = NULL;
+    PyArrayObject *x, *p, *t, *ps, *out;
+    double scale;
+    int interleaved, inverse, n_threads, rc, dt, bf16 = 0, pos_int;
+    npy_intp k, R;
+    rs_layout L;
+    rs_options opt;
+    glue_poll poll;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OOOOdOppi|p:rotate_streams", &xo, &po, &to, &so_,
+                          &scale, &oo, &interleaved, &inverse, &n_threads, &bf16))
+        return NULL;
+    if (check_operand(xo, "x", 0) < 0 || check_operand(oo, "out", 1) < 0 ||
+        check_operand(so_, "pair_stream", 0) < 0 || (pos_int = angle_inputs(po, to, &t)) < 0)
+        return NULL;
+    x = (PyArrayObject *)xo;
+    p = (PyArrayObject *)po;
+    ps = (PyArrayObject *)so_;
+    out = (PyArrayObject *)oo;
+    if (PyArray_NDIM(p) < 1 || PyArray_DIM(p, 0) < 1 || PyArray_DIM(p, 0) > RS_MAX_STREAMS) {
+        PyErr_Format(PyExc_ValueError, "positions must have 1 to %d streams on its first axis",
+                     RS_MAX_STREAMS);
+        return NULL;
+    }
+    k = PyArray_DIM(p, 0);
+    R = PyArray_DIM(t, 0);
+    if (R > RS_PAIR_BLOCK) {
+        PyErr_Format(PyExc_ValueError, "rotate_streams takes at most %d pairs, got %zd",
+                     RS_PAIR_BLOCK, R);
+        return NULL;
+    }
+    if (PyArray_TYPE(ps) != NPY_INT64 || PyArray_NDIM(ps) != 1 || PyArray_DIM(ps, 0) != R ||
+        !PyArray_IS_C_CONTIGUOUS(ps)) {
+        PyErr_SetString(PyExc_ValueError, "pair_stream must be a contiguous int64 array of len(inv_freq)");
+        return NULL;
+    }
+    {
+        const int64_t *st = (const int64_t *)PyArray_DATA(ps);
+        for (npy_intp q = 0; q < R; q++)
+            if (st[q] < 0 || st[q] >= (int64_t)k) {
+                PyErr_Format(PyExc_ValueError, "pair_stream[%zd] = %lld is not a stream of positions (0..%zd)",
+                             q, (long long)st[q], k - 1);
+                return NULL;
+            }
+    }
+    if ((dt = dtype_code(x, "x", bf16)) < 0 || dtype_code(out, "out", bf16) < 0)
+        return NULL;
+    if (PyArray_TYPE(out) != PyArray_TYPE(x)) {
+        PyErr_SetString(PyExc_TypeError, "out must have the dtype of x");
+        return NULL;
+    }
+    if (layout_x_out(&L, x, out) < 0)
+        return NULL;
+    /* stream 0 describes every stream's broadcasting; stream j is j strides on */
+    if ((p0 = PySequence_GetItem(po, 0)) == NULL)
+        return NULL;
+    if (!PyArray_Check(p0)) {
+        Py_DECREF(p0);
+        PyErr_SetString(PyExc_TypeError, "positions must be an array");
+        return NULL;
+    }
+    if (broadcast_rows(&L, (PyArrayObject *)p0, PyArray_NDIM((PyArrayObject *)p0), "positions",
+                       RS_OP_POS) < 0) {
+        Py_DECREF(p0);
+        return NULL;
+    }
+    Py_DECREF(p0);
+    L.n_pairs = R;
+    if (finish_options(&L, &opt, x, out, dt, interleaved, inverse, n_threads, pos_int,
+                       "len(inv_freq)") < 0 ||
+        refuse_overlap(p, "positions", out, "out") < 0 ||
+        refuse_overlap(t, "inv_freq", out, "out") < 0 ||
+        refuse_overlap(ps, "pair_stream", out, "out") < 0)
+        return NULL;
+    opt.interrupt = begin_kernel(&poll);
+    rc = rs_rotate_streams(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out), PyArray_BYTES(p),
+                           (int64_t)PyArray_STRIDE(p, 0), (int64_t)k,
+                           (const int64_t *)PyArray_DATA(ps), (const double *)PyArray_DATA(t), scale);
+    end_kernel(&poll);
+    if (kernel_status(rc) < 0)
+        return NULL;
+    Py_INCREF(out);
+    return (PyObject *)out;
+}
+
 static PyObject *py_cos_sin(PyObject *self, PyObject *args)
 {
     PyObject *po, *to, *co, *so;
@@ -975,6 +1065,9 @@ static PyMethodDef methods[] = {
      "cos_sin(positions, inv_freq, scale, cos, sin, n_threads, bf16=False) -> None"},
     {"_test_force_baseline", py_test_force_baseline, METH_VARARGS,
      "_test_force_baseline(on): run the baseline instruction set's code (tests only)"},
+    {"rotate_streams", py_rotate_streams, METH_VARARGS,
+     "rotate_streams(x, positions, inv_freq, pair_stream, scale, out, interleaved, inverse, n_threads[, bf16]): "
+     "fused M-RoPE, pair k rotated by positions[pair_stream[k]]"},
     {"cos_sin_streams", py_cos_sin_streams, METH_VARARGS,
      "cos_sin_streams(positions, inv_freq, pair_stream, scale, cos, sin, n_threads) -> None"},
     {"_test_fail_alloc", py_test_fail_alloc, METH_VARARGS,

@@ -84,6 +84,19 @@ def cos_sin(
     bf16: bool = False,  # cos and sin are uint16, filled with bfloat16 bits
     /,
 ) -> None: ...
+def rotate_streams(
+    x: np.ndarray,
+    positions: Positions,  # (k, ...): k <= 8 streams, the rest broadcasting against x's rows
+    inv_freq: NDArray[np.float64],  # at most 256 pairs
+    pair_stream: NDArray[np.int64],
+    scale: float,
+    out: np.ndarray,
+    interleaved: bool,
+    inverse: bool,
+    n_threads: int,
+    bf16: bool = False,
+    /,
+) -> np.ndarray: ...
 def cos_sin_streams(
     positions: Positions,
     inv_freq: NDArray[np.float64],

@@ -310,6 +310,46 @@ def cos_sin_streams(streams: Any, inv_freq: Any, pair_stream: np.ndarray, *, att
     return c.reshape(pos.shape[1:] + (r,)), s.reshape(pos.shape[1:] + (r,))
 
 
+# The fused M-RoPE kernel takes up to this many streams and pairs (csrc/ropescale.h).
+STREAMS_MAX, STREAM_PAIRS_MAX = 8, 256
+
+
+def apply_rotary_streams(x: Any, streams: Any, inv_freq: Any, pair_stream: np.ndarray, *,
+                         attention_factor: float = 1.0, interleaved: bool = False, inverse: bool = False,
+                         out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Fused M-RoPE: pair ``j`` rotated by the angle of ``streams[pair_stream[j]]``, no table in memory.
+
+    ``streams`` has shape ``(k, ...)`` with ``k <= 8``, its trailing axes
+    broadcasting against ``x.shape[:-1]``; at most 256 pairs.  The bits are
+    those of :func:`apply_rotary` with :func:`cos_sin_streams`' tables
+    (tests/test_mrope.py); used by :meth:`Rope.apply`.
+    """
+    xa = _check_x(x)
+    theta = _theta(inv_freq)
+    pos = _positions(streams)
+    scale = _checks.real("attention_factor", attention_factor, above=0.0)
+    il = _checks.boolean("interleaved", interleaved)
+    inv = _checks.boolean("inverse", inverse)
+    r, d = theta.shape[0], xa.shape[-1]
+    if 2 * r > d:
+        raise ValueError(f"len(inv_freq) (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
+    if pos.ndim < 1 or not 1 <= pos.shape[0] <= STREAMS_MAX or r > STREAM_PAIRS_MAX:
+        raise ValueError(f"the fused M-RoPE kernel takes 1 to {STREAMS_MAX} streams and at most "
+                         f"{STREAM_PAIRS_MAX} pairs, got positions of shape {pos.shape} and {r} pairs")
+    _check_broadcast("positions", pos.shape[1:], xa.shape[:-1])
+    ps = np.ascontiguousarray(pair_stream, dtype=np.int64)
+    if out is not None:
+        out = _check_out(out, xa.shape)
+    xk, ok = _kernel_view(xa)[0], None if out is None else _kernel_view(out)[0]
+    n = get_num_threads()
+
+    def kernel(xv, target, pv, tv, sv):
+        _core.rotate_streams(xv, pv, tv, sv, scale, target, il, inv, n, target.dtype == _U16)
+
+    res = _run(kernel, xk, ok, _result_dtype(xk, ok), [pos, theta, ps])
+    return out if out is not None else _as_given(res, xa)
+
+
 def _check_out(out: Any, shape: Tuple[int, ...]) -> np.ndarray:
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")

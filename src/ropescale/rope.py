@@ -13,7 +13,8 @@ import numpy as np
 
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
-from ._rotary import _check_broadcast, apply_rotary, apply_rotary_positions, cos_sin, cos_sin_streams
+from ._rotary import (STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, apply_rotary, apply_rotary_positions,
+                      apply_rotary_streams, cos_sin, cos_sin_streams)
 from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
                       normalize_scaling, promoted, trained_length_from_hf)
 
@@ -456,6 +457,12 @@ class Rope:
             if same is None:
                 if x_arr.ndim >= 1:  # name the positions, not the tables made from them
                     _check_broadcast("positions", streams.shape[1:], x_arr.shape[:-1])
+                if (dt in _FUSED_EQUALS_CACHED and streams.shape[0] <= STREAMS_MAX
+                        and theta.shape[0] <= STREAM_PAIRS_MAX):
+                    # fused, every stream's angles made as the rows go by, with the
+                    # bits of the stream table (tests/test_mrope.py)
+                    return apply_rotary_streams(x, streams, theta, self._streams, attention_factor=attn,
+                                                interleaved=interleaved, inverse=inverse, out=out)
                 c, s = self._stream_cos_sin(streams, theta, attn, np.float64 if dt == np.float64 else np.float32)
                 return apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=out)
             # Every stream at the same position (text tokens, every decode step of Qwen2-VL):

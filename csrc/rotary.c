@@ -510,6 +510,7 @@ static void copy_tail(const rs_batch *B, int64_t D, int64_t item, const char *x,
  * frequencies for a row maker, scattered back to the pairs' own places. */
 typedef struct {
     int64_t n, stride;
+    int sorted;                 /* order is the identity (chunked sections) */
     const int64_t *order;       /* q -> pair */
     const int64_t *start;       /* stream j's pairs: q in [start[j], start[j+1]) */
     const double *theta_sorted; /* theta[order[q]] */
@@ -673,12 +674,25 @@ static void streams_row(const rs_stream_map *m, rs_row_maker *mk, double *last, 
         if (nj == 0 || (!all && p == last[j]))
             continue;
         last[j] = p;
+        if (m->sorted) { /* the stream's pairs are a run: made in place */
+            rs_make_row(&mk[j], p, cdt, (char *)crow + q0 * item, (char *)srow + q0 * item);
+            if (inverse)
+                negate_row(cdt, nj, (char *)srow + q0 * item);
+            continue;
+        }
         rs_make_row(&mk[j], p, cdt, tc, ts);
         if (inverse)
             negate_row(cdt, nj, ts);
-        for (int64_t q = 0; q < nj; q++) {
-            memcpy((char *)crow + m->order[q0 + q] * item, tc + q * item, (size_t)item);
-            memcpy((char *)srow + m->order[q0 + q] * item, ts + q * item, (size_t)item);
+        if (item == 8) {
+            for (int64_t q = 0; q < nj; q++) {
+                ((double *)crow)[m->order[q0 + q]] = ((const double *)(void *)tc)[q];
+                ((double *)srow)[m->order[q0 + q]] = ((const double *)(void *)ts)[q];
+            }
+        } else {
+            for (int64_t q = 0; q < nj; q++) {
+                ((float *)crow)[m->order[q0 + q]] = ((const float *)(void *)tc)[q];
+                ((float *)srow)[m->order[q0 + q]] = ((const float *)(void *)ts)[q];
+            }
         }
     }
 }
@@ -908,6 +922,9 @@ int rs_rotate_streams(const rs_layout *lay, const rs_options *opt, const char *x
     }
     map.n = n_streams;
     map.stride = stream_stride;
+    map.sorted = 1;
+    for (int64_t q = 0; q < R; q++)
+        map.sorted &= order[q] == q;
     map.order = order;
     map.start = start;
     map.theta_sorted = theta_sorted;

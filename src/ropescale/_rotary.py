@@ -324,6 +324,9 @@ def apply_rotary_streams(x: Any, streams: Any, inv_freq: Any, pair_stream: np.nd
     those of :func:`apply_rotary` with :func:`cos_sin_streams`' tables
     (tests/test_mrope.py); used by :meth:`Rope.apply`.
     """
+    fast = _fast_streams(x, streams, inv_freq, pair_stream, attention_factor, interleaved, inverse, out)
+    if fast is not None:
+        return fast
     xa = _check_x(x)
     theta = _theta(inv_freq)
     pos = _positions(streams)
@@ -508,7 +511,15 @@ def _fast_rotary(x, cos, sin, interleaved, inverse, out):
     return target
 
 
-def _fast_positions(x, positions, inv_freq, attention_factor, interleaved, inverse, out):
+def _fast_streams(x, streams, inv_freq, pair_stream, attention_factor, interleaved, inverse, out):
+    """apply_rotary_streams' common case straight to the kernel, or None (the full path then
+    runs, and raises what it must); the glue's own checks stand behind every shortcut here."""
+    if type(pair_stream) is not np.ndarray or pair_stream.dtype != _INT64:
+        return None
+    return _fast_positions(x, streams, inv_freq, attention_factor, interleaved, inverse, out, pair_stream)
+
+
+def _fast_positions(x, positions, inv_freq, attention_factor, interleaved, inverse, out, pair_stream=None):
     if type(x) is not np.ndarray or type(positions) is not np.ndarray or type(inv_freq) is not np.ndarray \
             or (out is not None and type(out) is not np.ndarray):
         return None
@@ -523,9 +534,13 @@ def _fast_positions(x, positions, inv_freq, attention_factor, interleaved, inver
         target = np.empty(x.shape, dt) if out is None else out
     except (ValueError, MemoryError):
         return None
+    n = _num_threads if _num_threads is not None else get_num_threads()
     try:
-        _core.rotate_positions(x, positions, inv_freq, attention_factor, target, interleaved, inverse,
-                               _num_threads if _num_threads is not None else get_num_threads())
+        if pair_stream is None:
+            _core.rotate_positions(x, positions, inv_freq, attention_factor, target, interleaved, inverse, n)
+        else:
+            _core.rotate_streams(x, positions, inv_freq, pair_stream, attention_factor, target, interleaved,
+                                 inverse, n)
     except (TypeError, ValueError):
         return None
     return target

@@ -455,14 +455,15 @@ class Rope:
             dt = x_arr.dtype if x_arr.dtype.kind == "f" else np.float64
             same = _one_stream(streams) if dt in _FUSED_EQUALS_CACHED else None
             if same is None:
-                if x_arr.ndim >= 1:  # name the positions, not the tables made from them
-                    _check_broadcast("positions", streams.shape[1:], x_arr.shape[:-1])
                 if (dt in _FUSED_EQUALS_CACHED and streams.shape[0] <= STREAMS_MAX
                         and theta.shape[0] <= STREAM_PAIRS_MAX):
                     # fused, every stream's angles made as the rows go by, with the
-                    # bits of the stream table (tests/test_mrope.py)
+                    # bits of the stream table (tests/test_mrope.py); it names the
+                    # positions in its own broadcasting check
                     return apply_rotary_streams(x, streams, theta, self._streams, attention_factor=attn,
                                                 interleaved=interleaved, inverse=inverse, out=out)
+                if x_arr.ndim >= 1:  # name the positions, not the tables made from them
+                    _check_broadcast("positions", streams.shape[1:], x_arr.shape[:-1])
                 c, s = self._stream_cos_sin(streams, theta, attn, np.float64 if dt == np.float64 else np.float32)
                 return apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=out)
             # Every stream at the same position (text tokens, every decode step of Qwen2-VL):

@@ -29,8 +29,9 @@ TARGET_US = 5.0
 
 def _per_call(fn, number):
     # CPU time of this thread, not wall time: on a shared machine the wall
-    # clock also counts the time other processes hold the core.  The calls
-    # timed here are below the 4 MiB threading threshold (one thread).
+    # clock also counts the time other processes hold the core.  ropescale
+    # runs on one thread here (main() sets it): a call split with the pool's
+    # worker would leave the worker's share out of this thread's CPU time.
     t = time.thread_time()
     for _ in range(number):
         fn()
@@ -101,6 +102,7 @@ def main(argv=None):
     p.add_argument("--number", type=int, default=2000)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    ropescale.set_num_threads(1)
     print(f"torch {torch.__version__}, numpy {np.__version__}, ropescale threads {ropescale.get_num_threads()}")
     print()
     print("| shape (B, S, H, D) | call | NumPy µs | torch µs | overhead µs | ≤ 5 µs |")

@@ -667,6 +667,70 @@ static void test_fused_and_table(void)
 
 /* Large enough (>= 4 MiB of x, >= 2^16 angles) to be split over threads:
  * the threaded result must equal the single-threaded one bit for bit. */
+/* Fused M-RoPE (rs_rotate_streams): pair k rotated by stream pair_stream[k]'s
+ * position, against libm; the stream layout interleaved (a scatter) and
+ * chunked (rows made in place); its limits refused before any write. */
+static void test_streams(void)
+{
+    enum { SN = 6, SR = 4, SD = 10 };
+    double theta[SR] = {1.0, 0.3, 0.05, 0.001};
+    double pos[3][SN]; /* stream j, row i */
+    double x[SN][SD], out[SN][SD];
+    int64_t layouts[2][SR] = {{0, 1, 2, 0}, {0, 0, 1, 2}};
+    rs_layout L;
+    rs_options opt;
+    for (int i = 0; i < SN; i++) {
+        pos[0][i] = i;
+        pos[1][i] = 100 + 7 * i;
+        pos[2][i] = -3.5 * i;
+        for (int j = 0; j < SD; j++)
+            x[i][j] = (double)(i + 1) * 0.25 - (double)j * 0.125;
+    }
+    memset(&L, 0, sizeof(L));
+    L.ndim = 1;
+    L.shape[0] = SN;
+    L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = SD * 8;
+    L.stride[RS_OP_POS][0] = 8;
+    L.n_features = SD;
+    L.n_pairs = SR;
+    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = 8;
+    memset(&opt, 0, sizeof(opt));
+    opt.dtype = RS_F64;
+    for (int lay = 0; lay < 2; lay++)
+        for (int threads = 1; threads <= 2; threads++) {
+            int bad = 0, rc;
+            opt.n_threads = threads;
+            rc = rs_rotate_streams(&L, &opt, (const char *)x, (char *)out, (const char *)pos,
+                                   (int64_t)sizeof(pos[0]), 3, layouts[lay], theta, 1.5);
+            CHECK(rc == RS_OK, "rs_rotate_streams returned %d", rc);
+            for (int i = 0; i < SN; i++) {
+                for (int k = 0; k < SR; k++) {
+                    double t = pos[layouts[lay][k]][i];
+                    double cv = 1.5 * cos(t * theta[k]), sv = 1.5 * sin(t * theta[k]);
+                    double a = x[i][k], b = x[i][k + SR];
+                    if (!close_abs(out[i][k], a * cv - b * sv, 1e-12) ||
+                        !close_abs(out[i][k + SR], b * cv + a * sv, 1e-12))
+                        bad++;
+                }
+                for (int j = 2 * SR; j < SD; j++)
+                    bad += out[i][j] != x[i][j];
+            }
+            CHECK(bad == 0, "streams layout %d, %d threads: %d wrong values", lay, threads, bad);
+        }
+    {
+        int64_t wrong[SR] = {0, 3, 1, 2}; /* stream 3 of 3 */
+        out[0][0] = 42.0;
+        CHECK(rs_rotate_streams(&L, &opt, (const char *)x, (char *)out, (const char *)pos,
+                                (int64_t)sizeof(pos[0]), 3, wrong, theta, 1.0) == RS_BAD_LAYOUT,
+              "a pair of a stream that does not exist accepted");
+        CHECK(rs_rotate_streams(&L, &opt, (const char *)x, (char *)out, (const char *)pos,
+                                (int64_t)sizeof(pos[0]), RS_MAX_STREAMS + 1, layouts[0], theta, 1.0) ==
+                  RS_BAD_LAYOUT,
+              "more than RS_MAX_STREAMS streams accepted");
+        CHECK(out[0][0] == 42.0, "a refused call wrote");
+    }
+}
+
 static void test_threads(void)
 {
     const int64_t rows = 8192, d = 128, r = 64;
@@ -896,6 +960,7 @@ int main(void)
     test_bf16();
     test_rotation();
     test_fused_and_table();
+    test_streams();
     test_threads();
     test_pair_blocks();
     test_no_memory_and_interrupt();

@@ -429,8 +429,9 @@ def time_interleaved(fns, repeat=5, warmup=1, min_sample=0.005, budget=1.0, max_
     """
     names = list(fns)
     number = {}
-    for name in names:  # first call: imports, lazy init; sets the batch size
-        t = _time_calls(fns[name], 1)
+    for name in names:
+        fns[name]()  # first call: imports, lazy init (a slow first call made the batch too small)
+        t = _time_calls(fns[name], 1)  # the second sets the batch size
         number[name] = max(1, min(10000, int(math.ceil(min_sample / max(t, 1e-9)))))
     samples: Dict[str, List[float]] = {n: [] for n in names}
     was_enabled = gc.isenabled()

@@ -795,7 +795,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     rs_task tasks[RS_MAX_TASKS];
     rs_batch batch;
     int64_t rows, item, bytes;
-    int n, stop = 0, last;
+    int n, n_tasks, stop = 0, last;
 
     if (L.ndim < 0 || L.ndim > RS_MAXDIM || L.n_pairs < 0 ||
         L.n_pairs > L.n_features / 2 || opt->dtype < RS_F16 || opt->dtype > RS_BF16)
@@ -838,7 +838,13 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     batch.in_place = opt->in_place;
     /* contiguous rows: prefetch the whole row (a partial-rotary tail too) */
     batch.row_bytes = L.fstride[RS_OP_X] == item ? L.n_features * item : 0;
-    for (int i = 0; i < n; i++) {
+    /* RS_TASKS_PER_THREAD pieces per thread: a worker that wakes late (tens
+     * of microseconds after a long idle) then holds the caller up by one
+     * small piece at most, instead of half the call. */
+    n_tasks = n == 1 ? 1 : (int)(rows < (int64_t)n * RS_TASKS_PER_THREAD ? rows : n * RS_TASKS_PER_THREAD);
+    if (n_tasks > RS_MAX_TASKS)
+        n_tasks = RS_MAX_TASKS;
+    for (int i = 0; i < n_tasks; i++) {
         rs_task *t = &tasks[i];
         t->L = &L;
         t->opt = opt;
@@ -850,7 +856,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
         t->theta = theta;
         t->scale = scale;
         t->streams = streams;
-        rs_split_range(rows, n, i, &t->row0, &t->row1);
+        rs_split_range(rows, n_tasks, i, &t->row0, &t->row1);
         t->rows32 = pick_f32();
         t->rows64 = pick_f64();
         t->batch = batch;
@@ -859,7 +865,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     }
     /* Everything the call needs, before any thread writes: a call either
      * completes or leaves its output untouched. */
-    if (rs_run_tasks(rotate_task, tasks, sizeof(rs_task), n,
+    if (rs_run_tasks(rotate_task, tasks, sizeof(rs_task), n_tasks, n,
                      streams != NULL ? task_doubles(L.n_pairs, 0) + streams_doubles(streams)
                                      : task_doubles(L.n_pairs, positions != NULL),
                      offsetof(rs_task, mem)) != 0)

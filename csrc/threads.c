@@ -39,7 +39,7 @@ void *rs_alloc(size_t bytes)
     return malloc(bytes > 0 ? bytes : 1);
 }
 
-int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n,
+int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n, int n_threads,
                  size_t doubles_per_task, size_t mem_field)
 {
     double *mem = (double *)rs_alloc(sizeof(double) * doubles_per_task * (size_t)n);
@@ -49,7 +49,7 @@ int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n,
         double *slice = mem + doubles_per_task * (size_t)i;
         memcpy((char *)tasks + (size_t)i * task_size + mem_field, &slice, sizeof(slice));
     }
-    rs_parallel(fn, tasks, task_size, n);
+    rs_parallel(fn, tasks, task_size, n, n_threads);
     free(mem);
     return 0;
 }
@@ -175,36 +175,52 @@ static int start_thread(pthread_t *tid, void *(*fn)(void *), void *arg, int deta
 
 /* ---- threads of one call (the pool is busy) ---- */
 
+/* Thread t of n runs tasks t, t + n, t + 2n, ... */
 typedef struct {
     rs_task_fn fn;
-    void *arg;
+    char *base;
+    size_t arg_size;
+    int first, step, n_tasks;
 } rs_thread_arg;
+
+static void run_strided(const rs_thread_arg *a)
+{
+    for (int i = a->first; i < a->n_tasks; i += a->step)
+        a->fn(a->base + (size_t)i * a->arg_size);
+}
 
 static void *thread_main(void *p)
 {
-    rs_thread_arg *a = (rs_thread_arg *)p;
     on_worker = 1;
-    a->fn(a->arg);
+    run_strided((const rs_thread_arg *)p);
     return NULL;
 }
 
-static int parallel_own_threads(rs_task_fn fn, char *base, size_t arg_size, int n_tasks)
+static int parallel_own_threads(rs_task_fn fn, char *base, size_t arg_size, int n_tasks,
+                                int n_threads)
 {
     pthread_t tid[RS_MAX_TASKS];
     rs_thread_arg targ[RS_MAX_TASKS];
     int started[RS_MAX_TASKS];
     int status = 0;
-    for (int i = 1; i < n_tasks; i++) {
+    if (n_threads < 1)
+        n_threads = 1;
+    for (int i = 0; i < n_threads; i++) {
         targ[i].fn = fn;
-        targ[i].arg = base + (size_t)i * arg_size;
-        started[i] = start_thread(&tid[i], thread_main, &targ[i], 0) == 0;
+        targ[i].base = base;
+        targ[i].arg_size = arg_size;
+        targ[i].first = i;
+        targ[i].step = n_threads;
+        targ[i].n_tasks = n_tasks;
     }
-    fn(base);
-    for (int i = 1; i < n_tasks; i++) {
+    for (int i = 1; i < n_threads; i++)
+        started[i] = start_thread(&tid[i], thread_main, &targ[i], 0) == 0;
+    run_strided(&targ[0]);
+    for (int i = 1; i < n_threads; i++) {
         if (started[i]) {
             pthread_join(tid[i], NULL);
         } else {
-            fn(base + (size_t)i * arg_size);
+            run_strided(&targ[i]);
             status = -1;
         }
     }
@@ -281,22 +297,26 @@ static void *worker_main(void *p)
     return NULL; /* not reached: workers live as long as the process */
 }
 
-int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks)
+int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_threads)
 {
     char *base = (char *)args;
     int status = 0;
     if (n_tasks > RS_MAX_TASKS)
         n_tasks = RS_MAX_TASKS;
-    if (n_tasks <= 1) {
-        if (n_tasks == 1)
-            fn(base);
+    if (n_threads > n_tasks)
+        n_threads = n_tasks;
+    if (n_tasks <= 0)
+        return 0;
+    if (n_threads <= 1) {
+        for (int i = 0; i < n_tasks; i++)
+            fn(base + (size_t)i * arg_size);
         return 0;
     }
     if (on_worker || pthread_once(&pool_once, pool_register_fork) != 0 ||
         pthread_mutex_trylock(&pool_owner) != 0)
-        return parallel_own_threads(fn, base, arg_size, n_tasks);
+        return parallel_own_threads(fn, base, arg_size, n_tasks, n_threads);
     pthread_mutex_lock(&pool.lock);
-    while (pool.n_workers < n_tasks - 1) {
+    while (pool.n_workers < n_threads - 1) {
         pthread_t tid;
         if (start_thread(&tid, worker_main, (void *)(uintptr_t)pool.job, 1) != 0) {
             status = -1; /* the caller runs what no worker claims */
@@ -322,7 +342,7 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks)
     return status;
 }
 #else
-int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks)
+int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_threads)
 {
     char *base = (char *)args;
     for (int i = 0; i < n_tasks; i++)

@@ -238,9 +238,9 @@ static struct {
     rs_task_fn fn;
     char *base;
     size_t arg_size;
-    int n_tasks, next, running;
+    int n_tasks, next, end, running; /* unclaimed: [next, end) */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          0, 0, NULL, NULL, 0, 0, 0, 0};
+          0, 0, NULL, NULL, 0, 0, 0, 0, 0};
 /* Held by the one call using the pool. */
 static pthread_mutex_t pool_owner = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
@@ -257,7 +257,7 @@ static void pool_after_fork_in_child(void)
     pool.job = 0;
     pool.fn = NULL;
     pool.base = NULL;
-    pool.n_tasks = pool.next = pool.running = 0;
+    pool.n_tasks = pool.next = pool.end = pool.running = 0;
 }
 
 static void pool_register_fork(void)
@@ -269,10 +269,13 @@ static void pool_register_fork(void)
  * held on entry and on return. */
 static void run_claimed(void)
 {
-    while (pool.next < pool.n_tasks) {
+    while (pool.next < pool.end) {
+        /* the caller from the front, workers from the back: on time, each
+         * thread gets the same contiguous share call after call (its rows
+         * stay in its core's cache); late, a worker takes the last piece */
+        const int i = on_worker ? --pool.end : pool.next++;
         rs_task_fn fn = pool.fn;
-        char *arg = pool.base + (size_t)pool.next * pool.arg_size;
-        pool.next++;
+        char *arg = pool.base + (size_t)i * pool.arg_size;
         pool.running += on_worker;
         pthread_mutex_unlock(&pool.lock);
         fn(arg);
@@ -329,6 +332,7 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
     pool.arg_size = arg_size;
     pool.n_tasks = n_tasks;
     pool.next = 0;
+    pool.end = n_tasks;
     pool.running = 0;
     pool.job++;
     pthread_cond_broadcast(&pool.wake);
@@ -336,7 +340,7 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
     while (pool.running > 0)
         pthread_cond_wait(&pool.idle, &pool.lock);
     pool.fn = NULL;
-    pool.n_tasks = 0;
+    pool.n_tasks = pool.next = pool.end = 0;
     pthread_mutex_unlock(&pool.lock);
     pthread_mutex_unlock(&pool_owner);
     return status;

@@ -13,8 +13,8 @@ import numpy as np
 
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
-from ._rotary import (STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, apply_rotary, apply_rotary_positions,
-                      apply_rotary_streams, cos_sin, cos_sin_streams)
+from ._rotary import (STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, _fast_positions, _fast_streams, apply_rotary,
+                      apply_rotary_positions, apply_rotary_streams, cos_sin, cos_sin_streams)
 from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
                       normalize_scaling, promoted, trained_length_from_hf)
 
@@ -446,6 +446,12 @@ class Rope:
         >>> bool(np.allclose(rope.apply(y, np.arange(3)[:, None], inverse=True), q, atol=1e-6))
         True
         """
+        if self._streams is not None and type(positions) is np.ndarray and type(x) is np.ndarray:
+            # M-RoPE's common case (integer streams, a kernel dtype) straight to a kernel: at a decode
+            # step whose x and out fill a core's L2, each microsecond of Python here costs several
+            fast = self._apply_streams_fast(x, positions, interleaved, inverse, out, seq_len)
+            if fast is not None:
+                return fast
         theta, attn = self._for_positions(positions, seq_len)
         if interleaved is None:
             interleaved = self._interleaved
@@ -471,6 +477,22 @@ class Rope:
             positions = same
         return apply_rotary_positions(x, positions, theta, attention_factor=attn, interleaved=interleaved,
                                       inverse=inverse, out=out)
+
+    def _apply_streams_fast(self, x, streams, interleaved, inverse, out, seq_len):
+        """The lean lane of :meth:`apply` for M-RoPE, or None (the general path then runs and
+        raises what it must).  The same kernels and bits as the general path: equal streams
+        take the plain fused kernel, differing ones the stream kernel."""
+        if seq_len is not None or streams.dtype != _INT64 or streams.ndim < 2 or x.dtype not in _FUSED_EQUALS_CACHED \
+                or SPECS[self._method].length_dependent:
+            return None
+        k = len(self._scaling["mrope_section"]) if self.mrope_interleaved else int(self._streams[-1]) + 1
+        if streams.shape[0] != k or k > STREAMS_MAX or self._inv_freq.shape[0] > STREAM_PAIRS_MAX:
+            return None
+        il = self._interleaved if interleaved is None else interleaved
+        same = _one_stream(streams)
+        if same is not None:
+            return _fast_positions(x, same, self._inv_freq, self._attn, il, inverse, out)
+        return _fast_streams(x, streams, self._inv_freq, self._streams, self._attn, il, inverse, out)
 
     # -- configs -----------------------------------------------------------
     @classmethod
@@ -668,6 +690,7 @@ class Rope:
 
 # x dtypes whose fused rotation is bit-identical to the cached one with the float32
 # (float64 for float64) table that M-RoPE builds (tests/test_rotary.py, tests/test_mrope.py).
+_INT64 = np.dtype(np.int64)
 _FUSED_EQUALS_CACHED = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 

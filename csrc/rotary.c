@@ -868,7 +868,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     if (rs_run_tasks(rotate_task, tasks, sizeof(rs_task), n_tasks, n,
                      streams != NULL ? task_doubles(L.n_pairs, 0) + streams_doubles(streams)
                                      : task_doubles(L.n_pairs, positions != NULL),
-                     offsetof(rs_task, mem)) != 0)
+                     offsetof(rs_task, mem), opt->interrupt, &stop) != 0)
         return RS_NO_MEMORY;
     return stop ? RS_INTERRUPTED : RS_OK;
 }

@@ -54,18 +54,21 @@ void rs_float_to_bf16_n(int64_t n, const float *src, uint16_t *dst);
 /* Run fn(arg_i) for i < n_tasks on up to n_threads threads: the calling
  * thread and the pool's workers (threads.c) claim the tasks one at a time,
  * the caller runs whatever no worker has taken, and returns when all have
- * run.  More tasks than threads keep a late worker's share small.  Returns
+ * run.  More tasks than threads keep a late worker's share small.  While
+ * the caller waits for workers it polls `intr` (may be NULL) every 5 ms,
+ * raising *stop, as its own tasks do between chunks.  Returns
  * 0, or -1 if a thread could not start (the caller then runs more of the
  * tasks: the work is still done). */
 typedef void (*rs_task_fn)(void *arg);
-int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_threads);
+int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_threads,
+                const rs_interrupt *intr, int *stop);
 
 /* rs_parallel with working memory: allocates n * doubles_per_task doubles
  * before any task starts (so a call either runs or writes nothing), stores
  * task i's slice in the `double *` at byte offset mem_field of its struct,
  * runs, frees.  Returns 0, or -1 (nothing run) if the allocation failed. */
 int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n, int n_threads,
-                 size_t doubles_per_task, size_t mem_field);
+                 size_t doubles_per_task, size_t mem_field, const rs_interrupt *intr, int *stop);
 
 
 /* ------------------------------------------------------------------ */

@@ -154,7 +154,7 @@ int rs_cos_sin(int64_t n, const char *positions, int64_t pos_stride, int pos_int
     }
     if (rs_run_tasks(table_task, tasks, sizeof(rs_table_task), nt, nt,
                      rs_row_maker_doubles(n_pairs < RS_PAIR_BLOCK ? n_pairs : RS_PAIR_BLOCK),
-                     offsetof(rs_table_task, mem)) != 0)
+                     offsetof(rs_table_task, mem), interrupt, &stop) != 0)
         return RS_NO_MEMORY;
     return stop ? RS_INTERRUPTED : RS_OK;
 }
@@ -290,7 +290,7 @@ int rs_cos_sin_streams(int64_t n, const char *positions, int64_t pos_stride,
     }
     if (rs_run_tasks(stream_task, tasks, sizeof(rs_stream_task), nt, nt,
                      rs_row_maker_doubles(RS_PAIR_BLOCK) + 2 * RS_PAIR_BLOCK,
-                     offsetof(rs_stream_task, mem)) != 0)
+                     offsetof(rs_stream_task, mem), interrupt, &stop) != 0)
         rc = RS_NO_MEMORY;
     else if (stop)
         rc = RS_INTERRUPTED;

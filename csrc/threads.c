@@ -40,7 +40,7 @@ void *rs_alloc(size_t bytes)
 }
 
 int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n, int n_threads,
-                 size_t doubles_per_task, size_t mem_field)
+                 size_t doubles_per_task, size_t mem_field, const rs_interrupt *intr, int *stop)
 {
     double *mem = (double *)rs_alloc(sizeof(double) * doubles_per_task * (size_t)n);
     if (mem == NULL)
@@ -49,7 +49,7 @@ int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n, int n_thre
         double *slice = mem + doubles_per_task * (size_t)i;
         memcpy((char *)tasks + (size_t)i * task_size + mem_field, &slice, sizeof(slice));
     }
-    rs_parallel(fn, tasks, task_size, n, n_threads);
+    rs_parallel(fn, tasks, task_size, n, n_threads, intr, stop);
     free(mem);
     return 0;
 }
@@ -153,6 +153,7 @@ int rs_cpu_has_f16c(void)
 #if RS_HAVE_PTHREADS
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 
 /* Start fn(arg) on a new thread with every signal blocked (signals go to
  * the threads Python runs on). */
@@ -300,7 +301,8 @@ static void *worker_main(void *p)
     return NULL; /* not reached: workers live as long as the process */
 }
 
-int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_threads)
+int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_threads,
+                const rs_interrupt *intr, int *stop)
 {
     char *base = (char *)args;
     int status = 0;
@@ -337,8 +339,27 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
     pool.job++;
     pthread_cond_broadcast(&pool.wake);
     run_claimed();
-    while (pool.running > 0)
-        pthread_cond_wait(&pool.idle, &pool.lock);
+    while (pool.running > 0) {
+        /* Out of work while workers finish theirs: keep polling the
+         * interrupt (a worker never may), so Ctrl-C still stops them. */
+        struct timespec until;
+        if (intr == NULL || intr->poll == NULL || stop == NULL ||
+            clock_gettime(CLOCK_REALTIME, &until) != 0) {
+            pthread_cond_wait(&pool.idle, &pool.lock);
+            continue;
+        }
+        until.tv_nsec += 5000000L; /* 5 ms */
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec += 1;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&pool.idle, &pool.lock, &until);
+        if (pool.running > 0) {
+            pthread_mutex_unlock(&pool.lock);
+            rs_should_stop(intr, stop, 1);
+            pthread_mutex_lock(&pool.lock);
+        }
+    }
     pool.fn = NULL;
     pool.n_tasks = pool.next = pool.end = 0;
     pthread_mutex_unlock(&pool.lock);
@@ -346,8 +367,11 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
     return status;
 }
 #else
-int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_threads)
+int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_threads,
+                const rs_interrupt *intr, int *stop)
 {
+    (void)intr;
+    (void)stop;
     char *base = (char *)args;
     for (int i = 0; i < n_tasks; i++)
         fn(base + (size_t)i * arg_size);

@@ -298,7 +298,7 @@ def test_rebase_matches_transformers_dynamic_ntk():
     # same frequencies as transformers at both lengths (HF computes in float32)
     assert np.allclose(rope.inv_freq_at(80)[0], th_old, rtol=1e-6)
     assert np.allclose(rope.inv_freq_at(200)[0], th_new, rtol=1e-6)
-    k0 = torch.randn(80, 128, dtype=torch.float64)
+    k0 = torch.randn(80, 128, dtype=torch.float64, generator=torch.Generator().manual_seed(80))
     pos = torch.arange(80, dtype=torch.float64)[:, None]
 
     def hf_rotate(k, th):

@@ -794,6 +794,25 @@ static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
     return (PyObject *)out;
 }
 
+/* pair_stream: a contiguous int64 array of R stream numbers in [0, k). */
+static int check_pair_stream(PyArrayObject *ps, npy_intp R, npy_intp k)
+{
+    const int64_t *st;
+    if (PyArray_TYPE(ps) != NPY_INT64 || PyArray_NDIM(ps) != 1 || PyArray_DIM(ps, 0) != R ||
+        !PyArray_IS_C_CONTIGUOUS(ps)) {
+        PyErr_SetString(PyExc_ValueError, "pair_stream must be a contiguous int64 array of len(inv_freq)");
+        return -1;
+    }
+    st = (const int64_t *)PyArray_DATA(ps);
+    for (npy_intp q = 0; q < R; q++)
+        if (st[q] < 0 || st[q] >= (int64_t)k) {
+            PyErr_Format(PyExc_ValueError, "pair_stream[%zd] = %lld is not a stream of positions (0..%zd)",
+                         q, (long long)st[q], k - 1);
+            return -1;
+        }
+    return 0;
+}
+
 /* Fused M-RoPE: positions (k, ...) whose trailing axes broadcast against
  * x's rows, pair_stream int64 (R,) with values in [0, k). */
 static PyObject *py_rotate_streams(PyObject *self, PyObject *args)
@@ -830,20 +849,8 @@ static PyObject *py_rotate_streams(PyObject *self, PyObject *args)
                      RS_PAIR_BLOCK, R);
         return NULL;
     }
-    if (PyArray_TYPE(ps) != NPY_INT64 || PyArray_NDIM(ps) != 1 || PyArray_DIM(ps, 0) != R ||
-        !PyArray_IS_C_CONTIGUOUS(ps)) {
-        PyErr_SetString(PyExc_ValueError, "pair_stream must be a contiguous int64 array of len(inv_freq)");
+    if (check_pair_stream(ps, R, k) < 0)
         return NULL;
-    }
-    {
-        const int64_t *st = (const int64_t *)PyArray_DATA(ps);
-        for (npy_intp q = 0; q < R; q++)
-            if (st[q] < 0 || st[q] >= (int64_t)k) {
-                PyErr_Format(PyExc_ValueError, "pair_stream[%zd] = %lld is not a stream of positions (0..%zd)",
-                             q, (long long)st[q], k - 1);
-                return NULL;
-            }
-    }
     if ((dt = dtype_code(x, "x", bf16)) < 0 || dtype_code(out, "out", bf16) < 0)
         return NULL;
     if (PyArray_TYPE(out) != PyArray_TYPE(x)) {
@@ -966,20 +973,8 @@ static PyObject *py_cos_sin_streams(PyObject *self, PyObject *args)
     k = PyArray_DIM(p, 0);
     n = PyArray_DIM(p, 1);
     R = PyArray_DIM(t, 0);
-    if (PyArray_TYPE(ps) != NPY_INT64 || PyArray_NDIM(ps) != 1 || PyArray_DIM(ps, 0) != R ||
-        !PyArray_IS_C_CONTIGUOUS(ps)) {
-        PyErr_SetString(PyExc_ValueError, "pair_stream must be a contiguous int64 array of len(inv_freq)");
+    if (check_pair_stream(ps, R, k) < 0)
         return NULL;
-    }
-    {
-        const int64_t *st = (const int64_t *)PyArray_DATA(ps);
-        for (npy_intp q = 0; q < R; q++)
-            if (st[q] < 0 || st[q] >= (int64_t)k) {
-                PyErr_Format(PyExc_ValueError, "pair_stream[%zd] = %lld is not a stream of positions (0..%zd)",
-                             q, (long long)st[q], k - 1);
-                return NULL;
-            }
-    }
     if (PyArray_TYPE(s) != PyArray_TYPE(c) || PyArray_NDIM(c) != 2 ||
         PyArray_NDIM(s) != 2 || PyArray_DIM(c, 0) != n || PyArray_DIM(c, 1) != R ||
         PyArray_DIM(s, 0) != n || PyArray_DIM(s, 1) != R ||

@@ -310,6 +310,20 @@ def cos_sin_streams(streams: Any, inv_freq: Any, pair_stream: np.ndarray, *, att
     return c.reshape(pos.shape[1:] + (r,)), s.reshape(pos.shape[1:] + (r,))
 
 
+def _fused_inputs(x, positions, inv_freq, attention_factor, interleaved, inverse):
+    """The checked inputs both fused forms share: ``(x, theta, positions, scale, interleaved, inverse)``."""
+    xa = _check_x(x)
+    theta = _theta(inv_freq)
+    pos = _positions(positions)
+    scale = _checks.real("attention_factor", attention_factor, above=0.0)
+    il = _checks.boolean("interleaved", interleaved)
+    inv = _checks.boolean("inverse", inverse)
+    r, d = theta.shape[0], xa.shape[-1]
+    if 2 * r > d:
+        raise ValueError(f"len(inv_freq) (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
+    return xa, theta, pos, scale, il, inv
+
+
 # The fused M-RoPE kernel takes up to this many streams and pairs (csrc/ropescale.h).
 STREAMS_MAX, STREAM_PAIRS_MAX = 8, 256
 
@@ -327,15 +341,8 @@ def apply_rotary_streams(x: Any, streams: Any, inv_freq: Any, pair_stream: np.nd
     fast = _fast_streams(x, streams, inv_freq, pair_stream, attention_factor, interleaved, inverse, out)
     if fast is not None:
         return fast
-    xa = _check_x(x)
-    theta = _theta(inv_freq)
-    pos = _positions(streams)
-    scale = _checks.real("attention_factor", attention_factor, above=0.0)
-    il = _checks.boolean("interleaved", interleaved)
-    inv = _checks.boolean("inverse", inverse)
-    r, d = theta.shape[0], xa.shape[-1]
-    if 2 * r > d:
-        raise ValueError(f"len(inv_freq) (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
+    xa, theta, pos, scale, il, inv = _fused_inputs(x, streams, inv_freq, attention_factor, interleaved, inverse)
+    r = theta.shape[0]
     if pos.ndim < 1 or not 1 <= pos.shape[0] <= STREAMS_MAX or r > STREAM_PAIRS_MAX:
         raise ValueError(f"the fused M-RoPE kernel takes 1 to {STREAMS_MAX} streams and at most "
                          f"{STREAM_PAIRS_MAX} pairs, got positions of shape {pos.shape} and {r} pairs")
@@ -672,15 +679,7 @@ def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_f
     >>> bool(np.allclose(np.linalg.norm(y, axis=-1), np.linalg.norm(x, axis=-1)))
     True
     """
-    xa = _check_x(x)
-    theta = _theta(inv_freq)
-    pos = _positions(positions)
-    scale = _checks.real("attention_factor", attention_factor, above=0.0)
-    il = _checks.boolean("interleaved", interleaved)
-    inv = _checks.boolean("inverse", inverse)
-    r, d = theta.shape[0], xa.shape[-1]
-    if 2 * r > d:
-        raise ValueError(f"len(inv_freq) (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
+    xa, theta, pos, scale, il, inv = _fused_inputs(x, positions, inv_freq, attention_factor, interleaved, inverse)
     _check_broadcast("positions", pos.shape, xa.shape[:-1])
     if out is not None:
         out = _check_out(out, xa.shape)

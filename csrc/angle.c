@@ -117,54 +117,20 @@ void rs_angle_cache_init(rs_angle_cache *a, double *mem, const double *theta,
     memset(a->lo_ok, 0, sizeof(a->lo_ok));
 }
 
-static void exact_row_base(const double *restrict theta, int64_t n, double t,
-                           double *restrict c, double *restrict s)
-{
-    for (int64_t k = 0; k < n; k++)
+/* A row of exact cos/sin, vectorized per instruction set (AVX-512: eight
+ * angles per vector; the selects become masked moves, the arithmetic is
+ * the same sequence, so the bits are the other paths'). */
+#define RS_EXACT_ROW_BODY                                                      \
+    for (int64_t k = 0; k < n; k++)                                            \
         RS_SINCOS_BODY(t, theta[k], c[k], s[k]);
-}
-
-#if RS_HAVE_X86_DISPATCH
-__attribute__((target("avx2"))) static void
-exact_row_avx2(const double *restrict theta, int64_t n, double t,
-               double *restrict c, double *restrict s)
-{
-    for (int64_t k = 0; k < n; k++)
-        RS_SINCOS_BODY(t, theta[k], c[k], s[k]);
-}
-
-
-/* Eight angles per vector; the selects become masked moves, the arithmetic
- * is the same sequence (no FMA), so the bits are the other paths'. */
-__attribute__((target("avx2,avx512f"))) static void
-exact_row_avx512(const double *restrict theta, int64_t n, double t,
-                 double *restrict c, double *restrict s)
-{
-    for (int64_t k = 0; k < n; k++)
-        RS_SINCOS_BODY(t, theta[k], c[k], s[k]);
-}
-#endif
-
-static void exact_row(const double *theta, int64_t n, double t, double *c,
-                      double *s)
-{
-#if RS_HAVE_X86_DISPATCH
-    if (rs_cpu_has_avx512()) {
-        exact_row_avx512(theta, n, t, c, s);
-        return;
-    }
-    if (rs_cpu_has_avx2()) {
-        exact_row_avx2(theta, n, t, c, s);
-        return;
-    }
-#endif
-    exact_row_base(theta, n, t, c, s);
-}
+RS_MULTIVERSION(exact_row,
+                (const double *restrict theta, int64_t n, double t, double *restrict c,
+                 double *restrict s),
+                (theta, n, t, c, s), RS_EXACT_ROW_BODY)
 
 /* c = scale * cos(x + y), s = scale * sin(x + y) from the exact rows of x
  * (hc, hs) and y (lc, ls): error ~2 ulp of float64.  hc == NULL: the rows
- * of y alone, scaled.  Vectorized per instruction set like exact_row; the
- * same operators in the same order (no FMA), so the same bits. */
+ * of y alone, scaled.  Vectorized per instruction set like exact_row. */
 #define RS_COMBINE_BODY                                                        \
     do {                                                                       \
         if (hc == NULL) {                                                      \
@@ -180,31 +146,11 @@ static void exact_row(const double *theta, int64_t n, double t, double *c,
         }                                                                      \
     } while (0)
 
-#define RS_COMBINE_PARAMS                                                      \
-    int64_t n, double scale, const double *restrict hc,                        \
-        const double *restrict hs, const double *restrict lc,                  \
-        const double *restrict ls, double *restrict c, double *restrict s
-
-static void combine_base(RS_COMBINE_PARAMS) { RS_COMBINE_BODY; }
-#if RS_HAVE_X86_DISPATCH
-__attribute__((target("avx2"))) static void combine_avx2(RS_COMBINE_PARAMS) { RS_COMBINE_BODY; }
-__attribute__((target("avx2,avx512f"))) static void combine_avx512(RS_COMBINE_PARAMS) { RS_COMBINE_BODY; }
-#endif
-
-static void combine(RS_COMBINE_PARAMS)
-{
-#if RS_HAVE_X86_DISPATCH
-    if (rs_cpu_has_avx512()) {
-        combine_avx512(n, scale, hc, hs, lc, ls, c, s);
-        return;
-    }
-    if (rs_cpu_has_avx2()) {
-        combine_avx2(n, scale, hc, hs, lc, ls, c, s);
-        return;
-    }
-#endif
-    combine_base(n, scale, hc, hs, lc, ls, c, s);
-}
+RS_MULTIVERSION(combine,
+                (int64_t n, double scale, const double *restrict hc, const double *restrict hs,
+                 const double *restrict lc, const double *restrict ls, double *restrict c,
+                 double *restrict s),
+                (n, scale, hc, hs, lc, ls, c, s), RS_COMBINE_BODY)
 
 void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
                   double *restrict s)

@@ -32,14 +32,38 @@ int rs_cpu_has_f16c(void); /* with AVX, which its 256-bit forms need */
 int rs_cpu_has_avx512(void); /* AVX-512F (and AVX2) */
 /* Tests only: cap the instruction sets the probes admit, so that every path
  * a CPU can take is run and compared.  rs_test_simd_cap(RS_SIMD_AVX2) hides
- * AVX-512, RS_SIMD_BASELINE hides every extension, 0 lifts the cap;
- * rs_test_force_baseline(on) is the baseline cap or none.  Set it between
- * calls, never during one. */
+ * AVX-512, RS_SIMD_BASELINE hides every extension, 0 lifts the cap.  Set
+ * it between calls, never during one. */
 #define RS_SIMD_BASELINE 1
 #define RS_SIMD_AVX2 2
 #define RS_SIMD_AVX512 3
 void rs_test_simd_cap(int level);
-void rs_test_force_baseline(int on);
+
+/* One loop compiled for the baseline, AVX2 and AVX-512 and picked at run
+ * time: RS_MULTIVERSION(name, (params), (args), BODY) defines name_base,
+ * name_avx2, name_avx512 and `static void name(params)`, which calls the
+ * widest the CPU has.  BODY names a macro holding the statements (without
+ * FMA the operators round alike, so every version gives the same bits). */
+#if RS_HAVE_X86_DISPATCH
+#define RS_MULTIVERSION(name, PARAMS, ARGS, BODY)                              \
+    static void name##_base PARAMS { BODY; }                                   \
+    __attribute__((target("avx2"))) static void name##_avx2 PARAMS { BODY; }    \
+    __attribute__((target("avx2,avx512f"))) static void name##_avx512 PARAMS   \
+    {                                                                          \
+        BODY;                                                                  \
+    }                                                                          \
+    static void name PARAMS                                                    \
+    {                                                                          \
+        if (rs_cpu_has_avx512())                                               \
+            name##_avx512 ARGS;                                                \
+        else if (rs_cpu_has_avx2())                                            \
+            name##_avx2 ARGS;                                                  \
+        else                                                                   \
+            name##_base ARGS;                                                  \
+    }
+#else
+#define RS_MULTIVERSION(name, PARAMS, ARGS, BODY) static void name PARAMS { BODY; }
+#endif
 
 /* Split [0, n) into `parts` near-equal ranges; range i is [*lo, *hi). */
 void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi);

@@ -31,30 +31,10 @@ void rs_row_maker_init(rs_row_maker *m, double *mem, const double *theta,
         cf[k] = (float)cd[k];                                                  \
         sf[k] = (float)sd[k];                                                  \
     }
-#define RS_NARROW_PARAMS                                                       \
-    int64_t n, const double *restrict cd, const double *restrict sd,           \
-        float *restrict cf, float *restrict sf
-
-static void narrow_base(RS_NARROW_PARAMS) { RS_NARROW_BODY }
-#if RS_HAVE_X86_DISPATCH
-__attribute__((target("avx2"))) static void narrow_avx2(RS_NARROW_PARAMS) { RS_NARROW_BODY }
-__attribute__((target("avx2,avx512f"))) static void narrow_avx512(RS_NARROW_PARAMS) { RS_NARROW_BODY }
-#endif
-
-static void narrow_rows(RS_NARROW_PARAMS)
-{
-#if RS_HAVE_X86_DISPATCH
-    if (rs_cpu_has_avx512()) {
-        narrow_avx512(n, cd, sd, cf, sf);
-        return;
-    }
-    if (rs_cpu_has_avx2()) {
-        narrow_avx2(n, cd, sd, cf, sf);
-        return;
-    }
-#endif
-    narrow_base(n, cd, sd, cf, sf);
-}
+RS_MULTIVERSION(narrow_rows,
+                (int64_t n, const double *restrict cd, const double *restrict sd,
+                 float *restrict cf, float *restrict sf),
+                (n, cd, sd, cf, sf), RS_NARROW_BODY)
 
 void rs_make_row(rs_row_maker *m, double t, int dtype, void *c, void *s)
 {

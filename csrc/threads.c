@@ -83,11 +83,6 @@ void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi)
  * probes admit (RS_SIMD_* below; 0: whatever the CPU has). */
 static int simd_cap = 0;
 
-void rs_test_force_baseline(int on)
-{
-    simd_cap = on ? RS_SIMD_BASELINE : 0;
-}
-
 void rs_test_simd_cap(int level)
 {
     simd_cap = level;
@@ -100,54 +95,38 @@ static int capped_below(int level)
 
 /* The probes: the answer cannot change while the process runs, and racing
  * threads all store the same value, so a plain static cache is safe. */
+#if RS_HAVE_X86_DISPATCH
+#define RS_PROBE(level, test)                                                  \
+    do {                                                                       \
+        static int cached = -1;                                                \
+        if (capped_below(level))                                               \
+            return 0;                                                          \
+        if (cached < 0) {                                                      \
+            __builtin_cpu_init();                                              \
+            cached = (test);                                                   \
+        }                                                                      \
+        return cached;                                                         \
+    } while (0)
+#else
+#define RS_PROBE(level, test) return (void)capped_below(level), 0
+#endif
+
 int rs_cpu_has_avx2(void)
 {
-#if RS_HAVE_X86_DISPATCH
-    static int cached = -1;
-    if (capped_below(RS_SIMD_AVX2))
-        return 0;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2");
-    }
-    return cached;
-#else
-    return 0;
-#endif
+    RS_PROBE(RS_SIMD_AVX2, __builtin_cpu_supports("avx2"));
 }
 
 /* AVX-512F with the OS saving the 512-bit state (libgcc's probe checks
  * XCR0 as well as CPUID). */
 int rs_cpu_has_avx512(void)
 {
-#if RS_HAVE_X86_DISPATCH
-    static int cached = -1;
-    if (capped_below(RS_SIMD_AVX512))
-        return 0;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f");
-    }
-    return cached;
-#else
-    return 0;
-#endif
+    RS_PROBE(RS_SIMD_AVX512, __builtin_cpu_supports("avx2") && __builtin_cpu_supports("avx512f"));
 }
 
+/* with AVX, which the 256-bit forms need */
 int rs_cpu_has_f16c(void)
 {
-#if RS_HAVE_X86_DISPATCH
-    static int cached = -1;
-    if (capped_below(RS_SIMD_AVX2))
-        return 0;
-    if (cached < 0) {
-        __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
-    }
-    return cached;
-#else
-    return 0;
-#endif
+    RS_PROBE(RS_SIMD_AVX2, __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c"));
 }
 
 #if RS_HAVE_PTHREADS

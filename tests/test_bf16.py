@@ -10,7 +10,7 @@ Oracles, none of them the bfloat16 kernel itself:
   float32 -> bfloat16 conversion, for any input.
 
 Every comparison is exact, element by element (NaN compared as NaN), on both
-instruction-set paths (``_core._test_force_baseline``).
+instruction-set paths (``_core._test_simd_cap``).
 """
 import sys
 import tracemalloc
@@ -30,9 +30,9 @@ RNG = np.random.default_rng(1616)
 @pytest.fixture(params=["baseline", "native"])
 def simd(request):
     """Run the test with the baseline code forced, then with what the CPU has (AVX2 here)."""
-    _core._test_force_baseline(request.param == "baseline")
+    _core._test_simd_cap(1 if request.param == "baseline" else 0)
     yield request.param
-    _core._test_force_baseline(False)
+    _core._test_simd_cap(0)
 
 
 def _bits(a):
@@ -190,11 +190,11 @@ def test_baseline_and_avx2_paths_are_bit_identical(interleaved):
     theta = ropescale.inv_freq(128)
     runs = []
     for forced in (True, False):
-        _core._test_force_baseline(forced)
+        _core._test_simd_cap(1 if forced else 0)
         try:
             runs.append(_bits(ropescale.apply_rotary_positions(x, pos, theta, interleaved=interleaved)).copy())
         finally:
-            _core._test_force_baseline(False)
+            _core._test_simd_cap(0)
     np.testing.assert_array_equal(runs[0], runs[1])
     c, s = ropescale.cos_sin(pos, theta)
     _assert_bits_equal(runs[1], _round_ml(_emulate(_bits(x), c, s, interleaved)))

@@ -1010,17 +1010,6 @@ static PyObject *py_test_fail_alloc(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-/* Tests only: run the baseline code even where AVX2/F16C are present. */
-static PyObject *py_test_force_baseline(PyObject *self, PyObject *args)
-{
-    int on;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "p:_test_force_baseline", &on))
-        return NULL;
-    rs_test_force_baseline(on);
-    Py_RETURN_NONE;
-}
-
 /* Tests only: the highest instruction set the kernels may use (0: all the
  * CPU has, 1: baseline, 2: AVX2/F16C, 3: AVX-512). */
 static PyObject *py_test_simd_cap(PyObject *self, PyObject *args)
@@ -1058,8 +1047,6 @@ static PyMethodDef methods[] = {
      "rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads, bf16=False) -> out"},
     {"cos_sin", py_cos_sin, METH_VARARGS,
      "cos_sin(positions, inv_freq, scale, cos, sin, n_threads, bf16=False) -> None"},
-    {"_test_force_baseline", py_test_force_baseline, METH_VARARGS,
-     "_test_force_baseline(on): run the baseline instruction set's code (tests only)"},
     {"rotate_streams", py_rotate_streams, METH_VARARGS,
      "rotate_streams(x, positions, inv_freq, pair_stream, scale, out, interleaved, inverse, n_threads[, bf16]): "
      "fused M-RoPE, pair k rotated by positions[pair_stream[k]]"},

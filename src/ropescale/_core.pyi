@@ -110,4 +110,3 @@ def cos_sin_streams(
 def simd_name() -> str: ...  # 'avx512', 'avx2+f16c', 'avx2', 'f16c' or 'portable'
 def _test_simd_cap(level: int, /) -> None: ...  # tests only: 0 any, 1 baseline, 2 AVX2, 3 AVX-512
 def _test_fail_alloc(nth: int, /) -> None: ...  # tests only: the nth C-core allocation from now fails
-def _test_force_baseline(on: bool, /) -> None: ...  # tests only: ignore AVX2/F16C

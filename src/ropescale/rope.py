@@ -382,13 +382,16 @@ class Rope:
         """
         return cls(dim, base, {"rope_type": "axial"}, interleaved=interleaved)
 
+    def _n_streams(self) -> int:
+        """len(mrope_section) without its per-call bincount: chunked streams ascend, so the count is last + 1."""
+        return len(self._scaling["mrope_section"]) if self.mrope_interleaved else int(self._streams[-1]) + 1
+
     def _stream_positions(self, positions):
         """positions as M-RoPE streams ``(k, ...)``, or None for plain (text-only) positions."""
         if self._streams is None:
             return None
         p = np.asarray(positions)
-        # len(mrope_section) without its per-call bincount: chunked streams ascend, so the count is last + 1
-        k = len(self._scaling["mrope_section"]) if self.mrope_interleaved else int(self._streams[-1]) + 1
+        k = self._n_streams()
         if p.ndim <= 1:
             return None        # text only: every stream at the same position
         if p.shape[0] != k:
@@ -485,7 +488,7 @@ class Rope:
         if seq_len is not None or streams.dtype != _INT64 or streams.ndim < 2 or x.dtype not in _FUSED_EQUALS_CACHED \
                 or SPECS[self._method].length_dependent:
             return None
-        k = len(self._scaling["mrope_section"]) if self.mrope_interleaved else int(self._streams[-1]) + 1
+        k = self._n_streams()
         if streams.shape[0] != k or k > STREAMS_MAX or self._inv_freq.shape[0] > STREAM_PAIRS_MAX:
             return None
         il = self._interleaved if interleaved is None else interleaved

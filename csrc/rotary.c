@@ -639,11 +639,12 @@ static int rotate_batch(const rs_task *t, const void *c, const void *s,
     return 0;
 }
 
-/* Working memory of the stream row makers, then two rows of RS_PAIR_BLOCK
- * doubles for one stream's row before it is scattered. */
+/* Working memory: two rows of RS_PAIR_BLOCK doubles for one stream's row
+ * before it is scattered (none when the streams are runs), then the row
+ * makers. */
 static size_t streams_doubles(const rs_stream_map *m)
 {
-    size_t d = 2 * RS_PAIR_BLOCK;
+    size_t d = m->sorted ? 0 : 2 * RS_PAIR_BLOCK;
     for (int64_t j = 0; j < m->n; j++)
         d += rs_row_maker_doubles(m->start[j + 1] - m->start[j]);
     return d;
@@ -651,7 +652,7 @@ static size_t streams_doubles(const rs_stream_map *m)
 
 static void streams_init(const rs_stream_map *m, rs_row_maker *mk, double *mem, double scale)
 {
-    mem += 2 * RS_PAIR_BLOCK;
+    mem += m->sorted ? 0 : 2 * RS_PAIR_BLOCK;
     for (int64_t j = 0; j < m->n; j++) {
         const int64_t nj = m->start[j + 1] - m->start[j];
         rs_row_maker_init(&mk[j], mem, m->theta_sorted + m->start[j], nj, scale);
@@ -711,7 +712,6 @@ static void rotate_task(void *arg)
     const int fused = t->positions != NULL;
     const int direct = !fused && fc == citem && fs == citem && !opt->inverse;
     int64_t since_poll = RS_CHUNK_BYTES; /* look once at the start */
-    rs_row_maker maker;
     rs_row_maker smaker[RS_MAX_STREAMS];
     double last_spos[RS_MAX_STREAMS];
     rs_iter it;
@@ -728,35 +728,28 @@ static void rotate_task(void *arg)
         const int64_t n = R - k0 < P ? R - k0 : P;
         const char *last_c = NULL, *last_s = NULL;
         const void *cp = crow, *sp = srow;
-        double last_pos = 0.0;
+        const rs_stream_map *map = t->streams;
+        int64_t one_start[2] = {0, n};
+        /* plain positions: one stream whose pairs are this block's run */
+        const rs_stream_map one = {1, 0, 1, NULL, one_start, t->theta + k0};
         int have_pos = 0;
         t->batch.n = n;
         t->batch.tail = k0 == 0 && !opt->in_place && L->n_features > 2 * R &&
                                 t->batch.fx == xitem && t->batch.fo == xitem
                             ? (L->n_features - 2 * R) * xitem
                             : 0;
-        if (fused && t->streams == NULL)
-            rs_row_maker_init(&maker, t->mem + 3 * P + RS_ROW_SLACK, t->theta + k0, n, t->scale);
-        if (t->streams != NULL) /* one block: run() admits R <= RS_PAIR_BLOCK */
-            streams_init(t->streams, smaker, t->mem + 3 * P + RS_ROW_SLACK, t->scale);
+        if (fused && map == NULL)
+            map = &one;
+        if (map != NULL) /* several streams: one block (rs_rotate_streams admits R <= RS_PAIR_BLOCK) */
+            streams_init(map, smaker, t->mem + 3 * P + RS_ROW_SLACK, t->scale);
         rs_iter_seek(L, &it, t->row0);
         for (int64_t r = t->row0; r < t->row1; r++, rs_iter_next(L, &it)) {
             const char *xr = t->x + it.off[RS_OP_X];
             char *orow = t->out + it.off[RS_OP_OUT];
-            if (t->streams != NULL) {
-                streams_row(t->streams, smaker, last_spos, !have_pos,
-                            t->positions + it.off[RS_OP_POS], opt->pos_int, cdt,
-                            opt->inverse, crow, srow, t->mem + 3 * P + RS_ROW_SLACK);
+            if (map != NULL) {
+                streams_row(map, smaker, last_spos, !have_pos, t->positions + it.off[RS_OP_POS],
+                            opt->pos_int, cdt, opt->inverse, crow, srow, t->mem + 3 * P + RS_ROW_SLACK);
                 have_pos = 1;
-            } else if (fused) {
-                double pos = rs_read_position(t->positions + it.off[RS_OP_POS], opt->pos_int);
-                if (!have_pos || pos != last_pos) {
-                    rs_make_row(&maker, pos, cdt, crow, srow);
-                    if (opt->inverse)
-                        negate_row(cdt, n, srow);
-                    last_pos = pos;
-                    have_pos = 1;
-                }
             } else {
                 const char *c = t->cos + it.off[RS_OP_COS] + k0 * fc;
                 const char *s = t->sin + it.off[RS_OP_SIN] + k0 * fs;

@@ -647,10 +647,16 @@ static size_t streams_doubles(const rs_stream_map *m)
     size_t d = m->sorted ? 0 : 2 * RS_PAIR_BLOCK;
     for (int64_t j = 0; j < m->n; j++)
         d += rs_row_maker_doubles(m->start[j + 1] - m->start[j]);
+    if (m->n > 1)
+        d += rs_row_maker_doubles(m->start[m->n]);
     return d;
 }
 
-static void streams_init(const rs_stream_map *m, rs_row_maker *mk, double *mem, double scale)
+/* One maker per stream over its pairs (sorted by stream) and, for several
+ * streams, one over every pair in their own order (`mk[n]`): the row of a
+ * token whose streams agree, such as a text token's, is then one row. */
+static void streams_init(const rs_stream_map *m, rs_row_maker *mk, double *mem, const double *theta,
+                         double scale)
 {
     mem += m->sorted ? 0 : 2 * RS_PAIR_BLOCK;
     for (int64_t j = 0; j < m->n; j++) {
@@ -658,17 +664,41 @@ static void streams_init(const rs_stream_map *m, rs_row_maker *mk, double *mem, 
         rs_row_maker_init(&mk[j], mem, m->theta_sorted + m->start[j], nj, scale);
         mem += rs_row_maker_doubles(nj);
     }
+    if (m->n > 1)
+        rs_row_maker_init(&mk[m->n], mem, theta, m->start[m->n], scale);
 }
 
-/* The cos/sin row of one row of x: each stream whose position changed since
- * the previous row (or every stream, `all`) makes the row of its pairs,
- * which is scattered to their places. */
+/* The cos/sin row of one row of x.  When every stream is at one position
+ * the maker of all pairs makes it at once (each value is computed from its
+ * own theta and the position alone, so the bits are those of the streams'
+ * makers).  Otherwise each stream whose position changed since the previous
+ * row (or every stream, `all`) makes the row of its pairs, which is
+ * scattered to their places. */
 static void streams_row(const rs_stream_map *m, rs_row_maker *mk, double *last, int all,
                         const char *pos, int pos_int, int cdt, int inverse, void *crow,
                         void *srow, double *mem)
 {
     const int64_t item = cdt == RS_F64 ? 8 : 4;
     char *tc = (char *)(void *)mem, *ts = tc + 8 * RS_PAIR_BLOCK;
+    if (m->n > 1) {
+        const double p0 = rs_read_position(pos, pos_int);
+        int64_t j = 1;
+        while (j < m->n && rs_read_position(pos + j * m->stride, pos_int) == p0)
+            j++;
+        if (j == m->n) {
+            int stale = all;
+            for (j = 0; j < m->n; j++)
+                stale |= last[j] != p0;
+            if (stale) {
+                rs_make_row(&mk[m->n], p0, cdt, crow, srow);
+                if (inverse)
+                    negate_row(cdt, m->start[m->n], srow);
+                for (j = 0; j < m->n; j++)
+                    last[j] = p0;
+            }
+            return;
+        }
+    }
     for (int64_t j = 0; j < m->n; j++) {
         const int64_t q0 = m->start[j], nj = m->start[j + 1] - q0;
         const double p = rs_read_position(pos + j * m->stride, pos_int);
@@ -712,7 +742,7 @@ static void rotate_task(void *arg)
     const int fused = t->positions != NULL;
     const int direct = !fused && fc == citem && fs == citem && !opt->inverse;
     int64_t since_poll = RS_CHUNK_BYTES; /* look once at the start */
-    rs_row_maker smaker[RS_MAX_STREAMS];
+    rs_row_maker smaker[RS_MAX_STREAMS + 1];
     double last_spos[RS_MAX_STREAMS];
     rs_iter it;
     rs_iter_seek(L, &it, t->row0);
@@ -741,7 +771,7 @@ static void rotate_task(void *arg)
         if (fused && map == NULL)
             map = &one;
         if (map != NULL) /* several streams: one block (rs_rotate_streams admits R <= RS_PAIR_BLOCK) */
-            streams_init(map, smaker, t->mem + 3 * P + RS_ROW_SLACK, t->scale);
+            streams_init(map, smaker, t->mem + 3 * P + RS_ROW_SLACK, t->theta + k0, t->scale);
         rs_iter_seek(L, &it, t->row0);
         for (int64_t r = t->row0; r < t->row1; r++, rs_iter_next(L, &it)) {
             const char *xr = t->x + it.off[RS_OP_X];

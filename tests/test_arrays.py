@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import ropescale
-from ropescale import _arrays, _rotary
+from ropescale import _arrays, _core, _rotary
 
 torch = pytest.importorskip("torch")
 
@@ -265,6 +265,97 @@ def test_dlpack_object_on_a_gpu_is_refused():
     x, c, s = _data()
     with pytest.raises(TypeError, match="x is on DLPack device cuda"):
         ropescale.apply_rotary(_DLPackOnly(x, (2, 0)), c, s)
+
+
+class _Versioned(_DLPackOnly):
+    """An exporter that hands out DLPack 1.x ("dltensor_versioned") capsules."""
+
+    def __dlpack__(self, **kw):
+        return self._arr.__dlpack__(max_version=(1, 0))
+
+
+@pytest.mark.parametrize("exporter", [_DLPackOnly, _Versioned])
+def test_dlpack_bfloat16_of_any_exporter_is_read_as_bits_without_a_copy(exporter):
+    """DLPack's bfloat16 code (which NumPy's from_dlpack refuses) goes to the C kernels as bits, from any exporter:
+    the same bits as the torch route, out= written in place, the result an ml_dtypes array."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    x, c, s = _data()
+    xb = torch.from_numpy(x).bfloat16()
+    view, kind, bf16 = _arrays.unwrap("x", exporter(xb))
+    assert bf16 and type(view) is _arrays.BF16Bits and view.ctypes.data == xb.data_ptr()
+    assert view.flags.writeable and view.shape == tuple(xb.shape)
+    want = ropescale.apply_rotary(xb, torch.from_numpy(c), torch.from_numpy(s))
+    got = ropescale.apply_rotary(exporter(xb), exporter(torch.from_numpy(c)), s)
+    assert got.dtype == ml_dtypes.bfloat16
+    np.testing.assert_array_equal(got.view(np.int16), want.view(torch.int16).numpy())
+    out = torch.zeros_like(xb)
+    assert ropescale.apply_rotary(exporter(xb), c, s, out=exporter(out)) is not None
+    assert torch.equal(out.view(torch.int16), want.view(torch.int16))
+    strided = xb[:, ::2]   # strides in elements, as DLPack gives them
+    got = ropescale.apply_rotary(exporter(strided), c[:, ::2], s[:, ::2])
+    want = ropescale.apply_rotary(strided, torch.from_numpy(c[:, ::2].copy()), torch.from_numpy(s[:, ::2].copy()))
+    np.testing.assert_array_equal(got.view(np.int16), want.view(torch.int16).numpy())
+
+
+def test_dlpack_view_keeps_the_exporters_memory_alive_and_returns_it():
+    """The view owns the exported tensor until it is released, and then hands it back (the exporter's deleter
+    runs): 400 fresh 4 MiB tensors viewed and dropped leave the resident size where it was."""
+    import gc
+    import resource
+
+    t = torch.arange(8, dtype=torch.float32).bfloat16()
+    view = _arrays.unwrap("x", _DLPackOnly(t))[0]
+    del t
+    gc.collect()
+    filler = [torch.full((8,), 7.0).bfloat16() for _ in range(100)]   # reuse of freed memory would show
+    assert _arrays.bf16_to_f32(view).tolist() == list(range(8)) and len(filler) == 100
+
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("reads /proc/self/statm")
+    before = rss_mb()
+    for _ in range(400):
+        fresh = torch.ones(1 << 21, dtype=torch.bfloat16)   # 4 MiB, touched
+        v = _arrays.unwrap("x", _DLPackOnly(fresh))[0]
+        assert v[-1] == 0x3F80
+        del fresh, v
+    assert rss_mb() - before < 200   # 1.6 GB if no tensor were handed back
+
+
+def test_dlpack_refusals_name_the_argument_and_leave_the_capsule_to_its_owner():
+    x, c, s = _data()
+    with pytest.raises(TypeError, match=r"x has DLPack dtype \(code 5, 64 bits, 1 lanes\).*float16, bfloat16"):
+        ropescale.apply_rotary(_DLPackOnly(torch.zeros(3, 16, dtype=torch.complex64)), c, s)
+    with pytest.raises(TypeError, match="x: __dlpack__\\(\\) did not give an unused DLPack capsule"):
+        _core.from_dlpack(object(), "x")
+    cap = torch.zeros(2, dtype=torch.complex64).__dlpack__()
+    with pytest.raises(TypeError):
+        _core.from_dlpack(cap, "x")
+    arr, bf16 = _core.from_dlpack(torch.arange(3).__dlpack__(), "positions")
+    assert arr.tolist() == [0, 1, 2] and arr.dtype == np.int64 and not bf16
+    used = torch.arange(3).__dlpack__()
+    _core.from_dlpack(used, "positions")
+    with pytest.raises(TypeError, match="did not give an unused DLPack capsule"):
+        _core.from_dlpack(used, "positions")
+
+
+def test_bfloat16_positions_and_frequencies_are_read_as_values_not_bits():
+    """A bfloat16 positions tensor once went to the kernels as its bit patterns (position 1 read as 16256)."""
+    x, _, _ = _data()
+    pos = np.arange(3)[:, None]
+    pb = torch.from_numpy(pos).bfloat16()
+    want = ropescale.apply_rotary_positions(x, pos, THETA)
+    np.testing.assert_array_equal(ropescale.apply_rotary_positions(x, pb, THETA), want)
+    np.testing.assert_array_equal(ropescale.apply_rotary_positions(torch.from_numpy(x), pb, THETA).numpy(), want)
+    np.testing.assert_array_equal(ropescale.cos_sin(pb, THETA)[0].numpy(), ropescale.cos_sin(pos, THETA)[0])
+    np.testing.assert_array_equal(ropescale.tables.angles(pb, THETA), ropescale.tables.angles(pos, THETA))
+    import ropescale.torch as rt
+
+    np.testing.assert_array_equal(rt.apply_rotary_positions(torch.from_numpy(x), pb, THETA).numpy(), want)
+    np.testing.assert_array_equal(ropescale.rerotate(x, pos, pb + 7, THETA), ropescale.rerotate(x, pos, pos + 7, THETA))
 
 
 def test_buffer_protocol_objects():

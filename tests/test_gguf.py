@@ -252,6 +252,82 @@ def test_gguf_written_by_hand_with_the_gguf_package_api(tmp_path):
     _same_rope(found.rope, want)
 
 
+def _sliding_file(path, arch, *, window=512, base_swa=None, scaling=None, extra_u32=None):
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_head_count(4)
+    w.add_key_length(128)
+    w.add_embedding_length(1024)
+    w.add_context_length(131072)
+    w.add_rope_freq_base(1000000.0)
+    if scaling is not None:
+        w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        w.add_rope_scaling_factor(scaling)
+    if window is not None:
+        w.add_sliding_window(window)
+    if base_swa is not None:
+        w.add_float32(f"{arch}.rope.freq_base_swa", base_swa)
+    for key, value in (extra_u32 or {}).items():
+        w.add_uint32(key, value)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    return path
+
+
+def test_gemma3_sliding_layers_read_as_the_hf_configs_local_rope(tmp_path):
+    """Gemma 3's sliding layers: llama.cpp fixes base 10000 without scaling (it reads no key for it), which is
+    transformers' rope_local_base_freq; the global layers keep rope.freq_base and the linear factor."""
+    path = _sliding_file(tmp_path / "g3.gguf", "gemma3", scaling=8.0, base_swa=5e5)   # the key is not read for gemma3
+    cfg = {"model_type": "gemma3_text", "rope_theta": 1e6, "rope_local_base_freq": 1e4, "head_dim": 128,
+           "hidden_size": 1024, "num_attention_heads": 4, "rope_scaling": {"rope_type": "linear", "factor": 8.0}}
+    _same_rope(ropescale.Rope.from_gguf(path), ropescale.Rope.from_hf(cfg))
+    local = ropescale.Rope.from_gguf(path, layer_type="sliding_attention")
+    _same_rope(local, ropescale.Rope.from_hf(cfg, layer_type="sliding_attention"))
+    assert local.base == 1e4 and local.method == "default"
+    assert rg.read(path).layer_rope("full_attention") == ropescale.Rope.from_gguf(path)
+
+
+@pytest.mark.parametrize("base_swa", [None, 5e4])
+def test_freq_base_swa_gives_the_sliding_layers_base_and_keeps_the_scaling(tmp_path, base_swa):
+    """Other architectures (llama.cpp's default): the sliding layers share the other layers' base and scaling,
+    with rope.freq_base_swa replacing the base when the file has it."""
+    path = _sliding_file(tmp_path / "s.gguf", "llama", scaling=4.0, base_swa=base_swa)
+    full = ropescale.Rope.from_gguf(path)
+    local = ropescale.Rope.from_gguf(path, layer_type="sliding_attention")
+    assert local == (full if base_swa is None else full.replace(base=base_swa))
+    found = rg.read(path)
+    assert found.keys["llama.attention.sliding_window"] == 512
+    if base_swa is not None:
+        assert found.keys["llama.rope.freq_base_swa"] == base_swa
+        np.testing.assert_allclose(local.inv_freq, ropescale.inv_freq(128, base_swa) / 4.0, rtol=1e-15)
+
+
+def test_sliding_layers_of_another_width_read_key_length_swa_and_dimension_count_swa(tmp_path):
+    """Gemma 4-style files: the sliding layers' head dim and rotary dim have keys of their own."""
+    path = _sliding_file(tmp_path / "w.gguf", "gemma4", base_swa=1e4, scaling=2.0,
+                         extra_u32={"gemma4.attention.key_length_swa": 64, "gemma4.rope.dimension_count_swa": 32})
+    local = ropescale.Rope.from_gguf(path, layer_type="sliding_attention")
+    assert (local.dim, local.rotary_dim, local.base) == (64, 32, 1e4)
+    np.testing.assert_allclose(local.inv_freq, ropescale.inv_freq(32, 1e4) / 2.0, rtol=1e-15)
+    assert ropescale.Rope.from_gguf(path).dim == 128
+    only_head = _sliding_file(tmp_path / "h.gguf", "gemma4", extra_u32={"gemma4.attention.key_length_swa": 256})
+    assert ropescale.Rope.from_gguf(only_head, layer_type="sliding_attention").rotary_dim == 256
+    bad = _sliding_file(tmp_path / "bad.gguf", "gemma4", extra_u32={"gemma4.rope.dimension_count_swa": 130})
+    with pytest.raises(ValueError, match=r"bad\.gguf.*rotary dim 130.*dimension_count_swa.*head dim 128"):
+        rg.read(bad)
+
+
+def test_sliding_layer_type_errors_name_the_file_and_key(tmp_path):
+    path = _sliding_file(tmp_path / "n.gguf", "llama", window=None, base_swa=5e4)
+    with pytest.raises(ValueError, match=r"n\.gguf.*no sliding-window layers.*llama\.attention\.sliding_window"):
+        ropescale.Rope.from_gguf(path, layer_type="sliding_attention")
+    with pytest.raises(ValueError, match="layer_type must be None, 'full_attention' or 'sliding_attention'.*'local'"):
+        ropescale.Rope.from_gguf(path, layer_type="local")
+    bad = _sliding_file(tmp_path / "b.gguf", "llama", base_swa=0.5)
+    with pytest.raises(ValueError, match=r"b\.gguf.*'llama\.rope\.freq_base_swa' must be a number > 1, got 0\.5"):
+        rg.read(bad)
+
+
 def test_pairing_table_matches_the_weight_permutation_llama_cpp_converters_apply():
     """llama.cpp's 'llama' rope turns consecutive pairs because its converter permutes each head's rows
     from HF's half-split order: rotating the permuted vector interleaved equals permuting the half-split result."""
@@ -295,6 +371,37 @@ def test_cli_reports_a_gguf_like_a_config(tmp_path, capsys):
     assert from_gguf["model"]["base"] == from_hf["model"]["base"] == 1e6
     assert from_gguf["target"] == from_hf["target"] == 32768 if "target" in from_hf else True
     assert json.dumps(from_gguf, sort_keys=True) == json.dumps(from_hf, sort_keys=True)
+
+
+@pytest.mark.parametrize("pattern, want", [(None, (10, 2)), ([True, False, True, True], (3, 1)), (3, (8, 4))])
+def test_cli_reports_a_gguf_with_sliding_layers_by_layer_type(tmp_path, capsys, pattern, want):
+    """The report's per-layer rows for a GGUF file: Gemma 3's period 6 when the file gives none (as llama.cpp's
+    loader fixes it), a per-layer flag array, or a period from the file."""
+    import json
+
+    from ropescale import cli
+
+    w = gguf.GGUFWriter(str(tmp_path / "g.gguf"), "gemma3")
+    w.add_head_count(4)
+    w.add_key_length(128)
+    w.add_embedding_length(1024)
+    w.add_context_length(32768)
+    w.add_block_count(4 if isinstance(pattern, list) else 12)
+    w.add_rope_freq_base(1e6)
+    w.add_sliding_window(512)
+    if isinstance(pattern, list):
+        w.add_array("gemma3.attention.sliding_window_pattern", pattern)
+    elif pattern is not None:
+        w.add_uint32("gemma3.attention.sliding_window_pattern", pattern)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    assert cli.main(["--gguf", str(tmp_path / "g.gguf"), "--json"]) == 0
+    rows = {r["layer_type"]: r for r in json.loads(capsys.readouterr().out)["layers"]["types"]}
+    assert (rows["sliding_attention"]["layers"], rows["full_attention"]["layers"]) == want
+    assert (rows["sliding_attention"]["rope"]["base"], rows["full_attention"]["rope"]["base"]) == (1e4, 1e6)
+    assert cli.main(["--gguf", str(tmp_path / "g.gguf")]) == 0
+    assert "sliding_attention" in capsys.readouterr().out
 
 
 def test_cli_bad_gguf_is_one_line_and_status_2(tmp_path, capsys):

@@ -333,11 +333,12 @@ def test_stream_kernel_out_of_memory_is_a_memory_error():
 # -- the fused stream kernel (rs_rotate_streams) ----------------------------------------
 @pytest.mark.parametrize("section, interleaved", SECTIONS)
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-@pytest.mark.parametrize("layout", ["prefill", "decode", "strided"])
+@pytest.mark.parametrize("layout", ["prefill", "decode", "strided", "text-image-text"])
 def test_fused_streams_give_the_stream_tables_bits(section, interleaved, dtype, layout, threads):
     """Rope.apply with differing streams rotates in one fused pass (each stream's row made as
-    its position changes, scattered to its pairs); the bits are those of apply_rotary with
-    cos_sin_streams' table, whatever the pairing, direction, place, partial width or threads."""
+    its position changes, scattered to its pairs, or made at once for a token whose streams
+    agree); the bits are those of apply_rotary with cos_sin_streams' table, whatever the
+    pairing, direction, place, partial width or threads."""
     n = sum(section)
     rope = ropescale.Rope(2 * n, 1e6, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64,
                                        "mrope_section": section, "mrope_interleaved": interleaved})
@@ -352,6 +353,15 @@ def test_fused_streams_give_the_stream_tables_bits(section, interleaved, dtype, 
         if layout == "strided":
             x = x[:, ::-1, :, :]
             streams = streams.astype(np.float64) + 0.25
+        if layout == "text-image-text":   # Qwen2-VL's layout: rows whose streams agree next to rows whose do not
+            streams = np.stack([t, t, t])
+            rows, cols = np.divmod(np.arange(196), 14)
+            streams[:, 200:396] = 200 + np.stack([np.zeros(196, np.int64), rows, cols])
+            streams[:, 396:] -= 396 - 214
+            streams[2, 450:470:2] += 1    # one stream leaves and rejoins the others, token by token
+            streams[0, 500:520:3] -= 1
+            streams[:, 530:536] = np.array([[600, 610, 620], [601, 601, 601]] * 3).T   # back to a row's positions
+            streams = streams[:, None, :, None]
     for n_threads in (1, 2):
         threads(n_threads)
         for inverse in (False, True):

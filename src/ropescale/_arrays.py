@@ -28,11 +28,14 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
+from . import _core
+
 _U16 = np.dtype(np.uint16)
 _F32 = np.dtype(np.float32)
 _F64 = np.dtype(np.float64)
 
 NUMPY, TORCH, JAX = "numpy", "torch", "jax"
+DLPACK = "dlpack"  # another DLPack exporter's bfloat16: the result is an ml_dtypes array (write into out= to avoid it)
 
 # DLPack device types (dlpack.h): only kDLCPU memory can be read here.
 _DL_DEVICES = {1: "cpu", 2: "cuda", 3: "cuda_host", 4: "opencl", 7: "vulkan", 8: "metal", 9: "vpi",
@@ -185,10 +188,15 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
             raise TypeError(f"{name} is on DLPack device {_DL_DEVICES.get(dev, dev)}; ropescale's array functions "
                             f"need CPU memory: move it to the CPU first")
         try:
-            return np.from_dlpack(value), NUMPY, False
-        except (TypeError, BufferError, RuntimeError) as e:
-            raise TypeError(f"{name}: cannot read {type(value).__name__} through DLPack ({e}); use float16, bfloat16 "
-                            f"(torch), float32 or float64") from None
+            capsule = value.__dlpack__()
+        except (TypeError, BufferError, RuntimeError, ValueError) as e:
+            raise TypeError(f"{name}: cannot read {type(value).__name__} through DLPack ({e}); use float16, "
+                            f"bfloat16, float32 or float64") from None
+        # ropescale's own reader: NumPy's refuses DLPack's bfloat16 code, which is read here as bits
+        arr, bf16 = _core.from_dlpack(capsule, name)
+        if bf16:
+            return arr.view(type=BF16Bits), DLPACK, True
+        return arr, NUMPY, False
     return value, NUMPY, False
 
 
@@ -216,7 +224,9 @@ def _bits_as_ml_dtypes(bits: np.ndarray) -> np.ndarray:
 
 
 def _float_in(name: str, value: Any) -> Any:
-    """A table or frequency argument as NumPy, bfloat16 widened to float32 (tables are small)."""
+    """A table, frequency or position argument as NumPy, bfloat16 widened to float32 (exactly; these are small).
+
+    Never :func:`unwrap` alone for them: its bfloat16 *bits* read as numbers would be wrong values."""
     arr, _, bf16 = unwrap(name, value)
     return bf16_to_f32(arr) if bf16 else arr
 
@@ -257,7 +267,8 @@ def _torch_views(x: Any, a: Any, b: Any, out: Any) -> Optional[tuple]:
             or (out is not None and type(out) is not _TENSOR) or x.dtype is _TENSOR_BF16:
         return None
     try:
-        return x.numpy(), a.numpy(), b.numpy(), (None if out is None else out.numpy())
+        xv = x.numpy()
+        return xv, a.numpy(), b.numpy(), (None if out is None else xv if out is x else out.numpy())
     except (TypeError, RuntimeError):
         return None
 
@@ -327,7 +338,7 @@ def positions_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] =
             res = run(views[0], views[1], views[2], attention_factor, interleaved, inverse, views[3])
             return out if out is not None else _FROM_NUMPY(res)
         xa, kind, _ = unwrap("x", x)
-        pa = unwrap("positions", positions)[0]
+        pa = _float_in("positions", positions)
         ta = _float_in("inv_freq", inv_freq)
         if out is None:
             return _of_kind(run(xa, pa, ta, attention_factor, interleaved, inverse, None), kind)
@@ -345,7 +356,9 @@ def cos_sin_entry(fn: Callable) -> Callable:
         tdt = torch_dtype(dtype)
         if type(positions) is np.ndarray and tdt is None and not _foreign(inv_freq):
             return fn(positions, inv_freq, attention_factor=attention_factor, dtype=dtype)
-        pa, kind, _ = unwrap("positions", positions)
+        pa, kind, bits = unwrap("positions", positions)
+        if bits:  # bfloat16 positions: their values (every one is exact in float32)
+            pa = bf16_to_f32(pa)
         ta = _float_in("inv_freq", inv_freq)
         if tdt is not None and kind != TORCH:
             kind = TORCH  # a torch dtype asks for torch tables

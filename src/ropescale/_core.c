@@ -1027,6 +1027,179 @@ static PyObject *py_test_simd_cap(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ------------------------------------------------------------------ */
+/* DLPack import                                                        */
+/* ------------------------------------------------------------------ */
+
+/* The DLPack structures (dlpack.h, v0.8 and v1.x), declared here so that
+ * the build needs no DLPack header: any CPU exporter's tensor, bfloat16
+ * included (NumPy's own from_dlpack refuses it), is viewed without a copy. */
+typedef struct {
+    int32_t device_type, device_id;
+} rs_dl_device;
+typedef struct {
+    uint8_t code, bits;
+    uint16_t lanes;
+} rs_dl_dtype;
+typedef struct {
+    void *data;
+    rs_dl_device device;
+    int32_t ndim;
+    rs_dl_dtype dtype;
+    int64_t *shape, *strides;
+    uint64_t byte_offset;
+} rs_dl_tensor;
+typedef struct rs_dl_managed {
+    rs_dl_tensor t;
+    void *manager_ctx;
+    void (*deleter)(struct rs_dl_managed *);
+} rs_dl_managed;
+typedef struct rs_dl_versioned {
+    uint32_t major, minor;
+    void *manager_ctx;
+    void (*deleter)(struct rs_dl_versioned *);
+    uint64_t flags;
+    rs_dl_tensor t;
+} rs_dl_versioned;
+
+enum { RS_DL_CPU = 1, RS_DL_INT = 0, RS_DL_UINT = 1, RS_DL_FLOAT = 2, RS_DL_BFLOAT = 4, RS_DL_BOOL = 6 };
+#define RS_DL_READ_ONLY 1u
+
+/* The owner a view keeps as its base: releasing it hands the tensor back. */
+static void dl_release_legacy(PyObject *owner)
+{
+    rs_dl_managed *m = (rs_dl_managed *)PyCapsule_GetPointer(owner, "ropescale.dlpack");
+    if (m != NULL && m->deleter != NULL)
+        m->deleter(m);
+}
+
+static void dl_release_versioned(PyObject *owner)
+{
+    rs_dl_versioned *m = (rs_dl_versioned *)PyCapsule_GetPointer(owner, "ropescale.dlpack_versioned");
+    if (m != NULL && m->deleter != NULL)
+        m->deleter(m);
+}
+
+/* The NumPy type of a DLPack dtype (bfloat16 as uint16 bits), or -1. */
+static int dl_numpy_type(rs_dl_dtype d, int *bf16)
+{
+    *bf16 = 0;
+    if (d.lanes != 1)
+        return -1;
+    switch (d.code) {
+    case RS_DL_FLOAT:
+        return d.bits == 16 ? NPY_FLOAT16 : d.bits == 32 ? NPY_FLOAT32 : d.bits == 64 ? NPY_FLOAT64 : -1;
+    case RS_DL_BFLOAT:
+        *bf16 = 1;
+        return d.bits == 16 ? NPY_UINT16 : -1;
+    case RS_DL_INT:
+        return d.bits == 8 ? NPY_INT8 : d.bits == 16 ? NPY_INT16 : d.bits == 32 ? NPY_INT32
+               : d.bits == 64 ? NPY_INT64 : -1;
+    case RS_DL_UINT:
+        return d.bits == 8 ? NPY_UINT8 : d.bits == 16 ? NPY_UINT16 : d.bits == 32 ? NPY_UINT32
+               : d.bits == 64 ? NPY_UINT64 : -1;
+    case RS_DL_BOOL:
+        return d.bits == 8 ? NPY_BOOL : -1;
+    default:
+        return -1;
+    }
+}
+
+/* from_dlpack(capsule, name) -> (array, is_bf16): a NumPy view of a DLPack
+ * capsule's CPU tensor (bfloat16 as uint16 bits, is_bf16 True).  The
+ * capsule is consumed (renamed "used_...") only on success; on a refusal
+ * it is left as it was, so its own destructor returns the tensor. */
+static PyObject *py_from_dlpack(PyObject *self, PyObject *args)
+{
+    PyObject *cap, *owner, *res;
+    const char *name;
+    const rs_dl_tensor *t;
+    void *managed;
+    npy_intp dims[NPY_MAXDIMS], strides[NPY_MAXDIMS];
+    int versioned, type, bf16, flags = NPY_ARRAY_WRITEABLE;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "Os:from_dlpack", &cap, &name))
+        return NULL;
+    versioned = PyCapsule_IsValid(cap, "dltensor_versioned");
+    if (!versioned && !PyCapsule_IsValid(cap, "dltensor")) {
+        PyErr_Format(PyExc_TypeError, "%s: __dlpack__() did not give an unused DLPack capsule", name);
+        return NULL;
+    }
+    managed = PyCapsule_GetPointer(cap, versioned ? "dltensor_versioned" : "dltensor");
+    if (managed == NULL)
+        return NULL;
+    if (versioned) {
+        const rs_dl_versioned *v = (const rs_dl_versioned *)managed;
+        if (v->major != 1) {
+            PyErr_Format(PyExc_TypeError, "%s: DLPack version %u.%u is not one ropescale reads (1.x)",
+                         name, (unsigned)v->major, (unsigned)v->minor);
+            return NULL;
+        }
+        t = &v->t;
+        if (v->flags & RS_DL_READ_ONLY)
+            flags = 0;
+    } else {
+        t = &((const rs_dl_managed *)managed)->t;
+    }
+    if (t->device.device_type != RS_DL_CPU) {
+        PyErr_Format(PyExc_TypeError, "%s is on DLPack device type %d, not the CPU (1): move it to the CPU first",
+                     name, (int)t->device.device_type);
+        return NULL;
+    }
+    if ((type = dl_numpy_type(t->dtype, &bf16)) < 0) {
+        PyErr_Format(PyExc_TypeError,
+                     "%s has DLPack dtype (code %u, %u bits, %u lanes), which ropescale does not read; use "
+                     "float16, bfloat16, float32 or float64 (integers for positions)",
+                     name, (unsigned)t->dtype.code, (unsigned)t->dtype.bits, (unsigned)t->dtype.lanes);
+        return NULL;
+    }
+    if (t->ndim < 0 || t->ndim > NPY_MAXDIMS || (t->ndim > 0 && t->shape == NULL) ||
+        (t->data == NULL && t->ndim > 0)) {
+        PyErr_Format(PyExc_ValueError, "%s: malformed DLPack tensor (ndim %d)", name, (int)t->ndim);
+        return NULL;
+    }
+    {
+        const npy_intp item = (t->dtype.bits + 7) / 8;
+        npy_intp step = item;
+        for (int i = t->ndim - 1; i >= 0; i--) {
+            if (t->shape[i] < 0 || (t->strides != NULL && (t->strides[i] > NPY_MAX_INTP / item ||
+                                                          t->strides[i] < -(NPY_MAX_INTP / item)))) {
+                PyErr_Format(PyExc_ValueError, "%s: malformed DLPack tensor (axis %d)", name, i);
+                return NULL;
+            }
+            dims[i] = (npy_intp)t->shape[i];
+            strides[i] = t->strides != NULL ? (npy_intp)t->strides[i] * item : step;
+            if (dims[i] > 0 && step > NPY_MAX_INTP / dims[i]) {
+                PyErr_Format(PyExc_ValueError, "%s: malformed DLPack tensor (size)", name);
+                return NULL;
+            }
+            step *= dims[i] > 0 ? dims[i] : 1;
+        }
+    }
+    owner = PyCapsule_New(managed, versioned ? "ropescale.dlpack_versioned" : "ropescale.dlpack",
+                          versioned ? dl_release_versioned : dl_release_legacy);
+    if (owner == NULL)
+        return NULL;
+    /* from here the owner returns the tensor: the capsule must not */
+    if (PyCapsule_SetName(cap, versioned ? "used_dltensor_versioned" : "used_dltensor") < 0) {
+        PyCapsule_SetDestructor(owner, NULL);
+        Py_DECREF(owner);
+        return NULL;
+    }
+    res = PyArray_NewFromDescr(&PyArray_Type, PyArray_DescrFromType(type), t->ndim, dims, strides,
+                               (char *)t->data + t->byte_offset, flags, NULL);
+    if (res == NULL) {
+        Py_DECREF(owner); /* returns the tensor */
+        return NULL;
+    }
+    if (PyArray_SetBaseObject((PyArrayObject *)res, owner) < 0) { /* steals owner */
+        Py_DECREF(res);
+        return NULL;
+    }
+    return Py_BuildValue("(NO)", res, bf16 ? Py_True : Py_False);
+}
+
 static PyObject *py_simd_name(PyObject *self, PyObject *noargs)
 {
     (void)self;
@@ -1057,6 +1230,9 @@ static PyMethodDef methods[] = {
     {"_test_simd_cap", py_test_simd_cap, METH_VARARGS,
      "_test_simd_cap(level): highest instruction set the kernels may use (tests only)"},
     {"simd_name", py_simd_name, METH_NOARGS, "widest instruction set the kernels use on this CPU"},
+    {"from_dlpack", py_from_dlpack, METH_VARARGS,
+     "from_dlpack(capsule, name) -> (array, is_bf16): a zero-copy NumPy view of a CPU DLPack tensor "
+     "(bfloat16 as uint16 bits)"},
     {NULL, NULL, 0, NULL}};
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_core",

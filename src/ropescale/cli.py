@@ -119,7 +119,7 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
 # -- report -------------------------------------------------------------------
 def _model(args) -> Dict[str, Any]:
     """The base (unscaled) rope and the two lengths, from flags or a config."""
-    model_rope = None
+    model_rope = found = None
     source = args.hf if args.hf is not None else args.gguf
     if source is not None:
         flag = "--hf" if args.hf is not None else "--gguf"
@@ -154,8 +154,24 @@ def _model(args) -> Dict[str, Any]:
     original, target = float(original), float(target)
     if target < original:
         raise UsageError(f"--target ({target:g}) must be >= --original ({original:g})")
+    layers = layers_data(args.hf) if args.hf is not None else \
+        (None if found is None or found.sliding is None else _gguf_layers(found))
     return {"base_rope": base_rope, "model_rope": model_rope, "original": original, "target": target,
-            "layers": None if args.hf is None else layers_data(args.hf)}
+            "layers": layers}
+
+
+def _rope_row(rope: Rope) -> Dict[str, Any]:
+    return {"base": rope.base, "method": rope.method, "rotary_dim": rope.rotary_dim, "factor": rope.factor,
+            "attention_factor": rope.attention_factor, "softmax_scale": rope.softmax_scale}
+
+
+def _gguf_layers(found: Any) -> Dict[str, Any]:
+    """The per-layer part of the report for a GGUF file with sliding-window layers (counts when it gives them)."""
+    rows = []
+    for lt, rope in (("sliding_attention", found.sliding), ("full_attention", found.rope)):
+        count = "?" if found.layer_types is None else sum(t == lt for t in found.layer_types)
+        rows.append({"layer_type": lt, "layers": count, "rope": _rope_row(rope)})
+    return {"layout": "llama.cpp", "types": rows, "query_temperature": None}
 
 
 def layers_data(config: Any) -> Optional[Dict[str, Any]]:
@@ -185,9 +201,7 @@ def layers_data(config: Any) -> Optional[Dict[str, Any]]:
         nope = sum(t == lt and r is None for t, r in zip(lr.layer_types, lr.layers))
         if rope is not None and nope:
             row["nope_layers"] = nope
-        row["rope"] = None if rope is None else {
-            "base": rope.base, "method": rope.method, "rotary_dim": rope.rotary_dim, "factor": rope.factor,
-            "attention_factor": rope.attention_factor, "softmax_scale": rope.softmax_scale}
+        row["rope"] = None if rope is None else _rope_row(rope)
         rows.append(row)
     ropes = [r for r in lr.by_type.values() if r is not None]
     qt = ropes[0].query_temperature if ropes else None

@@ -13,7 +13,15 @@ What a GGUF file says about its rope (keys as the ``gguf`` package names them):
   ``rope_factors_short`` (LongRoPE);
 * the pairing, which is not in the file but fixed per architecture by
   llama.cpp: consecutive pairs ("norm", e.g. ``llama``, whose converter
-  permutes q/k weights) or half-split pairs ("neox", e.g. ``qwen2``).
+  permutes q/k weights) or half-split pairs ("neox", e.g. ``qwen2``);
+* the rope of the sliding-window layers, in models that have them
+  (``{arch}.attention.sliding_window``): as llama.cpp's loader reads it, the
+  other layers' rope with the base ``{arch}.rope.freq_base_swa`` and the
+  widths ``{arch}.attention.key_length_swa`` and
+  ``{arch}.rope.dimension_count_swa`` when the file has those keys, and for
+  Gemma 3 (``gemma3``, ``gemma-embedding``) a fixed unscaled base of 10000,
+  which its loader sets without reading a key (transformers'
+  ``rope_local_base_freq``).
 
 How GGUF expresses each ropescale method (what :func:`metadata` writes and
 :func:`read` reads back):
@@ -45,7 +53,7 @@ import mmap
 import os
 import struct
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 
@@ -104,6 +112,22 @@ class GGUFRope:
     pairing: Optional[str]
     context_length: Optional[int]
     keys: Dict[str, Any] = field(default_factory=dict)  # the rope-related metadata as read
+    #: The rope of the sliding-window layers (see the module docstring), or None without such layers.
+    sliding: Optional[Rope] = None
+    #: Each layer's type (``"sliding_attention"`` / ``"full_attention"``) when the file says, or None.
+    layer_types: Optional[List[str]] = None
+
+    def layer_rope(self, layer_type: Optional[str] = None) -> Rope:
+        """The rope of one kind of layer: ``None`` or ``"full_attention"`` (:attr:`rope`), ``"sliding_attention"``."""
+        if layer_type is None or layer_type == "full_attention":
+            return self.rope
+        if layer_type == "sliding_attention":
+            if self.sliding is None:
+                raise ValueError(f"{self.path}: the model has no sliding-window layers (the GGUF metadata has no "
+                                 f"{self.arch + '.attention.sliding_window'!r})")
+            return self.sliding
+        raise ValueError(f"layer_type must be None, 'full_attention' or 'sliding_attention' for a GGUF file, "
+                         f"got {layer_type!r}")
 
     @property
     def interleaved(self) -> Optional[bool]:
@@ -257,7 +281,62 @@ def read(path: Any) -> GGUFRope:
     shown.update({k: v for k, v in keys.items() if k in (f"{arch}.context_length", f"{arch}.attention.key_length",
                                                           f"{arch}.attention.head_count", f"{arch}.embedding_length")})
     shown.update({k: f"[{len(v)} values]" for k, v in tensors.items()})
-    return GGUFRope(p, arch, rope, pairing(arch), None if ctx is None else int(ctx), shown)
+    window = _number(p, keys, f"{arch}.attention.sliding_window")
+    sliding = types = None
+    if window:
+        shown[f"{arch}.attention.sliding_window"] = window
+        sliding = _sliding_rope(p, arch, keys, rope)
+        types = _layer_types(arch, keys)
+    return GGUFRope(p, arch, rope, pairing(arch), None if ctx is None else int(ctx), shown, sliding, types)
+
+
+def _layer_types(arch: str, keys: Dict[str, Any]) -> Optional[List[str]]:
+    """Which layers slide, as llama.cpp's loader reads ``{arch}.attention.sliding_window_pattern``: one flag per
+    layer (true: sliding), or a period n (layer i slides when n = 0 or i mod n < n - 1, llama.cpp's
+    ``set_swa_pattern``; Gemma 3 fixes n = 6).  A few architectures put the full layer first in each
+    period instead; for them only the per-layer form is read right."""
+    n_layers = keys.get(f"{arch}.block_count")
+    pattern = keys.get(f"{arch}.attention.sliding_window_pattern", 6 if arch in _SWA_FIXED_BASE else None)
+    if isinstance(pattern, list):
+        flags = [bool(v) for v in pattern]
+    elif isinstance(n_layers, int) and not isinstance(n_layers, bool) and 0 < n_layers <= 1 << 16 \
+            and isinstance(pattern, int) and not isinstance(pattern, bool) and pattern >= 0:
+        flags = [pattern == 0 or i % pattern < pattern - 1 for i in range(n_layers)]
+    else:
+        return None
+    return ["sliding_attention" if f else "full_attention" for f in flags]
+
+
+# Architectures whose llama.cpp loader fixes the sliding layers' rope (base 10000, no scaling)
+# without reading rope.freq_base_swa (llama_model::load_hparams, LLM_ARCH_GEMMA3 and
+# LLM_ARCH_GEMMA_EMBEDDING); transformers' Gemma 3 config says the same as rope_local_base_freq.
+_SWA_FIXED_BASE = {"gemma3": 10000.0, "gemma-embedding": 10000.0}
+
+
+def _sliding_rope(p: str, arch: str, keys: Dict[str, Any], rope: Rope) -> Rope:
+    """The sliding-window layers' rope, as llama.cpp's loader sets it up (see the module docstring).
+
+    Their head dim and rotary dim default to the other layers' and are
+    ``{arch}.attention.key_length_swa`` and ``{arch}.rope.dimension_count_swa``
+    when the file has them (Gemma 4-style models whose two kinds of layer
+    differ in width)."""
+    head = int(_number(p, keys, f"{arch}.attention.key_length_swa", rope.dim))
+    n_rot = int(_number(p, keys, f"{arch}.rope.dimension_count_swa",
+                        rope.rotary_dim if head == rope.dim else head))
+    if head <= 0 or n_rot <= 0 or n_rot % 2 or n_rot > head:
+        raise ValueError(f"{p}: the sliding layers' rotary dim {n_rot} ({arch + '.rope.dimension_count_swa'!r}) must "
+                         f"be an even number <= their head dim {head} ({arch + '.attention.key_length_swa'!r})")
+    partial = {} if n_rot == head else {"partial_rotary_factor": n_rot / head}
+    fixed = _SWA_FIXED_BASE.get(arch)
+    if fixed is not None:
+        return Rope(head, fixed, partial or None)
+    base = _number(p, keys, f"{arch}.rope.freq_base_swa", rope.base)
+    if not (math.isfinite(base) and base > 1.0):
+        raise ValueError(f"{p}: GGUF metadata {arch + '.rope.freq_base_swa'!r} must be a number > 1, got {base!r}")
+    # llama.cpp: otherwise the sliding layers share the other layers' scaling
+    sc = {k: v for k, v in (rope.scaling or {}).items() if k != "partial_rotary_factor"}
+    sc.update(partial)
+    return Rope(head, float(base), sc or None)
 
 
 def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray]) -> Rope:

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
-from ._rotary import (STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, _fast_positions, _fast_streams, apply_rotary,
+from ._rotary import (STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, _fast_positions, apply_rotary,
                       apply_rotary_positions, apply_rotary_streams, cos_sin, cos_sin_streams)
 from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
                       normalize_scaling, promoted, trained_length_from_hf)
@@ -109,7 +109,7 @@ class Rope:
     """
 
     __slots__ = ("_dim", "_base", "_scaling", "_max_pos", "_interleaved", "_qtemp", "_method", "_params",
-                 "_inv_freq", "_attn", "_streams")
+                 "_inv_freq", "_attn", "_streams", "_lean")
 
     def __init__(self, dim: int, base: float = 10000.0, scaling: Optional[Mapping[str, Any]] = None, *,
                  max_position_embeddings: Optional[float] = None, interleaved: bool = False,
@@ -130,6 +130,7 @@ class Rope:
                             ("_method", method), ("_params", params), ("_inv_freq", theta), ("_attn", attn),
                             ("_streams", _mrope_streams(sc, params["rotary_dim"] // 2, method))):
             set_(self, name, value)
+        set_(self, "_lean", self._lean_streams())
 
     def __setattr__(self, name: str, value: Any) -> None:
         hint = f"; use rope.replace({name}=...)" if name in _FIELDS else ""
@@ -382,6 +383,16 @@ class Rope:
         """
         return cls(dim, base, {"rope_type": "axial"}, interleaved=interleaved)
 
+    def _lean_streams(self) -> Optional[int]:
+        """What :meth:`apply`'s lean lane takes: 0 (plain positions) or the number of M-RoPE streams; None
+        when every call needs the general path (the frequencies depend on the positions)."""
+        if SPECS[self._method].length_dependent:
+            return None
+        if self._streams is None:
+            return 0
+        k = self._n_streams()
+        return k if k <= STREAMS_MAX and self._inv_freq.shape[0] <= STREAM_PAIRS_MAX else None
+
     def _n_streams(self) -> int:
         """len(mrope_section) without its per-call bincount: chunked streams ascend, so the count is last + 1."""
         return len(self._scaling["mrope_section"]) if self.mrope_interleaved else int(self._streams[-1]) + 1
@@ -449,12 +460,22 @@ class Rope:
         >>> bool(np.allclose(rope.apply(y, np.arange(3)[:, None], inverse=True), q, atol=1e-6))
         True
         """
-        if self._streams is not None and type(positions) is np.ndarray and type(x) is np.ndarray:
-            # M-RoPE's common case (integer streams, a kernel dtype) straight to a kernel: at a decode
-            # step whose x and out fill a core's L2, each microsecond of Python here costs several
-            fast = self._apply_streams_fast(x, positions, interleaved, inverse, out, seq_len)
-            if fast is not None:
-                return fast
+        lean = self._lean
+        if lean is not None and type(x) is np.ndarray and type(positions) is np.ndarray and seq_len is None:
+            # The common call straight to a fused kernel: at a decode step whose x and out fill a
+            # core's L2, every line of Python here runs from a cold cache and costs several times
+            # its warm time.  M-RoPE streams go to the stream kernel as they are (it makes the row
+            # of a token whose streams agree at once, with the same bits); a refusal of any check
+            # returns None and the general path below raises or handles the call.
+            il = self._interleaved if interleaved is None else interleaved
+            if lean == 0:
+                res = _fast_positions(x, positions, self._inv_freq, self._attn, il, inverse, out)
+            elif positions.ndim >= 2 and positions.shape[0] == lean and positions.dtype == _INT64:
+                res = _fast_positions(x, positions, self._inv_freq, self._attn, il, inverse, out, self._streams)
+            else:
+                res = None
+            if res is not None:
+                return res
         theta, attn = self._for_positions(positions, seq_len)
         if interleaved is None:
             interleaved = self._interleaved
@@ -462,40 +483,19 @@ class Rope:
         if streams is not None:
             x_arr = np.asarray(x)
             dt = x_arr.dtype if x_arr.dtype.kind == "f" else np.float64
-            same = _one_stream(streams) if dt in _FUSED_EQUALS_CACHED else None
-            if same is None:
-                if (dt in _FUSED_EQUALS_CACHED and streams.shape[0] <= STREAMS_MAX
-                        and theta.shape[0] <= STREAM_PAIRS_MAX):
-                    # fused, every stream's angles made as the rows go by, with the
-                    # bits of the stream table (tests/test_mrope.py); it names the
-                    # positions in its own broadcasting check
-                    return apply_rotary_streams(x, streams, theta, self._streams, attention_factor=attn,
-                                                interleaved=interleaved, inverse=inverse, out=out)
-                if x_arr.ndim >= 1:  # name the positions, not the tables made from them
-                    _check_broadcast("positions", streams.shape[1:], x_arr.shape[:-1])
-                c, s = self._stream_cos_sin(streams, theta, attn, np.float64 if dt == np.float64 else np.float32)
-                return apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=out)
-            # Every stream at the same position (text tokens, every decode step of Qwen2-VL):
-            # plain rope, fused, with the same bits as the stream table (tests/test_mrope.py).
-            positions = same
+            if dt in _FUSED_EQUALS_CACHED and streams.shape[0] <= STREAMS_MAX and theta.shape[0] <= STREAM_PAIRS_MAX:
+                # fused, every stream's angles made as the rows go by (a token whose streams
+                # agree, such as every decode step of Qwen2-VL, at once), with the bits of the
+                # stream table (tests/test_mrope.py); it names the positions in its own
+                # broadcasting check
+                return apply_rotary_streams(x, streams, theta, self._streams, attention_factor=attn,
+                                            interleaved=interleaved, inverse=inverse, out=out)
+            if x_arr.ndim >= 1:  # name the positions, not the tables made from them
+                _check_broadcast("positions", streams.shape[1:], x_arr.shape[:-1])
+            c, s = self._stream_cos_sin(streams, theta, attn, np.float64 if dt == np.float64 else np.float32)
+            return apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=out)
         return apply_rotary_positions(x, positions, theta, attention_factor=attn, interleaved=interleaved,
                                       inverse=inverse, out=out)
-
-    def _apply_streams_fast(self, x, streams, interleaved, inverse, out, seq_len):
-        """The lean lane of :meth:`apply` for M-RoPE, or None (the general path then runs and
-        raises what it must).  The same kernels and bits as the general path: equal streams
-        take the plain fused kernel, differing ones the stream kernel."""
-        if seq_len is not None or streams.dtype != _INT64 or streams.ndim < 2 or x.dtype not in _FUSED_EQUALS_CACHED \
-                or SPECS[self._method].length_dependent:
-            return None
-        k = self._n_streams()
-        if streams.shape[0] != k or k > STREAMS_MAX or self._inv_freq.shape[0] > STREAM_PAIRS_MAX:
-            return None
-        il = self._interleaved if interleaved is None else interleaved
-        same = _one_stream(streams)
-        if same is not None:
-            return _fast_positions(x, same, self._inv_freq, self._attn, il, inverse, out)
-        return _fast_streams(x, streams, self._inv_freq, self._streams, self._attn, il, inverse, out)
 
     # -- configs -----------------------------------------------------------
     @classmethod
@@ -670,14 +670,18 @@ class Rope:
 
     # -- GGUF (llama.cpp files; see ropescale.gguf) ---------------------------
     @classmethod
-    def from_gguf(cls, path: Any) -> "Rope":
+    def from_gguf(cls, path: Any, *, layer_type: Optional[str] = None) -> "Rope":
         """The rope of a llama.cpp GGUF file (see :func:`ropescale.gguf.read` for the pairing and context).
+
+        ``layer_type="sliding_attention"`` gives the rope of the sliding-window
+        layers of a model that has them (``{arch}.rope.freq_base_swa``, or
+        Gemma 3's fixed local base); None, the default, the other layers'.
 
         ``ValueError`` names the file and the missing key when it is not a
         GGUF, is truncated or has no rope metadata.
         """
         from .gguf import read
-        return read(path).rope
+        return read(path).layer_rope(layer_type)
 
     def to_gguf(self, arch: str = "llama", *, context_length: Optional[int] = None) -> dict:
         """The GGUF metadata a converter writes for this rope (see :func:`ropescale.gguf.metadata`).
@@ -695,21 +699,6 @@ class Rope:
 # (float64 for float64) table that M-RoPE builds (tests/test_rotary.py, tests/test_mrope.py).
 _INT64 = np.dtype(np.int64)
 _FUSED_EQUALS_CACHED = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
-
-
-def _one_stream(streams: np.ndarray) -> Optional[np.ndarray]:
-    """``streams[0]`` when every stream holds the same integer positions, else None.
-
-    Integers only: float positions may differ in the sign of a zero, which
-    changes the sign of a sine."""
-    if streams.dtype.kind not in "iu" or streams.shape[0] == 0:
-        return None
-    first = streams[0]
-    if streams.size <= 4096:  # a decode step: comparing the bytes costs a third of the ufunc's overhead
-        raw = streams.tobytes()
-        n = len(raw) // streams.shape[0]
-        return first if raw[n:] == raw[:n] * (streams.shape[0] - 1) else None
-    return first if bool((streams == first).all()) else None
 
 
 def _mrope_streams(scaling: Optional[Mapping[str, Any]], n_pairs: int, method: str = "default") -> Optional[np.ndarray]:

@@ -131,10 +131,10 @@ def angles(positions: Any, inv_freq: Any) -> np.ndarray:
            [1. , 0.5],
            [2. , 1. ]])
     """
-    from ._arrays import unwrap
+    from ._arrays import _float_in
 
-    p = np.asarray(unwrap("positions", positions)[0], dtype=np.float64)
-    t = np.asarray(unwrap("inv_freq", inv_freq)[0], dtype=np.float64)
+    p = np.asarray(_float_in("positions", positions), dtype=np.float64)
+    t = np.asarray(_float_in("inv_freq", inv_freq), dtype=np.float64)
     if t.ndim != 1:
         raise ValueError(f"inv_freq must be 1-D, got shape {t.shape}")
     return p[..., None] * t

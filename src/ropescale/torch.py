@@ -83,29 +83,36 @@ def _fast_tables(x: Any, cos: Any, sin: Any, interleaved: Any, inverse: Any) -> 
     return None if res is None else torch.from_numpy(res)
 
 
-def _c_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, inverse: bool) -> torch.Tensor:
-    """The C kernels on detached CPU tensors and half-width tables (checked by the caller)."""
-    res = _fast_tables(x, cos, sin, interleaved, inverse)
+def _c_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, inverse: bool,
+              layout: Optional[str] = "half") -> torch.Tensor:
+    """The C kernels on detached CPU tensors; half-width tables (checked by the caller for ``"half"``; None:
+    refused here when they look full-width, as :func:`ropescale.apply_rotary` does)."""
+    res = _fast_tables(x, cos, sin, interleaved, inverse)   # its lane refuses full-width-looking tables
     if res is not None:
         return res
-    return _rotary.apply_rotary(x, cos, sin, interleaved=interleaved, inverse=inverse, layout="half")
+    return _rotary.apply_rotary(x, cos, sin, interleaved=interleaved, inverse=inverse, layout=layout)
 
 
 class _Rotate(torch.autograd.Function):
-    """Rotation by given tables through the C kernels; backward = inverse rotation."""
+    """Rotation by given tables through the C kernels; backward = inverse rotation.
+
+    ``layout`` is None when the forward is to check that the tables are
+    half-width (the C path checks them as it goes) or ``"half"`` once checked."""
 
     @staticmethod
-    def forward(ctx, x, cos, sin, interleaved, inverse):
+    def forward(ctx, x, cos, sin, interleaved, inverse, layout):
         ctx.interleaved, ctx.inverse = interleaved, inverse
-        ctx.save_for_backward(x, cos, sin)
-        return _c_rotate(x.detach(), cos.detach(), sin.detach(), interleaved, inverse)
+        y = _c_rotate(_no_grad(x), _no_grad(cos), _no_grad(sin), interleaved, inverse, layout)
+        # x is needed only for the tables' gradients (products, not rotations)
+        ctx.save_for_backward(x if ctx.needs_input_grad[1] or ctx.needs_input_grad[2] else None, cos, sin)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
         x, cos, sin = ctx.saved_tensors
         gx = gc = gs = None
         if ctx.needs_input_grad[0]:
-            gx = _c_rotate(grad.contiguous(), cos.detach(), sin.detach(), ctx.interleaved, not ctx.inverse)
+            gx = _c_rotate(grad.contiguous(), _no_grad(cos), _no_grad(sin), ctx.interleaved, not ctx.inverse)
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             # Gradients of the tables are products, not rotations: torch's own autograd of the same formula.
             with torch.enable_grad():
@@ -118,7 +125,7 @@ class _Rotate(torch.autograd.Function):
                 gc = got.pop(0)
             if ctx.needs_input_grad[2]:
                 gs = got.pop(0)
-        return gx, gc, gs, None, None
+        return gx, gc, gs, None, None, None
 
 
 class _RotatePositions(torch.autograd.Function):
@@ -193,8 +200,10 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, inter
             # that requires grad under no_grad() is read as it is (the array functions refuse it)
             return _rotary.apply_rotary(_no_grad(x), _no_grad(cos), _no_grad(sin), interleaved=interleaved,
                                         inverse=inverse, layout=layout)
-        cos, sin = _torch_half_tables(cos, sin, layout)
-        return _Rotate.apply(x, cos, sin, bool(interleaved), bool(inverse))
+        if layout is not None:
+            cos, sin = _torch_half_tables(cos, sin, layout)
+            layout = "half"
+        return _Rotate.apply(x, cos, sin, bool(interleaved), bool(inverse), layout)
     cos, sin = _torch_half_tables(cos, sin, layout)
     if cos.shape != sin.shape:
         raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
@@ -244,7 +253,8 @@ def _cpu_array(name: str, value: Any) -> np.ndarray:
         if value.requires_grad:
             raise TypeError(f"{name} requires grad; ropescale.torch differentiates with respect to x only: "
                             f"pass {name}.detach()")
-        return value.detach().cpu().numpy()
+        value = value.detach().cpu()
+        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()  # bfloat16 values, exactly
     return value
 
 

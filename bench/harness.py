@@ -23,7 +23,8 @@ Contenders of an ``apply`` case:
   section at plain per-token positions, while ``ropescale`` is
   ``Rope.apply`` of the M-RoPE rope at ``k`` position streams (Qwen2-VL
   style: text tokens at equal positions on every stream, an image's tokens
-  at (t, row, column)); ``x_plain`` = M-RoPE time / plain time.
+  at (t, row, column)); ``x_plain`` = M-RoPE time / plain time, from single
+  calls shuffled one by one (:func:`time_calls_shuffled`), not the batches.
 * ``torch``: what Hugging Face transformers does on CPU,
   ``q * cos + rotate_half(q) * sin`` (``rotate_every_two`` for interleaved
   pairs; the fused form also makes cos/sin from positions, as the HF rotary
@@ -434,16 +435,19 @@ def time_interleaved(fns, repeat=5, warmup=1, min_sample=0.005, budget=1.0, max_
         t = _time_calls(fns[name], 1)  # the second sets the batch size
         number[name] = max(1, min(10000, int(math.ceil(min_sample / max(t, 1e-9)))))
     samples: Dict[str, List[float]] = {n: [] for n in names}
+    order_rng = np.random.default_rng(12)
     was_enabled = gc.isenabled()
     gc.disable()
     try:
         rounds, r = warmup + repeat, 0
         while r < rounds:
             t0 = time.perf_counter()
-            # Each round starts with the next contender: the first one after the
-            # round's gc.collect() runs measurably slower (~10% at decode shapes).
-            k = r % len(names)
-            for name in names[k:] + names[:k]:
+            # A fresh order every round: the first contender after the round's
+            # gc.collect() runs measurably slower (~10% at decode shapes), and a
+            # fixed cycle gave each contender the same predecessor every round
+            # (the one after np.copyto's idle second core read 4-13% slower
+            # than the same call elsewhere in the cycle).
+            for name in order_rng.permutation(names).tolist():
                 t = _time_calls(fns[name], number[name])
                 if r >= warmup:
                     samples[name].append(t)
@@ -457,6 +461,42 @@ def time_interleaved(fns, repeat=5, warmup=1, min_sample=0.005, budget=1.0, max_
         if was_enabled:
             gc.enable()
     return {n: (float(np.median(v)), float(np.min(v))) for n, v in samples.items()}
+
+
+def time_calls_shuffled(fns, budget=2.0, max_calls=4000, seed=7):
+    """Per contender: the median seconds of single calls, the contenders' calls
+    shuffled one by one (each contender once per step, in a random order).
+
+    For ratios of a few percent between calls of the same kind (M-RoPE
+    against plain positions): any drift of the machine, and any effect of
+    what ran just before, reaches every contender alike.  Round-robin
+    batches (:func:`time_interleaved`) read identical calls 0.98-1.13 apart
+    on this machine; this reads them within 1-2%.  Returns ``{name: median}``.
+    """
+    names = list(fns)
+    for name in names:   # warm-up, and the step's length
+        fns[name]()
+    t0 = time.perf_counter()
+    for name in names:
+        fns[name]()
+    per_step = time.perf_counter() - t0
+    steps = max(20, min(max_calls, int(budget / max(per_step, 1e-9))))
+    rng = np.random.default_rng(seed)
+    times = {n: np.empty(steps) for n in names}
+    clock = time.perf_counter
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for i in range(steps):
+            for name in rng.permutation(names).tolist():
+                fn = fns[name]
+                t = clock()
+                fn()
+                times[name][i] = clock() - t
+    finally:
+        if was_enabled:
+            gc.enable()
+    return {n: float(np.median(v)) for n, v in times.items()}
 
 
 # ---------------------------------------------------------------------------
@@ -602,7 +642,18 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
     row["x_copy"] = rs_ms / row["xcopy_ms"] if row["xcopy_ms"] else None
     row["x_compile"] = row["compile_ms"] / rs_ms if row["compile_ms"] else None
     row["x_jax"] = row["jax_ms"] / rs_ms if row["jax_ms"] else None
-    row["x_plain"] = rs_ms / row["plain_ms"] if row["plain_ms"] else None
+    if row["plain_ms"]:
+        # M-RoPE against plain positions is a matter of a few percent: timed call by call (see
+        # time_calls_shuffled), not from the batches above
+        fns, _ = build(spec, {"ropescale", "plain"})
+        prev = ropescale.set_num_threads(n_threads)
+        try:
+            single = time_calls_shuffled(fns, budget=2.0 * budget)
+        finally:
+            ropescale.set_num_threads(prev)
+        row["x_plain"] = single["ropescale"] / single["plain"]
+    else:
+        row["x_plain"] = None
     row["rss_mb"] = None
     if rss:
         probe = peak_rss_growth(spec)

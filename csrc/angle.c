@@ -128,6 +128,29 @@ RS_MULTIVERSION(exact_row,
                  double *restrict s),
                 (theta, n, t, c, s), RS_EXACT_ROW_BODY)
 
+/* The same with each angle's own t (fused M-RoPE: pairs of different
+ * streams), element by element the same arithmetic, so the same bits. */
+#define RS_EXACT_ROW_PP_BODY                                                   \
+    for (int64_t k = 0; k < n; k++)                                            \
+        RS_SINCOS_BODY(t[k], theta[k], c[k], s[k]);
+RS_MULTIVERSION(exact_row_pp,
+                (const double *restrict theta, int64_t n, const double *restrict t,
+                 double *restrict c, double *restrict s),
+                (theta, n, t, c, s), RS_EXACT_ROW_PP_BODY)
+
+/* And for chunked M-RoPE sections: the pairs of run j (k in [runs[j],
+ * runs[j+1])) at their stream's t[j], in one call. */
+#define RS_EXACT_ROW_RUNS_BODY                                                 \
+    for (int64_t j = 0; j < nr; j++) {                                         \
+        const double tj = t[j];                                                \
+        for (int64_t k = runs[j]; k < runs[j + 1]; k++)                        \
+            RS_SINCOS_BODY(tj, theta[k], c[k], s[k]);                          \
+    }
+RS_MULTIVERSION(exact_row_runs,
+                (const double *restrict theta, const int64_t *restrict runs, int64_t nr,
+                 const double *restrict t, double *restrict c, double *restrict s),
+                (theta, runs, nr, t, c, s), RS_EXACT_ROW_RUNS_BODY)
+
 /* c = scale * cos(x + y), s = scale * sin(x + y) from the exact rows of x
  * (hc, hs) and y (lc, ls): error ~2 ulp of float64.  hc == NULL: the rows
  * of y alone, scaled.  Vectorized per instruction set like exact_row. */
@@ -152,18 +175,61 @@ RS_MULTIVERSION(combine,
                  double *restrict s),
                 (n, scale, hc, hs, lc, ls, c, s), RS_COMBINE_BODY)
 
+/* combine() for chunked M-RoPE sections: run j's pairs take their y from
+ * the exact row r[j] of the rows lo (n pairs each), read in place. */
+#define RS_COMBINE_RUNS_BODY                                                   \
+    for (int64_t j = 0; j < nr; j++) {                                         \
+        const double *restrict lc = loc + (size_t)r[j] * (size_t)n;            \
+        const double *restrict ls = los + (size_t)r[j] * (size_t)n;            \
+        if (hc == NULL) {                                                      \
+            for (int64_t k = runs[j]; k < runs[j + 1]; k++) {                  \
+                c[k] = scale * lc[k];                                          \
+                s[k] = scale * ls[k];                                          \
+            }                                                                  \
+        } else {                                                               \
+            for (int64_t k = runs[j]; k < runs[j + 1]; k++) {                  \
+                c[k] = scale * (hc[k] * lc[k] - hs[k] * ls[k]);                \
+                s[k] = scale * (hs[k] * lc[k] + hc[k] * ls[k]);                \
+            }                                                                  \
+        }                                                                      \
+    }
+RS_MULTIVERSION(combine_runs,
+                (int64_t n, double scale, const double *restrict hc, const double *restrict hs,
+                 const double *restrict loc, const double *restrict los, const int64_t *restrict runs,
+                 int64_t nr, const int *restrict r, double *restrict c, double *restrict s),
+                (n, scale, hc, hs, loc, los, runs, nr, r, c, s), RS_COMBINE_RUNS_BODY)
+
+/* An integer position t (|t| < 2^52) as q*RS_LO_ROWS + r with 0 <= r <
+ * RS_LO_ROWS, in integer arithmetic (floor() is a libm call without
+ * SSE4.1, and a decode row takes one split per stream); 0 for any other t. */
+#if (RS_LO_ROWS & (RS_LO_ROWS - 1)) != 0
+#error "RS_LO_ROWS must be a power of two"
+#endif
+static int split_position(double t, double *q, int *r)
+{
+    int64_t ti;
+    if (!(fabs(t) < 0x1p52))
+        return 0;
+    ti = (int64_t)t;
+    if ((double)ti != t)
+        return 0;
+    *r = (int)(ti & (RS_LO_ROWS - 1));
+    *q = (double)((ti - *r) / RS_LO_ROWS); /* exact: floor(t / RS_LO_ROWS) */
+    return 1;
+}
+
 void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
                   double *restrict s)
 {
     const int64_t n = a->n;
     const double scale = a->scale;
 
-    if (t == floor(t) && fabs(t) < 0x1p52) {
+    double q;
+    int r;
+    if (split_position(t, &q, &r)) {
         /* Always this path for an integer, never the direct one: a position
          * gets the same bits whatever else the call holds (cos_sin of [501]
          * once differed from cos_sin of [500, 501] by 2 ulp). */
-        double q = floor(t / RS_LO_ROWS);
-        int r = (int)(t - q * RS_LO_ROWS);
         const double *restrict lc = a->lo_c + (size_t)r * (size_t)n;
         const double *restrict ls = a->lo_s + (size_t)r * (size_t)n;
         const double *restrict hc = a->hi_c;
@@ -190,6 +256,111 @@ void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
         c[k] *= scale;
         s[k] *= scale;
     }
+}
+
+size_t rs_stream_angles_doubles(int64_t n)
+{
+    return rs_angle_cache_doubles(n) + 3 * (size_t)(n > 0 ? n : 1);
+}
+
+void rs_stream_angles_init(rs_stream_angles *m, double *mem, const double *theta,
+                           const int64_t *pair_stream, const int64_t *runs, int64_t n,
+                           int64_t n_streams, double scale)
+{
+    const size_t w = (size_t)(n > 0 ? n : 1);
+    rs_angle_cache_init(&m->a, mem, theta, n, scale);
+    m->pair_stream = pair_stream;
+    m->runs = runs;
+    m->n_streams = n_streams;
+    m->tv = mem + rs_angle_cache_doubles(n);
+    m->lc = m->tv + w;
+    m->ls = m->lc + w;
+    for (int j = 0; j < RS_MAX_STREAMS; j++)
+        m->hq[j] = 0.0;
+    memset(m->lo_runs, 0, sizeof(m->lo_runs));
+}
+
+int rs_stream_angle_row(rs_stream_angles *m, const double *t, double *restrict c,
+                        double *restrict s)
+{
+    rs_angle_cache *a = &m->a;
+    const int64_t n = a->n, ns = m->n_streams;
+    const int64_t *restrict ps = m->pair_stream;
+    double q[RS_MAX_STREAMS], tq[RS_MAX_STREAMS];
+    int r[RS_MAX_STREAMS], all_q0 = 1, same_q = a->hi_ok;
+
+    /* one scalar pass (a vector copy of q written element by element
+     * stalled on store forwarding, about a tenth of a decode row) */
+    for (int64_t j = 0; j < ns; j++) {
+        double qj;
+        int rj;
+        if (!split_position(t[j], &qj, &rj))
+            return 0;
+        q[j] = qj;
+        r[j] = rj;
+        tq[j] = qj * RS_LO_ROWS;
+        all_q0 &= qj == 0.0;
+        same_q &= qj == m->hq[j];
+    }
+    if (m->runs != NULL) {
+        /* a lo row is made run by run, as streams come to need it: a task
+         * of few rows (a decode step split over threads) would otherwise
+         * make whole rows for one stream's sake */
+        for (int64_t j = 0; j < ns; j++)
+            if (!(m->lo_runs[r[j]] & (1u << j))) {
+                const size_t at = (size_t)r[j] * (size_t)n + (size_t)m->runs[j];
+                exact_row(a->theta + m->runs[j], m->runs[j + 1] - m->runs[j], (double)r[j], a->lo_c + at,
+                          a->lo_s + at);
+                m->lo_runs[r[j]] |= 1u << j;
+            }
+    } else {
+        for (int64_t j = 0; j < ns; j++)
+            if (!a->lo_ok[r[j]]) {
+                exact_row(a->theta, n, (double)r[j], a->lo_c + (size_t)r[j] * (size_t)n,
+                          a->lo_s + (size_t)r[j] * (size_t)n);
+                a->lo_ok[r[j]] = 1;
+            }
+    }
+    if (m->runs != NULL) {
+        /* chunked sections: each run reads its stream's rows in place */
+        if (!all_q0 && !same_q) {
+            exact_row_runs(a->theta, m->runs, ns, tq, a->hi_c, a->hi_s);
+            for (int64_t j = 0; j < ns; j++)
+                m->hq[j] = q[j];
+            a->hi_ok = 1;
+        }
+        combine_runs(n, a->scale, all_q0 ? NULL : a->hi_c, a->hi_s, a->lo_c, a->lo_s, m->runs, ns, r, c,
+                     s);
+        return 1;
+    }
+    {
+        double *restrict lc = m->lc, *restrict ls = m->ls;
+        for (int64_t k = 0; k < n; k++) {
+            const size_t at = (size_t)r[ps[k]] * (size_t)n + (size_t)k;
+            lc[k] = a->lo_c[at];
+            ls[k] = a->lo_s[at];
+        }
+    }
+    if (all_q0) {
+        /* every stream's hi row would be the exact row of 0, (1, +0): the
+         * plain call skips it, and so does this one */
+        combine(n, a->scale, NULL, NULL, m->lc, m->ls, c, s);
+        return 1;
+    }
+    if (!same_q) {
+        /* A stream at q = 0 gets the exact row of t = 0, (1, +0), which
+         * the addition below turns into its lo row times scale exactly (lo
+         * cosines are never 0; lo sines are +0 only where the hi sine's
+         * +0 product leaves them +0), as the plain call's shortcut does. */
+        for (int64_t k = 0; k < n; k++)
+            m->tv[k] = q[ps[k]] * RS_LO_ROWS;
+        exact_row_pp(a->theta, n, m->tv, a->hi_c, a->hi_s);
+        for (int64_t j = 0; j < ns; j++)
+            m->hq[j] = q[j];
+        a->hi_ok = 1;
+    }
+    combine(n, a->scale, a->hi_c, a->hi_s, m->lc, m->ls, c, s);
+    return 1;
 }
 
 double rs_read_position(const char *p, int is_int)

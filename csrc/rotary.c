@@ -514,6 +514,7 @@ typedef struct {
     const int64_t *order;       /* q -> pair */
     const int64_t *start;       /* stream j's pairs: q in [start[j], start[j+1]) */
     const double *theta_sorted; /* theta[order[q]] */
+    const int64_t *pair_stream; /* pair -> stream (n > 1) */
 } rs_stream_map;
 
 typedef struct {
@@ -648,61 +649,68 @@ static size_t streams_doubles(const rs_stream_map *m)
     for (int64_t j = 0; j < m->n; j++)
         d += rs_row_maker_doubles(m->start[j + 1] - m->start[j]);
     if (m->n > 1)
-        d += rs_row_maker_doubles(m->start[m->n]);
+        d += rs_streams_maker_doubles(m->start[m->n]) + rs_row_maker_doubles(m->start[m->n]);
     return d;
 }
 
 /* One maker per stream over its pairs (sorted by stream) and, for several
- * streams, one over every pair in their own order (`mk[n]`): the row of a
- * token whose streams agree, such as a text token's, is then one row. */
-static void streams_init(const rs_stream_map *m, rs_row_maker *mk, double *mem, const double *theta,
-                         double scale)
+ * streams, two over every pair: `mk[n]` for a token whose streams agree
+ * (a text token: one plain row) and `all`, which makes a row of integer
+ * positions in one pass whatever the streams hold. */
+static void streams_init(const rs_stream_map *m, rs_row_maker *mk, rs_streams_maker *all, double *mem,
+                         const double *theta, double scale)
 {
+    const int64_t R = m->start[m->n];
     mem += m->sorted ? 0 : 2 * RS_PAIR_BLOCK;
     for (int64_t j = 0; j < m->n; j++) {
         const int64_t nj = m->start[j + 1] - m->start[j];
         rs_row_maker_init(&mk[j], mem, m->theta_sorted + m->start[j], nj, scale);
         mem += rs_row_maker_doubles(nj);
     }
-    if (m->n > 1)
-        rs_row_maker_init(&mk[m->n], mem, theta, m->start[m->n], scale);
+    if (m->n > 1) {
+        rs_row_maker_init(&mk[m->n], mem, theta, R, scale);
+        mem += rs_row_maker_doubles(R);
+        rs_streams_maker_init(all, mem, theta, m->pair_stream, m->sorted ? m->start : NULL, R, m->n, scale);
+    }
 }
 
-/* The cos/sin row of one row of x.  When every stream is at one position
- * the maker of all pairs makes it at once (each value is computed from its
- * own theta and the position alone, so the bits are those of the streams'
- * makers).  Otherwise each stream whose position changed since the previous
- * row (or every stream, `all`) makes the row of its pairs, which is
- * scattered to their places. */
-static void streams_row(const rs_stream_map *m, rs_row_maker *mk, double *last, int all,
-                        const char *pos, int pos_int, int cdt, int inverse, void *crow,
+/* The cos/sin row of one row of x, when some stream's position changed
+ * since the previous row (or always, `all_stale`).  Several streams: one
+ * plain row of every pair when they agree, else every pair at once at
+ * integer positions (`all`); each value comes from its own theta and
+ * position alone, so the bits are those of the streams' own rows.
+ * Otherwise each stream whose position changed makes the row of its
+ * pairs, which is scattered to their places. */
+static void streams_row(const rs_stream_map *m, rs_row_maker *mk, rs_streams_maker *all, double *last,
+                        int all_stale, const char *pos, int pos_int, int cdt, int inverse, void *crow,
                         void *srow, double *mem)
 {
     const int64_t item = cdt == RS_F64 ? 8 : 4;
     char *tc = (char *)(void *)mem, *ts = tc + 8 * RS_PAIR_BLOCK;
     if (m->n > 1) {
-        const double p0 = rs_read_position(pos, pos_int);
-        int64_t j = 1;
-        while (j < m->n && rs_read_position(pos + j * m->stride, pos_int) == p0)
-            j++;
-        if (j == m->n) {
-            int stale = all;
-            for (j = 0; j < m->n; j++)
-                stale |= last[j] != p0;
-            if (stale) {
-                rs_make_row(&mk[m->n], p0, cdt, crow, srow);
-                if (inverse)
-                    negate_row(cdt, m->start[m->n], srow);
-                for (j = 0; j < m->n; j++)
-                    last[j] = p0;
-            }
+        double t[RS_MAX_STREAMS];
+        int stale = all_stale, same = 1;
+        for (int64_t j = 0; j < m->n; j++) {
+            t[j] = rs_read_position(pos + j * m->stride, pos_int);
+            stale |= t[j] != last[j];
+            same &= t[j] == t[0];
+        }
+        if (!stale)
+            return;
+        if (same || rs_make_row_streams(all, t, cdt, crow, srow)) {
+            if (same)
+                rs_make_row(&mk[m->n], t[0], cdt, crow, srow);
+            if (inverse)
+                negate_row(cdt, m->start[m->n], srow);
+            for (int64_t j = 0; j < m->n; j++)
+                last[j] = t[j];
             return;
         }
     }
     for (int64_t j = 0; j < m->n; j++) {
         const int64_t q0 = m->start[j], nj = m->start[j + 1] - q0;
         const double p = rs_read_position(pos + j * m->stride, pos_int);
-        if (nj == 0 || (!all && p == last[j]))
+        if (nj == 0 || (!all_stale && p == last[j]))
             continue;
         last[j] = p;
         if (m->sorted) { /* the stream's pairs are a run: made in place */
@@ -743,6 +751,7 @@ static void rotate_task(void *arg)
     const int direct = !fused && fc == citem && fs == citem && !opt->inverse;
     int64_t since_poll = RS_CHUNK_BYTES; /* look once at the start */
     rs_row_maker smaker[RS_MAX_STREAMS + 1];
+    rs_streams_maker all_maker;
     double last_spos[RS_MAX_STREAMS];
     rs_iter it;
     rs_iter_seek(L, &it, t->row0);
@@ -761,7 +770,7 @@ static void rotate_task(void *arg)
         const rs_stream_map *map = t->streams;
         int64_t one_start[2] = {0, n};
         /* plain positions: one stream whose pairs are this block's run */
-        const rs_stream_map one = {1, 0, 1, NULL, one_start, t->theta + k0};
+        const rs_stream_map one = {1, 0, 1, NULL, one_start, t->theta + k0, NULL};
         int have_pos = 0;
         t->batch.n = n;
         t->batch.tail = k0 == 0 && !opt->in_place && L->n_features > 2 * R &&
@@ -771,13 +780,13 @@ static void rotate_task(void *arg)
         if (fused && map == NULL)
             map = &one;
         if (map != NULL) /* several streams: one block (rs_rotate_streams admits R <= RS_PAIR_BLOCK) */
-            streams_init(map, smaker, t->mem + 3 * P + RS_ROW_SLACK, t->theta + k0, t->scale);
+            streams_init(map, smaker, &all_maker, t->mem + 3 * P + RS_ROW_SLACK, t->theta + k0, t->scale);
         rs_iter_seek(L, &it, t->row0);
         for (int64_t r = t->row0; r < t->row1; r++, rs_iter_next(L, &it)) {
             const char *xr = t->x + it.off[RS_OP_X];
             char *orow = t->out + it.off[RS_OP_OUT];
             if (map != NULL) {
-                streams_row(map, smaker, last_spos, !have_pos, t->positions + it.off[RS_OP_POS],
+                streams_row(map, smaker, &all_maker, last_spos, !have_pos, t->positions + it.off[RS_OP_POS],
                             opt->pos_int, cdt, opt->inverse, crow, srow, t->mem + 3 * P + RS_ROW_SLACK);
                 have_pos = 1;
             } else {
@@ -957,6 +966,7 @@ int rs_rotate_streams(const rs_layout *lay, const rs_options *opt, const char *x
     map.order = order;
     map.start = start;
     map.theta_sorted = theta_sorted;
+    map.pair_stream = pair_stream;
     rc = run(lay, opt, x, out, NULL, NULL, positions, theta, scale, &map);
     free(order);
     free(theta_sorted);

@@ -36,15 +36,10 @@ RS_MULTIVERSION(narrow_rows,
                  float *restrict cf, float *restrict sf),
                 (n, cd, sd, cf, sf), RS_NARROW_BODY)
 
-void rs_make_row(rs_row_maker *m, double t, int dtype, void *c, void *s)
+/* float64 rows rounded once to dtype (not RS_F64). */
+static void narrow_to(int dtype, int64_t n, const double *restrict cd, const double *restrict sd,
+                      void *c, void *s)
 {
-    const int64_t n = m->cache.n;
-    const double *restrict cd = m->cd, *restrict sd = m->sd;
-    if (dtype == RS_F64) {
-        rs_angle_row(&m->cache, t, (double *)c, (double *)s);
-        return;
-    }
-    rs_angle_row(&m->cache, t, m->cd, m->sd);
     if (dtype == RS_F32) {
         narrow_rows(n, cd, sd, (float *)c, (float *)s);
     } else if (dtype == RS_BF16) {
@@ -61,6 +56,40 @@ void rs_make_row(rs_row_maker *m, double t, int dtype, void *c, void *s)
             sh[k] = rs_double_to_half(sd[k]);
         }
     }
+}
+
+void rs_make_row(rs_row_maker *m, double t, int dtype, void *c, void *s)
+{
+    if (dtype == RS_F64) {
+        rs_angle_row(&m->cache, t, (double *)c, (double *)s);
+        return;
+    }
+    rs_angle_row(&m->cache, t, m->cd, m->sd);
+    narrow_to(dtype, m->cache.n, m->cd, m->sd, c, s);
+}
+
+size_t rs_streams_maker_doubles(int64_t n)
+{
+    return rs_stream_angles_doubles(n) + 2 * (size_t)(n > 0 ? n : 1);
+}
+
+void rs_streams_maker_init(rs_streams_maker *m, double *mem, const double *theta,
+                           const int64_t *pair_stream, const int64_t *runs, int64_t n,
+                           int64_t n_streams, double scale)
+{
+    rs_stream_angles_init(&m->angles, mem, theta, pair_stream, runs, n, n_streams, scale);
+    m->cd = mem + rs_stream_angles_doubles(n);
+    m->sd = m->cd + (n > 0 ? n : 1);
+}
+
+int rs_make_row_streams(rs_streams_maker *m, const double *t, int dtype, void *c, void *s)
+{
+    if (dtype == RS_F64)
+        return rs_stream_angle_row(&m->angles, t, (double *)c, (double *)s);
+    if (!rs_stream_angle_row(&m->angles, t, m->cd, m->sd))
+        return 0;
+    narrow_to(dtype, m->angles.a.n, m->cd, m->sd, c, s);
+    return 1;
 }
 
 typedef struct {

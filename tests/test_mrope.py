@@ -345,7 +345,7 @@ def test_fused_streams_give_the_stream_tables_bits(section, interleaved, dtype, 
     rng = np.random.default_rng(n)
     if layout == "decode":
         x = rng.standard_normal((16, 1, 4, 2 * n + 6)).astype(dtype)
-        streams = rng.integers(0, 1 << 20, (3, 16, 1, 1))
+        streams = rng.integers(-(1 << 20), 1 << 20, (3, 16, 1, 1))    # negative positions too
     else:
         x = rng.standard_normal((1, 600, 3, 2 * n)).astype(dtype)
         t = np.arange(600)

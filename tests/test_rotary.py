@@ -519,3 +519,29 @@ def test_a_call_that_runs_out_of_memory_leaves_its_output_untouched(nth, threads
         np.testing.assert_array_equal(ropescale.apply_rotary(x, c, s), ropescale.apply_rotary_positions(x, pos, theta))
     finally:
         ropescale.set_num_threads(prev)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_negative_integer_positions_are_their_own_angles(dtype):
+    """Negative positions (rerotate deltas, left padding) split into q*16 + r with 0 <= r < 16 like any other:
+    their tables and fused rotations are the float64 angles of those negative positions (a remainder taken
+    with the sign of the position turned p = -1 into +1 and no other test noticed)."""
+    theta = ropescale.inv_freq(64, 10000.0)
+    pos = np.concatenate([-np.arange(1, 40), [-1000, -4097, -65536, -999999]]).astype(np.int64)
+    c, s = ropescale.cos_sin(pos, theta, dtype=np.float64)
+    ang = pos[:, None].astype(np.float64) * theta   # |angle| < 1e6: float64 rounding < 1e-10 rad
+    np.testing.assert_allclose(c, np.cos(ang), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(s, np.sin(ang), rtol=0, atol=1e-9)
+    x = np.random.default_rng(0).standard_normal((pos.size, 3, 64)).astype(dtype)
+    want = ref.apply_rotary_positions(x, pos[:, None], theta)
+    got = ropescale.apply_rotary_positions(x, pos[:, None], theta)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12 if dtype == np.float64 else 2e-6)
+    rope = ropescale.Rope(64, 10000.0, {"mrope_section": [8, 12, 12]})
+    streams = np.stack([pos, pos - 3, np.where(pos % 2 == 0, pos, -pos)])[:, :, None]
+    got = rope.apply(x, streams)
+    sec = np.repeat(np.arange(3), [8, 12, 12])
+    per_pair = streams[sec, :, 0].T.astype(np.float64)            # (tokens, pairs): each pair's position
+    a = per_pair[:, None, :] * theta
+    x1, x2 = x[..., :32].astype(np.float64), x[..., 32:].astype(np.float64)
+    want = np.concatenate([x1 * np.cos(a) - x2 * np.sin(a), x2 * np.cos(a) + x1 * np.sin(a)], axis=-1)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9 if dtype == np.float64 else 2e-6)

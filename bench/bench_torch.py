@@ -1,11 +1,12 @@
 """Per-call overhead of passing torch tensors instead of NumPy arrays, at decode shapes.
 
     python bench/bench_torch.py              # ~40 s
-    python bench/bench_torch.py --repeat 9
+    python bench/bench_torch.py --budget 4
 
-Each row times three calls interleaved round by round, in CPU time of the
-calling thread, and keeps the fastest round of each (the machine is shared;
-the minimum is the least disturbed):
+Each row times three calls, shuffled call by call (each once per step, in a
+random order; ``harness.time_calls_shuffled``), and reports the median of
+each, so that any drift of the shared machine, and whatever ran just before
+a call, reaches all three alike:
 
 * the NumPy call;
 * the same call on torch tensors viewing the same memory;
@@ -28,8 +29,6 @@ a call on tensors that need no autograd (the common inference case),
 from __future__ import annotations
 
 import argparse
-import math
-import time
 
 import numpy as np
 import torch
@@ -37,26 +36,14 @@ import torch
 import ropescale
 import ropescale.torch as rt
 
+import harness  # bench/harness.py, beside this file
+
 TARGET_US = 5.0
 
 
-def _per_call(fn, number):
-    # CPU time of this thread, not wall time: on a shared machine the wall
-    # clock also counts the time other processes hold the core.  ropescale
-    # runs on one thread here (main() sets it): a call split with the pool's
-    # worker would leave the worker's share out of this thread's CPU time.
-    t = time.thread_time()
-    for _ in range(number):
-        fn()
-    return (time.thread_time() - t) / number * 1e6
-
-
-def _rounds(fns, repeat, number):
-    best = [math.inf] * len(fns)
-    for _ in range(repeat):
-        for i, fn in enumerate(fns):
-            best[i] = min(best[i], _per_call(fn, number))
-    return best
+def _medians(fns, budget):
+    got = harness.time_calls_shuffled(dict(enumerate(fns)), budget=budget, max_calls=20000)
+    return [got[i] * 1e6 for i in range(len(fns))]
 
 
 class _Allocates(torch.autograd.Function):
@@ -128,22 +115,21 @@ def cases(shape):
     rows.append(("wrapper alone, kernel replaced by a no-op", lambda: noop(x, c, sn), lambda: noop(xt, ct, st),
                  lambda: (views(xt, ct, st), wrap(noop(x, c, sn)))))
     if xb_np is not None:
-        xb_bits = xb.view(torch.int16)
+        i16 = torch.int16  # a bfloat16 tensor's only zero-copy NumPy view: reinterpreted as int16
         rows.append(("bfloat16 (ml_dtypes array vs torch tensor)", lambda: ropescale.apply_rotary(xb_np, c, sn),
                      lambda: ropescale.apply_rotary(xb, ct, st),
-                     lambda: (xb_bits.numpy(), views(ct, st),
+                     lambda: (xb.view(i16).numpy(), views(ct, st),
                              wrap(ropescale.apply_rotary(xb_np, c, sn).view(np.int16)).view(torch.bfloat16))))
         rows.append(("bfloat16 fused, out= in place", lambda: ropescale.apply_rotary_positions(xb_np, pos, theta, out=xb_np),
                      lambda: ropescale.apply_rotary_positions(xb, post, thetat, out=xb),
-                     lambda: (xb_bits.numpy(), views(post, thetat),
+                     lambda: (xb.view(i16).numpy(), views(post, thetat),
                               ropescale.apply_rotary_positions(xb_np, pos, theta, out=xb_np))))
     return rows
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeat", type=int, default=7)
-    p.add_argument("--number", type=int, default=2000)
+    p.add_argument("--budget", type=float, default=1.5, help="seconds of shuffled calls per row (default 1.5)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     ropescale.set_num_threads(1)
@@ -156,7 +142,7 @@ def main(argv=None):
         for name, fn_np, fn_t, fn_floor in cases(shape):
             for _ in range(200):  # warm-up
                 fn_np(), fn_t(), fn_floor()
-            a, b, f = _rounds((fn_np, fn_t, fn_floor), args.repeat, args.number if shape[0] == 1 else args.number // 10)
+            a, b, f = _medians((fn_np, fn_t, fn_floor), args.budget)
             verdict = "PASS" if b - a <= TARGET_US else "MISS"
             print(f"| {shape} | {name} | {a:.2f} | {b:.2f} | {b - a:+.2f} | {f - a:+.2f} | {b - f:+.2f} | {verdict} |")
 

@@ -8,8 +8,9 @@ share the cores): ``bench.py --json``, ``bench_torch.py``, ``bench_rerotate.py``
 and, with ``--old``, ``compare_builds.py OLD .``.  RESULTS.md is their outputs
 in that order, with a note on reading a shared machine; README.md's table
 between the ``<!-- bench-table -->`` markers is rewritten from the JSON, and
-its machine line from the same run.  Nothing is edited by hand, so the
-published table is always one run's.
+its machine line from the same run.  The tables are never edited by hand, so
+each is one run's; a rerun of single rows, when one reads off, is added as
+prose under its table.
 """
 from __future__ import annotations
 

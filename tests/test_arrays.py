@@ -322,7 +322,7 @@ def test_dlpack_view_keeps_the_exporters_memory_alive_and_returns_it():
         v = _arrays.unwrap("x", _DLPackOnly(fresh))[0]
         assert v[-1] == 0x3F80
         del fresh, v
-    assert rss_mb() - before < 200   # 1.6 GB if no tensor were handed back
+    assert rss_mb() - before < 800   # 1.6 GB if no tensor were handed back (ASan holds up to 256 MB of freed memory)
 
 
 def test_dlpack_refusals_name_the_argument_and_leave_the_capsule_to_its_owner():

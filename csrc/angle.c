@@ -128,17 +128,7 @@ RS_MULTIVERSION(exact_row,
                  double *restrict s),
                 (theta, n, t, c, s), RS_EXACT_ROW_BODY)
 
-/* The same with each angle's own t (fused M-RoPE: pairs of different
- * streams), element by element the same arithmetic, so the same bits. */
-#define RS_EXACT_ROW_PP_BODY                                                   \
-    for (int64_t k = 0; k < n; k++)                                            \
-        RS_SINCOS_BODY(t[k], theta[k], c[k], s[k]);
-RS_MULTIVERSION(exact_row_pp,
-                (const double *restrict theta, int64_t n, const double *restrict t,
-                 double *restrict c, double *restrict s),
-                (theta, n, t, c, s), RS_EXACT_ROW_PP_BODY)
-
-/* And for chunked M-RoPE sections: the pairs of run j (k in [runs[j],
+/* The same for fused M-RoPE: the pairs of run j (k in [runs[j],
  * runs[j+1])) at their stream's t[j], in one call. */
 #define RS_EXACT_ROW_RUNS_BODY                                                 \
     for (int64_t j = 0; j < nr; j++) {                                         \
@@ -258,109 +248,81 @@ void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
     }
 }
 
-size_t rs_stream_angles_doubles(int64_t n)
+void rs_stream_angles_init(rs_stream_angles *m, double *mem, const double *theta_sorted,
+                           const int64_t *runs, int64_t n_streams, double scale)
 {
-    return rs_angle_cache_doubles(n) + 3 * (size_t)(n > 0 ? n : 1);
-}
-
-void rs_stream_angles_init(rs_stream_angles *m, double *mem, const double *theta,
-                           const int64_t *pair_stream, const int64_t *runs, int64_t n,
-                           int64_t n_streams, double scale)
-{
-    const size_t w = (size_t)(n > 0 ? n : 1);
-    rs_angle_cache_init(&m->a, mem, theta, n, scale);
-    m->pair_stream = pair_stream;
+    rs_angle_cache_init(&m->a, mem, theta_sorted, runs[n_streams], scale);
     m->runs = runs;
     m->n_streams = n_streams;
-    m->tv = mem + rs_angle_cache_doubles(n);
-    m->lc = m->tv + w;
-    m->ls = m->lc + w;
     for (int j = 0; j < RS_MAX_STREAMS; j++)
-        m->hq[j] = 0.0;
+        m->hq[j] = NAN;
     memset(m->lo_runs, 0, sizeof(m->lo_runs));
 }
 
-int rs_stream_angle_row(rs_stream_angles *m, const double *t, double *restrict c,
-                        double *restrict s)
+void rs_stream_angle_row(rs_stream_angles *m, const double *t, double *restrict c,
+                         double *restrict s)
 {
     rs_angle_cache *a = &m->a;
-    const int64_t n = a->n, ns = m->n_streams;
-    const int64_t *restrict ps = m->pair_stream;
+    const int64_t n = a->n, ns = m->n_streams, *runs = m->runs;
+    const double scale = a->scale;
     double q[RS_MAX_STREAMS], tq[RS_MAX_STREAMS];
-    int r[RS_MAX_STREAMS], all_q0 = 1, same_q = a->hi_ok;
+    int r[RS_MAX_STREAMS], is_int[RS_MAX_STREAMS], all_int = 1, all_q0 = 1, same_q = 1;
 
     /* one scalar pass (a vector copy of q written element by element
      * stalled on store forwarding, about a tenth of a decode row) */
     for (int64_t j = 0; j < ns; j++) {
-        double qj;
-        int rj;
-        if (!split_position(t[j], &qj, &rj))
-            return 0;
+        double qj = 0.0;
+        int rj = 0;
+        is_int[j] = split_position(t[j], &qj, &rj);
+        all_int &= is_int[j];
         q[j] = qj;
         r[j] = rj;
         tq[j] = qj * RS_LO_ROWS;
         all_q0 &= qj == 0.0;
         same_q &= qj == m->hq[j];
+        /* a lo row is made run by run, as streams come to need it: a task of
+         * few rows (a decode step split over threads) would otherwise make
+         * whole rows for one stream's sake */
+        if (is_int[j] && !(m->lo_runs[rj] & (1u << j))) {
+            const size_t at = (size_t)rj * (size_t)n + (size_t)runs[j];
+            exact_row(a->theta + runs[j], runs[j + 1] - runs[j], (double)rj, a->lo_c + at, a->lo_s + at);
+            m->lo_runs[rj] |= 1u << j;
+        }
     }
-    if (m->runs != NULL) {
-        /* a lo row is made run by run, as streams come to need it: a task
-         * of few rows (a decode step split over threads) would otherwise
-         * make whole rows for one stream's sake */
-        for (int64_t j = 0; j < ns; j++)
-            if (!(m->lo_runs[r[j]] & (1u << j))) {
-                const size_t at = (size_t)r[j] * (size_t)n + (size_t)m->runs[j];
-                exact_row(a->theta + m->runs[j], m->runs[j + 1] - m->runs[j], (double)r[j], a->lo_c + at,
-                          a->lo_s + at);
-                m->lo_runs[r[j]] |= 1u << j;
-            }
-    } else {
-        for (int64_t j = 0; j < ns; j++)
-            if (!a->lo_ok[r[j]]) {
-                exact_row(a->theta, n, (double)r[j], a->lo_c + (size_t)r[j] * (size_t)n,
-                          a->lo_s + (size_t)r[j] * (size_t)n);
-                a->lo_ok[r[j]] = 1;
-            }
-    }
-    if (m->runs != NULL) {
-        /* chunked sections: each run reads its stream's rows in place */
+    if (all_int) {
+        /* A stream at q = 0 gets the exact row of t = 0, (1, +0), which the
+         * addition turns into its lo row times scale exactly (lo cosines are
+         * never 0; lo sines are +0 only where the hi sine's +0 product leaves
+         * them +0), as rs_angle_row's shortcut does. */
         if (!all_q0 && !same_q) {
-            exact_row_runs(a->theta, m->runs, ns, tq, a->hi_c, a->hi_s);
+            exact_row_runs(a->theta, runs, ns, tq, a->hi_c, a->hi_s);
             for (int64_t j = 0; j < ns; j++)
                 m->hq[j] = q[j];
-            a->hi_ok = 1;
         }
-        combine_runs(n, a->scale, all_q0 ? NULL : a->hi_c, a->hi_s, a->lo_c, a->lo_s, m->runs, ns, r, c,
-                     s);
-        return 1;
+        combine_runs(n, scale, all_q0 ? NULL : a->hi_c, a->hi_s, a->lo_c, a->lo_s, runs, ns, r, c, s);
+        return;
     }
-    {
-        double *restrict lc = m->lc, *restrict ls = m->ls;
-        for (int64_t k = 0; k < n; k++) {
-            const size_t at = (size_t)r[ps[k]] * (size_t)n + (size_t)k;
-            lc[k] = a->lo_c[at];
-            ls[k] = a->lo_s[at];
+    /* some stream off the integers: run by run, rs_angle_row's steps */
+    for (int64_t j = 0; j < ns; j++) {
+        const int64_t k0 = runs[j], nj = runs[j + 1] - k0;
+        const double *lc = a->lo_c + (size_t)r[j] * (size_t)n + k0;
+        const double *ls = a->lo_s + (size_t)r[j] * (size_t)n + k0;
+        if (!is_int[j]) {
+            exact_row(a->theta + k0, nj, t[j], c + k0, s + k0);
+            for (int64_t k = k0; k < k0 + nj; k++) {
+                c[k] *= scale;
+                s[k] *= scale;
+            }
+        } else if (q[j] == 0.0) {
+            combine(nj, scale, NULL, NULL, lc, ls, c + k0, s + k0);
+        } else {
+            if (q[j] != m->hq[j]) {
+                exact_row(a->theta + k0, nj, tq[j], a->hi_c + k0, a->hi_s + k0);
+                m->hq[j] = q[j];
+            }
+            combine(nj, scale, a->hi_c + k0, a->hi_s + k0, lc, ls, c + k0, s + k0);
         }
     }
-    if (all_q0) {
-        /* every stream's hi row would be the exact row of 0, (1, +0): the
-         * plain call skips it, and so does this one */
-        combine(n, a->scale, NULL, NULL, m->lc, m->ls, c, s);
-        return 1;
-    }
-    if (!same_q) {
-        /* A stream at q = 0 gets the exact row of t = 0, (1, +0), which
-         * the addition below turns into its lo row times scale exactly (lo
-         * cosines are never 0; lo sines are +0 only where the hi sine's
-         * +0 product leaves them +0), as the plain call's shortcut does. */
-        for (int64_t k = 0; k < n; k++)
-            m->tv[k] = q[ps[k]] * RS_LO_ROWS;
-        exact_row_pp(a->theta, n, m->tv, a->hi_c, a->hi_s);
-        for (int64_t j = 0; j < ns; j++)
-            m->hq[j] = q[j];
-        a->hi_ok = 1;
-    }
-    combine(n, a->scale, a->hi_c, a->hi_s, m->lc, m->ls, c, s);
-    return 1;
 }
 
 double rs_read_position(const char *p, int is_int)

@@ -18,7 +18,6 @@
 #include "bf16.h"
 
 #include <stddef.h>
-#include <stdlib.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------ */
@@ -505,16 +504,16 @@ static void copy_tail(const rs_batch *B, int64_t D, int64_t item, const char *x,
 /* ------------------------------------------------------------------ */
 
 /* Fused M-RoPE: pair k takes its angle from position stream pair_stream[k]
- * (stream j's positions are stream 0's plus j * stride bytes).  Pairs sorted
- * by stream (stable), so that each stream's pairs are one run of
- * frequencies for a row maker, scattered back to the pairs' own places. */
+ * (stream j's positions are stream 0's plus j * stride bytes).  The pairs
+ * sorted by stream (stable, rs_sort_pairs): each stream's pairs are one run
+ * of frequencies for the row maker, whose row is scattered back to the
+ * pairs' own places unless the sections are chunked (sorted). */
 typedef struct {
     int64_t n, stride;
     int sorted;                 /* order is the identity (chunked sections) */
     const int64_t *order;       /* q -> pair */
     const int64_t *start;       /* stream j's pairs: q in [start[j], start[j+1]) */
     const double *theta_sorted; /* theta[order[q]] */
-    const int64_t *pair_stream; /* pair -> stream (n > 1) */
 } rs_stream_map;
 
 typedef struct {
@@ -640,100 +639,59 @@ static int rotate_batch(const rs_task *t, const void *c, const void *s,
     return 0;
 }
 
-/* Working memory: two rows of RS_PAIR_BLOCK doubles for one stream's row
- * before it is scattered (none when the streams are runs), then the row
- * makers. */
+/* Working memory of several streams, after the plain row maker's: the
+ * maker of every pair at its stream's position and, when the pairs are
+ * scattered, two rows of RS_PAIR_BLOCK doubles it writes before. */
 static size_t streams_doubles(const rs_stream_map *m)
 {
-    size_t d = m->sorted ? 0 : 2 * RS_PAIR_BLOCK;
-    for (int64_t j = 0; j < m->n; j++)
-        d += rs_row_maker_doubles(m->start[j + 1] - m->start[j]);
-    if (m->n > 1)
-        d += rs_streams_maker_doubles(m->start[m->n]) + rs_row_maker_doubles(m->start[m->n]);
-    return d;
-}
-
-/* One maker per stream over its pairs (sorted by stream) and, for several
- * streams, two over every pair: `mk[n]` for a token whose streams agree
- * (a text token: one plain row) and `all`, which makes a row of integer
- * positions in one pass whatever the streams hold. */
-static void streams_init(const rs_stream_map *m, rs_row_maker *mk, rs_streams_maker *all, double *mem,
-                         const double *theta, double scale)
-{
-    const int64_t R = m->start[m->n];
-    mem += m->sorted ? 0 : 2 * RS_PAIR_BLOCK;
-    for (int64_t j = 0; j < m->n; j++) {
-        const int64_t nj = m->start[j + 1] - m->start[j];
-        rs_row_maker_init(&mk[j], mem, m->theta_sorted + m->start[j], nj, scale);
-        mem += rs_row_maker_doubles(nj);
-    }
-    if (m->n > 1) {
-        rs_row_maker_init(&mk[m->n], mem, theta, R, scale);
-        mem += rs_row_maker_doubles(R);
-        rs_streams_maker_init(all, mem, theta, m->pair_stream, m->sorted ? m->start : NULL, R, m->n, scale);
-    }
+    if (m->n == 1)
+        return 0;
+    return rs_streams_maker_doubles(m->start[m->n]) + (m->sorted ? 0 : 2 * RS_PAIR_BLOCK);
 }
 
 /* The cos/sin row of one row of x, when some stream's position changed
- * since the previous row (or always, `all_stale`).  Several streams: one
- * plain row of every pair when they agree, else every pair at once at
- * integer positions (`all`); each value comes from its own theta and
- * position alone, so the bits are those of the streams' own rows.
- * Otherwise each stream whose position changed makes the row of its
- * pairs, which is scattered to their places. */
-static void streams_row(const rs_stream_map *m, rs_row_maker *mk, rs_streams_maker *all, double *last,
+ * since the previous row (or always, `all_stale`): one plain row of every
+ * pair when the streams agree (a text token, and plain positions: one
+ * stream), else every pair at its stream's position (`all`).  Each value
+ * comes from its own theta and position alone, so the bits are those of
+ * the streams' own rows. */
+static void streams_row(const rs_stream_map *m, rs_row_maker *whole, rs_streams_maker *all, double *last,
                         int all_stale, const char *pos, int pos_int, int cdt, int inverse, void *crow,
-                        void *srow, double *mem)
+                        void *srow, double *scratch)
 {
-    const int64_t item = cdt == RS_F64 ? 8 : 4;
-    char *tc = (char *)(void *)mem, *ts = tc + 8 * RS_PAIR_BLOCK;
-    if (m->n > 1) {
-        double t[RS_MAX_STREAMS];
-        int stale = all_stale, same = 1;
-        for (int64_t j = 0; j < m->n; j++) {
-            t[j] = rs_read_position(pos + j * m->stride, pos_int);
-            stale |= t[j] != last[j];
-            same &= t[j] == t[0];
-        }
-        if (!stale)
-            return;
-        if (same || rs_make_row_streams(all, t, cdt, crow, srow)) {
-            if (same)
-                rs_make_row(&mk[m->n], t[0], cdt, crow, srow);
-            if (inverse)
-                negate_row(cdt, m->start[m->n], srow);
-            for (int64_t j = 0; j < m->n; j++)
-                last[j] = t[j];
-            return;
-        }
-    }
+    const int64_t R = m->start[m->n];
+    double t[RS_MAX_STREAMS];
+    int stale = all_stale, same = 1;
     for (int64_t j = 0; j < m->n; j++) {
-        const int64_t q0 = m->start[j], nj = m->start[j + 1] - q0;
-        const double p = rs_read_position(pos + j * m->stride, pos_int);
-        if (nj == 0 || (!all_stale && p == last[j]))
-            continue;
-        last[j] = p;
-        if (m->sorted) { /* the stream's pairs are a run: made in place */
-            rs_make_row(&mk[j], p, cdt, (char *)crow + q0 * item, (char *)srow + q0 * item);
-            if (inverse)
-                negate_row(cdt, nj, (char *)srow + q0 * item);
-            continue;
+        t[j] = rs_read_position(pos + j * m->stride, pos_int);
+        stale |= t[j] != last[j];
+        same &= t[j] == t[0];
+    }
+    if (!stale)
+        return;
+    if (same) {
+        rs_make_row(whole, t[0], cdt, crow, srow);
+    } else if (m->sorted) {
+        rs_make_row_streams(all, t, cdt, crow, srow);
+    } else if (cdt == RS_F64) { /* made in stream order, scattered to the pairs' places */
+        double *tc = scratch, *ts = scratch + RS_PAIR_BLOCK;
+        rs_make_row_streams(all, t, cdt, tc, ts);
+        for (int64_t q = 0; q < R; q++) {
+            ((double *)crow)[m->order[q]] = tc[q];
+            ((double *)srow)[m->order[q]] = ts[q];
         }
-        rs_make_row(&mk[j], p, cdt, tc, ts);
-        if (inverse)
-            negate_row(cdt, nj, ts);
-        if (item == 8) {
-            for (int64_t q = 0; q < nj; q++) {
-                ((double *)crow)[m->order[q0 + q]] = ((const double *)(void *)tc)[q];
-                ((double *)srow)[m->order[q0 + q]] = ((const double *)(void *)ts)[q];
-            }
-        } else {
-            for (int64_t q = 0; q < nj; q++) {
-                ((float *)crow)[m->order[q0 + q]] = ((const float *)(void *)tc)[q];
-                ((float *)srow)[m->order[q0 + q]] = ((const float *)(void *)ts)[q];
-            }
+    } else {
+        float *tc = (float *)(void *)scratch, *ts = tc + RS_PAIR_BLOCK;
+        rs_make_row_streams(all, t, cdt, tc, ts);
+        for (int64_t q = 0; q < R; q++) {
+            ((float *)crow)[m->order[q]] = tc[q];
+            ((float *)srow)[m->order[q]] = ts[q];
         }
     }
+    if (inverse)
+        negate_row(cdt, R, srow);
+    for (int64_t j = 0; j < m->n; j++)
+        last[j] = t[j];
 }
 
 static void rotate_task(void *arg)
@@ -750,7 +708,7 @@ static void rotate_task(void *arg)
     const int fused = t->positions != NULL;
     const int direct = !fused && fc == citem && fs == citem && !opt->inverse;
     int64_t since_poll = RS_CHUNK_BYTES; /* look once at the start */
-    rs_row_maker smaker[RS_MAX_STREAMS + 1];
+    rs_row_maker maker;
     rs_streams_maker all_maker;
     double last_spos[RS_MAX_STREAMS];
     rs_iter it;
@@ -759,6 +717,7 @@ static void rotate_task(void *arg)
     const int64_t lane = (int64_t)((uintptr_t)(const void *)out0 % 64) / citem * citem;
     void *crow = row_in_line(t->mem, lane, P, 0), *srow = row_in_line(t->mem, lane, P, 1);
     float *hbuf = (float *)(void *)(t->mem + 2 * P + RS_ROW_SLACK);
+    double *streams_mem = NULL; /* several streams: streams_doubles() after the plain maker's */
     /* a table row is read in place unless rows share it and it sits
      * elsewhere in its line than out (then one copy serves the batch) */
     const int realign = t->batch.nb > 1 && t->batch.fo == citem;
@@ -770,7 +729,7 @@ static void rotate_task(void *arg)
         const rs_stream_map *map = t->streams;
         int64_t one_start[2] = {0, n};
         /* plain positions: one stream whose pairs are this block's run */
-        const rs_stream_map one = {1, 0, 1, NULL, one_start, t->theta + k0, NULL};
+        const rs_stream_map one = {1, 0, 1, NULL, one_start, t->theta + k0};
         int have_pos = 0;
         t->batch.n = n;
         t->batch.tail = k0 == 0 && !opt->in_place && L->n_features > 2 * R &&
@@ -779,15 +738,22 @@ static void rotate_task(void *arg)
                             : 0;
         if (fused && map == NULL)
             map = &one;
-        if (map != NULL) /* several streams: one block (rs_rotate_streams admits R <= RS_PAIR_BLOCK) */
-            streams_init(map, smaker, &all_maker, t->mem + 3 * P + RS_ROW_SLACK, t->theta + k0, t->scale);
+        if (map != NULL) {
+            /* the plain row maker of this block; several streams come in one
+             * block (rs_rotate_streams admits R <= RS_PAIR_BLOCK) */
+            rs_row_maker_init(&maker, t->mem + 3 * P + RS_ROW_SLACK, t->theta + k0, n, t->scale);
+            streams_mem = t->mem + task_doubles(R, 1);
+            if (map->n > 1)
+                rs_streams_maker_init(&all_maker, streams_mem, map->theta_sorted, map->start, map->n, t->scale);
+        }
         rs_iter_seek(L, &it, t->row0);
         for (int64_t r = t->row0; r < t->row1; r++, rs_iter_next(L, &it)) {
             const char *xr = t->x + it.off[RS_OP_X];
             char *orow = t->out + it.off[RS_OP_OUT];
             if (map != NULL) {
-                streams_row(map, smaker, &all_maker, last_spos, !have_pos, t->positions + it.off[RS_OP_POS],
-                            opt->pos_int, cdt, opt->inverse, crow, srow, t->mem + 3 * P + RS_ROW_SLACK);
+                streams_row(map, &maker, &all_maker, last_spos, !have_pos, t->positions + it.off[RS_OP_POS],
+                            opt->pos_int, cdt, opt->inverse, crow, srow,
+                            streams_mem + rs_streams_maker_doubles(R));
                 have_pos = 1;
             } else {
                 const char *c = t->cos + it.off[RS_OP_COS] + k0 * fc;
@@ -898,8 +864,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
     /* Everything the call needs, before any thread writes: a call either
      * completes or leaves its output untouched. */
     if (rs_run_tasks(rotate_task, tasks, sizeof(rs_task), n_tasks, n,
-                     streams != NULL ? task_doubles(L.n_pairs, 0) + streams_doubles(streams)
-                                     : task_doubles(L.n_pairs, positions != NULL),
+                     task_doubles(L.n_pairs, positions != NULL) + (streams != NULL ? streams_doubles(streams) : 0),
                      offsetof(rs_task, mem), opt->interrupt, &stop) != 0)
         return RS_NO_MEMORY;
     return stop ? RS_INTERRUPTED : RS_OK;
@@ -926,49 +891,20 @@ int rs_rotate_streams(const rs_layout *lay, const rs_options *opt, const char *x
                       const double *theta, double scale)
 {
     const int64_t R = lay->n_pairs;
-    int64_t start[RS_MAX_STREAMS + 1], next[RS_MAX_STREAMS];
-    int64_t *order;
-    double *theta_sorted;
+    int64_t start[RS_MAX_STREAMS + 1], order[RS_PAIR_BLOCK];
+    double theta_sorted[RS_PAIR_BLOCK];
     rs_stream_map map;
-    int rc;
     if (positions == NULL || theta == NULL || pair_stream == NULL || n_streams < 1 ||
         n_streams > RS_MAX_STREAMS || R < 0 || R > RS_PAIR_BLOCK)
         return RS_BAD_LAYOUT;
     for (int64_t k = 0; k < R; k++)
         if (pair_stream[k] < 0 || pair_stream[k] >= n_streams)
             return RS_BAD_LAYOUT;
-    order = (int64_t *)rs_alloc(sizeof(int64_t) * (size_t)(R > 0 ? R : 1));
-    theta_sorted = (double *)rs_alloc(sizeof(double) * (size_t)(R > 0 ? R : 1));
-    if (order == NULL || theta_sorted == NULL) {
-        free(order);
-        free(theta_sorted);
-        return RS_NO_MEMORY;
-    }
-    /* counting sort of the pairs by stream, stable */
-    for (int64_t j = 0; j <= n_streams; j++)
-        start[j] = 0;
-    for (int64_t k = 0; k < R; k++)
-        start[pair_stream[k] + 1]++;
-    for (int64_t j = 0; j < n_streams; j++) {
-        start[j + 1] += start[j];
-        next[j] = start[j];
-    }
-    for (int64_t k = 0; k < R; k++) {
-        int64_t q = next[pair_stream[k]]++;
-        order[q] = k;
-        theta_sorted[q] = theta[k];
-    }
     map.n = n_streams;
     map.stride = stream_stride;
-    map.sorted = 1;
-    for (int64_t q = 0; q < R; q++)
-        map.sorted &= order[q] == q;
+    map.sorted = rs_sort_pairs(pair_stream, R, n_streams, theta, order, theta_sorted, start);
     map.order = order;
     map.start = start;
     map.theta_sorted = theta_sorted;
-    map.pair_stream = pair_stream;
-    rc = run(lay, opt, x, out, NULL, NULL, positions, theta, scale, &map);
-    free(order);
-    free(theta_sorted);
-    return rc;
+    return run(lay, opt, x, out, NULL, NULL, positions, theta, scale, &map);
 }

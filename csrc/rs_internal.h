@@ -186,30 +186,26 @@ void rs_angle_row(rs_angle_cache *a, double t, double *c, double *s);
 
 double rs_read_position(const char *p, int is_int);
 
-/* Rows of every pair of a fused M-RoPE row at once, pair k at the position
- * of its stream: the same values as one rs_angle_row per stream.  The exact
- * rows for r depend on r and theta only, so they are kept over all pairs
- * and shared by the streams; the row for q*RS_LO_ROWS is made with each
- * pair's own q; one angle addition covers every pair. */
+/* The cos/sin of a fused M-RoPE row: n pairs sorted by stream (stream j's
+ * pairs are [runs[j], runs[j+1]), frequencies theta in that order), each at
+ * its stream's position, with the values one rs_angle_row per stream gives.
+ * An integer position is q*RS_LO_ROWS + r: the exact row for r depends on r
+ * and theta only, so it is kept once, shared by the streams and made run by
+ * run as they need it; the row for q*RS_LO_ROWS is made with each run's own
+ * q; one angle addition covers every run.  A row with a stream at another
+ * position is made run by run as rs_angle_row makes it. */
 typedef struct {
-    rs_angle_cache a;             /* over all n pairs (hi_q unused) */
-    const int64_t *pair_stream;   /* n entries in [0, n_streams) */
-    const int64_t *runs;          /* NULL, or stream j's pairs are [runs[j], runs[j+1]) */
+    rs_angle_cache a;             /* over all n pairs (hi_ok, hi_q, lo_ok unused) */
+    const int64_t *runs;
     int64_t n_streams;
-    double *tv;                   /* each pair's q*RS_LO_ROWS for the hi row */
-    double *lc, *ls;              /* each pair's exact row for its r */
-    double hq[RS_MAX_STREAMS];    /* the streams' q of the hi row */
-    unsigned lo_runs[RS_LO_ROWS]; /* with runs: bit j set once lo row r holds run j */
+    double hq[RS_MAX_STREAMS];    /* run j's part of the hi row is the exact row of hq[j]*RS_LO_ROWS (NaN: none) */
+    unsigned lo_runs[RS_LO_ROWS]; /* bit j set once lo row r holds run j */
 } rs_stream_angles;
 
-size_t rs_stream_angles_doubles(int64_t n);
-void rs_stream_angles_init(rs_stream_angles *m, double *mem, const double *theta,
-                           const int64_t *pair_stream, const int64_t *runs, int64_t n,
-                           int64_t n_streams, double scale);
-/* c[k] = scale cos(t[s_k] theta_k), s[k] likewise, k < n (s_k = pair_stream[k]);
- * 0 (nothing written) when some t[j] is not an integer below 2^52 in size:
- * the caller then makes the row stream by stream. */
-int rs_stream_angle_row(rs_stream_angles *m, const double *t, double *c, double *s);
+void rs_stream_angles_init(rs_stream_angles *m, double *mem, const double *theta_sorted,
+                           const int64_t *runs, int64_t n_streams, double scale);
+/* c[k] = scale cos(t[j] theta_k), s[k] likewise, for k in run j. */
+void rs_stream_angle_row(rs_stream_angles *m, const double *t, double *c, double *s);
 
 /* Turns positions into rows of cos/sin of one dtype (tables.c). */
 typedef struct {
@@ -230,11 +226,18 @@ typedef struct {
 } rs_streams_maker;
 
 size_t rs_streams_maker_doubles(int64_t n);
-void rs_streams_maker_init(rs_streams_maker *m, double *mem, const double *theta,
-                           const int64_t *pair_stream, const int64_t *runs, int64_t n,
-                           int64_t n_streams, double scale);
-/* 1 and the row of the streams' positions t[], rounded once to dtype; 0
- * (nothing written) as rs_stream_angle_row. */
-int rs_make_row_streams(rs_streams_maker *m, const double *t, int dtype, void *c, void *s);
+void rs_streams_maker_init(rs_streams_maker *m, double *mem, const double *theta_sorted,
+                           const int64_t *runs, int64_t n_streams, double scale);
+/* The row of the streams' positions t[] (pairs in stream order), rounded
+ * once to dtype. */
+void rs_make_row_streams(rs_streams_maker *m, const double *t, int dtype, void *c, void *s);
+
+/* The pairs counting-sorted by stream, stably: order[q] is the pair at
+ * sorted place q and theta_sorted[q] its frequency; stream j's pairs are
+ * q in [start[j], start[j+1]) (start has n_streams + 1 entries).  Returns 1
+ * when the order is the identity (chunked sections).  pair_stream values
+ * must be in [0, n_streams). */
+int rs_sort_pairs(const int64_t *pair_stream, int64_t n_pairs, int64_t n_streams, const double *theta,
+                  int64_t *order, double *theta_sorted, int64_t *start);
 
 #endif

@@ -70,26 +70,50 @@ void rs_make_row(rs_row_maker *m, double t, int dtype, void *c, void *s)
 
 size_t rs_streams_maker_doubles(int64_t n)
 {
-    return rs_stream_angles_doubles(n) + 2 * (size_t)(n > 0 ? n : 1);
+    return rs_angle_cache_doubles(n) + 2 * (size_t)(n > 0 ? n : 1);
 }
 
-void rs_streams_maker_init(rs_streams_maker *m, double *mem, const double *theta,
-                           const int64_t *pair_stream, const int64_t *runs, int64_t n,
-                           int64_t n_streams, double scale)
+void rs_streams_maker_init(rs_streams_maker *m, double *mem, const double *theta_sorted,
+                           const int64_t *runs, int64_t n_streams, double scale)
 {
-    rs_stream_angles_init(&m->angles, mem, theta, pair_stream, runs, n, n_streams, scale);
-    m->cd = mem + rs_stream_angles_doubles(n);
+    const int64_t n = runs[n_streams];
+    rs_stream_angles_init(&m->angles, mem, theta_sorted, runs, n_streams, scale);
+    m->cd = mem + rs_angle_cache_doubles(n);
     m->sd = m->cd + (n > 0 ? n : 1);
 }
 
-int rs_make_row_streams(rs_streams_maker *m, const double *t, int dtype, void *c, void *s)
+void rs_make_row_streams(rs_streams_maker *m, const double *t, int dtype, void *c, void *s)
 {
-    if (dtype == RS_F64)
-        return rs_stream_angle_row(&m->angles, t, (double *)c, (double *)s);
-    if (!rs_stream_angle_row(&m->angles, t, m->cd, m->sd))
-        return 0;
+    if (dtype == RS_F64) {
+        rs_stream_angle_row(&m->angles, t, (double *)c, (double *)s);
+        return;
+    }
+    rs_stream_angle_row(&m->angles, t, m->cd, m->sd);
     narrow_to(dtype, m->angles.a.n, m->cd, m->sd, c, s);
-    return 1;
+}
+
+int rs_sort_pairs(const int64_t *pair_stream, int64_t n_pairs, int64_t n_streams, const double *theta,
+                  int64_t *order, double *theta_sorted, int64_t *start)
+{
+    int identity = 1;
+    for (int64_t j = 0; j <= n_streams; j++)
+        start[j] = 0;
+    for (int64_t k = 0; k < n_pairs; k++)
+        start[pair_stream[k] + 1]++;
+    for (int64_t j = 0; j < n_streams; j++)
+        start[j + 1] += start[j];
+    /* start[j] serves as stream j's cursor, which ends at start[j + 1];
+     * shifted back by one place afterwards */
+    for (int64_t k = 0; k < n_pairs; k++) {
+        const int64_t q = start[pair_stream[k]]++;
+        order[q] = k;
+        theta_sorted[q] = theta[k];
+        identity &= q == k;
+    }
+    for (int64_t j = n_streams; j > 0; j--)
+        start[j] = start[j - 1];
+    start[0] = 0;
+    return identity;
 }
 
 typedef struct {
@@ -250,31 +274,7 @@ int rs_cos_sin_streams(int64_t n, const char *positions, int64_t pos_stride,
         return RS_NO_MEMORY;
     }
     start = order + n_pairs;
-    /* counting sort of the pairs by stream */
-    for (int64_t j = 0; j <= n_streams; j++)
-        start[j] = 0;
-    for (int64_t k = 0; k < n_pairs; k++)
-        start[pair_stream[k] + 1]++;
-    for (int64_t j = 0; j < n_streams; j++)
-        start[j + 1] += start[j];
-    {
-        int64_t fill[64];
-        int64_t *next = n_streams <= 64 ? fill : (int64_t *)rs_alloc(sizeof(int64_t) * (size_t)n_streams);
-        if (next == NULL) {
-            free(order);
-            free(theta_sorted);
-            return RS_NO_MEMORY;
-        }
-        for (int64_t j = 0; j < n_streams; j++)
-            next[j] = start[j];
-        for (int64_t k = 0; k < n_pairs; k++) {
-            int64_t q = next[pair_stream[k]]++;
-            order[q] = k;
-            theta_sorted[q] = theta[k];
-        }
-        if (next != fill)
-            free(next);
-    }
+    rs_sort_pairs(pair_stream, n_pairs, n_streams, theta, order, theta_sorted, start);
     if (n * n_pairs < (1 << 16) || n < nt)
         nt = 1;
     for (int i = 0; i < nt; i++) {

@@ -333,7 +333,7 @@ def test_stream_kernel_out_of_memory_is_a_memory_error():
 # -- the fused stream kernel (rs_rotate_streams) ----------------------------------------
 @pytest.mark.parametrize("section, interleaved", SECTIONS)
 @pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
-@pytest.mark.parametrize("layout", ["prefill", "decode", "strided", "text-image-text"])
+@pytest.mark.parametrize("layout", ["prefill", "decode", "strided", "text-image-text", "some-off-integers"])
 def test_fused_streams_give_the_stream_tables_bits(section, interleaved, dtype, layout, threads):
     """Rope.apply with differing streams rotates in one fused pass (each stream's row made as
     its position changes, scattered to its pairs, or made at once for a token whose streams
@@ -361,6 +361,9 @@ def test_fused_streams_give_the_stream_tables_bits(section, interleaved, dtype, 
             streams[2, 450:470:2] += 1    # one stream leaves and rejoins the others, token by token
             streams[0, 500:520:3] -= 1
             streams[:, 530:536] = np.array([[600, 610, 620], [601, 601, 601]] * 3).T   # back to a row's positions
+            streams = streams[:, None, :, None]
+        if layout == "some-off-integers":   # rows where one stream sits between integers, the others on them
+            streams = np.stack([t, 100 + t // 7 + 0.5 * (t % 3 == 0), 100 + t % 7]).astype(np.float64)
             streams = streams[:, None, :, None]
     for n_threads in (1, 2):
         threads(n_threads)

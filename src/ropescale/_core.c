@@ -747,53 +747,6 @@ static int angle_inputs(PyObject *po, PyObject *to, PyArrayObject **t)
     return pos_int;
 }
 
-static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
-{
-    PyObject *xo, *po, *to, *oo;
-    PyArrayObject *x, *p, *t, *out;
-    double scale;
-    int interleaved, inverse, n_threads, rc, dt, bf16 = 0;
-    rs_layout L;
-    rs_options opt;
-    glue_poll poll;
-    (void)self;
-
-    if (!PyArg_ParseTuple(args, "OOOdOppi|p:rotate_positions", &xo, &po, &to,
-                          &scale, &oo, &interleaved, &inverse, &n_threads, &bf16))
-        return NULL;
-    int pos_int;
-    if (check_operand(xo, "x", 0) < 0 || check_operand(oo, "out", 1) < 0 ||
-        (pos_int = angle_inputs(po, to, &t)) < 0)
-        return NULL;
-    x = (PyArrayObject *)xo;
-    p = (PyArrayObject *)po;
-    out = (PyArrayObject *)oo;
-    if ((dt = dtype_code(x, "x", bf16)) < 0 || dtype_code(out, "out", bf16) < 0)
-        return NULL;
-    if (PyArray_TYPE(out) != PyArray_TYPE(x)) {
-        PyErr_SetString(PyExc_TypeError, "out must have the dtype of x");
-        return NULL;
-    }
-    if (layout_x_out(&L, x, out) < 0)
-        return NULL;
-    if (broadcast_rows(&L, p, PyArray_NDIM(p), "positions", RS_OP_POS) < 0)
-        return NULL;
-    L.n_pairs = PyArray_DIM(t, 0);
-    if (finish_options(&L, &opt, x, out, dt, interleaved, inverse, n_threads, pos_int,
-                       "len(inv_freq)") < 0 ||
-        refuse_overlap(p, "positions", out, "out") < 0 ||
-        refuse_overlap(t, "inv_freq", out, "out") < 0)
-        return NULL;
-    opt.interrupt = begin_kernel(&poll);
-    rc = rs_rotate_positions(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out),
-                             PyArray_BYTES(p), (const double *)PyArray_DATA(t), scale);
-    end_kernel(&poll);
-    if (kernel_status(rc) < 0)
-        return NULL;
-    Py_INCREF(out);
-    return (PyObject *)out;
-}
-
 /* pair_stream: a contiguous int64 array of R stream numbers in [0, k). */
 static int check_pair_stream(PyArrayObject *ps, npy_intp R, npy_intp k)
 {
@@ -813,44 +766,48 @@ static int check_pair_stream(PyArrayObject *ps, npy_intp R, npy_intp k)
     return 0;
 }
 
-/* Fused M-RoPE: positions (k, ...) whose trailing axes broadcast against
- * x's rows, pair_stream int64 (R,) with values in [0, k). */
-static PyObject *py_rotate_streams(PyObject *self, PyObject *args)
+/* The fused forms: plain positions (rotate_positions), or M-RoPE position
+ * streams (k, ...) whose trailing axes broadcast against x's rows, pair j
+ * taking stream pair_stream[j] (rotate_streams, `streams` set). */
+static PyObject *rotate_fused(PyObject *args, int streams)
 {
-    PyObject *xo, *po, *to, *so_, *oo, *p0 = NULL;
-    PyArrayObject *x, *p, *t, *ps, *out;
+    PyObject *xo, *po, *to, *so_ = NULL, *oo, *pb;
+    PyArrayObject *x, *p, *t, *ps = NULL, *out;
     double scale;
     int interleaved, inverse, n_threads, rc, dt, bf16 = 0, pos_int;
-    npy_intp k, R;
+    npy_intp k = 1, R;
     rs_layout L;
     rs_options opt;
     glue_poll poll;
-    (void)self;
 
-    if (!PyArg_ParseTuple(args, "OOOOdOppi|p:rotate_streams", &xo, &po, &to, &so_,
-                          &scale, &oo, &interleaved, &inverse, &n_threads, &bf16))
+    if (streams ? !PyArg_ParseTuple(args, "OOOOdOppi|p:rotate_streams", &xo, &po, &to, &so_, &scale, &oo,
+                                    &interleaved, &inverse, &n_threads, &bf16)
+                : !PyArg_ParseTuple(args, "OOOdOppi|p:rotate_positions", &xo, &po, &to, &scale, &oo,
+                                    &interleaved, &inverse, &n_threads, &bf16))
         return NULL;
     if (check_operand(xo, "x", 0) < 0 || check_operand(oo, "out", 1) < 0 ||
-        check_operand(so_, "pair_stream", 0) < 0 || (pos_int = angle_inputs(po, to, &t)) < 0)
+        (streams && check_operand(so_, "pair_stream", 0) < 0) || (pos_int = angle_inputs(po, to, &t)) < 0)
         return NULL;
     x = (PyArrayObject *)xo;
     p = (PyArrayObject *)po;
-    ps = (PyArrayObject *)so_;
     out = (PyArrayObject *)oo;
-    if (PyArray_NDIM(p) < 1 || PyArray_DIM(p, 0) < 1 || PyArray_DIM(p, 0) > RS_MAX_STREAMS) {
-        PyErr_Format(PyExc_ValueError, "positions must have 1 to %d streams on its first axis",
-                     RS_MAX_STREAMS);
-        return NULL;
-    }
-    k = PyArray_DIM(p, 0);
     R = PyArray_DIM(t, 0);
-    if (R > RS_PAIR_BLOCK) {
-        PyErr_Format(PyExc_ValueError, "rotate_streams takes at most %d pairs, got %zd",
-                     RS_PAIR_BLOCK, R);
-        return NULL;
+    if (streams) {
+        ps = (PyArrayObject *)so_;
+        if (PyArray_NDIM(p) < 1 || PyArray_DIM(p, 0) < 1 || PyArray_DIM(p, 0) > RS_MAX_STREAMS) {
+            PyErr_Format(PyExc_ValueError, "positions must have 1 to %d streams on its first axis",
+                         RS_MAX_STREAMS);
+            return NULL;
+        }
+        k = PyArray_DIM(p, 0);
+        if (R > RS_PAIR_BLOCK) {
+            PyErr_Format(PyExc_ValueError, "rotate_streams takes at most %d pairs, got %zd",
+                         RS_PAIR_BLOCK, R);
+            return NULL;
+        }
+        if (check_pair_stream(ps, R, k) < 0)
+            return NULL;
     }
-    if (check_pair_stream(ps, R, k) < 0)
-        return NULL;
     if ((dt = dtype_code(x, "x", bf16)) < 0 || dtype_code(out, "out", bf16) < 0)
         return NULL;
     if (PyArray_TYPE(out) != PyArray_TYPE(x)) {
@@ -859,36 +816,55 @@ static PyObject *py_rotate_streams(PyObject *self, PyObject *args)
     }
     if (layout_x_out(&L, x, out) < 0)
         return NULL;
-    /* stream 0 describes every stream's broadcasting; stream j is j strides on */
-    if ((p0 = PySequence_GetItem(po, 0)) == NULL)
-        return NULL;
-    if (!PyArray_Check(p0)) {
-        Py_DECREF(p0);
+    /* streams: stream 0 describes every stream's broadcasting; stream j is j strides on */
+    if (streams) {
+        if ((pb = PySequence_GetItem(po, 0)) == NULL)
+            return NULL;
+    } else {
+        pb = po;
+        Py_INCREF(pb);
+    }
+    if (!PyArray_Check(pb)) {
+        Py_DECREF(pb);
         PyErr_SetString(PyExc_TypeError, "positions must be an array");
         return NULL;
     }
-    if (broadcast_rows(&L, (PyArrayObject *)p0, PyArray_NDIM((PyArrayObject *)p0), "positions",
-                       RS_OP_POS) < 0) {
-        Py_DECREF(p0);
+    rc = broadcast_rows(&L, (PyArrayObject *)pb, PyArray_NDIM((PyArrayObject *)pb), "positions", RS_OP_POS);
+    Py_DECREF(pb);
+    if (rc < 0)
         return NULL;
-    }
-    Py_DECREF(p0);
     L.n_pairs = R;
     if (finish_options(&L, &opt, x, out, dt, interleaved, inverse, n_threads, pos_int,
                        "len(inv_freq)") < 0 ||
         refuse_overlap(p, "positions", out, "out") < 0 ||
         refuse_overlap(t, "inv_freq", out, "out") < 0 ||
-        refuse_overlap(ps, "pair_stream", out, "out") < 0)
+        (streams && refuse_overlap(ps, "pair_stream", out, "out") < 0))
         return NULL;
     opt.interrupt = begin_kernel(&poll);
-    rc = rs_rotate_streams(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out), PyArray_BYTES(p),
-                           (int64_t)PyArray_STRIDE(p, 0), (int64_t)k,
-                           (const int64_t *)PyArray_DATA(ps), (const double *)PyArray_DATA(t), scale);
+    if (streams)
+        rc = rs_rotate_streams(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out), PyArray_BYTES(p),
+                               (int64_t)PyArray_STRIDE(p, 0), (int64_t)k,
+                               (const int64_t *)PyArray_DATA(ps), (const double *)PyArray_DATA(t), scale);
+    else
+        rc = rs_rotate_positions(&L, &opt, PyArray_BYTES(x), PyArray_BYTES(out), PyArray_BYTES(p),
+                                 (const double *)PyArray_DATA(t), scale);
     end_kernel(&poll);
     if (kernel_status(rc) < 0)
         return NULL;
     Py_INCREF(out);
     return (PyObject *)out;
+}
+
+static PyObject *py_rotate_positions(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return rotate_fused(args, 0);
+}
+
+static PyObject *py_rotate_streams(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return rotate_fused(args, 1);
 }
 
 static PyObject *py_cos_sin(PyObject *self, PyObject *args)
@@ -1248,7 +1224,8 @@ PyMODINIT_FUNC PyInit__core(void)
         return NULL;
     /* Method codes (DEFAULT, LINEAR, ...), their names indexed by code and the
      * keyword parameters scaled_inv_freq takes: all from the one list each. */
-    if (
+    if (PyModule_AddIntConstant(m, "MAX_STREAMS", RS_MAX_STREAMS) < 0 ||
+        PyModule_AddIntConstant(m, "PAIR_BLOCK", RS_PAIR_BLOCK) < 0 ||
 #define RS_METHOD(id, name, fn) PyModule_AddIntConstant(m, #id, RS_##id) < 0 ||
 #include "methods.def"
 #undef RS_METHOD

@@ -10,6 +10,9 @@ from numpy.typing import ArrayLike, NDArray
 METHOD_NAMES: Tuple[str, ...]
 #: The keyword parameters scaled_inv_freq accepts (fields of rs_scaling).
 SCALING_PARAMS: Tuple[str, ...]
+#: rotate_streams' limits: streams (RS_MAX_STREAMS) and pairs (RS_PAIR_BLOCK).
+MAX_STREAMS: int
+PAIR_BLOCK: int
 
 # Method codes for scaled_inv_freq, one per line of csrc/methods.def
 # (DEFAULT, LINEAR, ...): declared by this catch-all so that a new method

@@ -325,7 +325,7 @@ def _fused_inputs(x, positions, inv_freq, attention_factor, interleaved, inverse
 
 
 # The fused M-RoPE kernel takes up to this many streams and pairs (csrc/ropescale.h).
-STREAMS_MAX, STREAM_PAIRS_MAX = 8, 256
+STREAMS_MAX, STREAM_PAIRS_MAX = _core.MAX_STREAMS, _core.PAIR_BLOCK
 
 
 def apply_rotary_streams(x: Any, streams: Any, inv_freq: Any, pair_stream: np.ndarray, *,

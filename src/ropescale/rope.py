@@ -13,7 +13,7 @@ import numpy as np
 
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
-from ._rotary import (STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, _fast_positions, apply_rotary,
+from ._rotary import (_INT64, STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, _fast_positions, apply_rotary,
                       apply_rotary_positions, apply_rotary_streams, cos_sin, cos_sin_streams)
 from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
                       normalize_scaling, promoted, trained_length_from_hf)
@@ -697,7 +697,6 @@ class Rope:
 
 # x dtypes whose fused rotation is bit-identical to the cached one with the float32
 # (float64 for float64) table that M-RoPE builds (tests/test_rotary.py, tests/test_mrope.py).
-_INT64 = np.dtype(np.int64)
 _FUSED_EQUALS_CACHED = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 

@@ -117,8 +117,10 @@ enum rs_dtype { RS_F16 = 0, RS_F32 = 1, RS_F64 = 2, RS_BF16 = 3 };
 #define RS_MAXDIM 64
 
 /* The operands of a rotation; the fused form has positions instead of
- * cos and sin (their strides are then 0). */
-enum rs_operand { RS_OP_X = 0, RS_OP_OUT, RS_OP_COS, RS_OP_SIN, RS_OP_POS, RS_N_OPERANDS };
+ * cos and sin (their strides are then 0).  RS_OP_KX and RS_OP_KOUT are the
+ * second input and output of a joint q/k rotation (rs_rotate_qk). */
+enum rs_operand { RS_OP_X = 0, RS_OP_OUT, RS_OP_COS, RS_OP_SIN, RS_OP_POS, RS_OP_KX, RS_OP_KOUT,
+                  RS_N_OPERANDS };
 
 /* Leading ("row") axes shared by every operand, with one byte stride per
  * operand and axis (0 where the operand repeats along it); the last axis
@@ -187,6 +189,23 @@ int rs_rotate_streams(const rs_layout *lay, const rs_options *opt, const char *x
                       char *out, const char *positions, int64_t stream_stride,
                       int64_t n_streams, const int64_t *pair_stream,
                       const double *theta, double scale);
+
+/* Fused q and k at the same positions in one pass: each position's cos/sin
+ * are made once and rotate every row of q and of k at it (ggml does the
+ * same per token across heads).  lq and lk describe q -> oq and k -> ok
+ * (RS_OP_X, RS_OP_OUT and the positions' strides RS_OP_POS of each, both
+ * broadcast from the same positions array); they must have the same number
+ * of axes, features and pairs, and the same shape and position strides on
+ * every axis but at most one (the heads: GQA/MQA), along which the
+ * positions repeat.  opt->in_place says whether oq is q, k_in_place whether
+ * ok is k.  The bits of each output are those rs_rotate_positions gives it
+ * alone.  n_streams 0 (pair_stream NULL): plain positions; else fused
+ * M-RoPE as rs_rotate_streams.  RS_BAD_LAYOUT (nothing written) for
+ * layouts that do not pair up. */
+int rs_rotate_qk(const rs_layout *lq, const rs_layout *lk, const rs_options *opt, int k_in_place,
+                 const char *q, char *oq, const char *k, char *ok, const char *positions,
+                 int64_t stream_stride, int64_t n_streams, const int64_t *pair_stream,
+                 const double *theta, double scale);
 
 /* Table: n positions (float64, or int64 if pos_int; byte stride pos_stride)
  * -> cos, sin contiguous (n, n_pairs) of dtype out_dtype (enum rs_dtype). */

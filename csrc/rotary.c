@@ -516,11 +516,20 @@ typedef struct {
     const double *theta_sorted; /* theta[order[q]] */
 } rs_stream_map;
 
+/* A call rotates one array, or q and k at the same positions (rs_rotate_qk):
+ * part 0 is x -> out (operands RS_OP_X, RS_OP_OUT), part 1 k -> its output
+ * (RS_OP_KX, RS_OP_KOUT).  Each part's batch holds its rows of one row of
+ * the layout (for q and k: their heads), which share one cos/sin row. */
+#define RS_MAX_PARTS 2
+static const int part_x[RS_MAX_PARTS] = {RS_OP_X, RS_OP_KX};
+static const int part_out[RS_MAX_PARTS] = {RS_OP_OUT, RS_OP_KOUT};
+
 typedef struct {
     const rs_layout *L;
     const rs_options *opt;
-    const char *x;
-    char *out;
+    const char *x[RS_MAX_PARTS];
+    char *out[RS_MAX_PARTS];
+    int n_parts;
     const char *cos, *sin;   /* cached form */
     const char *positions;   /* fused form */
     const double *theta;
@@ -529,7 +538,7 @@ typedef struct {
     int64_t row0, row1;
     rs_rows_f32 rows32;
     rs_rows_f64 rows64;
-    rs_batch batch;
+    rs_batch batch[RS_MAX_PARTS];
     double *mem;             /* task_doubles() of working memory */
     int *stop;
     int first;
@@ -619,10 +628,9 @@ static void rotate_rows(const rs_task *t, const rs_batch *B, const void *c,
 
 /* Rotate a batch (rows sharing one cos/sin row) in pieces of at most
  * RS_CHUNK_BYTES, looking at the interrupt between them; 1: stop. */
-static int rotate_batch(const rs_task *t, const void *c, const void *s,
+static int rotate_batch(const rs_task *t, const rs_batch *B, const void *c, const void *s,
                         float *hbuf, const char *xr, char *orow, int64_t *since_poll)
 {
-    const rs_batch *B = &t->batch;
     const int64_t per_row = 1 + t->L->n_features * (t->opt->dtype == RS_F64 ? 8 : 4);
     const int64_t piece = 1 + RS_CHUNK_BYTES / per_row;
     rs_batch part = *B;
@@ -699,7 +707,7 @@ static void rotate_task(void *arg)
     rs_task *t = (rs_task *)arg;
     const rs_layout *L = t->L;
     const rs_options *opt = t->opt;
-    const int64_t R = L->n_pairs, P = block_pairs(R);
+    const int64_t R = L->n_pairs, P = block_pairs(R), D = L->n_features;
     const int cdt = opt->dtype == RS_F64 ? RS_F64 : RS_F32;
     const int64_t citem = cdt == RS_F64 ? 8 : 4;
     const int64_t xitem = opt->dtype == RS_F64 ? 8 : (opt->dtype == RS_F32 ? 4 : 2);
@@ -713,14 +721,14 @@ static void rotate_task(void *arg)
     double last_spos[RS_MAX_STREAMS];
     rs_iter it;
     rs_iter_seek(L, &it, t->row0);
-    const char *out0 = t->out + it.off[RS_OP_OUT];
+    const char *out0 = t->out[0] + it.off[RS_OP_OUT];
     const int64_t lane = (int64_t)((uintptr_t)(const void *)out0 % 64) / citem * citem;
     void *crow = row_in_line(t->mem, lane, P, 0), *srow = row_in_line(t->mem, lane, P, 1);
     float *hbuf = (float *)(void *)(t->mem + 2 * P + RS_ROW_SLACK);
     double *streams_mem = NULL; /* several streams: streams_doubles() after the plain maker's */
     /* a table row is read in place unless rows share it and it sits
      * elsewhere in its line than out (then one copy serves the batch) */
-    const int realign = t->batch.nb > 1 && t->batch.fo == citem;
+    const int realign = t->batch[0].nb > 1 && t->batch[0].fo == citem;
 
     for (int64_t k0 = 0; k0 == 0 || k0 < R; k0 += P) {
         const int64_t n = R - k0 < P ? R - k0 : P;
@@ -731,11 +739,13 @@ static void rotate_task(void *arg)
         /* plain positions: one stream whose pairs are this block's run */
         const rs_stream_map one = {1, 0, 1, NULL, one_start, t->theta + k0};
         int have_pos = 0;
-        t->batch.n = n;
-        t->batch.tail = k0 == 0 && !opt->in_place && L->n_features > 2 * R &&
-                                t->batch.fx == xitem && t->batch.fo == xitem
-                            ? (L->n_features - 2 * R) * xitem
-                            : 0;
+        for (int p = 0; p < t->n_parts; p++) {
+            rs_batch *B = &t->batch[p];
+            B->n = n;
+            B->tail = k0 == 0 && !B->in_place && D > 2 * R && B->fx == xitem && B->fo == xitem
+                          ? (D - 2 * R) * xitem
+                          : 0;
+        }
         if (fused && map == NULL)
             map = &one;
         if (map != NULL) {
@@ -748,8 +758,6 @@ static void rotate_task(void *arg)
         }
         rs_iter_seek(L, &it, t->row0);
         for (int64_t r = t->row0; r < t->row1; r++, rs_iter_next(L, &it)) {
-            const char *xr = t->x + it.off[RS_OP_X];
-            char *orow = t->out + it.off[RS_OP_OUT];
             if (map != NULL) {
                 streams_row(map, &maker, &all_maker, last_spos, !have_pos, t->positions + it.off[RS_OP_POS],
                             opt->pos_int, cdt, opt->inverse, crow, srow,
@@ -776,66 +784,146 @@ static void rotate_task(void *arg)
                     last_s = s;
                 }
             }
-            if (rotate_batch(t, cp, sp, hbuf, xr + k0 * step * t->batch.fx,
-                             orow + k0 * step * t->batch.fo, &since_poll))
-                return;
-            if (k0 == 0 && !opt->in_place && L->n_features > 2 * R && !t->batch.tail)
-                copy_tail(&t->batch, L->n_features, xitem, xr, orow);
+            /* the row serves every part while it is in cache: q's heads, then k's */
+            for (int p = 0; p < t->n_parts; p++) {
+                const rs_batch *B = &t->batch[p];
+                const char *xr = t->x[p] + it.off[part_x[p]];
+                char *orow = t->out[p] + it.off[part_out[p]];
+                if (rotate_batch(t, B, cp, sp, hbuf, xr + k0 * step * B->fx, orow + k0 * step * B->fo,
+                                 &since_poll))
+                    return;
+                if (k0 == 0 && !B->in_place && D > 2 * R && !B->tail)
+                    copy_tail(B, D, xitem, xr, orow);
+            }
         }
     }
 }
 
-static int run(const rs_layout *lay, const rs_options *opt, const char *x,
-               char *out, const char *c, const char *s, const char *positions,
-               const double *theta, double scale, const rs_stream_map *streams)
+/* The joint layout of q and k (rs_rotate_qk): every axis but the heads h,
+ * with q's strides as RS_OP_X/OUT and k's as RS_OP_KX/KOUT; the heads
+ * become each part's batch.  h is the one axis where the shapes differ
+ * (GQA), else the innermost axis along which the positions repeat, if
+ * any.  -1: the layouts do not pair up. */
+static int joint_layout(rs_layout *J, const rs_layout *lq, const rs_layout *lk, rs_batch *bq, rs_batch *bk)
 {
-    rs_layout L = *lay;
+    int h = -1, j = 0;
+    if (lq->ndim != lk->ndim || lq->n_features != lk->n_features || lq->n_pairs != lk->n_pairs)
+        return -1;
+    for (int i = 0; i < lq->ndim; i++) {
+        if (lq->stride[RS_OP_POS][i] != lk->stride[RS_OP_POS][i])
+            return -1;
+        if (lq->shape[i] != lk->shape[i]) {
+            if (h >= 0)
+                return -1;
+            h = i;
+        }
+    }
+    if (h < 0)
+        for (int i = 0; i < lq->ndim; i++)
+            if (lq->stride[RS_OP_POS][i] == 0 && lq->shape[i] > 1)
+                h = i;
+    if (h >= 0 && lq->stride[RS_OP_POS][h] != 0)
+        return -1;
+    memset(J, 0, sizeof(*J));
+    for (int i = 0; i < lq->ndim; i++) {
+        if (i == h)
+            continue;
+        J->shape[j] = lq->shape[i];
+        J->stride[RS_OP_X][j] = lq->stride[RS_OP_X][i];
+        J->stride[RS_OP_OUT][j] = lq->stride[RS_OP_OUT][i];
+        J->stride[RS_OP_KX][j] = lk->stride[RS_OP_X][i];
+        J->stride[RS_OP_KOUT][j] = lk->stride[RS_OP_OUT][i];
+        J->stride[RS_OP_POS][j] = lq->stride[RS_OP_POS][i];
+        j++;
+    }
+    J->ndim = j;
+    J->n_features = lq->n_features;
+    J->n_pairs = lq->n_pairs;
+    J->fstride[RS_OP_X] = lq->fstride[RS_OP_X];
+    J->fstride[RS_OP_OUT] = lq->fstride[RS_OP_OUT];
+    J->fstride[RS_OP_KX] = lk->fstride[RS_OP_X];
+    J->fstride[RS_OP_KOUT] = lk->fstride[RS_OP_OUT];
+    bq->nb = h >= 0 ? lq->shape[h] : 1;
+    bq->bsx = h >= 0 ? lq->stride[RS_OP_X][h] : 0;
+    bq->bso = h >= 0 ? lq->stride[RS_OP_OUT][h] : 0;
+    bk->nb = h >= 0 ? lk->shape[h] : 1;
+    bk->bsx = h >= 0 ? lk->stride[RS_OP_X][h] : 0;
+    bk->bso = h >= 0 ? lk->stride[RS_OP_OUT][h] : 0;
+    return 0;
+}
+
+static int valid_layout(const rs_layout *L)
+{
+    if (L->ndim < 0 || L->ndim > RS_MAXDIM || L->n_pairs < 0 || L->n_pairs > L->n_features / 2)
+        return 0;
+    for (int i = 0; i < L->ndim; i++)
+        if (L->shape[i] < 0)
+            return 0;
+    return 1;
+}
+
+/* One array (klay NULL) or q and k (klay: k's layout; k_in_place). */
+static int run(const rs_layout *lay, const rs_layout *klay, int k_in_place, const rs_options *opt,
+               const char *const *xs, char *const *outs, const char *c, const char *s,
+               const char *positions, const double *theta, double scale, const rs_stream_map *streams)
+{
+    rs_layout L;
     rs_task tasks[RS_MAX_TASKS];
-    rs_batch batch;
-    int64_t rows, item, bytes;
+    rs_batch batch[RS_MAX_PARTS];
+    const int n_parts = klay != NULL ? 2 : 1;
+    int64_t rows, item, bytes, per_row = 0;
     int n, n_tasks, stop = 0, last;
 
-    if (L.ndim < 0 || L.ndim > RS_MAXDIM || L.n_pairs < 0 ||
-        L.n_pairs > L.n_features / 2 || opt->dtype < RS_F16 || opt->dtype > RS_BF16)
+    if (!valid_layout(lay) || (klay != NULL && (!valid_layout(klay) || positions == NULL)) ||
+        opt->dtype < RS_F16 || opt->dtype > RS_BF16)
         return RS_BAD_LAYOUT;
-    for (int i = 0; i < L.ndim; i++)
-        if (L.shape[i] < 0)
+    memset(batch, 0, sizeof(batch));
+    batch[0].nb = 1;
+    if (klay != NULL) {
+        if (joint_layout(&L, lay, klay, &batch[0], &batch[1]) != 0)
             return RS_BAD_LAYOUT;
+    } else {
+        L = *lay;
+    }
     if (positions != NULL)
         rs_layout_positions_last(&L);
     rs_layout_coalesce(&L);
     rows = rs_layout_rows(&L);
-    if (rows == 0 || L.n_features == 0)
-        return RS_OK;
     item = opt->dtype == RS_F64 ? 8 : (opt->dtype == RS_F32 ? 4 : 2);
+    for (int p = 0; p < n_parts; p++)
+        per_row += batch[p].nb;
+    if (rows == 0 || per_row == 0 || L.n_features == 0)
+        return RS_OK;
     /* rows * D * item cannot overflow: x exists in memory with this size. */
-    bytes = rows * L.n_features * item;
+    bytes = rows * per_row * L.n_features * item;
     n = opt->n_threads < 1 ? 1 : opt->n_threads;
     if (n > RS_MAX_TASKS)
         n = RS_MAX_TASKS;
     if (bytes < RS_PARALLEL_BYTES || rows < n)
         n = 1;
-    /* Rows along the innermost axis that share cos/sin (or the position) go
-     * to the kernel together, unless that would leave too few to split. */
-    batch.nb = 1;
-    batch.bsx = batch.bso = 0;
+    /* One array: rows along the innermost axis that share cos/sin (or the
+     * position) go to the kernel together, unless that would leave too few
+     * to split. */
     last = L.ndim - 1;
-    if (L.ndim >= 1 && L.stride[RS_OP_COS][last] == 0 && L.stride[RS_OP_SIN][last] == 0 &&
+    if (klay == NULL && L.ndim >= 1 && L.stride[RS_OP_COS][last] == 0 && L.stride[RS_OP_SIN][last] == 0 &&
         L.stride[RS_OP_POS][last] == 0 && rows / L.shape[last] >= n) {
-        batch.nb = L.shape[last];
-        batch.bsx = L.stride[RS_OP_X][last];
-        batch.bso = L.stride[RS_OP_OUT][last];
-        rows /= batch.nb;
+        batch[0].nb = L.shape[last];
+        batch[0].bsx = L.stride[RS_OP_X][last];
+        batch[0].bso = L.stride[RS_OP_OUT][last];
+        rows /= batch[0].nb;
         L.ndim--;
     }
-    batch.R = L.n_pairs;
-    batch.n = 0;
-    batch.fx = L.fstride[RS_OP_X];
-    batch.fo = L.fstride[RS_OP_OUT];
-    batch.interleaved = opt->interleaved;
-    batch.in_place = opt->in_place;
-    /* contiguous rows: prefetch the whole row (a partial-rotary tail too) */
-    batch.row_bytes = L.fstride[RS_OP_X] == item ? L.n_features * item : 0;
+    for (int p = 0; p < n_parts; p++) {
+        rs_batch *B = &batch[p];
+        B->R = L.n_pairs;
+        B->n = 0;
+        B->fx = L.fstride[part_x[p]];
+        B->fo = L.fstride[part_out[p]];
+        B->interleaved = opt->interleaved;
+        B->in_place = p == 0 ? opt->in_place : k_in_place;
+        /* contiguous rows: prefetch the whole row (a partial-rotary tail too) */
+        B->row_bytes = B->fx == item ? L.n_features * item : 0;
+    }
     /* RS_TASKS_PER_THREAD pieces per thread: a worker that wakes late (tens
      * of microseconds after a long idle) then holds the caller up by one
      * small piece at most, instead of half the call. */
@@ -846,8 +934,12 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
         rs_task *t = &tasks[i];
         t->L = &L;
         t->opt = opt;
-        t->x = x;
-        t->out = out;
+        t->n_parts = n_parts;
+        for (int p = 0; p < n_parts; p++) {
+            t->x[p] = xs[p];
+            t->out[p] = outs[p];
+            t->batch[p] = batch[p];
+        }
         t->cos = c;
         t->sin = s;
         t->positions = positions;
@@ -857,7 +949,6 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
         rs_split_range(rows, n_tasks, i, &t->row0, &t->row1);
         t->rows32 = pick_f32();
         t->rows64 = pick_f64();
-        t->batch = batch;
         t->stop = &stop;
         t->first = i == 0;
     }
@@ -873,7 +964,7 @@ static int run(const rs_layout *lay, const rs_options *opt, const char *x,
 int rs_rotate(const rs_layout *lay, const rs_options *opt, const char *x,
               char *out, const char *cos, const char *sin)
 {
-    return run(lay, opt, x, out, cos, sin, NULL, NULL, 1.0, NULL);
+    return run(lay, NULL, 0, opt, &x, &out, cos, sin, NULL, NULL, 1.0, NULL);
 }
 
 int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
@@ -882,7 +973,27 @@ int rs_rotate_positions(const rs_layout *lay, const rs_options *opt,
 {
     if (positions == NULL || theta == NULL)
         return RS_BAD_LAYOUT;
-    return run(lay, opt, x, out, NULL, NULL, positions, theta, scale, NULL);
+    return run(lay, NULL, 0, opt, &x, &out, NULL, NULL, positions, theta, scale, NULL);
+}
+
+/* The stream map of fused M-RoPE in the caller's arrays (R <= RS_PAIR_BLOCK
+ * pairs); -1 for a bad pair_stream. */
+static int stream_map(rs_stream_map *map, int64_t R, int64_t stream_stride, int64_t n_streams,
+                      const int64_t *pair_stream, const double *theta, int64_t *start, int64_t *order,
+                      double *theta_sorted)
+{
+    if (pair_stream == NULL || n_streams < 1 || n_streams > RS_MAX_STREAMS || R < 0 || R > RS_PAIR_BLOCK)
+        return -1;
+    for (int64_t k = 0; k < R; k++)
+        if (pair_stream[k] < 0 || pair_stream[k] >= n_streams)
+            return -1;
+    map->n = n_streams;
+    map->stride = stream_stride;
+    map->sorted = rs_sort_pairs(pair_stream, R, n_streams, theta, order, theta_sorted, start);
+    map->order = order;
+    map->start = start;
+    map->theta_sorted = theta_sorted;
+    return 0;
 }
 
 int rs_rotate_streams(const rs_layout *lay, const rs_options *opt, const char *x,
@@ -890,21 +1001,32 @@ int rs_rotate_streams(const rs_layout *lay, const rs_options *opt, const char *x
                       int64_t n_streams, const int64_t *pair_stream,
                       const double *theta, double scale)
 {
-    const int64_t R = lay->n_pairs;
     int64_t start[RS_MAX_STREAMS + 1], order[RS_PAIR_BLOCK];
     double theta_sorted[RS_PAIR_BLOCK];
     rs_stream_map map;
-    if (positions == NULL || theta == NULL || pair_stream == NULL || n_streams < 1 ||
-        n_streams > RS_MAX_STREAMS || R < 0 || R > RS_PAIR_BLOCK)
+    if (positions == NULL || theta == NULL ||
+        stream_map(&map, lay->n_pairs, stream_stride, n_streams, pair_stream, theta, start, order,
+                   theta_sorted) != 0)
         return RS_BAD_LAYOUT;
-    for (int64_t k = 0; k < R; k++)
-        if (pair_stream[k] < 0 || pair_stream[k] >= n_streams)
-            return RS_BAD_LAYOUT;
-    map.n = n_streams;
-    map.stride = stream_stride;
-    map.sorted = rs_sort_pairs(pair_stream, R, n_streams, theta, order, theta_sorted, start);
-    map.order = order;
-    map.start = start;
-    map.theta_sorted = theta_sorted;
-    return run(lay, opt, x, out, NULL, NULL, positions, theta, scale, &map);
+    return run(lay, NULL, 0, opt, &x, &out, NULL, NULL, positions, theta, scale, &map);
+}
+
+int rs_rotate_qk(const rs_layout *lq, const rs_layout *lk, const rs_options *opt, int k_in_place,
+                 const char *q, char *oq, const char *k, char *ok, const char *positions,
+                 int64_t stream_stride, int64_t n_streams, const int64_t *pair_stream,
+                 const double *theta, double scale)
+{
+    const char *xs[RS_MAX_PARTS] = {q, k};
+    char *outs[RS_MAX_PARTS] = {oq, ok};
+    int64_t start[RS_MAX_STREAMS + 1], order[RS_PAIR_BLOCK];
+    double theta_sorted[RS_PAIR_BLOCK];
+    rs_stream_map map;
+    if (positions == NULL || theta == NULL || lk == NULL)
+        return RS_BAD_LAYOUT;
+    if (n_streams == 0 && pair_stream == NULL)
+        return run(lq, lk, k_in_place, opt, xs, outs, NULL, NULL, positions, theta, scale, NULL);
+    if (stream_map(&map, lq->n_pairs, stream_stride, n_streams, pair_stream, theta, start, order,
+                   theta_sorted) != 0)
+        return RS_BAD_LAYOUT;
+    return run(lq, lk, k_in_place, opt, xs, outs, NULL, NULL, positions, theta, scale, &map);
 }

@@ -277,6 +277,19 @@ CASES = [
     ("threads-2**62", lambda: ropescale.set_num_threads(2**62), ValueError, "n"),
     ("threads-float", lambda: ropescale.set_num_threads(1.5), TypeError, "n"),
     ("threads-str", lambda: ropescale.set_num_threads("4"), TypeError, "n"),
+    # ---- apply_rotary_qk
+    ("apply_rotary_qk-q-int", lambda: ropescale.apply_rotary_qk(X.astype(np.int16), X, [0, 1, 2], TH), TypeError,
+     "q"),
+    ("apply_rotary_qk-k-odd-D", lambda: ropescale.apply_rotary_qk(X, X[:, :7], [0, 1, 2], TH), ValueError, "k"),
+    ("apply_rotary_qk-positions-no-broadcast", lambda: ropescale.apply_rotary_qk(X, X, [0, 1], TH), ValueError,
+     "positions"),
+    ("apply_rotary_qk-out-one-array", lambda: ropescale.apply_rotary_qk(X, X, [0, 1, 2], TH, out=X.copy()),
+     TypeError, "out"),
+    ("apply_rotary_qk-out_k-read-only", lambda: ropescale.apply_rotary_qk(X, X, [0, 1, 2], TH, out=(X.copy(), RO)),
+     ValueError, "out_k"),
+    ("apply_rotary_qk-out_q-shape", lambda: ropescale.apply_rotary_qk(X, X, [0, 1, 2], TH, out=(X[:2].copy(), X.copy())),
+     ValueError, "out_q"),
+    ("Rope.apply_qk-k-str", lambda: ropescale.Rope(8).apply_qk(X, "k", [0, 1, 2]), TypeError, "k"),
     # ---- Rope
     ("Rope-odd-dim", lambda: ropescale.Rope(63), ValueError, "dim"),
     ("Rope-dim-2**40", lambda: ropescale.Rope(2**40), ValueError, "dim"),
@@ -416,7 +429,7 @@ def test_the_table_is_large_and_covers_every_public_function():
     public = {name for name in ropescale.__all__
               if callable(getattr(ropescale, name)) and name not in ("get_num_threads", "RopeAnalysis")}
     assert not public - called, sorted(public - called)
-    for name in ("Rope.from_hf", "Rope.extend", "Rope.apply", "Rope.cos_sin", "RopeAnalysis.table"):
+    for name in ("Rope.from_hf", "Rope.extend", "Rope.apply", "Rope.apply_qk", "Rope.cos_sin", "RopeAnalysis.table"):
         assert name in called, name
 
 

@@ -867,6 +867,146 @@ static PyObject *py_rotate_streams(PyObject *self, PyObject *args)
     return rotate_fused(args, 1);
 }
 
+/* Do a and b share an element?  Their byte extents first (cheap, and
+ * enough for separate arrays); views of one buffer whose extents meet (q
+ * and k of a packed qkv) are then asked of numpy.shares_memory, exactly.  A
+ * question too hard for it counts as shared.  -1: an error is set. */
+static int shares_memory(PyArrayObject *a, PyArrayObject *b)
+{
+    const char *l1, *h1, *l2, *h2;
+    PyObject *np, *res;
+    int shared;
+    if (!extent(a, &l1, &h1) || !extent(b, &l2, &h2) || h1 <= l2 || h2 <= l1)
+        return 0;
+    if ((np = PyImport_ImportModule("numpy")) == NULL)
+        return -1;
+    res = PyObject_CallMethod(np, "shares_memory", "OO", (PyObject *)a, (PyObject *)b);
+    Py_DECREF(np);
+    if (res == NULL) {
+        PyErr_Clear();
+        return 1;
+    }
+    shared = PyObject_IsTrue(res);
+    Py_DECREF(res);
+    return shared;
+}
+
+static int refuse_shared(PyArrayObject *in, const char *in_name, PyArrayObject *out, const char *out_name)
+{
+    int shared = shares_memory(in, out);
+    if (shared > 0)
+        PyErr_Format(PyExc_ValueError, "%s shares memory with %s; pass a copy (np.copy(%s))", in_name,
+                     out_name, in_name);
+    return shared != 0 ? -1 : 0;
+}
+
+/* rotate_qk(q, k, positions, inv_freq, pair_stream, scale, out_q, out_k,
+ * interleaved, inverse, n_threads[, bf16]): q and k at the same positions in
+ * one pass (rs_rotate_qk); pair_stream None for plain positions, else fused
+ * M-RoPE with positions (streams, ...).  q and k: one dtype, one head_dim;
+ * each may be rotated in place (out_q is q); no output may share memory
+ * with the other output or with an input other than its own. */
+static PyObject *py_rotate_qk(PyObject *self, PyObject *args)
+{
+    PyObject *qo, *ko, *po, *to, *so_, *oqo, *oko, *pb;
+    PyArrayObject *q, *k, *p, *t, *ps = NULL, *oq, *ok;
+    double scale;
+    int interleaved, inverse, n_threads, rc, dt, bf16 = 0, pos_int, streams;
+    npy_intp n_streams = 0, R;
+    rs_layout Lq, Lk;
+    rs_options opt, optk;
+    glue_poll poll;
+    (void)self;
+
+    if (!PyArg_ParseTuple(args, "OOOOOdOOppi|p:rotate_qk", &qo, &ko, &po, &to, &so_, &scale, &oqo, &oko,
+                          &interleaved, &inverse, &n_threads, &bf16))
+        return NULL;
+    streams = so_ != Py_None;
+    if (check_operand(qo, "q", 0) < 0 || check_operand(ko, "k", 0) < 0 || check_operand(oqo, "out_q", 1) < 0 ||
+        check_operand(oko, "out_k", 1) < 0 || (streams && check_operand(so_, "pair_stream", 0) < 0) ||
+        (pos_int = angle_inputs(po, to, &t)) < 0)
+        return NULL;
+    q = (PyArrayObject *)qo;
+    k = (PyArrayObject *)ko;
+    p = (PyArrayObject *)po;
+    oq = (PyArrayObject *)oqo;
+    ok = (PyArrayObject *)oko;
+    R = PyArray_DIM(t, 0);
+    if (streams) {
+        ps = (PyArrayObject *)so_;
+        if (PyArray_NDIM(p) < 1 || PyArray_DIM(p, 0) < 1 || PyArray_DIM(p, 0) > RS_MAX_STREAMS) {
+            PyErr_Format(PyExc_ValueError, "positions must have 1 to %d streams on its first axis",
+                         RS_MAX_STREAMS);
+            return NULL;
+        }
+        n_streams = PyArray_DIM(p, 0);
+        if (R > RS_PAIR_BLOCK) {
+            PyErr_Format(PyExc_ValueError, "rotate_qk with streams takes at most %d pairs, got %zd",
+                         RS_PAIR_BLOCK, R);
+            return NULL;
+        }
+        if (check_pair_stream(ps, R, n_streams) < 0)
+            return NULL;
+    }
+    if ((dt = dtype_code(q, "q", bf16)) < 0 || dtype_code(k, "k", bf16) < 0 ||
+        dtype_code(oq, "out_q", bf16) < 0 || dtype_code(ok, "out_k", bf16) < 0)
+        return NULL;
+    if (PyArray_TYPE(k) != PyArray_TYPE(q) || PyArray_TYPE(oq) != PyArray_TYPE(q) ||
+        PyArray_TYPE(ok) != PyArray_TYPE(q)) {
+        PyErr_SetString(PyExc_TypeError, "q, k, out_q and out_k must have one dtype");
+        return NULL;
+    }
+    if (layout_x_out(&Lq, q, oq) < 0 || layout_x_out(&Lk, k, ok) < 0)
+        return NULL;
+    if (streams) {
+        if ((pb = PySequence_GetItem(po, 0)) == NULL)
+            return NULL;
+    } else {
+        pb = po;
+        Py_INCREF(pb);
+    }
+    if (!PyArray_Check(pb)) {
+        Py_DECREF(pb);
+        PyErr_SetString(PyExc_TypeError, "positions must be an array");
+        return NULL;
+    }
+    rc = broadcast_rows(&Lq, (PyArrayObject *)pb, PyArray_NDIM((PyArrayObject *)pb), "positions", RS_OP_POS);
+    if (rc == 0)
+        rc = broadcast_rows(&Lk, (PyArrayObject *)pb, PyArray_NDIM((PyArrayObject *)pb), "positions", RS_OP_POS);
+    Py_DECREF(pb);
+    if (rc < 0)
+        return NULL;
+    Lq.n_pairs = Lk.n_pairs = R;
+    if (PyArray_DIM(q, PyArray_NDIM(q) - 1) != PyArray_DIM(k, PyArray_NDIM(k) - 1)) {
+        PyErr_SetString(PyExc_ValueError, "q and k must have the same last axis (head_dim)");
+        return NULL;
+    }
+    if (finish_options(&Lq, &opt, q, oq, dt, interleaved, inverse, n_threads, pos_int, "len(inv_freq)") < 0 ||
+        finish_options(&Lk, &optk, k, ok, dt, interleaved, inverse, n_threads, pos_int, "len(inv_freq)") < 0 ||
+        refuse_shared(q, "q", ok, "out_k") < 0 || refuse_shared(k, "k", oq, "out_q") < 0 ||
+        refuse_shared(oq, "out_q", ok, "out_k") < 0 || refuse_overlap(p, "positions", oq, "out_q") < 0 ||
+        refuse_overlap(p, "positions", ok, "out_k") < 0 || refuse_overlap(t, "inv_freq", oq, "out_q") < 0 ||
+        refuse_overlap(t, "inv_freq", ok, "out_k") < 0 ||
+        (streams && (refuse_overlap(ps, "pair_stream", oq, "out_q") < 0 ||
+                     refuse_overlap(ps, "pair_stream", ok, "out_k") < 0)))
+        return NULL;
+    opt.interrupt = begin_kernel(&poll);
+    rc = rs_rotate_qk(&Lq, &Lk, &opt, optk.in_place, PyArray_BYTES(q), PyArray_BYTES(oq), PyArray_BYTES(k),
+                      PyArray_BYTES(ok), PyArray_BYTES(p), streams ? (int64_t)PyArray_STRIDE(p, 0) : 0,
+                      (int64_t)n_streams, streams ? (const int64_t *)PyArray_DATA(ps) : NULL,
+                      (const double *)PyArray_DATA(t), scale);
+    end_kernel(&poll);
+    if (rc == RS_BAD_LAYOUT) {
+        PyErr_SetString(PyExc_ValueError,
+                        "q and k must have the same shape but for one axis along which the positions repeat "
+                        "(the heads)");
+        return NULL;
+    }
+    if (kernel_status(rc) < 0)
+        return NULL;
+    return Py_BuildValue("(OO)", oqo, oko);
+}
+
 static PyObject *py_cos_sin(PyObject *self, PyObject *args)
 {
     PyObject *po, *to, *co, *so;
@@ -1194,6 +1334,9 @@ static PyMethodDef methods[] = {
      "rotate(x, cos, sin, out, interleaved, inverse, n_threads, bf16=False) -> out"},
     {"rotate_positions", py_rotate_positions, METH_VARARGS,
      "rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads, bf16=False) -> out"},
+    {"rotate_qk", py_rotate_qk, METH_VARARGS,
+     "rotate_qk(q, k, positions, inv_freq, pair_stream, scale, out_q, out_k, interleaved, inverse, n_threads"
+     "[, bf16]) -> (out_q, out_k): q and k at the same positions in one pass (pair_stream None: plain)"},
     {"cos_sin", py_cos_sin, METH_VARARGS,
      "cos_sin(positions, inv_freq, scale, cos, sin, n_threads, bf16=False) -> None"},
     {"rotate_streams", py_rotate_streams, METH_VARARGS,

@@ -100,6 +100,21 @@ def rotate_streams(
     bf16: bool = False,
     /,
 ) -> np.ndarray: ...
+def rotate_qk(
+    q: np.ndarray,
+    k: np.ndarray,  # q's dtype and head_dim; its shape q's but for one axis (the heads)
+    positions: Positions,  # broadcasting against both; (k, ...) streams with pair_stream
+    inv_freq: NDArray[np.float64],
+    pair_stream: Optional[NDArray[np.int64]],  # None: plain positions
+    scale: float,
+    out_q: np.ndarray,
+    out_k: np.ndarray,
+    interleaved: bool,
+    inverse: bool,
+    n_threads: int,
+    bf16: bool = False,
+    /,
+) -> Tuple[np.ndarray, np.ndarray]: ...
 def cos_sin_streams(
     positions: Positions,
     inv_freq: NDArray[np.float64],

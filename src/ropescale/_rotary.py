@@ -310,9 +310,9 @@ def cos_sin_streams(streams: Any, inv_freq: Any, pair_stream: np.ndarray, *, att
     return c.reshape(pos.shape[1:] + (r,)), s.reshape(pos.shape[1:] + (r,))
 
 
-def _fused_inputs(x, positions, inv_freq, attention_factor, interleaved, inverse):
+def _fused_inputs(x, positions, inv_freq, attention_factor, interleaved, inverse, name="x"):
     """The checked inputs both fused forms share: ``(x, theta, positions, scale, interleaved, inverse)``."""
-    xa = _check_x(x)
+    xa = _check_x(x, name)
     theta = _theta(inv_freq)
     pos = _positions(positions)
     scale = _checks.real("attention_factor", attention_factor, above=0.0)
@@ -320,7 +320,7 @@ def _fused_inputs(x, positions, inv_freq, attention_factor, interleaved, inverse
     inv = _checks.boolean("inverse", inverse)
     r, d = theta.shape[0], xa.shape[-1]
     if 2 * r > d:
-        raise ValueError(f"len(inv_freq) (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
+        raise ValueError(f"len(inv_freq) (R={r}) must satisfy 2R <= D, {name}'s last axis (D={d})")
     return xa, theta, pos, scale, il, inv
 
 
@@ -360,16 +360,16 @@ def apply_rotary_streams(x: Any, streams: Any, inv_freq: Any, pair_stream: np.nd
     return out if out is not None else _as_given(res, xa)
 
 
-def _check_out(out: Any, shape: Tuple[int, ...]) -> np.ndarray:
+def _check_out(out: Any, shape: Tuple[int, ...], name: str = "out") -> np.ndarray:
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
-    _refuse_masked("out", out)
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
+    _refuse_masked(name, out)
     if type(out) is not _arrays.BF16Bits:
-        _float_dtype("out", out.dtype)
+        _float_dtype(name, out.dtype)
     if out.shape != shape:
-        raise ValueError(f"out must have the shape of x {shape}, got {out.shape}")
+        raise ValueError(f"{name} must have the shape of {name[4:] or 'x'} {shape}, got {out.shape}")
     if not out.flags.writeable:
-        raise ValueError("out is read-only; pass a writeable array")
+        raise ValueError(f"{name} is read-only; pass a writeable array")
     return out
 
 
@@ -386,13 +386,13 @@ def _may_self_overlap(a: np.ndarray) -> bool:
     return False
 
 
-def _check_x(x: Any) -> np.ndarray:
-    xa = _as_float_array("x", x)
+def _check_x(x: Any, name: str = "x") -> np.ndarray:
+    xa = _as_float_array(name, x)
     if xa.ndim == 0:
-        raise ValueError("x must have at least one axis (..., D), got a 0-d array")
+        raise ValueError(f"{name} must have at least one axis (..., D), got a 0-d array")
     d = xa.shape[-1]
     if d % 2:
-        raise ValueError(f"x's last axis D must be even, got D={d}")
+        raise ValueError(f"{name}'s last axis D must be even, got D={d}")
     return xa
 
 
@@ -693,3 +693,140 @@ def apply_rotary_positions(x: Any, positions: Any, inv_freq: Any, *, attention_f
 
     res = _run(kernel, xk, ok, _result_dtype(xk, ok), [pos, theta])
     return out if out is not None else _as_given(res, xa)
+
+
+# -- q and k in one pass --------------------------------------------------------
+# One kernel call rotates q and k (rs_rotate_qk): each position's cos/sin are
+# made once for both, and the call's fixed costs are paid once.  The bits are
+# those of two apply_rotary_positions calls (tests/test_qk.py); whatever the
+# joint kernel does not take (q and k of different dtypes or layouts that do
+# not pair up, float x into a bfloat16 out) is done as exactly those two calls.
+
+def _qk_outs(out: Any) -> Tuple[Any, Any]:
+    if out is None:
+        return None, None
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        return out[0], out[1]
+    raise TypeError(f"out must be None or a pair (out_q, out_k), got {type(out).__name__}")
+
+
+def _joint_qk(q, k, positions, theta, scale, il, inv, oq, ok, pair_stream):
+    """The joint kernel on NumPy kernel views, or None when it does not take these arrays
+    (it then wrote nothing).  New outputs are made when ``oq``/``ok`` are None."""
+    dt = q.dtype
+    if k.dtype != dt or not (dt == _F32 or dt == _F16 or dt == _FLOAT64 or dt == _U16) \
+            or (oq is not None and oq.dtype != dt) or (ok is not None and ok.dtype != dt):
+        return None
+    try:
+        tq = np.empty(q.shape, dt) if oq is None else oq
+        tk = np.empty(k.shape, dt) if ok is None else ok
+        _core.rotate_qk(q, k, positions, theta, pair_stream, scale, tq, tk, il, inv,
+                        _num_threads if _num_threads is not None else get_num_threads(), dt == _U16)
+    except (TypeError, ValueError, MemoryError):
+        return None
+    return tq, tk
+
+
+def _fast_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, out, pair_stream=None):
+    """apply_rotary_qk's common case (NumPy arrays of one float dtype) straight to the joint
+    kernel, or None; the glue's checks stand behind every shortcut, as in _fast_positions."""
+    if type(q) is not np.ndarray or type(k) is not np.ndarray or type(positions) is not np.ndarray \
+            or type(inv_freq) is not np.ndarray:
+        return None
+    pdt = positions.dtype
+    if not (pdt == _INT64 or pdt == _FLOAT64) or inv_freq.dtype != _FLOAT64 \
+            or type(attention_factor) is not float or not 0.0 < attention_factor < math.inf \
+            or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True) \
+            or q.dtype == _U16:
+        return None
+    if out is None:
+        oq = ok = None
+    elif type(out) is tuple and len(out) == 2 and type(out[0]) is np.ndarray and type(out[1]) is np.ndarray:
+        oq, ok = out
+    else:
+        return None
+    return _joint_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, oq, ok, pair_stream)
+
+
+def _rotate_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, out, pair_stream, one, joint=True):
+    """The general path of apply_rotary_qk and Rope.apply_qk: every check of both rotations
+    before either writes, then the joint kernel (if ``joint``), or ``one(x, out)`` twice (one
+    rotation each)."""
+    oq, ok = _qk_outs(out)
+    views = []
+    for name, x, o in (("q", q, oq), ("k", k, ok)):
+        xa, kind, _ = _arrays.unwrap(name, x)
+        xa, theta, pos, scale, il, inv = _fused_inputs(xa, _arrays._float_in("positions", positions),
+                                                       _arrays._float_in("inv_freq", inv_freq), attention_factor,
+                                                       interleaved, inverse, name)
+        _check_broadcast("positions", pos.shape if pair_stream is None else pos.shape[1:], xa.shape[:-1])
+        oa = None
+        if o is not None:
+            oa = _check_out(_arrays._out(o), xa.shape, "out_" + name)
+        views.append((xa, kind, oa))
+    (qa, qkind, oqa), (ka, kkind, oka) = views
+    qv, kv = _kernel_view(qa)[0], _kernel_view(ka)[0]
+    oqv = None if oqa is None else _kernel_view(oqa)[0]
+    okv = None if oka is None else _kernel_view(oka)[0]
+    ps = None if pair_stream is None else np.ascontiguousarray(pair_stream, dtype=np.int64)
+    if joint and isinstance(qv, np.ndarray) and isinstance(kv, np.ndarray):
+        res = _joint_qk(qv.view(np.ndarray), kv.view(np.ndarray), pos, theta, scale, il, inv,
+                        None if oqv is None else oqv.view(np.ndarray),
+                        None if okv is None else okv.view(np.ndarray), ps)
+        if res is not None:
+            if out is not None:
+                return oq, ok
+            return (_arrays._of_kind(_as_given(res[0], qa), qkind), _arrays._of_kind(_as_given(res[1], ka), kkind))
+    # Two rotations.  An output that shares memory with the other input would
+    # change it before its own rotation reads it: that input is copied first.
+    if oqa is not None and np.shares_memory(oqa, ka):
+        k = ka.copy()
+    if oka is not None and np.shares_memory(oka, qa):
+        q = qa.copy()
+    rq = one(q, oq)
+    rk = one(k, ok)
+    return (oq, ok) if out is not None else (rq, rk)
+
+
+def apply_rotary_qk(q: Any, k: Any, positions: Any, inv_freq: Any, *, attention_factor: float = 1.0,
+                    interleaved: bool = False, inverse: bool = False, out: Any = None) -> Tuple[Any, Any]:
+    """Rotate queries and keys at the same positions in one pass: ``(q_rot, k_rot)``.
+
+    The same bits as ``apply_rotary_positions(q, ...)`` and
+    ``apply_rotary_positions(k, ...)``, in one kernel call: each position's
+    cos/sin are made once and rotate that token's query and key heads while
+    they are in cache.  ``q`` and ``k`` may differ in one axis along which the
+    positions repeat (the heads: GQA, MQA), and may be views of one packed
+    ``(B, S, 3, H, D)`` array (``qkv[:, :, 0]``, ``qkv[:, :, 1]``).
+
+    Parameters
+    ----------
+    q, k : ndarray, shape (..., D)
+        One dtype and one ``D`` for the one-pass kernel (other pairs are
+        rotated by two calls, with the same results).
+    positions : array_like of int or float
+        Broadcasts against both ``q.shape[:-1]`` and ``k.shape[:-1]``.
+    inv_freq, attention_factor, interleaved, inverse
+        As in :func:`apply_rotary_positions`.
+    out : None or a pair ``(out_q, out_k)``
+        Where to write; ``out=(q, k)`` works in place (also on the views of a
+        packed qkv array).
+
+    Examples
+    --------
+    >>> q = np.ones((2, 1, 8, 64), dtype=np.float32)      # (batch, seq, heads, head_dim)
+    >>> k = np.ones((2, 1, 2, 64), dtype=np.float32)      # GQA: 2 key heads
+    >>> pos = np.array([5, 9])[:, None, None]              # one position per sequence
+    >>> qr, kr = ropescale.apply_rotary_qk(q, k, pos, ropescale.inv_freq(64))
+    >>> bool(np.array_equal(kr, ropescale.apply_rotary_positions(k, pos, ropescale.inv_freq(64))))
+    True
+    """
+    fast = _fast_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, out)
+    if fast is not None:
+        return fast
+
+    def one(x, o):
+        return apply_rotary_positions(x, positions, inv_freq, attention_factor=attention_factor,
+                                      interleaved=interleaved, inverse=inverse, out=o)
+
+    return _rotate_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, out, None, one)

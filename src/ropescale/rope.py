@@ -7,14 +7,15 @@ import math
 import os
 import stat
 import warnings
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 
 from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
-from ._rotary import (_INT64, STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, _fast_positions, apply_rotary,
-                      apply_rotary_positions, apply_rotary_streams, cos_sin, cos_sin_streams)
+from ._rotary import (_INT64, STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, _fast_positions, _fast_qk,
+                      _rotate_qk, apply_rotary, apply_rotary_positions, apply_rotary_streams, cos_sin,
+                      cos_sin_streams)
 from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
                       normalize_scaling, promoted, trained_length_from_hf)
 
@@ -496,6 +497,48 @@ class Rope:
             return apply_rotary(x, c, s, interleaved=interleaved, inverse=inverse, out=out)
         return apply_rotary_positions(x, positions, theta, attention_factor=attn, interleaved=interleaved,
                                       inverse=inverse, out=out)
+
+    def apply_qk(self, q: Any, k: Any, positions: Any, *, interleaved: Optional[bool] = None, inverse: bool = False,
+                 out: Any = None, seq_len: Optional[int] = None) -> Tuple[Any, Any]:
+        """Rotate queries and keys at the same ``positions`` in one pass: ``(q_rot, k_rot)``.
+
+        The same bits as ``(self.apply(q, positions), self.apply(k, positions))``
+        with each position's angles made once for both (see
+        :func:`ropescale.apply_rotary_qk`): GQA/MQA head counts, views of a
+        packed ``(B, S, 3, H, D)`` qkv array, M-RoPE position streams.
+        ``out`` is None or a pair ``(out_q, out_k)``; ``out=(q, k)`` rotates in place.
+
+        Examples
+        --------
+        >>> rope = ropescale.Rope(64, 500000.0)
+        >>> qkv = np.ones((2, 3, 3, 4, 64), dtype=np.float32)   # (batch, seq, q/k/v, heads, head_dim)
+        >>> pos = np.arange(3)[:, None]
+        >>> _ = rope.apply_qk(qkv[:, :, 0], qkv[:, :, 1], pos, out=(qkv[:, :, 0], qkv[:, :, 1]))
+        >>> bool(np.array_equal(qkv[:, :, 1], rope.apply(np.ones((2, 3, 4, 64), np.float32), pos)))
+        True
+        """
+        lean = self._lean
+        il = self._interleaved if interleaved is None else interleaved
+        if lean is not None and type(positions) is np.ndarray and seq_len is None:
+            # as in apply: the common call straight to the joint kernel
+            if lean == 0:
+                res = _fast_qk(q, k, positions, self._inv_freq, self._attn, il, inverse, out)
+            elif positions.ndim >= 2 and positions.shape[0] == lean and positions.dtype == _INT64:
+                res = _fast_qk(q, k, positions, self._inv_freq, self._attn, il, inverse, out, self._streams)
+            else:
+                res = None
+            if res is not None:
+                return res
+        theta, attn = self._for_positions(positions, seq_len)
+        streams = self._stream_positions(positions)
+
+        def one(x, o):
+            return self.apply(x, positions, interleaved=il, inverse=inverse, out=o, seq_len=seq_len)
+
+        # the joint kernel where apply takes a fused kernel (not past the stream kernel's limits)
+        joint = streams is None or (streams.shape[0] <= STREAMS_MAX and theta.shape[0] <= STREAM_PAIRS_MAX)
+        return _rotate_qk(q, k, positions if streams is None else streams, theta, attn, il, inverse, out,
+                          None if streams is None else self._streams, one, joint)
 
     # -- configs -----------------------------------------------------------
     @classmethod

@@ -871,8 +871,8 @@ static int run(const rs_layout *lay, const rs_layout *klay, int k_in_place, cons
     rs_task tasks[RS_MAX_TASKS];
     rs_batch batch[RS_MAX_PARTS];
     const int n_parts = klay != NULL ? 2 : 1;
-    int64_t rows, item, bytes, per_row = 0;
-    int n, n_tasks, stop = 0, last;
+    int64_t rows, item, bytes, per_row = 0, t0 = 0;
+    int n, n_tasks, stop = 0, last, probe = 0, rc;
 
     if (!valid_layout(lay) || (klay != NULL && (!valid_layout(klay) || positions == NULL)) ||
         opt->dtype < RS_F16 || opt->dtype > RS_BF16)
@@ -899,8 +899,7 @@ static int run(const rs_layout *lay, const rs_layout *klay, int k_in_place, cons
     n = opt->n_threads < 1 ? 1 : opt->n_threads;
     if (n > RS_MAX_TASKS)
         n = RS_MAX_TASKS;
-    if (bytes < RS_PARALLEL_BYTES || rows < n)
-        n = 1;
+    n = rows < n ? 1 : rs_split_pick(bytes, positions != NULL, n, &probe);
     /* One array: rows along the innermost axis that share cos/sin (or the
      * position) go to the kernel together, unless that would leave too few
      * to split. */
@@ -954,10 +953,15 @@ static int run(const rs_layout *lay, const rs_layout *klay, int k_in_place, cons
     }
     /* Everything the call needs, before any thread writes: a call either
      * completes or leaves its output untouched. */
-    if (rs_run_tasks(rotate_task, tasks, sizeof(rs_task), n_tasks, n,
-                     task_doubles(L.n_pairs, positions != NULL) + (streams != NULL ? streams_doubles(streams) : 0),
-                     offsetof(rs_task, mem), opt->interrupt, &stop) != 0)
+    if (probe)
+        t0 = rs_now_ns();
+    rc = rs_run_tasks(rotate_task, tasks, sizeof(rs_task), n_tasks, n,
+                      task_doubles(L.n_pairs, positions != NULL) + (streams != NULL ? streams_doubles(streams) : 0),
+                      offsetof(rs_task, mem), opt->interrupt, &stop);
+    if (rc != 0)
         return RS_NO_MEMORY;
+    if (probe && !stop)
+        rs_split_note(bytes, positions != NULL, n, rs_now_ns() - t0);
     return stop ? RS_INTERRUPTED : RS_OK;
 }
 

@@ -115,8 +115,22 @@ int rs_should_stop(const rs_interrupt *intr, int *stop, int asks);
 /* Bytes of work (x, or angles) between two looks at the interrupt. */
 #define RS_CHUNK_BYTES (1 << 20)
 
-/* Threads only pay on large calls: below this many bytes of x, one. */
-#define RS_PARALLEL_BYTES (512 << 10)
+/* How many of n threads a rotation runs on, measured on the running CPU rather than fixed on one
+ * (threads.c; `bytes` of x, or of q and k): below RS_SPLIT_MIN_BYTES one, from RS_SPLIT_ALL_BYTES all n;
+ * in between, per size class (a power of two) and form (`fused`: angles made
+ * in the call), the calls of a class alternate one thread and n now and
+ * then, timed, and the others take whichever was faster.  *probe is set
+ * to 1 when the call is to be timed and reported with rs_split_note. */
+#define RS_SPLIT_MIN_BYTES (64 << 10)
+#define RS_SPLIT_ALL_BYTES (16 << 20)
+int rs_split_pick(int64_t bytes, int fused, int n, int *probe);
+void rs_split_note(int64_t bytes, int fused, int threads_used, int64_t ns);
+int64_t rs_now_ns(void);
+/* Tests and benchmarks only: 0 measured (default), 1 every call from
+ * RS_SPLIT_MIN_BYTES on split, 2 none split; and what a call of `bytes`
+ * would get now, without counting it. */
+void rs_test_split(int mode);
+int rs_split_peek(int64_t bytes, int fused, int n);
 #define RS_MAX_TASKS 64
 #define RS_TASKS_PER_THREAD 4
 

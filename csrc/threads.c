@@ -23,6 +23,11 @@
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef _WIN32
+#include <windows.h>
+#else
+#include <time.h>
+#endif
 
 /* Test hook only (see rs_internal.h): which allocation from now fails. */
 static int fail_countdown = 0;
@@ -77,6 +82,131 @@ void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi)
     int64_t q = n / parts, r = n % parts;
     *lo = q * i + (i < r ? i : r);
     *hi = *lo + q + (i < r ? 1 : 0);
+}
+
+/* ---- the thread split, measured ---- */
+
+/* Whether a call pays for a second thread depends on the CPU and on where
+ * its data is: on an Intel Xeon with 2 MiB of L2 per core a 1 MiB decode
+ * step ran faster on two threads; on an AMD EPYC with 1 MiB of L2 per core
+ * two were slower than one at that size, and on a loaded machine the second
+ * thread's wake-up can cost more than its share.  So no size is fixed:
+ * per size class (log2 of the bytes) and form, a call of every
+ * RS_SPLIT_PERIOD runs on one thread and the next on n, for
+ * RS_SPLIT_PROBES of each, timed; the calls between take whichever was
+ * faster (its least time per byte), and the next round of probes follows
+ * the machine as it changes.  Results never depend on the split (each row's
+ * bits are its own), only the time does.  The state is shared by all
+ * calls; races between them can only blur a measurement (atomic fields). */
+#define RS_SPLIT_CLASSES 8  /* 64 KiB .. 16 MiB */
+#define RS_SPLIT_PROBES 4
+#define RS_SPLIT_PERIOD 1024
+#if defined(__GNUC__) || defined(__clang__)
+#define RS_LOAD64(p) __atomic_load_n((p), __ATOMIC_RELAXED)
+#define RS_STORE64(p, v) __atomic_store_n((p), (v), __ATOMIC_RELAXED)
+#define RS_ADD64(p, v) __atomic_fetch_add((p), (v), __ATOMIC_RELAXED)
+#else
+#define RS_LOAD64(p) (*(volatile int64_t *)(p))
+#define RS_STORE64(p, v) (*(volatile int64_t *)(p) = (v))
+static int64_t rs_add64(volatile int64_t *p, int64_t v)
+{
+    int64_t old = *p;
+    *p = old + v;
+    return old;
+}
+#define RS_ADD64(p, v) rs_add64((p), (v))
+#endif
+
+typedef struct {
+    int64_t calls;   /* calls of the class so far */
+    int64_t n;       /* the thread count the costs are for */
+    int64_t cost[2]; /* least ns per 64 KiB seen on one thread [0] and on n [1]; 0: none */
+} rs_split_class;
+
+static rs_split_class split_state[2][RS_SPLIT_CLASSES];
+static int split_mode = 0;
+
+void rs_test_split(int mode)
+{
+    split_mode = mode;
+}
+
+static rs_split_class *split_class(int64_t bytes, int fused)
+{
+    int c = 0;
+    while (c < RS_SPLIT_CLASSES - 1 && bytes >= ((int64_t)RS_SPLIT_MIN_BYTES << (c + 1)))
+        c++;
+    return &split_state[fused ? 1 : 0][c];
+}
+
+/* 1: the measured costs favour n threads (none measured yet: one). */
+static int split_wins(const rs_split_class *k)
+{
+    const int64_t one = RS_LOAD64(&k->cost[0]), many = RS_LOAD64(&k->cost[1]);
+    return one > 0 && many > 0 && many < one;
+}
+
+int rs_split_peek(int64_t bytes, int fused, int n)
+{
+    const rs_split_class *k;
+    if (n <= 1 || bytes < RS_SPLIT_MIN_BYTES || split_mode == 2)
+        return 1;
+    if (bytes >= RS_SPLIT_ALL_BYTES || split_mode == 1)
+        return n;
+    k = split_class(bytes, fused);
+    return RS_LOAD64(&k->n) == n && split_wins(k) ? n : 1;
+}
+
+int rs_split_pick(int64_t bytes, int fused, int n, int *probe)
+{
+    rs_split_class *k;
+    int64_t c;
+    *probe = 0;
+    if (n <= 1 || bytes < RS_SPLIT_MIN_BYTES || split_mode != 0 || bytes >= RS_SPLIT_ALL_BYTES)
+        return rs_split_peek(bytes, fused, n);
+    k = split_class(bytes, fused);
+    if (RS_LOAD64(&k->n) != n) { /* another thread count: measure afresh */
+        RS_STORE64(&k->n, (int64_t)n);
+        RS_STORE64(&k->calls, (int64_t)0);
+    }
+    c = RS_ADD64(&k->calls, 1) % RS_SPLIT_PERIOD;
+    if (c < 2 * RS_SPLIT_PROBES) {
+        if (c == 0) { /* a new round forgets the old costs */
+            RS_STORE64(&k->cost[0], (int64_t)0);
+            RS_STORE64(&k->cost[1], (int64_t)0);
+        }
+        *probe = 1;
+        return c % 2 ? n : 1;
+    }
+    return split_wins(k) ? n : 1;
+}
+
+void rs_split_note(int64_t bytes, int fused, int threads_used, int64_t ns)
+{
+    rs_split_class *k;
+    int64_t cost, *slot, old;
+    if (bytes < RS_SPLIT_MIN_BYTES || bytes >= RS_SPLIT_ALL_BYTES || ns <= 0)
+        return;
+    k = split_class(bytes, fused);
+    cost = ns * (int64_t)RS_SPLIT_MIN_BYTES / bytes + 1;
+    slot = &k->cost[threads_used > 1];
+    old = RS_LOAD64(slot);
+    if (old == 0 || cost < old)
+        RS_STORE64(slot, cost);
+}
+
+int64_t rs_now_ns(void)
+{
+#ifdef _WIN32
+    LARGE_INTEGER f, t;
+    QueryPerformanceFrequency(&f);
+    QueryPerformanceCounter(&t);
+    return (int64_t)((double)t.QuadPart * 1e9 / (double)f.QuadPart);
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+#endif
 }
 
 /* Test hook only (see rs_internal.h): the highest instruction set the

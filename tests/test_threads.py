@@ -10,6 +10,10 @@
   counter moves during a long kernel call only if the kernel released it.  A
   call known to hold the GIL (``sorted`` of a long list) is the control.
 * Splitting one call over 1, 2, 3 or 8 C threads gives identical bits.
+* The thread split is measured on the running CPU (csrc/threads.c); these
+  tests force every call of 64 KiB or more to split (``_core._test_split``),
+  so that they exercise the threads whatever the measurements chose, and
+  pin the split's fixed edges.
 """
 import os
 import sys
@@ -20,6 +24,43 @@ import numpy as np
 import pytest
 
 import ropescale
+from ropescale import _core
+
+@pytest.fixture(autouse=True)
+def _split_every_call():
+    _core._test_split(1)
+    yield
+    _core._test_split(0)
+
+
+def test_the_measured_split_keeps_small_calls_on_one_thread_and_splits_large_ones():
+    _core._test_split(0)
+    assert _core.thread_split(32 << 10, False, 4) == 1           # below 64 KiB: never worth a wake-up
+    assert _core.thread_split(16 << 20, True, 4) == 4            # 16 MiB and up: always
+    assert _core.thread_split(1 << 30, False, 1) == 1            # one thread asked for
+    assert _core.thread_split(1 << 20, False, 3) in (1, 3)       # measured: one of the two
+    _core._test_split(2)
+    assert _core.thread_split(16 << 20, True, 4) == 1
+    _core._test_split(1)
+    assert _core.thread_split(64 << 10, True, 4) == 4
+    with pytest.raises(ValueError, match="mode"):
+        _core._test_split(3)
+
+
+def test_measured_calls_of_every_size_class_give_the_one_thread_bits(threads):
+    """While the split is being measured, calls alternate one thread and several: the bits
+    never change (64 calls per size class cover the probes and the choice after them)."""
+    _core._test_split(0)
+    th = ropescale.inv_freq(64, 1e4)
+    for rows in (300, 1200, 5000, 20000):           # 75 KiB .. 5 MiB of float32
+        x = RNG.standard_normal((rows, 1, 64)).astype(np.float32)
+        pos = np.arange(rows)[:, None] * 7
+        threads(1)
+        want = bits(ropescale.apply_rotary_positions(x, pos, th))
+        threads(3)
+        for _ in range(12):
+            assert bits(ropescale.apply_rotary_positions(x, pos, th)) == want
+
 
 N_THREADS = 8
 REPEATS = 4

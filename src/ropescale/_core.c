@@ -1128,6 +1128,30 @@ static PyObject *py_test_fail_alloc(PyObject *self, PyObject *args)
 
 /* Tests only: the highest instruction set the kernels may use (0: all the
  * CPU has, 1: baseline, 2: AVX2/F16C, 3: AVX-512). */
+static PyObject *py_test_split(PyObject *self, PyObject *args)
+{
+    int mode;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "i:_test_split", &mode))
+        return NULL;
+    if (mode < 0 || mode > 2) {
+        PyErr_Format(PyExc_ValueError, "mode must be 0 (measured), 1 (split) or 2 (one thread), got %d", mode);
+        return NULL;
+    }
+    rs_test_split(mode);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_thread_split(PyObject *self, PyObject *args)
+{
+    long long nbytes;
+    int fused, n;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "Lpi:thread_split", &nbytes, &fused, &n))
+        return NULL;
+    return PyLong_FromLong(rs_split_peek((int64_t)nbytes, fused, n < 1 ? 1 : n));
+}
+
 static PyObject *py_test_simd_cap(PyObject *self, PyObject *args)
 {
     int level;
@@ -1348,6 +1372,10 @@ static PyMethodDef methods[] = {
      "_test_fail_alloc(n): the n-th allocation of the C core from now fails (tests only; 0: off)"},
     {"_test_simd_cap", py_test_simd_cap, METH_VARARGS,
      "_test_simd_cap(level): highest instruction set the kernels may use (tests only)"},
+    {"_test_split", py_test_split, METH_VARARGS,
+     "_test_split(mode): 0 the measured thread split, 1 split every call of at least 64 KiB, 2 never (tests only)"},
+    {"thread_split", py_thread_split, METH_VARARGS,
+     "thread_split(nbytes, fused, n) -> threads a rotation of nbytes of x would run on now (measured per CPU)"},
     {"simd_name", py_simd_name, METH_NOARGS, "widest instruction set the kernels use on this CPU"},
     {"from_dlpack", py_from_dlpack, METH_VARARGS,
      "from_dlpack(capsule, name) -> (array, is_bf16): a zero-copy NumPy view of a CPU DLPack tensor "

@@ -27,6 +27,7 @@ import harness as _bench  # noqa: E402  (beside this file, not part of the packa
 from harness import QUICK_CASES, apply_case, cos_sin_case  # noqa: E402
 
 PREFILL = (1, 8192, 32, 128)
+DECODE = (64, 1, 32, 128)  # one new token for each of 64 sequences
 # Targets (context for the PASS/MISS column, never asserted):
 CACHED = [("x_floor", "<=", 1.3)]
 PEERS = [("x_numpy", ">=", 10), ("x_torch", ">=", 5)]
@@ -60,7 +61,18 @@ def full_cases():
                    targets=[("x_floor", "<=", 1.3)]),
         apply_case("decode fused", (64, 1, 32, 128), form="fused", positions="decode", place="out",
                    targets=[("x_floor", "<=", 1.6)]),
-        apply_case("decode cached, new array", (64, 1, 32, 128), positions="decode", targets=[("x_copy", "<=", 1.3)]),
+        apply_case("decode cached, new array", (64, 1, 32, 128), positions="decode", compiled=True,
+                   targets=[("x_copy", "<=", 1.3), ("x_compile", ">=", 3)]),
+        apply_case("decode fused, new array", (64, 1, 32, 128), form="fused", positions="decode", compiled=True,
+                   targets=[("x_compile", ">=", 3)]),
+        # q and k in one pass (Rope.apply_qk) against two Rope.apply calls
+        apply_case("q+k decode fused, out=", DECODE, positions="decode", place="out", k_heads=32,
+                   targets=[("x_two", "<=", 0.6)]),
+        apply_case("q+k decode GQA fused, out=", DECODE, positions="decode", place="out", k_heads=8),
+        apply_case("q+k decode fused, new array", DECODE, positions="decode", k_heads=32, compiled=True,
+                   targets=[("x_compile", ">=", 3)]),
+        apply_case("q+k prefill GQA fused, out=", PREFILL, place="out", k_heads=8),
+        apply_case("q+k prefill fused, new array", PREFILL, k_heads=32),
         apply_case("head_dim 64 cached", (1, 8192, 32, 64), targets=CACHED),
         apply_case("head_dim 256 cached", (1, 8192, 32, 256), targets=CACHED),
         apply_case("interleaved cached", PREFILL, interleaved=True, targets=CACHED),

@@ -85,7 +85,7 @@ def _np_dtype(name):
 
 def apply_case(name, shape, dtype="float32", *, form="cached", place="alloc", pairs=None, interleaved=False,
                positions="prefill", threads=None, targets=(), numpy_ref=True, torch_ref=True, compiled=False,
-               mrope=None, mrope_distinct=False):
+               mrope=None, mrope_distinct=False, k_heads=None):
     """Spec of one rotary-application case on x of ``shape`` = (B, S, H, D).
 
     ``pairs`` is R (default D/2; smaller for partial rotary).  ``positions``
@@ -101,13 +101,18 @@ def apply_case(name, shape, dtype="float32", *, form="cached", place="alloc", pa
     positions (the NumPy and torch peers are left out).  The streams are laid
     out as Qwen2-VL's (see ``_mrope_streams``), or with ``mrope_distinct``
     different on every stream for every token (the general path's worst case).
+    ``k_heads`` makes it a q-and-k case: ``ropescale`` is :meth:`ropescale.Rope.apply_qk`
+    of q ``shape`` and k with ``k_heads`` heads (fused positions), ``two`` the same
+    rope's :meth:`~ropescale.Rope.apply` called on q and on k, the floors copy both,
+    and the torch peers apply HF's formula to both with cos/sin made once (as
+    ``apply_rotary_pos_emb(q, k, cos, sin)`` does); ``x_two`` = one pass / two calls.
     """
     return {
         "kind": "apply", "name": name, "shape": list(shape), "dtype": dtype, "form": form, "place": place,
         "pairs": pairs, "interleaved": bool(interleaved), "positions": positions, "threads": threads,
         "targets": [list(t) for t in targets], "numpy_ref": numpy_ref, "torch_ref": torch_ref,
         "compiled": bool(compiled), "mrope": None if mrope is None else [int(v) for v in mrope],
-        "mrope_distinct": bool(mrope_distinct),
+        "mrope_distinct": bool(mrope_distinct), "k_heads": None if k_heads is None else int(k_heads),
     }
 
 
@@ -122,7 +127,11 @@ def cos_sin_case(name, n_positions=131072, n_pairs=64, dtype="float32", *, threa
 def _label(spec):
     if spec["kind"] == "cos_sin":
         return f"({spec['n']}, {spec['pairs']}) x2 {_SHORT[spec['dtype']]}"
-    return "(" + ", ".join(str(v) for v in spec["shape"]) + ") " + _SHORT[spec["dtype"]]
+    label = "(" + ", ".join(str(v) for v in spec["shape"]) + ")"
+    if spec.get("k_heads"):
+        b, s_, _, d = spec["shape"]
+        label = f"q {label} + k ({b}, {s_}, {spec['k_heads']}, {d})"
+    return label + " " + _SHORT[spec["dtype"]]
 
 
 # ---------------------------------------------------------------------------
@@ -370,6 +379,60 @@ def build_apply(spec, want):
     return fns, x.nbytes
 
 
+def build_qk(spec, want):
+    """Contenders for a q-and-k case (``apply_case(..., k_heads=...)``); fused positions."""
+    B, S, H, D = spec["shape"]
+    dt = _np_dtype(spec["dtype"])
+    il = spec["interleaved"]
+    place = spec["place"]
+    q = _random(spec["shape"], dt)
+    k = _random((B, S, spec["k_heads"], D), dt, seed=1)
+    pos = _positions(spec)
+    rope = ropescale.Rope(D, 10000.0, interleaved=il)
+    bufs = None
+    if place == "out":
+        bufs = (np.zeros_like(q), np.zeros_like(k))
+    fns: Dict[str, Callable[[], Any]] = {}
+    if "ropescale" in want:
+        fns["ropescale"] = lambda: rope.apply_qk(q, k, pos, out=bufs)
+    if "two" in want:
+        if bufs is None:
+            fns["two"] = lambda: (rope.apply(q, pos), rope.apply(k, pos))
+        else:
+            fns["two"] = lambda: (rope.apply(q, pos, out=bufs[0]), rope.apply(k, pos, out=bufs[1]))
+    if "floor" in want:
+        if bufs is None:
+            fns["floor"] = lambda: (np.copyto(np.empty_like(q), q), np.copyto(np.empty_like(k), k))
+        else:
+            fns["floor"] = lambda: (np.copyto(bufs[0], q), np.copyto(bufs[1], k))
+    if "xcopy" in want and bufs is None:
+        fns["xcopy"] = lambda: (q.copy(), k.copy())
+    torch = _import_torch() if ("torch" in want or "compile" in want) and spec.get("torch_ref", True) else None
+    if torch is not None and dt in (np.float32, np.float16, np.float64):
+        tq, tk = torch.from_numpy(q), torch.from_numpy(k)
+        pt = torch.from_numpy(pos)
+        inv = torch.from_numpy(rope.inv_freq.copy()).float()
+
+        def hf_qk(a, b, p, w):
+            freqs = p[..., None].float() * w
+            emb = torch.repeat_interleave(freqs, 2, dim=-1) if il else torch.cat((freqs, freqs), dim=-1)
+            c, s = emb.cos().to(a.dtype), emb.sin().to(a.dtype)
+            return _torch_apply(torch, a, c, s, D, il), _torch_apply(torch, b, c, s, D, il)
+
+        if "torch" in want:
+            fns["torch"] = lambda: hf_qk(tq, tk, pt, inv)
+        if "compile" in want and spec.get("compiled") and hasattr(torch, "compile"):
+            try:
+                f = torch.compile(hf_qk, backend="inductor", dynamic=False)
+                f(tq, tk, pt, inv)
+                f(tq, tk, pt, inv)
+                fns["compile"] = lambda: f(tq, tk, pt, inv)
+            except Exception as e:  # noqa: BLE001 - a peer that cannot compile here is skipped, with a note
+                print(f"  (torch.compile skipped for {spec['name']}: {type(e).__name__}: {e})".splitlines()[0],
+                      file=sys.stderr)
+    return fns, q.nbytes + k.nbytes
+
+
 def build_cos_sin(spec, want):
     n, R = spec["n"], spec["pairs"]
     dt = np.dtype(_DTYPES[spec["dtype"]])
@@ -403,6 +466,8 @@ def build_cos_sin(spec, want):
 
 
 def build(spec, want):
+    if spec["kind"] == "apply" and spec.get("k_heads"):
+        return build_qk(spec, want)
     return (build_apply if spec["kind"] == "apply" else build_cos_sin)(spec, want)
 
 
@@ -585,7 +650,8 @@ def _check(row, targets):
 
 def _target_text(targets):
     words = {"x_floor": "×floor", "x_copy": "×x.copy()", "x_ipfloor": "×ip-floor", "x_numpy": "×np",
-             "x_torch": "×torch", "x_compile": "×compile", "x_jax": "×jax", "x_plain": "×plain"}
+             "x_torch": "×torch", "x_compile": "×compile", "x_jax": "×jax", "x_plain": "×plain",
+             "x_two": "×two calls"}
     return ", ".join(f"{words[m]}{op}{v:g}" for m, op, v in targets)
 
 
@@ -608,7 +674,7 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
     if torch is not None:
         prev_torch = torch.get_num_threads()
         torch.set_num_threads(n_threads)
-    want = {"ropescale", "plain", "floor", "xcopy", "ipfloor", "compile", "jax"}
+    want = {"ropescale", "plain", "two", "floor", "xcopy", "ipfloor", "compile", "jax"}
     if numpy_ref:
         want.add("numpy")
     if torch is not None:
@@ -631,7 +697,7 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
         "ropescale_ms": rs_ms, "floor_ms": ms.get("floor"), "ipfloor_ms": ms.get("ipfloor"),
         "numpy_ms": ms.get("numpy"), "torch_ms": ms.get("torch"),
         "xcopy_ms": ms.get("xcopy"), "compile_ms": ms.get("compile"), "jax_ms": ms.get("jax"),
-        "plain_ms": ms.get("plain"),
+        "plain_ms": ms.get("plain"), "two_ms": ms.get("two"),
         "out_mb": out_bytes / 2**20,
         "min_ms": {k: v[1] * 1e3 for k, v in med.items()},
     }
@@ -654,6 +720,19 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
         row["x_plain"] = single["ropescale"] / single["plain"]
     else:
         row["x_plain"] = None
+    if spec["kind"] == "apply":
+        fused = spec["form"] == "fused" or bool(spec.get("mrope")) or bool(spec.get("k_heads"))
+        row["split"] = _core.thread_split(out_bytes, fused, n_threads)
+    row["x_two"] = None
+    if row["two_ms"]:
+        # one pass against two calls, like M-RoPE against plain: single calls shuffled
+        fns, _ = build(spec, {"ropescale", "two"})
+        prev = ropescale.set_num_threads(n_threads)
+        try:
+            single = time_calls_shuffled(fns, budget=2.0 * budget)
+        finally:
+            ropescale.set_num_threads(prev)
+        row["x_two"] = single["ropescale"] / single["two"]
     row["rss_mb"] = None
     if rss:
         probe = peak_rss_growth(spec)
@@ -733,9 +812,76 @@ def _version(module):
         return None
 
 
+def _cpu_vendor():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def _cache_sizes():
+    """``{"L1d": bytes, "L2": bytes, "L3": bytes}`` of one instance each (Linux sysfs; {} elsewhere),
+    with how many CPUs share it (``"L2_shared": n``)."""
+    sizes = {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return sizes
+    for name in names:
+        if not name.startswith("index"):
+            continue
+        try:
+            with open(os.path.join(base, name, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(base, name, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(base, name, "size")) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        if kind == "Instruction":
+            continue
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        value = int(text.rstrip("KMG") or 0) * mult
+        key = "L1d" if level == "1" else f"L{level}"
+        sizes[key] = value
+        try:
+            with open(os.path.join(base, name, "shared_cpu_list")) as f:
+                cpus = f.read().strip()
+            sizes[key + "_shared"] = sum(int(b) - int(a) + 1 if "-" in part else 1
+                                         for part in cpus.split(",") for a, _, b in [part.partition("-")])
+        except (OSError, ValueError):
+            pass
+    return sizes
+
+
+def _size_text(n):
+    return f"{n >> 20} MiB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n >> 10} KiB"
+
+
+def cpu_text(info):
+    """One line naming the CPU: vendor, model, caches, the SIMD level the kernels use."""
+    caches = info.get("caches") or {}
+    parts = []
+    for key in ("L2", "L3"):
+        if key in caches:
+            shared = caches.get(key + "_shared")
+            per = " per core" if shared == 1 else (f" per {shared} CPUs" if shared else "")
+            parts.append(f"{key} {_size_text(caches[key])}{per}")
+    return (f"{info.get('vendor', '?')} {info['cpu']}" + (", " + ", ".join(parts) if parts else "")
+            + f", kernels: {info['simd']}")
+
+
 def machine_info():
     torch = _import_torch()
     return {
+        "vendor": _cpu_vendor(),
+        "caches": _cache_sizes(),
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
@@ -751,7 +897,7 @@ def machine_info():
 
 def header_lines(info):
     return [
-        f"- CPU: {info['cpu']}, {info['cpus']} logical CPUs",
+        f"- CPU: {cpu_text(info)}; {info['cpus']} logical CPUs",
         f"- Python {info['python']}, NumPy {info['numpy']}, torch {info['torch'] or 'not installed (skipped)'}, "
         f"jax {info.get('jax') or 'not installed (skipped)'}, ml_dtypes {info.get('ml_dtypes') or 'not installed'}",
         f"- ropescale {info['ropescale']}: get_num_threads() = {info['ropescale_threads']}, "
@@ -771,18 +917,24 @@ def _fmt_x(v):
     return "–" if v is None else f"{v:.2f}" if v < 10 else f"{v:.0f}" if v >= 100 else f"{v:.1f}"
 
 
+def threads_text(row):
+    """The thread count asked for, and "→ m" when the measured split ran the case on m."""
+    used = row.get("split")
+    return str(row["threads"]) if used is None or used == row["threads"] else f"{row['threads']}→{used}"
+
+
 def markdown_table(rows):
     """One Markdown table, one row per case."""
     head = ["case", "shape / dtype", "thr", "ropescale ms", "copy-floor ms", "×floor", "×x.copy()", "×ip-floor",
             "×faster than numpy ref", "×faster than torch", "×faster than torch.compile", "×faster than jax.jit",
-            "×plain positions", "peak RSS growth MB (out)", "target", "PASS/MISS"]
+            "×plain positions", "×two calls", "peak RSS growth MB (out)", "target", "PASS/MISS"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         rss = "–" if r.get("rss_mb") is None else f"{r['rss_mb']:.1f} ({r['out_mb']:.0f})"
-        cells = [r["case"], r["shape"], str(r["threads"]), _fmt_ms(r["ropescale_ms"]), _fmt_ms(r["floor_ms"]),
+        cells = [r["case"], r["shape"], threads_text(r), _fmt_ms(r["ropescale_ms"]), _fmt_ms(r["floor_ms"]),
                  _fmt_x(r["x_floor"]), _fmt_x(r.get("x_copy")), _fmt_x(r["x_ipfloor"]), _fmt_x(r["x_numpy"]),
                  _fmt_x(r["x_torch"]), _fmt_x(r.get("x_compile")), _fmt_x(r.get("x_jax")), _fmt_x(r.get("x_plain")),
-                 rss,
+                 _fmt_x(r.get("x_two")), rss,
                  r.get("target", ""), r.get("status", "")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -1,16 +1,20 @@
-"""Regenerate the published benchmark numbers: bench/RESULTS.md, bench/results.json and README's table.
+"""Regenerate the published benchmark numbers: this machine's section of bench/RESULTS.md,
+bench/results/<machine>.json and README's table.
 
-    python bench/report.py                       # ~8 minutes on 2 cores
+    python bench/report.py                       # ~10 minutes on 2 cores
     python bench/report.py --old ../ropescale-0.1   # also the C core against an older tree's
 
 Runs, each in a subprocess of its own and one after another (so they do not
 share the cores): ``bench.py --json``, ``bench_torch.py``, ``bench_rerotate.py``
-and, with ``--old``, ``compare_builds.py OLD .``.  RESULTS.md is their outputs
-in that order, with a note on reading a shared machine; README.md's table
-between the ``<!-- bench-table -->`` markers is rewritten from the JSON, and
-its machine line from the same run.  The tables are never edited by hand, so
-each is one run's; a rerun of single rows, when one reads off, is added as
-prose under its table.
+and, with ``--old``, ``compare_builds.py OLD .``.  RESULTS.md keeps one
+section per machine measured (vendor, model, family/model, caches, the SIMD
+level the kernels used): a run replaces its own machine's section with its
+outputs in that order and leaves the others; a table at the top gives every
+target row on every machine, so a row that passes on one and misses on
+another shows as such.  README.md's table between the ``<!-- bench-table -->``
+markers is rewritten from this run's JSON, with its machine line.  The
+tables are never edited by hand, so each is one run's; a rerun of single
+rows, when one reads off, is added as prose under its table.
 """
 from __future__ import annotations
 
@@ -21,6 +25,11 @@ import re
 import subprocess
 import sys
 from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+if os.path.isdir(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")):
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src"))
+import harness  # noqa: E402  (beside this file: the CPU description and the thread column)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -65,25 +74,110 @@ def readme_table(rows: List[Dict[str, Any]]) -> str:
     """README's table: the columns a reader compares, from bench.py's JSON rows."""
     head = ("| case | shape, dtype | thr | ms | ×copy floor | ×`x.copy()` | × faster than NumPy ref "
             "| × faster than torch | × faster than torch.compile | × faster than jax.jit | ×plain positions "
-            "| peak RSS growth MB (output) |")
-    lines = [head, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+            "| ×two calls | peak RSS growth MB (output) |")
+    lines = [head, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         rss = "–" if r.get("rss_mb") is None else f"{r['rss_mb']:.1f} ({r['out_mb']:.0f})"
         lines.append("| " + " | ".join([
-            r["case"], r["shape"], str(r["threads"]), _fmt(r["ropescale_ms"]), _ratio(r.get("x_floor")),
+            r["case"], r["shape"], harness.threads_text(r), _fmt(r["ropescale_ms"]), _ratio(r.get("x_floor")),
             _ratio(r.get("x_copy")), _ratio(r.get("x_numpy")), _ratio(r.get("x_torch")),
-            _ratio(r.get("x_compile")), _ratio(r.get("x_jax")), _ratio(r.get("x_plain")), rss]) + " |")
+            _ratio(r.get("x_compile")), _ratio(r.get("x_jax")), _ratio(r.get("x_plain")), _ratio(r.get("x_two")),
+            rss]) + " |")
     return "\n".join(lines)
+
+
+def machine_key(info: Dict[str, Any]) -> str:
+    """A file-name-safe key per machine kind: vendor, family/model, SIMD level."""
+    m = re.search(r"family (\d+), model (\d+)", info.get("cpu", ""))
+    fam = f"f{m.group(1)}-m{m.group(2)}" if m else re.sub(r"[^A-Za-z0-9]+", "-", info.get("cpu", "cpu"))[:40]
+    return f"{info.get('vendor', 'unknown')}-{fam}-{info.get('simd', '')}".strip("-")
+
+
+def machine_title(info: Dict[str, Any]) -> str:
+    return harness.cpu_text(info) + f"; {info['cpus']} logical CPUs"
+
+
+def _targets(row: Dict[str, Any]) -> List[str]:
+    """The metrics a row is judged on (from its target text, which every results file has)."""
+    words = {"×floor": "x_floor", "×x.copy()": "x_copy", "×ip-floor": "x_ipfloor", "×np": "x_numpy",
+             "×torch": "x_torch", "×compile": "x_compile", "×jax": "x_jax", "×plain": "x_plain",
+             "×two calls": "x_two"}
+    return [words[m.group(1)] for m in re.finditer(r"(×[^<>=,]+)(?:<=|>=)", row.get("target") or "")
+            if m.group(1) in words]
+
+
+def targets_table(results: Dict[str, Dict[str, Any]]) -> str:
+    """Every row with a target, one column per machine measured: PASS on one and MISS on another shows."""
+    keys = sorted(results)
+    cases: List[str] = []
+    for key in keys:
+        for r in results[key]["rows"]:
+            if r.get("target") and r["case"] not in cases:
+                cases.append(r["case"])
+    head = "| case | target | " + " | ".join(results[k]["machine"]["cpu"] + f" ({results[k]['machine'].get('vendor', '?')}, "
+                                             f"{results[k]['machine'].get('simd', '?')})" for k in keys) + " |"
+    lines = [head, "|" + "---|" * (2 + len(keys))]
+    for case in cases:
+        target, cells = "", []
+        for key in keys:
+            row = next((r for r in results[key]["rows"] if r["case"] == case), None)
+            if row is None:
+                cells.append("not run")
+                continue
+            target = target or row.get("target", "")
+            status = (row.get("status") or "").split(" (")[0]
+            vals = [_ratio(row[m]) for m in _targets(row) if row.get(m) is not None]
+            cells.append(f"{' / '.join(vals)} {status}".strip())
+        lines.append(f"| {case} | {target} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+SECTION = re.compile(r"<!-- machine: (?P<key>[^ ]+) -->\n(?P<body>.*?)<!-- /machine -->\n", re.S)
+TOP = """# ropescale benchmarks
+
+One section per machine measured: `python bench/report.py` replaces the section of the
+machine it runs on (keyed by vendor, family/model and the SIMD level the kernels use) and
+keeps the others; its JSON is `bench/results/<machine>.json`.  The table below gives every
+row with a target on every machine measured (the targeted ratios, then PASS or MISS).
+
+"""
+
+
+def update_results_md(key: str, title: str, body: str, results: Dict[str, Dict[str, Any]]) -> None:
+    path = os.path.join(HERE, "RESULTS.md")
+    sections: Dict[str, str] = {}
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            for m in SECTION.finditer(f.read()):
+                sections[m.group("key")] = m.group("body")
+    sections[key] = f"## {title}\n\n{body.rstrip()}\n\n"
+    parts = [TOP, "## Targets on every machine measured\n\n", targets_table(results), "\n\n"]
+    for k in sorted(sections):
+        parts.append(f"<!-- machine: {k} -->\n{sections[k]}<!-- /machine -->\n")
+    parts.append("\n" + READING)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("".join(parts).rstrip() + "\n")
+
+
+def load_results() -> Dict[str, Dict[str, Any]]:
+    results = {}
+    folder = os.path.join(HERE, "results")
+    for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
+        if name.endswith(".json"):
+            with open(os.path.join(folder, name), encoding="utf-8") as f:
+                results[name[:-5]] = json.load(f)
+    return results
 
 
 def machine_line(info: Dict[str, Any], load: Optional[float]) -> str:
     versions = ", ".join(f"{name} {info[key]}" for key, name in (("numpy", "NumPy"), ("torch", "torch"),
                                                                    ("jax", "jax"), ("ml_dtypes", "ml_dtypes"))
                          if info.get(key))
-    text = (f"Machine: {info['cpus']} logical CPUs ({info['cpu']}), Python {info['python']}, {versions}, "
+    text = (f"Machine: {machine_title(info)}; Python {info['python']}, {versions}, "
             f"ropescale {info['ropescale']} with {info['ropescale_threads']} threads "
-            f"(`_core.simd_name()` = {info['simd']})")
-    return text + (f", load average {load:.1f} at the start of the run." if load is not None else ".")
+            f"(“2→1”: the measured split ran the case on one)")
+    return text + (f", load average {load:.1f} at the start of the run" if load is not None else "") + \
+        ". Other machines: [bench/RESULTS.md](bench/RESULTS.md)."
 
 
 def update_readme(table: str, machine: str) -> None:
@@ -104,26 +198,30 @@ def main(argv=None) -> int:
     p.add_argument("--no-readme", action="store_true", help="leave README.md as it is")
     args = p.parse_args(argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    json_path = os.path.join(HERE, "results.json")
-    parts = [_run(["bench/bench.py", "--json", json_path], "bench.py (every case)")]
-    parts.append("## Torch-tensor path overhead at decode shapes (bench/bench_torch.py)\n\n"
+    os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+    tmp_json = os.path.join(HERE, "results", ".run.json")
+    parts = [_run(["bench/bench.py", "--json", tmp_json], "bench.py (every case)")]
+    with open(tmp_json, encoding="utf-8") as f:
+        data = json.load(f)
+    key = machine_key(data["machine"])
+    json_path = os.path.join(HERE, "results", key + ".json")
+    os.replace(tmp_json, json_path)
+    parts.append("### Torch-tensor path overhead at decode shapes (bench/bench_torch.py)\n\n"
                  + _run(["bench/bench_torch.py"], "bench_torch.py"))
-    parts.append("## In-place rerotate (bench/bench_rerotate.py)\n\n" + _run(["bench/bench_rerotate.py"],
-                                                                          "bench_rerotate.py"))
+    parts.append("### In-place rerotate (bench/bench_rerotate.py)\n\n" + _run(["bench/bench_rerotate.py"],
+                                                                           "bench_rerotate.py"))
     if args.old:
-        parts.append("## The C core against an older build (bench/compare_builds.py)\n\n"
+        parts.append("### The C core against an older build (bench/compare_builds.py)\n\n"
                      f"Both `_core` extensions loaded in one process, the raw kernels called alternately "
                      f"(ABBA); old = `{os.path.basename(os.path.abspath(args.old))}`, new = this tree.\n\n"
                      + _run(["bench/compare_builds.py", args.old, "."], "compare_builds.py"))
-    parts.append(READING)
-    with open(os.path.join(HERE, "RESULTS.md"), "w", encoding="utf-8") as f:
-        f.write("\n\n".join(parts).rstrip() + "\n")
+    # the run's own headings one level down, under the machine's
+    body = "\n\n".join(re.sub(r"^## ", "### ", part, flags=re.M) for part in parts)
+    update_results_md(key, machine_title(data["machine"]), body, load_results())
     if not args.no_readme:
-        with open(json_path, encoding="utf-8") as f:
-            data = json.load(f)
         update_readme(readme_table(data["rows"]), machine_line(data["machine"], load))
-    print("report: wrote bench/RESULTS.md, bench/results.json" + ("" if args.no_readme else ", README.md"),
-          file=sys.stderr)
+    print(f"report: wrote bench/RESULTS.md (section {key}), bench/results/{key}.json"
+          + ("" if args.no_readme else ", README.md"), file=sys.stderr)
     return 0
 
 

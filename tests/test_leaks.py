@@ -184,6 +184,10 @@ CALLS_TABLE = [
     ("apply_rotary_positions-error-huge", err(ropescale.apply_rotary_positions, X64, POS_HUGE, TH)),
     ("apply_rotary_positions-error-broadcast", err(ropescale.apply_rotary_positions, X64, POS.T, TH)),
     ("apply_rotary_positions-error-out", err(ropescale.apply_rotary_positions, X64, POS, TH, out=RO)),
+    ("apply_rotary_qk-gqa", ok(ropescale.apply_rotary_qk, X32, X32[:, :1], POS, TH)),
+    ("apply_rotary_qk-out", ok(ropescale.apply_rotary_qk, X64, X64, POS, TH, out=(OUT64, np.empty_like(X64)))),
+    ("apply_rotary_qk-two-calls", ok(ropescale.apply_rotary_qk, X32, X64, POS, TH)),
+    ("apply_rotary_qk-error-out", err(ropescale.apply_rotary_qk, X64, X64, POS, TH, out=(OUT64, RO))),
     ("apply_rotary_positions-error-inv_freq", err(ropescale.apply_rotary_positions, X64, POS, TH_2D)),
     # threads setting
     ("set_get_num_threads", threads_roundtrip),

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Walk every model type of the installed transformers and record its rope, as its own code computes it.
 
-    nice python tools/zoo.py [--out tests/data/zoo_golden.json] [--cache DIR] [--only TYPE,...]
+    nice python tools/zoo.py [--out tests/data/zoo_golden.json.gz] [--cache DIR] [--only TYPE,...]
+    python tools/zoo.py --report        # docs/zoo.md and the README figure, from the committed data
 
 Not needed at test time: ``tests/test_zoo.py`` reads the JSON this writes.  For
 each ``model_type`` of ``transformers.CONFIG_MAPPING`` whose modeling file
@@ -41,7 +42,7 @@ import traceback
 import warnings
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_OUT = os.path.join(HERE, os.pardir, "tests", "data", "zoo_golden.json")
+DEFAULT_OUT = os.path.join(HERE, os.pardir, "tests", "data", "zoo_golden.json.gz")
 DEFAULT_CACHE = os.path.join(HERE, os.pardir, "build", "zoo-cache")
 
 #: Positions the cos/sin tables and the rotated probe are taken at.  Small enough that
@@ -504,6 +505,35 @@ def walk(types, cache, chunk, timeout):
         print(f"  {start + len(part)}/{len(todo)} ({time.time() - t0:.0f} s)", flush=True)
 
 
+def _g(v, digits):
+    return float(f"{v:.{digits}g}")
+
+
+def _compact(row):
+    """The row as committed: the probe's output to 7 digits (the tests compare it to 2e-3), inv_freq
+    to float32's 9, the probe input left out (it is ``1 + j / d``), labels of no rope interest dropped."""
+    row = json.loads(json.dumps(row))
+    for cfg in [row.get("config")]:
+        for key in ("id2label", "label2id"):
+            if isinstance(cfg, dict):
+                cfg.pop(key, None)
+    for rec in (row.get("apply") or {}).values():
+        rec.pop("x_row", None)
+        if "rotated" in rec:
+            rec["rotated"] = [[_g(v, 7) for v in r] for r in rec["rotated"]]
+    for rec in (row.get("ropes") or {}).values():
+        if "inv_freq" in rec:
+            rec["inv_freq"] = [_g(v, 9) for v in rec["inv_freq"]]
+    att = row.get("attention")
+    if isinstance(att, list):   # most layers share one record: each written once
+        kinds = []
+        for a in att:
+            if a not in kinds:
+                kinds.append(a)
+        row["attention"] = {"records": kinds, "layers": [kinds.index(a) for a in att]}
+    return row
+
+
 def collect(types, cache):
     import torch
     import transformers
@@ -514,7 +544,7 @@ def collect(types, cache):
         if os.path.exists(p):
             with open(p) as f:
                 got = json.load(f)
-            rows += [got[v] for v in VARIANTS if v in got]
+            rows += [_compact(got[v]) for v in VARIANTS if v in got]
     return {"transformers_version": version, "torch_version": torch.__version__, "generator": "tools/zoo.py",
             "probe_positions": PROBE_POSITIONS, "yarn_factor": YARN_FACTOR,
             "model_types_without_rotary_class": [mt for mt in model_types() if mt not in set(types)],
@@ -555,6 +585,7 @@ def main(argv=None):
     ap.add_argument("--only", default=None, help="comma-separated model types")
     ap.add_argument("--chunk", type=int, default=12)
     ap.add_argument("--timeout", type=float, default=900.0)
+    ap.add_argument("--collect", action="store_true", help="with --only: still write --out from the whole cache")
     ap.add_argument("--report", action="store_true",
                     help="only rewrite docs/zoo.md and the README's figure from the golden data and this ropescale")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -569,13 +600,15 @@ def main(argv=None):
     types = [mt for mt in model_types() if has_rotary_class(mt)]
     if args.only:
         wanted = args.only.split(",")
-        types = [t for t in types if t in wanted]
-    walk(types, args.cache, args.chunk, args.timeout)
-    if not args.only:
+        walk([t for t in types if t in wanted], args.cache, args.chunk, args.timeout)
+    else:
+        walk(types, args.cache, args.chunk, args.timeout)
+    if not args.only or args.collect:
         data = collect(types, args.cache)
-        with open(args.out, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.write("\n")
+        import gzip
+        # mtime=0: the same data gives the same bytes
+        with open(args.out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+            f.write((json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n").encode())
         print(f"wrote {len(data['rows'])} rows to {args.out}")
     return 0
 

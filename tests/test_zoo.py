@@ -71,4 +71,14 @@ def test_every_transformers_model_type_with_a_rotary_module_has_a_golden_row():
         sys.path.pop(0)
     have = {r["model_type"] for r in DATA["rows"]}
     missing = [mt for mt in zoo.model_types() if mt not in have and zoo.has_rotary_class(mt)]
+    installed = transformers_version()
+    if missing and installed != DATA["transformers_version"]:
+        # another release: its new families are listed (pytest -rs), not a failure of everyone's CI
+        pytest.skip(f"transformers {installed} has model types with a rotary module that the golden data "
+                    f"(transformers {DATA['transformers_version']}) lacks; run tools/zoo.py: {missing}")
     assert not missing, f"model types of transformers without a golden row (run tools/zoo.py): {missing}"
+
+
+def transformers_version():
+    import transformers
+    return transformers.__version__

@@ -82,8 +82,19 @@ def full_cases():
         apply_case("float16 fused", PREFILL, "float16", form="fused"),
         apply_case("float64 cached", PREFILL, "float64"),
     ]
+    # 16-bit rows in registers (issue 25): interleaved float16, and bfloat16, at decode size too
+    cases += [
+        apply_case("float16 interleaved cached", PREFILL, "float16", interleaved=True),
+        apply_case("decode float16 interleaved, out=", DECODE, "float16", positions="decode", place="out",
+                   interleaved=True),
+    ]
     if _have_ml_dtypes():
-        cases.append(apply_case("bfloat16 cached (ml_dtypes array)", PREFILL, "bfloat16", numpy_ref=False))
+        cases += [
+            apply_case("bfloat16 cached (ml_dtypes array)", PREFILL, "bfloat16", numpy_ref=False),
+            apply_case("bfloat16 interleaved cached", PREFILL, "bfloat16", interleaved=True, numpy_ref=False),
+            apply_case("decode bfloat16, out=", DECODE, "bfloat16", positions="decode", place="out",
+                       numpy_ref=False),
+        ]
     # M-RoPE (issue 12): the same x at 3 position streams (Qwen2-VL's section) against
     # plain per-token positions, both through Rope.apply, timed round-robin.
     cases += [

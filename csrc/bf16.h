@@ -61,6 +61,27 @@ __attribute__((target("avx2"))) static inline void rs_bf16x8_store(uint16_t *p, 
     const __m256i packed = _mm256_permute4x64_epi64(_mm256_packus_epi32(w, w), 0x08);
     _mm_storeu_si128((__m128i *)(void *)p, _mm256_castsi256_si128(packed));
 }
+
+/* Sixteen bfloat16 as a float32 vector and back (AVX-512F): the same
+ * integer steps on sixteen lanes; the narrowing move truncates lanes that
+ * hold at most 0xffff, so it keeps them. */
+__attribute__((target("avx2,avx512f"))) static inline __m512 rs_bf16x16_load(const uint16_t *p)
+{
+    __m256i h = _mm256_loadu_si256((const __m256i *)(const void *)p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+__attribute__((target("avx2,avx512f"))) static inline void rs_bf16x16_store(uint16_t *p, __m512 v)
+{
+    const __m512i u = _mm512_castps_si512(v);
+    const __m512i hi = _mm512_srli_epi32(u, 16);
+    const __m512i bias = _mm512_add_epi32(_mm512_and_si512(hi, _mm512_set1_epi32(1)),
+                                          _mm512_set1_epi32(0x7fff));
+    const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
+    const __m512i nan = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
+    const __mmask16 is_nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+    _mm256_storeu_si256((__m256i *)(void *)p, _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(is_nan, r, nan)));
+}
 #endif
 
 #endif

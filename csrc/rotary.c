@@ -3,8 +3,12 @@
  * skeleton RS_PAIR_LOOP, and instantiated per pairing (half-split or
  * interleaved), element type (float32, float64; float16 through F16C
  * vectors; bfloat16, converted in the loads and stores) and instruction set
- * (baseline, AVX2 chosen at run time).  Other float16 and bfloat16 rows are
- * widened to float32, rotated by the float32 code and narrowed.
+ * (baseline, AVX2, AVX-512 chosen at run time).  Contiguous interleaved
+ * 16-bit rows are rotated in registers (RS_DEFINE_INTER16: the same products
+ * and sums, pairs shuffled within a vector); other float16 and bfloat16
+ * rows are widened to float32, rotated by the float32 code and narrowed.
+ * One call may rotate q and k at the same positions (rs_rotate_qk): each
+ * position's row then serves both arrays' heads.
  *
  * Rows are the leading axes of x, walked by layout.c.  The cos/sin of a row
  * (cached form) or of its position (fused form, made by tables.c) become a
@@ -380,13 +384,19 @@ static void rot_rows_via_f32(rs_rows_f32 rows32, const rs_batch *B, const char *
     }
 }
 
+#if RS_HAVE_X86_DISPATCH
+static int rows_inter16(const rs_batch *B, const char *x, char *o, const float *c, const float *s, int bf16);
+#endif
+
 /* float16 rows: the runs of a block widened to float32 (buf, 2n floats),
- * rotated by the float32 code in place, narrowed; contiguous half-split
- * rows go through half_f16c where the CPU has F16C. */
+ * rotated by the float32 code in place, narrowed; contiguous rows go
+ * through half_f16c or rows_inter16 where the CPU has F16C. */
 static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
                          char *o, const float *c, const float *s, float *buf)
 {
 #if RS_HAVE_X86_DISPATCH
+    if (rows_inter16(B, x, o, c, s, 0))
+        return;
     if (B->fx == 2 && B->fo == 2 && !B->interleaved && rs_cpu_has_avx2() && rs_cpu_has_f16c()) {
         for (int64_t r = 0; r < B->nb; r++) {
             RS_PREFETCH_ROW(x + r * B->bsx, B->row_bytes);
@@ -436,6 +446,87 @@ RS_DEFINE_BF16(base, RS_NO_ATTR, RS_BF_NO_VECTOR)
     RS_PAIR_LOOP(k, n, 8, 1, 0, __m256, xa, xb, oa, ob, c, s, RS_LD_BF8,       \
                  RS_ST_BF8, RS_LT_BF8)
 RS_DEFINE_BF16(avx2, RS_AVX2, RS_BF_VECTOR8)
+
+/* AVX-512: sixteen pairs at a time, then the AVX2 steps */
+#define RS_LD_BF16X(V, p, i) rs_bf16x16_load((p) + (i))
+#define RS_ST_BF16X(V, p, i, v) rs_bf16x16_store((p) + (i), (v))
+#define RS_LT_PS16(V, t, k) _mm512_loadu_ps((t) + (k))
+#define RS_BF_VECTOR16(k, n, xa, xb, oa, ob, c, s)                             \
+    RS_PAIR_LOOP(k, n, 16, 1, 0, __m512, xa, xb, oa, ob, c, s, RS_LD_BF16X,   \
+                 RS_ST_BF16X, RS_LT_PS16)                                      \
+    RS_BF_VECTOR8(k, n, xa, xb, oa, ob, c, s)
+RS_DEFINE_BF16(avx512, RS_AVX512, RS_BF_VECTOR16)
+
+/* Interleaved 16-bit rows in registers, no float32 buffer: a vector of W
+ * elements holds W/2 pairs (a0 b0 a1 b1 ...); p = x * (c0 c0 c1 c1 ...)
+ * and q = (b0 a0 b1 a1 ...) * (s0 s0 s1 s1 ...), then p - q in the even
+ * lanes (a c - b s) and p + q in the odd ones (b c + a s): the products and
+ * the sums of the scalar code, so its bits. */
+#define RS_DEFINE_INTER16(SUF, ATTR, V, W, LDX, STX, DUP, SWAP, MIX, LD1, ST1)  \
+    ATTR static void inter_##SUF(int64_t n, const uint16_t *x, uint16_t *o,   \
+                                 const float *c, const float *s)              \
+    {                                                                          \
+        int64_t k = 0;                                                         \
+        for (; k + (W) / 2 <= n; k += (W) / 2) {                               \
+            const V v = LDX(x + 2 * k);                                        \
+            const V p = v * DUP(c + k), q = SWAP(v) * DUP(s + k);              \
+            STX(o + 2 * k, MIX(p - q, p + q));                                 \
+        }                                                                      \
+        RS_PAIR_LOOP(k, n, 1, 2, 1, float, x, x, o, o, c, s, LD1, ST1, RS_LD)  \
+    }
+static const int32_t rs_dup_idx[16] = {0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7};
+#define RS_DUP8(t)                                                             \
+    _mm256_permutevar8x32_ps(_mm256_castps128_ps256(_mm_loadu_ps(t)),          \
+                             _mm256_loadu_si256((const __m256i *)(const void *)rs_dup_idx))
+#define RS_DUP16(t)                                                            \
+    _mm512_permutexvar_ps(_mm512_loadu_si512((const void *)rs_dup_idx),         \
+                          _mm512_castps256_ps512(_mm256_loadu_ps(t)))
+#define RS_SWAP8(v) _mm256_permute_ps((v), 0xB1)
+#define RS_SWAP16(v) _mm512_permute_ps((v), 0xB1)
+#define RS_MIX8(d, a) _mm256_blend_ps((d), (a), 0xAA)
+#define RS_MIX16(d, a) _mm512_mask_blend_ps((__mmask16)0xAAAA, (d), (a))
+#define RS_LD_PH8(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(const void *)(p)))
+#define RS_ST_PH8(p, v)                                                        \
+    _mm_storeu_si128((__m128i *)(void *)(p), _mm256_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT))
+#define RS_LD_PH16(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(const void *)(p)))
+#define RS_ST_PH16(p, v)                                                       \
+    _mm256_storeu_si256((__m256i *)(void *)(p), _mm512_cvtps_ph((v), _MM_FROUND_TO_NEAREST_INT))
+#define RS_LD_HALF1(V, p, i) rs_half_to_float((p)[i])
+#define RS_ST_HALF1(V, p, i, v) ((p)[i] = rs_float_to_half(v))
+RS_DEFINE_INTER16(f16_avx2, __attribute__((target("avx2,f16c"))), __m256, 8, RS_LD_PH8, RS_ST_PH8, RS_DUP8,
+                  RS_SWAP8, RS_MIX8, RS_LD_HALF1, RS_ST_HALF1)
+RS_DEFINE_INTER16(f16_avx512, RS_AVX512, __m512, 16, RS_LD_PH16, RS_ST_PH16, RS_DUP16, RS_SWAP16, RS_MIX16,
+                  RS_LD_HALF1, RS_ST_HALF1)
+RS_DEFINE_INTER16(bf16_avx2, RS_AVX2, __m256, 8, rs_bf16x8_load, rs_bf16x8_store, RS_DUP8, RS_SWAP8, RS_MIX8,
+                  RS_LD_BF, RS_ST_BF)
+RS_DEFINE_INTER16(bf16_avx512, RS_AVX512, __m512, 16, rs_bf16x16_load, rs_bf16x16_store, RS_DUP16, RS_SWAP16,
+                  RS_MIX16, RS_LD_BF, RS_ST_BF)
+
+typedef void (*rs_inter16_fn)(int64_t, const uint16_t *, uint16_t *, const float *, const float *);
+
+/* Contiguous interleaved 16-bit rows in registers where the CPU can (NULL:
+ * through the float32 buffer). */
+static rs_inter16_fn pick_inter16(int bf16)
+{
+    if (rs_cpu_has_avx512() && rs_cpu_has_f16c())
+        return bf16 ? inter_bf16_avx512 : inter_f16_avx512;
+    if (rs_cpu_has_avx2() && (bf16 || rs_cpu_has_f16c()))
+        return bf16 ? inter_bf16_avx2 : inter_f16_avx2;
+    return NULL;
+}
+
+static int rows_inter16(const rs_batch *B, const char *x, char *o, const float *c, const float *s, int bf16)
+{
+    rs_inter16_fn f;
+    if (B->fx != 2 || B->fo != 2 || !B->interleaved || (f = pick_inter16(bf16)) == NULL)
+        return 0;
+    for (int64_t r = 0; r < B->nb; r++) {
+        RS_PREFETCH_ROW(x + r * B->bsx, B->row_bytes);
+        f(B->n, (const uint16_t *)(const void *)(x + r * B->bsx), (uint16_t *)(void *)(o + r * B->bso), c, s);
+        RS_COPY_TAIL(B, x + r * B->bsx, o + r * B->bso, 2);
+    }
+    return 1;
+}
 #endif
 
 static void bf16_widen_run(const char *p, int64_t stride, int64_t m, float *dst)
@@ -469,7 +560,9 @@ static void rot_rows_bf16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
         void (*half)(int64_t, int64_t, const uint16_t *, uint16_t *, const float *,
                      const float *) = half_bf16_base;
 #if RS_HAVE_X86_DISPATCH
-        if (rs_cpu_has_avx2())
+        if (rs_cpu_has_avx512())
+            half = half_bf16_avx512;
+        else if (rs_cpu_has_avx2())
             half = half_bf16_avx2;
 #endif
         for (int64_t r = 0; r < B->nb; r++) {
@@ -480,6 +573,10 @@ static void rot_rows_bf16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
         }
         return;
     }
+#if RS_HAVE_X86_DISPATCH
+    if (rows_inter16(B, x, o, c, s, 1))
+        return;
+#endif
     rot_rows_via_f32(rows32, B, x, o, c, s, buf, bf16_widen_run, bf16_narrow_run);
 }
 

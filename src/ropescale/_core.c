@@ -669,6 +669,25 @@ static int theta_max(PyArrayObject *t, double *out)
     return 0;
 }
 
+/* The largest |position| of n at d (byte stride st) into *big; *bad set on NaN or inf. */
+static void position_extremes(const char *d, npy_intp st, npy_intp n, int is_int, double *big, int *bad)
+{
+    double m = *big;
+    for (npy_intp i = 0; i < n; i++, d += st) {
+        double v;
+        if (is_int) {
+            int64_t iv = *(const int64_t *)(const void *)d;
+            v = iv < 0 ? -(double)iv : (double)iv; /* INT64_MIN: 2^63, too big */
+        } else {
+            v = fabs(*(const double *)(const void *)d);
+            if (!isfinite(v))
+                *bad = 1;
+        }
+        m = v > m ? v : m;
+    }
+    *big = m;
+}
+
 /* Every position finite, |p| <= 2^52 and |p * theta| <= RS_MAX_ANGLE. */
 static int check_position_values(PyArrayObject *p, int is_int, double tmax)
 {
@@ -680,35 +699,28 @@ static int check_position_values(PyArrayObject *p, int is_int, double tmax)
     int bad = 0;
     if (PyArray_SIZE(p) == 0)
         return 0;
-    it = NpyIter_New(p, NPY_ITER_READONLY | NPY_ITER_EXTERNAL_LOOP | NPY_ITER_ZEROSIZE_OK,
-                     NPY_KEEPORDER, NPY_NO_CASTING, NULL);
-    if (it == NULL)
-        return -1;
-    next = NpyIter_GetIterNext(it, NULL);
-    if (next == NULL) {
-        NpyIter_Deallocate(it);
-        return -1;
-    }
-    data = NpyIter_GetDataPtrArray(it);
-    stride = NpyIter_GetInnerStrideArray(it);
-    count = NpyIter_GetInnerLoopSizePtr(it);
-    do {
-        char *d = data[0];
-        npy_intp st = stride[0], n = *count;
-        for (npy_intp i = 0; i < n; i++, d += st) {
-            double v;
-            if (is_int) {
-                int64_t iv = *(const int64_t *)(const void *)d;
-                v = iv < 0 ? -(double)iv : (double)iv; /* INT64_MIN: 2^63, too big */
-            } else {
-                v = fabs(*(const double *)(const void *)d);
-                if (!isfinite(v))
-                    bad = 1;
-            }
-            big = v > big ? v : big;
+    if (PyArray_IS_C_CONTIGUOUS(p)) {
+        /* the common case (a decode step's offsets) without an iterator,
+         * which costs more than the check itself at that size */
+        position_extremes(PyArray_BYTES(p), 8, PyArray_SIZE(p), is_int, &big, &bad);
+    } else {
+        it = NpyIter_New(p, NPY_ITER_READONLY | NPY_ITER_EXTERNAL_LOOP | NPY_ITER_ZEROSIZE_OK,
+                         NPY_KEEPORDER, NPY_NO_CASTING, NULL);
+        if (it == NULL)
+            return -1;
+        next = NpyIter_GetIterNext(it, NULL);
+        if (next == NULL) {
+            NpyIter_Deallocate(it);
+            return -1;
         }
-    } while (next(it));
-    NpyIter_Deallocate(it);
+        data = NpyIter_GetDataPtrArray(it);
+        stride = NpyIter_GetInnerStrideArray(it);
+        count = NpyIter_GetInnerLoopSizePtr(it);
+        do {
+            position_extremes(data[0], stride[0], *count, is_int, &big, &bad);
+        } while (next(it));
+        NpyIter_Deallocate(it);
+    }
     if (bad) {
         PyErr_SetString(PyExc_ValueError, "positions must be finite, got NaN or inf");
         return -1;

@@ -63,7 +63,7 @@ def test_gradcheck_positions_form(path, interleaved):
 def test_backward_is_the_inverse_rotation():
     x = torch.randn(6, 16, dtype=torch.float64, requires_grad=True)
     g = torch.randn(6, 16, dtype=torch.float64)
-    rt.apply_rotary_positions(x, torch.arange(6), THETA).backward(g)
+    rt.apply_rotary_positions(x, torch.arange(6), THETA, attention_factor=1.0).backward(g)
     want = ropescale.apply_rotary_positions(g.numpy(), np.arange(6), THETA, inverse=True)
     np.testing.assert_allclose(x.grad.numpy(), want, rtol=1e-13, atol=1e-13)
 
@@ -93,10 +93,13 @@ def test_both_paths_agree_with_the_rotation_by_hand(dtype, interleaved, monkeypa
 def test_non_cpu_tensors_take_the_torch_ops_path():
     x = torch.empty(4, 2, 16, device="meta")
     c, s = _tables(4, torch.float32)
-    y = rt.apply_rotary(x, c.to("meta"), s.to("meta"))
+    y = rt.apply_rotary(x, c.to("meta"), s.to("meta"), layout="half")
     assert y.device.type == "meta" and y.shape == x.shape
-    y = rt.apply_rotary_positions(x, torch.arange(4)[:, None], THETA)
+    y = rt.apply_rotary_positions(x, torch.arange(4)[:, None], ropescale.Rope(16))
     assert y.device.type == "meta" and y.shape == x.shape
+    # off the CPU the layout is not guessed from the values (that would read them)
+    with pytest.raises(ValueError, match="on device meta needs layout='half' or 'full'"):
+        rt.apply_rotary(x, c.to("meta"), s.to("meta"))
 
 
 def test_full_layout_and_its_refusal():
@@ -113,15 +116,17 @@ def test_argument_errors():
     with pytest.raises(TypeError, match="x must be a torch.Tensor"):
         rt.apply_rotary(np.zeros((2, 4)), *_tables(2, r=2))
     with pytest.raises(TypeError, match="inv_freq requires grad"):
-        rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2), torch.tensor([1.0, 0.1], requires_grad=True))
+        rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2), torch.tensor([1.0, 0.1], requires_grad=True),
+                                  attention_factor=1.0)
     # the same under no_grad(), with dtypes the fast lane would otherwise take
     f64 = torch.float64
     with torch.no_grad(), pytest.raises(TypeError, match="positions requires grad"):
         rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2, dtype=f64).requires_grad_(),
-                                  torch.tensor([1.0, 0.1], dtype=f64))
+                                  torch.tensor([1.0, 0.1], dtype=f64), attention_factor=1.0)
     with torch.no_grad(), pytest.raises(TypeError, match="inv_freq requires grad"):
         rt.apply_rotary_positions(torch.zeros(2, 4), torch.arange(2), torch.tensor([1.0, 0.1], dtype=f64,
-                                                                                 requires_grad=True))
+                                                                                 requires_grad=True),
+                                  attention_factor=1.0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -133,7 +138,7 @@ def test_tensors_that_require_grad_under_no_grad_are_rotated_without_a_graph(dty
     want_p = ropescale.apply_rotary_positions(x.detach(), torch.arange(5)[:, None], THETA)
     with torch.no_grad():
         y = rt.apply_rotary(x, c, s)
-        yp = rt.apply_rotary_positions(x, torch.arange(5)[:, None], THETA)
+        yp = rt.apply_rotary_positions(x, torch.arange(5)[:, None], THETA, attention_factor=1.0)
     assert not y.requires_grad and not yp.requires_grad and y.dtype == dtype
     assert torch.equal(y, want) and torch.equal(yp, want_p)
 
@@ -171,8 +176,9 @@ def test_positions_refusals_say_the_same_as_the_array_function():
                        (torch.arange(5)[:, None] * 1e30, THETA), (torch.arange(5)[:, None], THETA * np.nan)):
         want = _raised(lambda: ropescale.apply_rotary_positions(x, pos, theta))
         assert want is not None
-        assert _raised(lambda: rt.apply_rotary_positions(x, pos, theta)) == want
-        assert _raised(lambda: rt.apply_rotary_positions(x.clone().requires_grad_(), pos, theta)) == want
+        assert _raised(lambda: rt.apply_rotary_positions(x, pos, theta, attention_factor=1.0)) == want
+        assert _raised(lambda: rt.apply_rotary_positions(x.clone().requires_grad_(), pos, theta,
+                                                         attention_factor=1.0)) == want
 
 
 # -- RotaryEmbedding ------------------------------------------------------------------
@@ -192,24 +198,36 @@ def test_forward_contract_shapes_dtypes_and_values():
     assert emb.attention_scaling == rope.attention_factor != 1.0
 
 
-def test_cache_grows_to_the_largest_position_and_stays_right():
-    rope = ropescale.Rope(16, 10000.0)
-    emb = rt.RotaryEmbedding(rope)
-    x = torch.zeros(1, dtype=torch.float64)
-    for ids in ([0, 1, 2], [3], [1000], [17, 999], [5]):
-        t = torch.tensor([ids])
-        cos, _ = emb(x, t)
-        wc, _ = ropescale.cos_sin(t.numpy(), rope.inv_freq, dtype=np.float64)
-        np.testing.assert_allclose(cos.numpy()[..., :8], wc, rtol=0, atol=3e-16)  # float64 tables: within an ulp
-    assert emb._cache[(None, x.device, torch.float64)][0].shape[0] == 1024
+def test_tables_are_exact_at_any_position_on_both_paths(monkeypatch):
+    """CPU: the C core per call; device path: the exact table inside its length, float64 angles outside."""
+    rope = ropescale.Rope(16, 10000.0, max_position_embeddings=64)
+    ids = torch.tensor([[0, 1, 2, 63, 64, 1000, 17, 999, -3, 10**9]])
+    wc, ws = ropescale.cos_sin(ids.numpy(), rope.inv_freq, dtype=np.float64)
+    for forced in (False, True):
+        monkeypatch.setattr(rt, "_FORCE_TORCH_OPS", forced)
+        emb = rt.RotaryEmbedding(rope)
+        for dtype, tol in ((torch.float64, 3e-16), (torch.float32, 0.0)):
+            cos, sin = emb(torch.zeros(1, dtype=dtype), ids)
+            want_c = torch.from_numpy(wc).to(dtype).double()
+            want_s = torch.from_numpy(ws).to(dtype).double()
+            inside = (ids >= 0) & (ids < 64)
+            # exact (correctly rounded) where C or the table serve; elsewhere on the device path float64
+            # angles, off by their rounding (|p| * 2**-53 radians per unit of theta <= 1)
+            bound = torch.clamp(ids.abs().double() * 2.0**-52, min=float(torch.finfo(dtype).eps))[..., None]
+            for got, want in ((cos[..., :8], want_c), (sin[..., 8:], want_s)):
+                err = (got.double() - want).abs()
+                assert float(err[inside].max()) <= tol
+                assert bool((err <= (tol if not forced else bound)).all())
 
 
-def test_huge_and_negative_positions_are_computed_not_cached():
-    emb = rt.RotaryEmbedding(ropescale.Rope(16))
-    cos, sin = emb(torch.zeros(1, dtype=torch.float64), torch.tensor([[-3, 10**9]]))
-    wc, ws = ropescale.cos_sin(np.array([[-3, 10**9]]), THETA, dtype=np.float64)
-    np.testing.assert_array_equal(sin.numpy()[..., 8:], ws)
-    assert not emb._cache
+def test_device_table_length_is_host_known(monkeypatch):
+    monkeypatch.setattr(rt, "_FORCE_TORCH_OPS", True)
+    monkeypatch.setattr(rt, "_TABLES", type(rt._TABLES)())
+    emb = rt.RotaryEmbedding(ropescale.Rope(16, 10000.0, max_position_embeddings=100))
+    emb(torch.zeros(1), torch.arange(5)[None])
+    assert [t[0].shape[0] for t in rt._TABLES.values()] == [128]  # the context length, rounded up to 2**k
+    emb(torch.zeros(1), torch.arange(300)[None])                    # a longer sequence axis: doubled to cover it
+    assert sorted(t[0].shape[0] for t in rt._TABLES.values()) == [512]
 
 
 def _hf_rotary(rope_parameters, max_pos=32):

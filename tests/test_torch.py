@@ -297,3 +297,162 @@ def test_docstring_examples():
     for test in finder.find(rt, "ropescale.torch", globs={"np": np, "ropescale": ropescale}):
         runner.run(test, out=failures.append)
     assert not failures, "".join(failures)
+
+
+# -- no host reads, fake tensors, meta ------------------------------------------------
+_HOST_READS = ("aten::_local_scalar_dense", "aten::equal", "aten::is_nonzero", "aten::item")
+
+
+class NoHostRead(torch.Tensor):
+    """A CPU tensor that behaves like device memory: reading a value on the host raises.
+
+    Every aten op is run on the wrapped tensor and rewrapped; ``.item()``,
+    ``int()``, ``bool()``, ``torch.equal`` (``_local_scalar_dense`` & co.)
+    and ``.numpy()``/``.tolist()`` raise.  ropescale's own ops run their
+    device implementation on these tensors, so it is checked too.
+    """
+
+    @staticmethod
+    def __new__(cls, elem):
+        return torch.Tensor._make_wrapper_subclass(cls, elem.shape, dtype=elem.dtype, device=elem.device,
+                                                   strides=elem.stride(), storage_offset=elem.storage_offset(),
+                                                   requires_grad=elem.requires_grad)
+
+    def __init__(self, elem):
+        self.elem = elem
+
+    __torch_function__ = torch._C._disabled_torch_function_impl
+
+    def numpy(self, *a, **k):
+        raise AssertionError("host read: numpy()")
+
+    def tolist(self):
+        raise AssertionError("host read: tolist()")
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        if name in _HOST_READS:
+            raise AssertionError(f"host read: {name}")
+        kwargs = kwargs or {}
+        if name.startswith("ropescale::"):
+            return rt._IMPLS[name](*args, **kwargs)  # the device implementation, on these tensors
+        un = torch.utils._pytree.tree_map_only(NoHostRead, lambda t: t.elem, (args, kwargs))
+        out = func(*un[0], **un[1])
+        return torch.utils._pytree.tree_map_only(torch.Tensor, NoHostRead, out)
+
+
+@pytest.mark.parametrize("method", ["yarn", "linear", "llama3"])
+def test_no_host_read_on_the_forward_and_backward_paths(method, monkeypatch):
+    monkeypatch.setattr(rt, "_FORCE_TORCH_OPS", True)  # the device implementation
+    rope = ropescale.Rope(16, 10000.0, max_position_embeddings=64).extend(256, method)
+    emb = rt.RotaryEmbedding(rope)
+    ids = NoHostRead(torch.tensor([[0, 5, 63, 64, 300, 7]]))
+    x = NoHostRead(torch.randn(1, 6, 16))
+    cos, sin = emb(x, ids)
+    assert type(cos) is NoHostRead and cos.shape == (1, 6, 16)
+    want = rt.RotaryEmbedding(rope)(torch.zeros(1), ids.elem)
+    torch.testing.assert_close(cos.elem, want[0], rtol=0, atol=float(torch.finfo(torch.float32).eps))
+    q = NoHostRead(torch.randn(1, 6, 2, 16)).requires_grad_()
+    y = rt.apply_rotary(q, cos[:, :, None], sin[:, :, None], layout="full")
+    y2 = rt.apply_rotary_positions(q, ids[0][:, None], rope)
+    (y * y2).sum().backward()
+    assert q.grad is not None and q.grad.shape == q.shape
+    # ... and the detector works: it catches what 0.2's forward did
+    with pytest.raises(AssertionError, match="host read"):
+        int(ids.max())
+
+
+def test_forward_under_fake_tensor_mode_and_on_meta():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    for method in ("yarn", "dynamic", "longrope"):
+        rope = ropescale.Rope(16, 10000.0, max_position_embeddings=64).extend(256, method)
+        with FakeTensorMode():
+            emb = rt.RotaryEmbedding(rope)           # made under the mode, as an FSDP meta init does
+            cos, sin = emb(torch.empty(2, 7, 32), torch.arange(7)[None].expand(2, 7))
+            assert cos.shape == (2, 7, 16) and sin.dtype == torch.float32
+            x = torch.empty(2, 7, 4, 16, requires_grad=True)
+            rt.apply_rotary(x, cos[:, :, None], sin[:, :, None], layout="full").sum().backward()
+            assert x.grad.shape == x.shape
+        emb = rt.RotaryEmbedding(rope).to("meta")
+        cos, _ = emb(torch.empty(2, 7, 32, device="meta", dtype=torch.bfloat16),
+                     torch.arange(7, device="meta")[None])
+        assert cos.device.type == "meta" and cos.shape == (1, 7, 16) and cos.dtype == torch.bfloat16
+        assert not emb._dynamic_len  # nothing read, nothing recorded
+
+
+# -- double backward ---------------------------------------------------------------------
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_double_backward_is_exact(path, interleaved):
+    x = torch.randn(4, 2, 20, dtype=torch.float64, requires_grad=True)
+    c, s = _tables(4, attention_factor=1.2)
+    c, s = c.clone().requires_grad_(), s.clone().requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda a, b, d: rt.apply_rotary(a, b, d, interleaved=interleaved), (x, c, s))
+    pos = torch.tensor([0, 3, 7, 100])[:, None]
+    assert torch.autograd.gradgradcheck(
+        lambda a: rt.apply_rotary_positions(a, pos, THETA, attention_factor=0.9, interleaved=interleaved), (x,))
+
+
+# -- a Rope in, factors kept --------------------------------------------------------------
+def test_positions_form_takes_a_rope_and_keeps_its_attention_factor(path):
+    rope = ropescale.Rope(16, 10000.0, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32})
+    x = torch.randn(6, 2, 16, dtype=torch.float64)
+    pos = torch.arange(6)[:, None]
+    want = torch.from_numpy(rope.apply(x.numpy(), pos.numpy()))
+    torch.testing.assert_close(rt.apply_rotary_positions(x, pos, rope), want, rtol=1e-12, atol=1e-12)
+    with pytest.raises(TypeError, match="a bare inv_freq needs attention_factor="):
+        rt.apply_rotary_positions(x, pos, rope.inv_freq)
+    with pytest.raises(TypeError, match="attention_factor comes with the Rope"):
+        rt.apply_rotary_positions(x, pos, rope, attention_factor=1.0)
+
+
+def test_positions_form_length_dependent_rope_needs_seq_len():
+    rope = ropescale.Rope(16, 10000.0, {"rope_type": "dynamic", "factor": 4.0, "original_max_position_embeddings": 32})
+    x = torch.randn(6, 2, 16, dtype=torch.float64)
+    pos = torch.arange(6)[:, None]
+    with pytest.raises(ValueError, match="pass seq_len="):
+        rt.apply_rotary_positions(x, pos, rope)
+    got = rt.apply_rotary_positions(x, pos, rope, seq_len=100)
+    want = torch.from_numpy(rope.apply(x.numpy(), pos.numpy(), seq_len=100))
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_positions_form_takes_layer_ropes_and_a_layer_type():
+    cfg = {"model_type": "gemma3_text", "rope_theta": 1e6, "rope_local_base_freq": 1e4, "head_dim": 16,
+           "num_hidden_layers": 6, "max_position_embeddings": 4096,
+           "rope_scaling": {"rope_type": "linear", "factor": 8.0}}
+    lr = ropescale.layer_ropes(cfg)
+    x = torch.randn(5, 2, 16, dtype=torch.float64)
+    pos = torch.arange(5)[:, None]
+    for lt in ("sliding_attention", "full_attention"):
+        want = torch.from_numpy(lr.by_type[lt].apply(x.numpy(), pos.numpy()))
+        torch.testing.assert_close(rt.apply_rotary_positions(x, pos, lr, layer_type=lt), want, rtol=0, atol=1e-13)
+    with pytest.raises(ValueError, match="layer_type must be one of"):
+        rt.apply_rotary_positions(x, pos, lr)
+
+
+# -- RotaryEmbedding: refused calls, NaN ids, negative views ---------------------------------
+def test_dynamic_module_records_no_length_from_a_refused_call():
+    rope = ropescale.Rope(16, 10000.0, {"rope_type": "dynamic", "factor": 2.0, "original_max_position_embeddings": 32})
+    emb = rt.RotaryEmbedding(rope)
+    x = torch.zeros(1)
+    with pytest.raises(ValueError):
+        emb(x, torch.tensor([[0.0, float("nan")]]))
+    with pytest.raises(ValueError):
+        emb(x, torch.tensor([[2.0**60]]))   # refused by the core: |p| > 2**52
+    assert not emb._dynamic_len
+    # and later calls past the trained length still work, as a fresh module's
+    ids = torch.arange(40)[None]
+    for a, b in zip(emb(x, ids), rt.RotaryEmbedding(rope)(x, ids)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("method", ["default", "dynamic", "longrope"])
+def test_nan_and_inf_float_ids_are_a_value_error(bad, method):
+    rope = ropescale.Rope(16, 10000.0, max_position_embeddings=64)
+    if method != "default":
+        rope = rope.extend(256, method)
+    with pytest.raises(ValueError, match="finite"):
+        rt.RotaryEmbedding(rope)(torch.zeros(1), torch.tensor([[0.0, 1.0, bad]]))

@@ -44,6 +44,7 @@ if not hasattr(torch, "library") or not hasattr(torch.library, "custom_op"):  # 
                       f"{torch.__version__}: upgrade torch")
 
 from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
 
 from . import _arrays, _rotary
 from .methods import SPECS
@@ -158,8 +159,7 @@ def _cpu_rotate(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, inverse:
     return res
 
 
-@torch.library.custom_op("ropescale::rotate", mutates_args=())
-def _rotate_op(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, inverse: bool, check_full: bool) -> Tensor:
+def _rotate_impl(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, inverse: bool, check_full: bool) -> Tensor:
     """Rotate by half-width tables (``check_full``: refuse tables that look full-width, read on the CPU only)."""
     if _c_path(x):
         return _cpu_rotate(x.detach(), cos.detach(), sin.detach(), interleaved, inverse,
@@ -167,6 +167,9 @@ def _rotate_op(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, inverse: 
     if check_full and sin.device.type == "cpu":  # the torch-ops path forced on CPU tensors: reading is free
         _refuse_full(sin.detach().to(torch.float64).numpy())
     return _rotate_ops(x, cos, sin, interleaved, inverse)
+
+
+_rotate_op = torch.library.custom_op("ropescale::rotate", mutates_args=())(_rotate_impl)
 
 
 @_rotate_op.register_fake
@@ -209,8 +212,7 @@ def _rotate_backward(ctx, grad):
 _rotate_op.register_autograd(_rotate_backward, setup_context=_rotate_setup)
 
 
-@torch.library.custom_op("ropescale::rotate_positions", mutates_args=())
-def _rotate_positions_op(x: Tensor, positions: Tensor, inv_freq: Tensor, attention_factor: float,
+def _rotate_positions_impl(x: Tensor, positions: Tensor, inv_freq: Tensor, attention_factor: float,
                          interleaved: bool, inverse: bool) -> Tensor:
     """Rotate by the angles ``positions * inv_freq`` (C's fused kernel on the CPU)."""
     if _c_path(x):
@@ -218,6 +220,9 @@ def _rotate_positions_op(x: Tensor, positions: Tensor, inv_freq: Tensor, attenti
                                    interleaved, inverse)
     c, s = _device_cos_sin(positions, inv_freq, attention_factor, _work_dtype(x.dtype), 0)
     return _rotate_ops(x, c, s, interleaved, inverse)
+
+
+_rotate_positions_op = torch.library.custom_op("ropescale::rotate_positions", mutates_args=())(_rotate_positions_impl)
 
 
 @_rotate_positions_op.register_fake
@@ -241,8 +246,7 @@ def _positions_backward(ctx, grad):
 _rotate_positions_op.register_autograd(_positions_backward, setup_context=_positions_setup)
 
 
-@torch.library.custom_op("ropescale::cos_sin", mutates_args=())
-def _cos_sin_op(positions: Tensor, inv_freq: Tensor, attention_factor: float, dtype: torch.dtype,
+def _cos_sin_impl(positions: Tensor, inv_freq: Tensor, attention_factor: float, dtype: torch.dtype,
                 table_len: int) -> Tuple[Tensor, Tensor]:
     """Half-width ``(cos, sin)`` of ``positions``: exact on the CPU (C), from the exact table on devices."""
     if positions.device.type == "cpu" and not _FORCE_TORCH_OPS:
@@ -250,6 +254,12 @@ def _cos_sin_op(positions: Tensor, inv_freq: Tensor, attention_factor: float, dt
                                attention_factor=attention_factor, dtype=dtype)
         return c, s
     return _device_cos_sin(positions, inv_freq, attention_factor, dtype, table_len)
+
+
+_cos_sin_op = torch.library.custom_op("ropescale::cos_sin", mutates_args=())(_cos_sin_impl)
+#: The ops' implementations by op name (a test runs them on tensors that refuse host reads).
+_IMPLS = {"ropescale::rotate": _rotate_impl, "ropescale::rotate_positions": _rotate_positions_impl,
+          "ropescale::cos_sin": _cos_sin_impl}
 
 
 @_cos_sin_op.register_fake
@@ -385,7 +395,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, *, interleaved: bool = Fal
     x, cos, sin = _tensor("x", x), _tensor("cos", cos), _tensor("sin", sin)
     check_layout(layout)
     interleaved, inverse = bool(interleaved), bool(inverse)
-    if _c_path(x) and not tracing:
+    if _c_path(x) and not tracing and not is_fake(x):
         if not (torch.is_grad_enabled() and (x.requires_grad or cos.requires_grad or sin.requires_grad)):
             # nothing to record: the array function, whose checks give the messages; a tensor that
             # requires grad under no_grad() is read as it is (the array functions refuse it)
@@ -407,7 +417,7 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, *, interleaved: bool = Fal
     elif layout is None and x.device.type != "cpu":
         raise ValueError(f"ropescale.torch.apply_rotary on device {x.device} needs layout='half' or 'full': telling "
                          f"the two apart reads the tables' values, which would make the device wait for the host")
-    if not (_c_path(x) and not tracing):  # on the CPU the op's array function checks, with its messages
+    if not (_c_path(x) and not tracing and not is_fake(x)):  # on the CPU the op's array function checks
         _check_tables(x, cos, sin)
     if cos.device != x.device:
         cos, sin = cos.to(x.device), sin.to(x.device)
@@ -514,7 +524,7 @@ def apply_rotary_positions(x: Tensor, positions: Any, rope: Any, *, layer_type: 
             positions = positions.resolve_neg()
     else:
         positions = torch.as_tensor(np.asarray(positions), device=x.device)
-    if _c_path(x) and not _tracing():
+    if _c_path(x) and not _tracing() and not is_fake(x):
         if not (torch.is_grad_enabled() and x.requires_grad):
             return _rotary.apply_rotary_positions(_no_grad(x), positions, theta, attention_factor=attn,
                                                   interleaved=interleaved, inverse=inverse)
@@ -553,10 +563,7 @@ _DEFAULT_TABLE = 4096
 
 def _can_read(t: Tensor) -> bool:
     """Whether ``t`` has values to read (not meta, not a fake tensor of a trace)."""
-    if t.device.type == "meta":
-        return False
-    from torch._subclasses.fake_tensor import is_fake
-    return not is_fake(t)
+    return t.device.type != "meta" and not is_fake(t)
 
 
 class RotaryEmbedding(torch.nn.Module):

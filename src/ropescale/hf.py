@@ -23,7 +23,12 @@ import inspect
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as _e:
+    raise ImportError("ropescale.hf needs PyTorch and transformers: install ropescale's hf extra "
+                      "(pip install \".[hf]\" in a clone of ropescale)") from _e
 
 from ._freq import inv_freq as _inv_freq, ntk_lambda
 from .rope import Rope

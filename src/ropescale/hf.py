@@ -147,9 +147,13 @@ def _check_contract(name: str, module: torch.nn.Module, ropes: Dict[Optional[str
         if matches(layout):
             return layout
     shapes = {lt: tuple(n[0].shape) for lt, n in natives.items()}
+    low = sorted({str(b.dtype) for n, b in module.named_buffers(recurse=False)
+                  if n.endswith("inv_freq") and b.dtype in (torch.float16, torch.bfloat16)})
+    hint = (f" (its inv_freq is {', '.join(low)}, too coarse to tell formulas apart: patch the model before "
+            f"casting it to a half dtype)") if low else ""
     raise ValueError(f"ropescale.hf.patch cannot replace {what}: its (cos, sin) tables (shapes {shapes}) are neither "
                      f"transformers' cat(c, c) tables nor half-width tables of its config's rope "
-                     f"{ {lt: r for lt, r in ropes.items()} }; the model was not changed")
+                     f"{ {lt: r for lt, r in ropes.items()} }{hint}; the model was not changed")
 
 
 def _resolve(scaling: Scaling, original: Rope, cfg: Any, trained: Optional[float]) -> Rope:

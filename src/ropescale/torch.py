@@ -47,7 +47,7 @@ from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
 
 from . import _arrays, _rotary
-from .methods import SPECS
+from .methods import SPECS, length_at
 from .rope import Rope
 from .tables import _refuse_full, check_layout, from_full
 
@@ -659,16 +659,10 @@ class RotaryEmbedding(torch.nn.Module):
             raise ValueError(f"layer_type must be {allowed}, got {layer_type!r}") from None
 
     def _length(self, rope: Rope, layer_type, seq_len: int) -> int:
-        """The sequence length dynamic/longrope frequencies are taken at (transformers' rule); not recorded."""
-        if rope.method != "dynamic":
-            return seq_len
-        original = int(rope.original_max_position_embeddings)
-        cached = self._dynamic_len.get(layer_type, original)
-        if seq_len > cached:
-            cached = seq_len
-        if seq_len < original and cached > original:
-            cached = original
-        return cached
+        """The sequence length length-dependent frequencies are taken at (``MethodSpec.length_rule``);
+        not recorded here (a call refused afterwards must not move it)."""
+        return length_at(rope.method, seq_len, rope.original_max_position_embeddings,
+                         self._dynamic_len.get(layer_type))
 
     def _at_length(self, rope: Rope, layer_type, ids: Tensor):
         """Frequencies of a length-dependent rope at this call's length (one value read on the host)."""
@@ -690,7 +684,7 @@ class RotaryEmbedding(torch.nn.Module):
                 seq_len = int(top) + 1
         n = self._length(rope, layer_type, seq_len)
         theta, attn = rope.inv_freq_at(max(n, 1))
-        if rope.method == "dynamic":
+        if SPECS[rope.method].length_rule == "longest_seen":
             self._dynamic_len[layer_type] = n  # recorded only once the call is known to be valid
         return torch.tensor(theta, dtype=torch.float64), float(attn)
 

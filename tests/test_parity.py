@@ -439,6 +439,12 @@ def test_llamacpp_view_from_gguf_file_matches_config(tmp_path, name, arch):
         np.testing.assert_allclose(a.inv_freq, b.inv_freq, rtol=3e-7, atol=0)
         assert a.attention_factor == pytest.approx(b.attention_factor, rel=3e-7)
     assert any(k.endswith("rope.freq_base") for k in from_cfg.gguf)
+    # every engine, from the file: the same differences as from the config (float32 factors are no difference)
+    lens = [4096, int(rope.max_position_embeddings) + 1]
+    want = {(d.engine, d.seq_len, d.topics) for d in P.compare(path(name), lens).differences}
+    if name == "gpt-oss-20b":
+        want = set()  # the file carries no truncate: false, so no engine truncates differently
+    assert {(d.engine, d.seq_len, d.topics) for d in P.compare(str(f), lens).differences} == want
 
 
 # ---------------------------------------------------------------------------

@@ -45,6 +45,7 @@ __all__ = ["BEHAVIOURS", "ENGINES", "EngineView", "Difference", "ParityReport", 
 # an angle error of 1e-3 rad).
 ANGLE_TOL = 1e-9
 SCALE_TOL = 1e-12
+GGUF_RTOL = 1e-6  # relative, for a GGUF's float32 factors
 
 
 # ---------------------------------------------------------------------------
@@ -404,6 +405,12 @@ def _dynamic(m: _Model, beh: Optional[str], n: int) -> np.ndarray:
     return m.rope.inv_freq_at(n)[0]
 
 
+def _fixed_factors(m: _Model) -> bool:
+    """A GGUF's single per-pair factor tensor (``rope_freqs``: Llama 3.1's rule, not a LongRoPE pair)."""
+    sc = m.rope.scaling or {}
+    return m.gguf is not None and list(sc.get("short_factor", [])) == list(sc.get("long_factor", [None]))
+
+
 def _longrope_long(beh: Optional[str], n: int, L: float, serve: int) -> bool:
     return {"seq_gt_L": n > L, "serve_gt_L": serve > L, "nctx_gt_L": serve > L, "batch_pos_gt_L": n - 1 > L,
             "always_long": True}.get(beh, n > L)
@@ -510,7 +517,7 @@ def _view(m: _Model, engine: str, t: Mapping[str, Optional[str]], n: int, serve_
         theta, attn = rope.inv_freq, rope.attention_factor
     elif m.method == "dynamic":
         theta, attn = _dynamic(m, t["dynamic"], n), m.rope.attention_factor
-    elif m.method == "longrope":
+    elif m.method == "longrope" and not _fixed_factors(m):
         long = _longrope_long(t["longrope"], n, m.L, serve)
         theta = m.rope.inv_freq_at(int(m.L) + 1 if long else int(m.L))[0]
         attn = _longrope_attention(m, t["longrope_attention"], long)
@@ -611,8 +618,16 @@ def _angle_error(a: EngineView, b: EngineView) -> float:
     return err
 
 
-def _same(a: EngineView, b: EngineView) -> bool:
-    return _angle_error(a, b) <= ANGLE_TOL and abs(a.logit_scale / b.logit_scale - 1.0) <= SCALE_TOL
+def _differ(m: _Model, a: EngineView, b: EngineView) -> Tuple[float, float, bool]:
+    """(max angle error, logit change, whether either is above the tolerance) of ``a`` against ``b``."""
+    angle = _angle_error(a, b)
+    change = a.logit_scale / b.logit_scale - 1.0
+    if m.gguf is not None:  # a GGUF stores its factors in float32: that rounding is not a rule that differs
+        angle_tol = max(ANGLE_TOL, GGUF_RTOL * (a.seq_len - 1) * float(np.max(b.inv_freq, initial=0.0)))
+        scale_tol = GGUF_RTOL
+    else:
+        angle_tol, scale_tol = ANGLE_TOL, SCALE_TOL
+    return angle, change, angle > angle_tol or abs(change) > scale_tol
 
 
 def _causes(m: _Model, e: str, v: EngineView, serve_len: Optional[int]) -> List[str]:
@@ -622,7 +637,7 @@ def _causes(m: _Model, e: str, v: EngineView, serve_len: Optional[int]) -> List[
     for topic in tf:
         if t.get(topic) is None or t[topic] == tf[topic]:
             continue
-        if not _same(_view(m, e, {**t, topic: tf[topic]}, v.seq_len, serve_len), v):
+        if _differ(m, _view(m, e, {**t, topic: tf[topic]}, v.seq_len, serve_len), v)[2]:
             out.append(topic)
     return out
 
@@ -663,9 +678,8 @@ def compare(config: Any, lengths: Sequence[int] = (4096, 32768), engines: Sequen
         if e == "transformers":
             continue
         for v, ref in zip(views[e], views["transformers"]):
-            angle = _angle_error(v, ref)
-            change = v.logit_scale / ref.logit_scale - 1.0
-            if angle > ANGLE_TOL or abs(change) > SCALE_TOL:
+            angle, change, differs = _differ(m, v, ref)
+            if differs:
                 topics = _causes(m, e, v, serve_len)
                 report.differences.append(Difference(e, v.seq_len, angle, change, tuple(topics),
                                                      _consequence(m, e, topics)))

@@ -229,19 +229,13 @@ def _softmax_cases():
     return out
 
 
-# Ministral 3 sets mscale_all_dim but its attention (transformers' Ministral3Attention) keeps
-# 1/sqrt(d): Rope.softmax_scale does not know the model type yet (the per-model-type attention
-# scales belong to the config reader).  Strict: this flips to a failure once the reader knows.
-_SOFTMAX_NOT_YET = {"ministral-3-8b-base"}
-
-
-@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.xfail(
-    strict=True, reason="Rope.softmax_scale applies mscale_all_dim^2 whatever the model type"))
-    if c in _SOFTMAX_NOT_YET else c for c in _softmax_cases()])
+@pytest.mark.parametrize("case", _softmax_cases())
 def test_softmax_scale_matches_the_models_attention(case):
-    """DeepSeek multiplies the 1/sqrt(d_qk) softmax scale by mscale(factor, mscale_all_dim)^2; Ministral 3 does not."""
+    """MLA models (DeepSeek) multiply 1/sqrt(d_qk) by mscale(factor, mscale_all_dim)^2; Ministral 3,
+    which also sets mscale_all_dim, does not: the per-layer scales follow the model type."""
     want = CASES[case]["softmax"]["factor_on_inv_sqrt_qk_head_dim"]
-    assert _from_hf(case).softmax_scale == pytest.approx(want, rel=1e-12)
+    scales = ropescale.layer_ropes(CASES[case]["config"]).softmax_scales
+    assert scales and all(s == pytest.approx(want, rel=1e-12) for s in scales)
 
 
 def _layer_cases():

@@ -30,7 +30,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from .methods import ALIASES, SPECS
-from .rope import Rope, read_config
+from .configs import read_config
+from .rope import Rope
 
 __all__ = ["CHECKS", "Finding", "lint", "fix"]
 

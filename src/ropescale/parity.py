@@ -35,7 +35,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .rope import Rope, read_config
+from .configs import read_config
+from .rope import Rope
 
 __all__ = ["BEHAVIOURS", "ENGINES", "EngineView", "Difference", "ParityReport", "engine_names", "view",
            "compare", "rules_for"]

@@ -774,3 +774,20 @@ def test_real_model_retrieves_the_key_in_its_window():
                     progress=False, model_info=info)
     runs = r["results"][0]["passkey"]["runs"]
     assert [x["correct"] for x in runs] == [True, True, True], runs
+
+
+# -- the report -------------------------------------------------------------------
+def test_docs_eval_md_numbers_are_the_json_files():
+    """docs/eval.md's tables are what tools/eval_report.py makes from docs/*.json (nothing typed)."""
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "tools", "eval_report.py")
+    if not (os.path.exists(script) and os.path.exists(os.path.join(root, "docs", "eval.md"))):
+        pytest.skip("tools/ or docs/ not here")
+    spec = importlib.util.spec_from_file_location("eval_report", script)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    assert report.main(["--check"]) == 0, "docs/eval.md is stale: run python tools/eval_report.py"
+    with open(os.path.join(root, "docs", "eval.md"), encoding="utf-8") as f:
+        doc = f.read()
+    assert "<!-- eval:smollm2-passkey -->\n|" in doc and "<!-- eval:smollm2-loss1 -->\n|" in doc

@@ -47,11 +47,13 @@ def load(name: str) -> List[Dict[str, Any]]:
 
 def merge(runs: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
     """One result from several runs of one model: loss from the runs that have it, pass keys pooled."""
-    base = next((r for r in runs if not r.get("partial") and any(c.get("loss") for c in r["results"])), runs[0])
+    base = next((r for r in runs if any(c.get("loss") for c in r["results"])), runs[0])
     trained = base["model"]["trained_length"]
     cells: Dict[tuple, Dict[str, Any]] = {}
-    methods: List[str] = [m["name"] for m in base["methods"]]
-    fixed = {m["name"]: m.get("scaling") for m in base["methods"]}
+    base_methods = base.get("methods") or [{"name": n, "scaling": None}
+                                           for n in dict.fromkeys(c["method"] for c in base["results"])]
+    methods: List[str] = [m["name"] for m in base_methods]
+    fixed = {m["name"]: m.get("scaling") for m in base_methods}
     for r in runs:
         for m in r.get("methods") or [{"name": c["method"], "scaling": None} for c in r["results"]]:
             if m["name"] not in methods:
@@ -89,7 +91,8 @@ def merge(runs: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
             src = cells.get((methods[0], L))
             if src:
                 c["passkey"], c["loss"], c["perplexity"] = src["passkey"], src["loss"], src["perplexity"]
-    task = dict(base["task"])
+    task = dict(base.get("task") or dict(base["settings"], bucket=ev.DEFAULT_BUCKET, batch=ev.BATCH_TOKENS,
+                                         ppl_tolerance=ev.DEFAULT_PPL_TOLERANCE))
     task["tasks"] = ["passkey", "perplexity"] if any(c["passkey"] for c in cells.values()) else task["tasks"]
     result = {"model": base["model"], "task": task, "lengths": lengths,
               "methods": [{"name": m, "scaling": fixed.get(m)} for m in methods if any(k[0] == m for k in cells)],
@@ -197,6 +200,8 @@ def significance(result: Mapping[str, Any], texts: Sequence[str]) -> str:
         if r["same_model"]:
             continue
         row = [f"{r['a']} − {r['b']}"]
+        if not r["loss"]:
+            row += ["–"] * len(texts)
         for d in r["loss"]:
             row.append(f"{d['mean']:+.3f} [{d['lo']:+.3f}, {d['hi']:+.3f}]" + (" **significant**" if d["significant"] else ""))
         if r["passkey"]:

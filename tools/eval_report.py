@@ -113,19 +113,30 @@ def gib(b) -> str:
     return "n/a" if b is None else f"{b / 2**30:.2f} GiB"
 
 
+def forwards(r: Mapping[str, Any]) -> str:
+    """Forward passes a run made: one per loss window, one per pass-key prompt (decoding steps aside)."""
+    n = {}
+    for c in r["results"]:
+        if c.get("same_as") is None:
+            n[c["length"]] = n.get(c["length"], 0) + len(c.get("loss") or []) + len(((c.get("passkey") or {}).get("runs")) or [])
+    return " + ".join(f"{k} × {L:,}" for L, k in sorted(n.items()) if k)
+
+
 def runs_table(runs: Sequence[Mapping[str, Any]]) -> str:
     rows = []
     for r in runs:
         t = r.get("timings") or {}
         la = t.get("load_average") or [None, None]
         rows.append([f"`{r['_file']}`", f"`{r.get('command', '?')}`" + (" (stopped: partial)" if r.get("partial") else ""),
+                     forwards(r),
                      f"{(t.get('total_seconds', 0) + t.get('load_seconds', 0)) / 60:.1f} min" if t else "n/a",
                      f"{t.get('cpu_seconds', 0) / 60:.1f} min" if t else "n/a",
                      f"{t.get('load_seconds', 0):.0f} s" if t else "n/a",
                      gib(t.get("peak_rss_bytes")) if t else "n/a",
                      " → ".join(f"{x:.1f}" for x in la if x is not None) or "n/a",
                      (r.get("versions") or {}).get("ropescale") or r.get("ropescale", "?")])
-    return md_table(["file", "command", "wall", "CPU", "loading", "peak RSS", "load average", "ropescale"], rows)
+    return md_table(["file", "command", "forward passes (tokens)", "wall", "CPU (1 thread)", "loading", "peak RSS",
+                     "load average", "ropescale"], rows)
 
 
 def versions_line(runs: Sequence[Mapping[str, Any]]) -> str:
@@ -194,11 +205,13 @@ def loss_table(result: Mapping[str, Any], text: int) -> str:
     return md_table(["method"] + [f"{a:,}–{b:,}" for a, b in spans], rows)
 
 
-def significance(result: Mapping[str, Any], texts: Sequence[str]) -> str:
+def significance(result: Mapping[str, Any], texts: Sequence[str], span=None, passkey: bool = True) -> str:
     rows = []
-    for r in ev.comparisons(result):
+    for r in ev.comparisons(result, span=span):
         if r["same_model"]:
             continue
+        if not passkey:
+            r = dict(r, passkey=None)
         row = [f"{r['a']} − {r['b']}"]
         if not r["loss"]:
             row += ["–"] * len(texts)
@@ -207,10 +220,10 @@ def significance(result: Mapping[str, Any], texts: Sequence[str]) -> str:
         if r["passkey"]:
             p = r["passkey"]
             row.append(f"{p['difference']:+.2f} [{p['lo']:+.2f}, {p['hi']:+.2f}]" + (" **significant**" if p["significant"] else ""))
-        else:
+        elif passkey:
             row.append("–")
         rows.append(row)
-    return md_table(["a − b"] + [f"loss, {t}" for t in texts] + ["pass key"], rows)
+    return md_table(["a − b"] + [f"loss, {t}" for t in texts] + (["pass key"] if passkey else []), rows)
 
 
 def verdict_block(result: Mapping[str, Any]) -> str:
@@ -246,11 +259,28 @@ def sections(name: str) -> Dict[str, str]:
     for t in range(len(texts)):
         out[f"{name}-loss{t + 1}"] = loss_table(result, t)
     out[f"{name}-significance"] = significance(result, texts)
+    trained, longest = result["model"]["trained_length"], max(result["lengths"])
+    if longest > trained:
+        out[f"{name}-inside"] = significance(result, texts, span=(0, trained), passkey=False)
     if any(c.get("layers") for c in result["results"]):
         out[f"{name}-layers"] = layers_table(result)
     mem = result.get("memory_estimate") or {}
     out[f"{name}-memory"] = ", ".join(f"{int(L):,} tokens: {gib(b)}" for L, b in mem.items())
     return out, result
+
+
+def budget_table() -> str:
+    """What n keys per cell buy: the narrowest Wilson interval, and the smallest gap Newcombe calls significant."""
+    rows = []
+    for trials in (1, 2, 4, 10):
+        n = 3 * trials
+        lo, hi = ev.wilson(n, n)
+        widths = min(ev.wilson(k, n)[1] - ev.wilson(k, n)[0] for k in range(n + 1))
+        gap = min((a - b for a in range(n + 1) for b in range(a + 1)
+                   if ev.proportion_difference(a, n, b, n)[0] > 0), default=None)
+        rows.append([str(trials), str(n), f"{widths:.2f}", f"[{lo:.2f}, {hi:.2f}]",
+                     f"{gap}/{n}" if gap is not None else "–"])
+    return md_table(["--trials", "keys per cell (3 depths)", "narrowest 95 % interval", f"all found", "smallest gap that can be significant"], rows)
 
 
 def render(doc: str, parts: Mapping[str, str]) -> str:
@@ -267,7 +297,7 @@ def main(argv=None) -> int:
     p.add_argument("--check", action="store_true", help="exit 1 if docs/eval.md differs from what the JSON gives")
     p.add_argument("--no-plots", action="store_true")
     args = p.parse_args(argv)
-    parts: Dict[str, str] = {}
+    parts: Dict[str, str] = {"budget": budget_table()}
     for name in RUNS:
         got = sections(name)
         if not got:

@@ -1,27 +1,33 @@
-"""Does a context extension work on a real model?  Pass-key retrieval and perplexity.
+"""Does a context extension work on a real model?  Loss at every position, and pass-key retrieval.
 
 ``ropescale eval`` (and :func:`evaluate` here) loads a causal language model
-(a local transformers folder or a GGUF file), puts each method's scaled
-frequencies into it and measures, at each length:
+(a local transformers folder, a GGUF file, or a model by name: :data:`MODELS`),
+puts each method's scaled frequencies into it and measures, at each length:
 
+* **loss by position** -- one forward pass over a window of ``L`` tokens of
+  each long text scores every token; the JSON keeps the mean of every
+  32-token block, from which :func:`position_buckets` makes the curve (mean
+  and 95 % interval per bucket, batch means) and :func:`paired_difference`
+  compares two methods on the same tokens.  All windows end where the longest
+  one ends, so the last ``score_tokens`` tokens (the perplexity column) are
+  the same tokens at every length;
 * **pass key** -- a filler text written here, with a random 5-digit key stated
   once at a given depth; the model is asked for the key at the end and decodes
-  greedily.  Accuracy is the fraction of depths (times trials) it gets exactly;
-* **perplexity** -- on a long text, over the *same* last tokens for every
-  length: the window of ``L`` tokens ends where the longest window ends, so a
-  longer window only adds context in front of the scored tokens and lengths
-  compare directly.
+  greedily.  ``trials`` keys per depth (their prompts share the KV cache of
+  the text before the key); each accuracy carries a Wilson interval.
 
-The default text is the prose of Python's built-in help topics
-(``pydoc_data.topics``: the language reference as shipped with CPython, on
-every machine with Python); the numbers depend on the Python version that
-ships it, which the JSON output records.
+The default texts (:func:`default_texts`) ship with CPython: the prose of
+Python's help topics and the source of the standard library's
+``_pydecimal``; the numbers depend on the Python version, which the JSON
+records.
 
 The factor of each method at length ``L`` is ``L / trained`` (at least 1), so
 at and below the trained length every method is the unscaled model and is
 measured once.  The frequencies are ropescale's own, put into the model by
-:func:`ropescale.hf.patch` (static ``ntk`` included, which transformers lacks).  Needs the ``eval`` extra (torch, transformers, gguf,
-accelerate); torch and transformers are imported only when a model is loaded.
+:func:`ropescale.hf.patch` (static ``ntk`` included, which transformers lacks;
+for per-layer-type models, the full-attention layers).  Needs the ``eval``
+extra (torch, transformers, gguf, accelerate); torch and transformers are
+imported only when a model is loaded.
 """
 from __future__ import annotations
 
@@ -48,9 +54,11 @@ from .methods import SPECS, UNSCALED, canonical, promoted
 from .rope import Rope
 
 __all__ = [
-    "DEFAULT_DEPTHS", "DEFAULT_METHODS", "EvalError", "PasskeyPrompt", "build_passkey_prompt",
-    "default_model_path", "default_text", "estimate_memory", "evaluate", "main",
-    "perplexity_windows", "score_answer", "verdicts",
+    "DEFAULT_DEPTHS", "DEFAULT_METHODS", "EvalError", "MODELS", "PasskeyPrompt", "batch_means",
+    "build_passkey_prompt", "comparisons", "default_model_path", "default_text", "default_texts",
+    "estimate_memory", "evaluate", "gemma3_path", "gguf_memory_estimate", "loss_curves", "main", "mean_interval",
+    "model_path", "paired_difference", "perplexity_windows", "position_buckets", "proportion_difference",
+    "score_answer", "token_nll", "verdicts", "wilson",
 ]
 
 DEFAULT_METHODS = ("none",) + tuple(m for m in METHODS if SPECS[m].eval_default and m != UNSCALED)
@@ -1195,30 +1203,34 @@ def verdicts(result: Mapping[str, Any]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def comparisons(result: Mapping[str, Any], length: Optional[int] = None) -> List[Dict[str, Any]]:
+def comparisons(result: Mapping[str, Any], length: Optional[int] = None,
+                span: Optional[Tuple[int, int]] = None) -> List[Dict[str, Any]]:
     """Every pair of methods at ``length`` (default the longest): paired loss differences and pass-key differences.
 
     Loss: per text, the mean loss of ``a`` minus ``b`` over the positions
     beyond the trained length (all positions if ``length`` is inside it),
-    with its 95 % interval (:func:`paired_difference`).  Pass key: accuracy of
+    with its 95 % interval (:func:`paired_difference`); ``span = (start,
+    end)`` takes other positions (e.g. ``(0, trained)``: what a method costs
+    inside the window).  Pass key: accuracy of
     ``a`` minus ``b`` with Newcombe's 95 % interval.  ``significant`` says
     whether the interval excludes zero.
     """
     length = max(result["lengths"]) if length is None else length
     trained = result["model"]["trained_length"]
-    start = trained if length > trained else 0
+    start, end = span if span is not None else (trained if length > trained else 0, None)
     by = {c["method"]: c for c in result["results"] if c["length"] == length}
     names = [m["name"] for m in result["methods"] if m["name"] in by]
     out = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             ca, cb = by[a], by[b]
-            row: Dict[str, Any] = {"a": a, "b": b, "length": length, "from": start, "loss": [], "passkey": None}
+            row: Dict[str, Any] = {"a": a, "b": b, "length": length, "from": start, "to": end or length,
+                                   "loss": [], "passkey": None}
             same = ca.get("same_as") == b or cb.get("same_as") == a or (
                 ca.get("same_as") is not None and ca.get("same_as") == cb.get("same_as"))
             row["same_model"] = bool(same)
             for la, lb in zip(ca.get("loss") or [], cb.get("loss") or []):
-                d = paired_difference(la, lb, start)
+                d = paired_difference(la, lb, start, end)
                 row["loss"].append(dict(d, text=la["text"],
                                         significant=bool(not same and (d["lo"] > 0 or d["hi"] < 0))))
             if ca.get("passkey") and cb.get("passkey"):
@@ -1438,10 +1450,12 @@ def plot(result: Mapping[str, Any], path: str) -> None:
 # -- command line -------------------------------------------------------------
 _DESCRIPTION = """\
 Measure on a real model whether a context extension works: for each method
-and length, pass-key retrieval (a 5-digit key hidden at each depth of a filler
-text, greedy decoding) and perplexity of the last --score-tokens tokens of a
-long text (the same tokens at every length).  Each method's factor is
-length / trained length (at least 1).  Needs: pip install 'ropescale[eval]'.
+and length, the loss at every position of long texts (per --bucket positions,
+with 95 % intervals; perplexity of the last --score-tokens tokens, the same
+tokens at every length) and pass-key retrieval (--trials 5-digit keys hidden
+at each depth of a filler text, greedy decoding, Wilson intervals).  Each
+method's factor is length / trained length (at least 1).  Needs:
+pip install 'ropescale[eval]'.
 """
 
 

@@ -79,7 +79,7 @@ DEFAULT_PPL_TOLERANCE = 1.2
 #: CPU harness, and a typo such as 1e9 should not start an allocation).
 MAX_LENGTH = 1 << 21
 _UNSCALED = ("none", UNSCALED)
-_INSTALL = "pip install 'ropescale[eval]' (torch, transformers, gguf, accelerate)"
+_INSTALL = 'pip install ".[eval]" in a ropescale clone (torch, transformers, gguf, accelerate)'
 
 
 class EvalError(ValueError):
@@ -1455,7 +1455,7 @@ with 95 % intervals; perplexity of the last --score-tokens tokens, the same
 tokens at every length) and pass-key retrieval (--trials 5-digit keys hidden
 at each depth of a filler text, greedy decoding, Wilson intervals).  Each
 method's factor is length / trained length (at least 1).  Needs:
-pip install 'ropescale[eval]'.
+pip install ".[eval]" in a ropescale clone.
 """
 
 

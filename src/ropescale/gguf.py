@@ -42,9 +42,16 @@ dynamic       not expressible (llama.cpp has no dynamic NTK): ValueError
 
 The reader parses the file's header itself (the ``gguf`` package's
 ``GGUFReader`` decodes every tokenizer string, which takes seconds on a real
-model); every read is bounds-checked, so a truncated or foreign file gives a
+model) through ordinary bounded reads, never a memory map: a file that another
+process truncates during the parse is a "truncated GGUF file" error, not a
+SIGBUS.  Every read is bounds-checked, so a truncated or foreign file gives a
 ``ValueError`` naming the file and what was missing, and nothing past the end
-is read.  Writing uses the ``gguf`` package (the ``gguf`` extra).
+is read; a FIFO or device is refused before it is read; counts beyond any real
+file (2**16 keys, 2**20 tensors, 2**24 keys, tensors and array strings in all)
+are refused at once; a key given twice is refused, as llama.cpp does; and a
+rope key of the wrong type or value (a string count, ``inf``, an array of
+strings for ``rope.scaling.type``) is an error naming the file and the key,
+never read as absent.  Writing uses the ``gguf`` package (the ``gguf`` extra).
 """
 from __future__ import annotations
 

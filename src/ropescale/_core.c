@@ -468,10 +468,14 @@ static int finish_options(const rs_layout *L, rs_options *opt, PyArrayObject *x,
     opt->interleaved = interleaved;
     opt->inverse = inverse;
     opt->in_place = same_view(x, out);
-    if (opt->in_place && may_self_overlap(out)) {
+    if (may_self_overlap(out)) {
+        /* in place, rows would be rotated twice; otherwise the value that
+         * survives in a shared element would depend on the thread order */
         PyErr_SetString(PyExc_ValueError,
-                        "in place on an array whose elements share memory (an as_strided view?) "
-                        "would rotate some rows twice; pass a copy of x");
+                        opt->in_place ? "in place on an array whose elements share memory (an as_strided view?) "
+                                        "would rotate some rows twice; pass a copy of x"
+                                      : "out has elements that share memory (an as_strided view?); pass an "
+                                        "array whose elements are distinct");
         return -1;
     }
     if (!opt->in_place && refuse_overlap(x, "x", out, "out") < 0)

@@ -136,7 +136,7 @@ def _model(args) -> Dict[str, Any]:
             model_rope, max_pos = found.rope, found.context_length
         prf = (model_rope.scaling or {}).get("partial_rotary_factor")
         base_rope = Rope(model_rope.dim, model_rope.base, {"partial_rotary_factor": prf} if prf is not None else None)
-        if args.original is None and model_rope.method != "default" and model_rope.factor > 1 \
+        if args.original is None and model_rope.method != UNSCALED and model_rope.factor > 1 \
                 and model_rope.original_max_position_embeddings is None:
             # e.g. Gemma 3 27B (linear x8, 131072): its context length is already the extended one,
             # and planning from it would extend the model a second time

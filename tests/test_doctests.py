@@ -14,6 +14,7 @@ MODULES = [
     "ropescale._rotary",
     "ropescale.rope",
     "ropescale.layers",
+    "ropescale.configs",
     "ropescale.positions",
     "ropescale.reference",
     "ropescale.analysis",

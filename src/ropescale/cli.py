@@ -22,7 +22,7 @@ from . import __version__
 from ._freq import ntk_lambda, yarn_correction_range
 from .analysis import analyze, format_table
 from .methods import BASE_SCALING, METHODS, SPECS, UNSCALED, report_methods
-from .layers import layer_ropes
+from .configs import layer_ropes
 from .rope import Rope
 
 __all__ = ["main", "report_data", "REPORT_METHODS"]

@@ -27,7 +27,7 @@ def test_the_sdist_builds_without_warnings_and_without_build_output(tmp_path):
     shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*BUILD_OUTPUT))
     # build output of a working checkout, which the manifest must not pick up either
     for junk in ("src/ropescale/_core.cpython-311-x86_64-linux-gnu.so", "tests/__pycache__/x.cpython-311.pyc",
-                 "tests/data/__pycache__/y.pyc", "build/lib/ropescale/_core.so", "bench/z.o"):
+                 "build/lib/ropescale/_core.so", "bench/z.o", "bench/__pycache__/b.cpython-311.pyc"):
         (tree / junk).parent.mkdir(parents=True, exist_ok=True)
         (tree / junk).write_bytes(b"\0")
     proc = subprocess.run([sys.executable, "setup.py", "sdist", "-d", str(tmp_path / "dist")], cwd=str(tree),
@@ -41,5 +41,8 @@ def test_the_sdist_builds_without_warnings_and_without_build_output(tmp_path):
     assert not [n for n in names if n.endswith((".so", ".o", ".pyc")) or "__pycache__" in n
                 or n.startswith(("build/", "dist/"))], names
     for needed in ("csrc/rotary.c", "csrc/methods.def", "src/ropescale/_core.c", "tests/test_hostile.py",
-                   "tests/data/configs/gemma-3-27b-it.json", "LICENSE", ".ci/run", "tools/sanitize.sh"):
+                   "LICENSE", ".ci/run", "tools/sanitize.sh"):
         assert needed in names, needed
+    data = [str(p.relative_to(ROOT)).replace(os.sep, "/") for p in (ROOT / "tests" / "data").rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts]
+    assert data and not [n for n in data if n not in names], "test data missing from the sdist"

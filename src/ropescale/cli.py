@@ -110,7 +110,7 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--gguf", metavar="FILE", default=None,
                    help="read head dim, base, scaling and context from a llama.cpp GGUF file")
     p.add_argument("--plot", metavar="FILE", default=None,
-                   help="also save a plot of the periods (needs matplotlib: pip install 'ropescale[plot]')")
+                   help="also save a plot of the periods (needs matplotlib: pip install \".[plot]\" in a ropescale clone)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.add_argument("--version", action="version", version=f"ropescale {__version__}")
     return p

@@ -436,7 +436,7 @@ def plot(rep: PrecisionReport, ax: Any = None):
     try:
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'ropescale[plot]'") from None
+        raise ImportError("plotting needs matplotlib: pip install \".[plot]\" in a ropescale clone") from None
     if not isinstance(rep, PrecisionReport):
         raise TypeError(f"rep must be a PrecisionReport (from ropescale.precision.report), got {type(rep).__name__}")
     if ax is None:

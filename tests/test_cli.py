@@ -317,5 +317,5 @@ def test_plot_without_matplotlib_is_one_line_and_status_2(argv, tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                           cwd=str(tmp_path), env=env)
     assert proc.returncode == 2, proc.stderr[-3000:]
-    assert proc.stderr == "ropescale: error: --plot needs matplotlib: pip install 'ropescale[plot]'\n"
+    assert proc.stderr == 'ropescale: error: --plot needs matplotlib: pip install ".[plot]" in a ropescale clone\n'
     assert proc.stdout == "" and not os.listdir(tmp_path)

@@ -422,7 +422,7 @@ def _need_matplotlib() -> None:
     try:
         import matplotlib  # noqa: F401  (optional: the plot extra)
     except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'ropescale[plot]'") from None
+        raise UsageError("--plot needs matplotlib: pip install \".[plot]\" in a ropescale clone") from None
 
 
 def _save_plot(path: str, columns: Dict[str, Rope], original: float, target: float) -> None:

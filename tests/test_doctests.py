@@ -21,6 +21,8 @@ MODULES = [
     "ropescale._display",
     "ropescale.cli",
     "ropescale.plot",
+    "ropescale.parity",
+    "ropescale.lint",
 ]
 NEEDS_MATPLOTLIB = {"ropescale.plot"}
 

@@ -46,6 +46,8 @@ commands:
   bench [ARGS]      from a source checkout: python bench/bench.py ARGS (default --quick)
   precision         cos/sin error of common rope implementations vs position (ropescale precision --help)
   eval              pass key and perplexity on a real model (ropescale eval --help)
+  parity CONFIG     what transformers, vLLM, SGLang, llama.cpp, MLX-LM compute from it (ropescale parity --help)
+  lint CONFIG       rope settings engines read differently; exit 0 clean, 1 warnings, 2 errors
 
 examples:
   ropescale
@@ -510,7 +512,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = "report"
-    if args_list and args_list[0] in ("report", "bench", "precision", "eval"):
+    if args_list and args_list[0] in ("report", "bench", "precision", "eval", "parity", "lint"):
         command = args_list.pop(0)
     if command == "eval":  # parses its own arguments; needs the eval extra only when run
         from . import eval as _eval
@@ -526,6 +528,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
             if args.plot is not None:
                 _need_matplotlib()
             return precision.run_cli(args)
+        if command in ("parity", "lint"):  # floor 6: rules per engine, traps per config
+            from . import lint, parity
+            module = parity if command == "parity" else lint
+            p = _Parser(prog=f"{prog} {command}", description=module.__doc__.split("\n\n")[0])
+            module.add_arguments(p)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # lint reports what matters; the rest is noise here
+                return module.run_cli(p.parse_args(args_list))
         # Warnings (e.g. an assumed rope_theta) become one line each on stderr, after the report.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

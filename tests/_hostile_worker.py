@@ -243,7 +243,7 @@ def read_outcome(data: bytes, name: str):
         msg = str(e)
         assert msg.startswith(path + ": "), f"the error does not name the file: {msg}"
         if not STRUCTURAL.search(msg):
-            assert re.search(r"'[^']*'", msg), f"the error names no key or tensor: {msg}"
+            assert re.search(r"'[^']*'|\"[^\"]*\"", msg), f"the error names no key or tensor: {msg}"
         return None, msg
 
 

@@ -304,7 +304,7 @@ def _parse(path: str, f, size: int) -> tuple:
         seen.add(name)
         n_dims = cur.unpack("<I", f"the dims of tensor {name!r}")
         if n_dims > 8:
-            raise ValueError(f"{path}: tensor {name!r} claims {n_dims} dimensions")
+            raise ValueError(f"{path}: corrupt GGUF file: tensor {name!r} claims {n_dims} dimensions (at most 8)")
         dims = [cur.unpack("<Q", f"the shape of tensor {name!r}") for _ in range(n_dims)]
         ttype = cur.unpack("<I", f"the type of tensor {name!r}")
         offset = cur.unpack("<Q", f"the offset of tensor {name!r}")

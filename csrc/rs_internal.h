@@ -20,12 +20,6 @@
 #define RS_HAVE_X86_DISPATCH 0
 #endif
 
-#if !defined(_WIN32)
-#define RS_HAVE_PTHREADS 1
-#else
-#define RS_HAVE_PTHREADS 0
-#endif
-
 /* Run-time CPU features (x86-64 only; 0 elsewhere), probed once. */
 int rs_cpu_has_avx2(void);
 int rs_cpu_has_f16c(void); /* with AVX, which its 256-bit forms need */

@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int failures = 0;
 static int checks = 0;
@@ -951,6 +952,36 @@ done:
     free(s);
 }
 
+/* The pool's tasks really run at once on two threads (whichever backend,
+ * POSIX or Win32, rs_threads.h chose): each task waits, for at most a few
+ * seconds, until another task has started.  Run one after another, the
+ * first would wait in vain. */
+static int rendezvous_started = 0, rendezvous_met = 0;
+
+static void rendezvous_task(void *arg)
+{
+    time_t t0 = time(NULL);
+    (void)arg;
+    __atomic_add_fetch(&rendezvous_started, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&rendezvous_started, __ATOMIC_SEQ_CST) < 2 && time(NULL) - t0 < 5)
+        ;
+    if (__atomic_load_n(&rendezvous_started, __ATOMIC_SEQ_CST) >= 2)
+        __atomic_add_fetch(&rendezvous_met, 1, __ATOMIC_SEQ_CST);
+}
+
+static void test_tasks_run_at_once(void)
+{
+    char args[4][8];
+    /* twice: the first call starts the pool's worker, the second reuses it;
+     * tasks 0 and 1 of a call meet whichever thread takes them */
+    for (int call = 0; call < 2; call++) {
+        rendezvous_started = rendezvous_met = 0;
+        int rc = rs_parallel(rendezvous_task, args, sizeof(args[0]), 2, 2, NULL, NULL);
+        CHECK(rc == 0 && rendezvous_met == 2, "call %d: two tasks on two threads did not run at once (%d met)",
+              call, rendezvous_met);
+    }
+}
+
 int main(void)
 {
     test_frequencies();
@@ -964,6 +995,7 @@ int main(void)
     test_threads();
     test_pair_blocks();
     test_no_memory_and_interrupt();
+    test_tasks_run_at_once();
     if (failures) {
         printf("%d passed, %d failed\n", checks - failures, failures);
         return 1;

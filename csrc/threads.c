@@ -131,6 +131,15 @@ int rs_cpu_has_f16c(void)
     RS_PROBE(RS_SIMD_AVX2, __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c"));
 }
 
+int rs_cpu_has_neon(void)
+{
+#if RS_HAVE_NEON
+    return !capped_below(RS_SIMD_NEON);
+#else
+    return 0;
+#endif
+}
+
 #if RS_HAVE_THREADS
 /* ---- threads of one call (the pool is busy) ---- */
 

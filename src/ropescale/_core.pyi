@@ -1,6 +1,7 @@
 # Type stubs for ropescale._core, the CPython/NumPy glue in _core.c.
 # Internal API: the public, validated functions live in ropescale._freq and
-# ropescale._rotary.  Keep in sync with the PyMethodDef table in _core.c.
+# ropescale._rotary.  Kept in sync with the PyMethodDef table in _core.c by
+# tests/test_methods_registry.py.
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -49,6 +50,10 @@ def scaled_inv_freq(
     attention_factor: float = ...,
     low_freq_factor: float = ...,
     high_freq_factor: float = ...,
+    short_mscale: float = ...,
+    long_mscale: float = ...,
+    alpha: float = ...,
+    mixed_b: float = ...,
     truncate: bool = True,
     rotated_pairs: int = 0,
     short_factor: Optional[ArrayLike] = None,
@@ -110,6 +115,7 @@ def cos_sin_streams(
     n_threads: int,
     /,
 ) -> None: ...
+def from_dlpack(capsule: object, name: str, /) -> Tuple[np.ndarray, bool]: ...  # (view, is_bf16)
 def simd_name() -> str: ...  # 'avx512', 'avx2+f16c', 'avx2', 'f16c' or 'portable'
 def _test_simd_cap(level: int, /) -> None: ...  # tests only: 0 any, 1 baseline, 2 AVX2, 3 AVX-512
 def _test_fail_alloc(nth: int, /) -> None: ...  # tests only: the nth C-core allocation from now fails

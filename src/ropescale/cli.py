@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from . import __version__
 from ._freq import ntk_lambda, yarn_correction_range
 from .analysis import analyze, format_table
-from .methods import METHODS, SPECS, report_methods
+from .methods import BASE_SCALING, METHODS, SPECS, UNSCALED, report_methods
 from .layers import layer_ropes
 from .rope import Rope
 
@@ -141,9 +141,9 @@ def _model(args) -> Dict[str, Any]:
             raise UsageError(f"{source}: the model gives no context length; pass --original N")
         if args.target is not None:
             target = args.target
-        elif model_rope.method != "default" and max_pos is not None and max_pos > original:
+        elif model_rope.method != UNSCALED and max_pos is not None and max_pos > original:
             target = max_pos
-        elif model_rope.method != "default" and model_rope.factor > 1:
+        elif model_rope.method != UNSCALED and model_rope.factor > 1:
             target = original * model_rope.factor
         else:
             target = 8 * original
@@ -284,10 +284,11 @@ def report_data(dim: int = 128, base: float = 10000.0, original_len: float = 409
     columns: Dict[str, Rope] = {}
     for method in methods:
         columns[method] = _extended(rope0, method, m_l, m)
-    if model is not None and model.method != "default":
+    if model is not None and model.method != UNSCALED:
         columns[f"model ({model.method})"] = model
     analyses = {name: analyze(r, target_len=m, original_len=m_l) for name, r in columns.items()}
-    ntk = analyses.get("ntk") or analyze(_extended(rope0, "ntk", m_l, m), target_len=m, original_len=m_l)
+    ntk = analyses.get(BASE_SCALING) or analyze(_extended(rope0, BASE_SCALING, m_l, m), target_len=m,
+                                                 original_len=m_l)
     p_ntk, p_lin = float(ntk.period_after[-1]), s * float(ntk.period_before[-1])
     lo, hi = yarn_correction_range(d, b, max(m_l, 1.0))
     kc = ntk.critical_dim
@@ -300,8 +301,8 @@ def report_data(dim: int = 128, base: float = 10000.0, original_len: float = 409
     return {
         "model": {"dim": rope0.dim, "rotary_dim": d, "base": b, "original_len": _count(m_l), "target_len": _count(m),
                   "extension_ratio": s, "method": model.method if model is not None else None,
-                  "model_factor": model.factor if model is not None and model.method != "default" else None},
-        "ntk": {"lambda": lam, "new_base": lam * b, "lowest_period_ntk": p_ntk,
+                  "model_factor": model.factor if model is not None and model.method != UNSCALED else None},
+        BASE_SCALING: {"lambda": lam, "new_base": lam * b, "lowest_period_ntk": p_ntk,
                 "lowest_period_linear": p_lin, "relative_error": abs(p_ntk - p_lin) / p_lin},
         "yarn_correction_range": [float(lo), float(hi)],
         "critical_dim": kc,
@@ -334,7 +335,7 @@ def _column_format(values: Sequence[Optional[float]]):
 
 
 def _format_report(r: Dict[str, Any], source: Optional[str]) -> str:
-    md, nt = r["model"], r["ntk"]
+    md, nt = r["model"], r[BASE_SCALING]
     d = md["rotary_dim"]
     rot = f" (rotary {d})" if d != md["dim"] else ""
     src = f" from {source}" if source else ""
@@ -367,10 +368,7 @@ def _format_report(r: Dict[str, Any], source: Optional[str]) -> str:
         lines.append(f"Critical dim: pair {kc} (first pair whose period, {r['critical_period']:,.0f} tokens, "
                      f"exceeds {md['original_len']:,}; {2 * kc} of {d} rotary features rotate fully in training)")
     names = list(r["periods"])
-    notes = [text for name, text in (("dynamic", "dynamic at the target length"),
-                                     ("llama3", "llama3 low_freq_factor 1, high_freq_factor 4"),
-                                     ("longrope", "longrope with uniform factors, at the target length"))
-             if name in names]
+    notes = [SPECS[name].report_note for name in names if name in SPECS and SPECS[name].report_note]
     lines += ["", "Per-pair periods in tokens" + (f" ({'; '.join(notes)})" if notes else "") + ":"]
     head = ["k"] + names + ["note"]
     formats = {name: _column_format(r["periods"][name]) for name in names}
@@ -431,13 +429,13 @@ def _save_plot(path: str, columns: Dict[str, Rope], original: float, target: flo
 
 def _report(args, prog: str) -> int:
     m = _model(args)
-    methods = REPORT_METHODS if args.method is None else ("default", args.method)
+    methods = REPORT_METHODS if args.method is None else (UNSCALED, args.method)
     r = report_data(methods=methods, original_len=m["original"], target_len=m["target"],
                     model=m["model_rope"], base_rope=m["base_rope"])
     plot_path = None if args.plot is None else _plot_path(args.plot)
     if plot_path is not None:
         columns = {name: _extended(m["base_rope"], name, m["original"], m["target"]) for name in methods}
-        if m["model_rope"] is not None and m["model_rope"].method != "default":
+        if m["model_rope"] is not None and m["model_rope"].method != UNSCALED:
             columns[f"model ({m['model_rope'].method})"] = m["model_rope"]
         _save_plot(plot_path, columns, m["original"], m["target"])
     if m["layers"] is not None:

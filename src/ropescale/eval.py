@@ -43,7 +43,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ._freq import ALIASES, METHODS
-from .methods import SPECS
+from .methods import SPECS, UNSCALED, canonical, promoted
 from .rope import Rope
 
 __all__ = [
@@ -52,10 +52,10 @@ __all__ = [
     "perplexity_windows", "score_answer", "verdicts",
 ]
 
-DEFAULT_METHODS = ("none", "linear", "ntk", "dynamic", "yarn")
-# Methods whose published form has its own parameters (searched LongRoPE factors,
-# Gemma's proportional head): a name alone would evaluate a made-up variant.
-_NEEDS_SCALING = ("longrope", "proportional")
+DEFAULT_METHODS = ("none",) + tuple(m for m in METHODS if SPECS[m].eval_default and m != UNSCALED)
+# Methods whose published form has its own parameters (MethodSpec.needs_published_params):
+# a name alone would evaluate a made-up variant.
+_NEEDS_SCALING = tuple(m for m in METHODS if SPECS[m].needs_published_params)
 # The methods --methods takes by name: every registry method that Rope.extend builds.
 _BY_NAME = tuple(m for m in METHODS if SPECS[m].extend is not None and m not in _NEEDS_SCALING)
 DEFAULT_DEPTHS = (0.1, 0.5, 0.9)
@@ -67,7 +67,7 @@ DEFAULT_PPL_TOLERANCE = 1.2
 #: Refuse lengths beyond this (positions this large are not a real use of a
 #: CPU harness, and a typo such as 1e9 should not start an allocation).
 MAX_LENGTH = 1 << 21
-_UNSCALED = ("none", "default")
+_UNSCALED = ("none", UNSCALED)
 _INSTALL = "pip install 'ropescale[eval]' (torch, transformers, gguf, accelerate)"
 
 
@@ -361,7 +361,7 @@ class Method:
     def rope(self, base: Rope, length: int, trained: int) -> Rope:
         if self.fixed is not None:
             sc = dict(self.fixed)
-            if sc.get("rope_type", sc.get("type")) in ("dynamic", "yarn", "llama3", "longrope"):
+            if SPECS[promoted(canonical(sc.get("rope_type", sc.get("type", UNSCALED))), sc)].trained_length:
                 sc.setdefault("original_max_position_embeddings", trained)
             return Rope(base.dim, base.base, _with_prf(base, sc))
         if self.name in _UNSCALED or length <= trained:
@@ -436,7 +436,9 @@ def default_lengths(trained: int) -> List[int]:
 def _fingerprint(rope: Rope, length: int) -> Tuple:
     """Two ropes with the same fingerprint give the model the same positions at this length."""
     inv, attn = rope.inv_freq_at(length)
-    return (rope.method == "dynamic", np.asarray(inv, dtype=np.float64).tobytes(), float(attn))
+    # a rule that remembers lengths (transformers' dynamic NTK) is not a function of this length alone
+    return (SPECS[rope.method].length_rule == "longest_seen", np.asarray(inv, dtype=np.float64).tobytes(),
+            float(attn))
 
 
 # -- cost ---------------------------------------------------------------------

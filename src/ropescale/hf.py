@@ -25,7 +25,8 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from ._freq import inv_freq as _inv_freq, ntk_lambda
+from ._freq import inv_freq as _inv_freq
+from .methods import SPECS, UNSCALED
 from .rope import Rope
 from .torch import RotaryEmbedding
 
@@ -49,7 +50,7 @@ def _head_dim(cfg: Any) -> int:
 def _rope_params(cfg: Any) -> Any:
     params = getattr(cfg, "rope_parameters", None)
     if params is None:  # transformers 4.x: rope_theta + rope_scaling
-        params = dict(getattr(cfg, "rope_scaling", None) or {"rope_type": "default"})
+        params = dict(getattr(cfg, "rope_scaling", None) or {"rope_type": UNSCALED})
         params.setdefault("rope_theta", getattr(cfg, "rope_theta", 10000.0))
     return params
 
@@ -172,8 +173,11 @@ def _resolve(scaling: Scaling, original: Rope, cfg: Any) -> Rope:
 def rope_parameters(rope: Rope) -> dict:
     """transformers' ``rope_parameters`` dict that makes its native rotary module compute ``rope``.
 
-    Static ``ntk`` (which transformers lacks) is written as the default rope
-    with ``rope_theta = lambda * base``: the same frequencies.
+    A method transformers lacks (``MethodSpec.in_transformers``) whose
+    frequencies are a change of base, such as static ``ntk`` or ``ntk_alpha``,
+    is written as the default rope with the base that gives the same
+    frequencies; any other such method is a ValueError, so that a patched
+    model's ``save_pretrained`` output still loads in plain transformers.
 
     Examples
     --------
@@ -181,13 +185,10 @@ def rope_parameters(rope: Rope) -> dict:
     {'rope_type': 'linear', 'rope_theta': 10000.0, 'factor': 4.0}
     """
     partial = rope.rotary_dim / rope.dim if rope.rotary_dim != rope.dim else None
-    if rope.method == "ntk":
-        base = rope.base * ntk_lambda(rope.rotary_dim, rope.factor)
-        if not np.allclose(_inv_freq(rope.rotary_dim, base), rope.inv_freq, rtol=1e-12, atol=0):
-            raise ValueError(f"cannot express {rope!r} as a base change for transformers")
-        params: Dict[str, Any] = {"rope_type": "default", "rope_theta": base}
-    elif rope.method == "default":
-        params = {"rope_type": "default", "rope_theta": rope.base}
+    if not SPECS[rope.method].in_transformers:
+        params: Dict[str, Any] = {"rope_type": UNSCALED, "rope_theta": _equivalent_base(rope)}
+    elif rope.method == UNSCALED:
+        params = {"rope_type": UNSCALED, "rope_theta": rope.base}
     else:
         sc = rope.to_hf().get("rope_scaling") or {}
         params = {"rope_type": rope.method, "rope_theta": rope.base}
@@ -196,6 +197,20 @@ def rope_parameters(rope: Rope) -> dict:
     if partial is not None:
         params["partial_rotary_factor"] = partial
     return params
+
+
+def _equivalent_base(rope: Rope) -> float:
+    """The base whose unscaled frequencies are ``rope``'s; ValueError when there is none."""
+    theta = rope.inv_freq
+    r = rope.rotary_dim
+    base = float(theta[1]) ** (-r / 2.0) if theta.shape[0] > 1 and theta[0] == 1.0 and theta[1] > 0 else None
+    if SPECS[rope.method].length_dependent or base is None or not base > 1.0 or \
+            not np.allclose(_inv_freq(r, base), theta, rtol=1e-12, atol=0):
+        known = ", ".join(m for m, s in SPECS.items() if s.in_transformers)
+        raise ValueError(f"rope_type {rope.method!r} is not one transformers knows ({known}) and its frequencies "
+                         f"are not a change of base, so a patched config would not load in plain transformers: "
+                         f"use ropescale.torch.RotaryEmbedding without hf.patch, or one of those methods")
+    return base
 
 
 def _write_config(cfg: Any, layer_type: Optional[str], rope: Rope, target: Optional[float]) -> None:
@@ -209,8 +224,8 @@ def _write_config(cfg: Any, layer_type: Optional[str], rope: Rope, target: Optio
             cfg.rope_parameters = new
     else:  # transformers 4.x
         cfg.rope_theta = params.pop("rope_theta")
-        cfg.rope_scaling = None if params.get("rope_type") == "default" and len(params) == 1 else params
-    if target is not None and rope.method != "dynamic":
+        cfg.rope_scaling = None if params.get("rope_type") == UNSCALED and len(params) == 1 else params
+    if target is not None and SPECS[rope.method].hf_trained_length != "max_position_embeddings":
         # dynamic NTK measures against max_position_embeddings: leave it the trained length
         cfg.max_position_embeddings = int(target) if float(target).is_integer() else target
 
@@ -278,6 +293,10 @@ def patch(model: torch.nn.Module, scaling: Scaling, *, layer_types: Optional[Ite
         new = dict(originals)
         for lt in targets:
             new[lt] = _resolve(scaling, originals[lt], cfg)
+            try:  # the config written afterwards must load in plain transformers: refuse before any change
+                rope_parameters(new[lt])
+            except ValueError as e:
+                raise ValueError(f"ropescale.hf.patch: {e}; the model was not changed") from None
         plans.append((name, module, cfg, new, targets, layout))
 
     target_len = float(scaling[1]) if isinstance(scaling, tuple) else None

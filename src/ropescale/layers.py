@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from .methods import NOPE_LAYER_TYPES
+from .methods import NOPE_LAYER_TYPES, UNSCALED
 from .rope import ModelRopes, Rope, _on_config
 
 __all__ = ["LayerRopes", "layer_ropes"]
@@ -88,7 +88,7 @@ class LayerRopes(NamedTuple):
                 if rope is None:
                     continue
                 one = rope.to_hf()
-                params[lt] = {"rope_type": "default", **(one.get("rope_scaling") or {}), "rope_theta": one["rope_theta"]}
+                params[lt] = {"rope_type": UNSCALED, **(one.get("rope_scaling") or {}), "rope_theta": one["rope_theta"]}
                 if "partial_rotary_factor" in one:
                     params[lt]["partial_rotary_factor"] = one["partial_rotary_factor"]
             out.pop("partial_rotary_factor", None)

@@ -22,7 +22,26 @@ import numpy as np
 
 from . import _checks, _core
 
-__all__ = ["MethodSpec", "SPECS", "METHODS", "ALIASES", "canonical", "normalize_scaling", "core_params"]
+__all__ = ["MethodSpec", "SPECS", "METHODS", "ALIASES", "UNSCALED", "canonical", "normalize_scaling", "core_params"]
+
+#: The unscaled rope's method (a ``Rope`` of this method is the model's trained rope).
+UNSCALED = "default"
+
+#: The 2-D vision layout (``Rope.axial``): rows drive the first half of the pairs, columns the second.
+AXIAL = "axial"
+
+#: The method ``Rope.extend`` and ``hf.patch``'s ``(target, length)`` form use when none is named.
+DEFAULT_EXTENSION = "yarn"
+
+#: The method the report's base-change section (NTK's lambda, the critical dim) describes.
+BASE_SCALING = "ntk"
+
+#: How a length-dependent method picks the sequence length its frequencies are
+#: taken at.  "current": the length of this call, ``max(positions) + 1``
+#: (``Rope.cos_sin``).  "longest_seen": transformers' ``dynamic_frequency_update``
+#: (``modeling_rope_utils.py``, 5.x): the longest length seen so far, back to
+#: the trained length when a call is shorter than it.
+LENGTH_RULES = ("current", "longest_seen")
 
 
 def _factor_only(s: float, original_len: float, n_pairs: int) -> dict:
@@ -91,16 +110,30 @@ class MethodSpec:
     #: original_max_position_embeddings`` when the config gives none (HF does
     #: for yarn and longrope).
     hf_factor_from_lengths: bool = False
-    #: Whether theta' depends on the current sequence length.
-    length_dependent: bool = False
+    #: None: theta' does not depend on the sequence length; else one of
+    #: :data:`LENGTH_RULES`, the length a rotary module takes it at.
+    length_rule: Optional[str] = None
     #: Smallest rotary dim it is defined for.
     min_rotary_dim: int = 2
     #: Whether the rotary dim is the full head dim (pairs past
     #: ``partial_rotary_factor`` get theta = 0) rather than ``int(dim * prf)``.
     full_head_dim: bool = False
     #: ``(factor, original_len, n_pairs) -> rope_scaling keys`` for
-    #: ``Rope.extend``; None: extending means no scaling at all.
+    #: ``Rope.extend``.  Required for every method but the unscaled one and
+    #: position layouts (``layout_only``).
     extend: Optional[Callable[[float, float, int], dict]] = None
+    #: Whether the published form has parameters of its own that a factor alone
+    #: does not give (searched LongRoPE lists, Gemma's proportional head):
+    #: ``Rope.extend`` builds a stand-in, so ``ropescale eval`` wants a dict.
+    needs_published_params: bool = False
+    #: Whether transformers (5.x) implements this ``rope_type``
+    #: (``modeling_rope_utils.ROPE_INIT_FUNCTIONS``; ``tests/test_methods_registry.py``
+    #: checks it against the installed transformers).  ``hf.patch`` writes only these.
+    in_transformers: bool = False
+    #: A column of ``ropescale eval`` when ``--methods`` is not given.
+    eval_default: bool = False
+    #: What the ``ropescale report`` table says about this column, if anything.
+    report_note: str = ""
     #: A column of ``ropescale report`` and of the default plots.
     report: bool = False
     #: Its color in every figure (None: grey, the unscaled rope).
@@ -114,9 +147,22 @@ class MethodSpec:
     #: ``Rope.extend`` refuses it.
     layout_only: bool = False
 
+    def __post_init__(self) -> None:
+        if self.length_rule is not None and self.length_rule not in LENGTH_RULES:
+            raise ValueError(f"MethodSpec {self.name!r}: length_rule must be None or one of {LENGTH_RULES}, "
+                             f"got {self.length_rule!r}")
+        if self.extend is None and self.name != UNSCALED and not self.layout_only:
+            raise ValueError(f"MethodSpec {self.name!r}: extend is required (how Rope.extend builds it from "
+                             f"a factor); only {UNSCALED!r} and position layouts have none")
+
     @property
     def keys(self) -> Tuple[str, ...]:
         return self.required + self.optional
+
+    @property
+    def length_dependent(self) -> bool:
+        """Whether theta' depends on the current sequence length."""
+        return self.length_rule is not None
 
 
 def _check_yarn(p: dict, scaling: Mapping[str, Any]) -> None:
@@ -152,34 +198,40 @@ def _check_longrope(p: dict, scaling: Mapping[str, Any]) -> None:
 SPECS: Dict[str, MethodSpec] = {s.name: s for s in (
     # "mrope": Qwen2-VL / Qwen2.5-VL write {"type": "mrope", "mrope_section": ...}; transformers
     # reads it as the default rope with M-RoPE sections (see M-RoPE in Rope).
-    MethodSpec("default", "the original rope", aliases=("mrope",), extend=None, report=True),
+    MethodSpec(UNSCALED, "the original rope", aliases=("mrope",), extend=None, report=True, in_transformers=True,
+               eval_default=True),
     MethodSpec("linear", "position interpolation: theta / s", required=("factor",),
-               extend=_factor_only, report=True, color="tab:blue"),
-    MethodSpec("ntk", "NTK-aware base scaling: base * s^(d/(d-2))", required=("factor",), min_rotary_dim=4,
-               extend=_factor_only, report=True, color="tab:orange", hf_with_key=(("mixed_b", "ntk_mixed"),)),
+               extend=_factor_only, report=True, color="tab:blue", in_transformers=True, eval_default=True),
+    MethodSpec(BASE_SCALING, "NTK-aware base scaling: base * s^(d/(d-2))", required=("factor",), min_rotary_dim=4,
+               extend=_factor_only, report=True, color="tab:orange", hf_with_key=(("mixed_b", "ntk_mixed"),),
+               eval_default=True),
     MethodSpec("dynamic", "dynamic NTK: base scaling growing with the sequence length",
                required=("factor", "original_max_position_embeddings"), trained_length=True,
-               hf_trained_length="max_position_embeddings", length_dependent=True, min_rotary_dim=4,
-               extend=_factor_and_original, report=True, color="tab:green", hf_with_key=(("alpha", "ntk_alpha"),)),
-    MethodSpec("yarn", "YaRN: ramp between extrapolation and interpolation, attention factor",
+               hf_trained_length="max_position_embeddings", length_rule="longest_seen", min_rotary_dim=4,
+               extend=_factor_and_original, report=True, color="tab:green", hf_with_key=(("alpha", "ntk_alpha"),),
+               in_transformers=True, eval_default=True, report_note="dynamic at the target length"),
+    MethodSpec(DEFAULT_EXTENSION, "YaRN: ramp between extrapolation and interpolation, attention factor",
                required=("factor", "original_max_position_embeddings"),
                optional=("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"),
                defaults={"beta_fast": 32.0, "beta_slow": 1.0, "truncate": True},
                aliases=("mistral_yarn",), trained_length=True, hf_factor_from_lengths=True,
                extend=_factor_and_original, report=True,
-               color="tab:red", check=_check_yarn),
+               color="tab:red", check=_check_yarn, in_transformers=True, eval_default=True),
     MethodSpec("llama3", "Llama 3.1: wavelength bands kept, blended, interpolated",
                required=("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
                trained_length=True, extend=_llama3_extend, report=True, color="tab:purple",
-               check=_check_llama3),
+               check=_check_llama3, in_transformers=True,
+               report_note="llama3 low_freq_factor 1, high_freq_factor 4"),
     MethodSpec("longrope", "LongRoPE: per-pair factors, short and long",
                required=("short_factor", "long_factor", "original_max_position_embeddings"),
                optional=("factor", "short_mscale", "long_mscale"),
-               aliases=("su",), trained_length=True, hf_factor_from_lengths=True, length_dependent=True,
-               extend=_longrope_extend,
-               color="tab:brown", check=_check_longrope),
+               aliases=("su",), trained_length=True, hf_factor_from_lengths=True, length_rule="current",
+               extend=_longrope_extend, needs_published_params=True, in_transformers=True,
+               color="tab:brown", check=_check_longrope,
+               report_note="longrope with uniform factors, at the target length"),
     MethodSpec("proportional", "rotate only the first pairs of the full head dim, optionally / s",
-               optional=("factor",), full_head_dim=True, extend=_factor_only, color="tab:pink"),
+               optional=("factor",), full_head_dim=True, extend=_factor_only, color="tab:pink",
+               needs_published_params=True, in_transformers=True),
     MethodSpec("ntk_alpha", "Hunyuan's fixed NTK: base * alpha^(d/(d-2)), any length", required=("alpha",),
                min_rotary_dim=4, extend=_alpha_extend, color="tab:olive"),
     MethodSpec("ntk_mixed", "vLLM's mixed NTK: theta_k / exp(a (k+1)^b), a = ln s / (d/2)^b",
@@ -192,8 +244,8 @@ SPECS: Dict[str, MethodSpec] = {s.name: s for s in (
                required=("original_max_position_embeddings",),
                optional=("beta_fast", "beta_slow", "truncate"),
                defaults={"beta_fast": 32.0, "beta_slow": 1.0, "truncate": True}, trained_length=True,
-               length_dependent=True, extend=_original_only, color="darkred", check=_check_yarn),
-    MethodSpec("axial", "2-D axial (vision): rows drive the first half of the pairs, columns the second",
+               length_rule="current", extend=_original_only, color="darkred", check=_check_yarn),
+    MethodSpec(AXIAL, "2-D axial (vision): rows drive the first half of the pairs, columns the second",
                min_rotary_dim=4, color="teal", layout_only=True),
 )}
 
@@ -397,6 +449,23 @@ def trained_length_from_hf(method: str, scaling: Mapping[str, Any], max_pos: Any
 def report_methods() -> Tuple[str, ...]:
     """The methods ``ropescale report`` and the default plots show."""
     return tuple(name for name, s in SPECS.items() if s.report)
+
+
+def length_at(method: str, seq_len: int, trained: Optional[float], longest: Optional[int]) -> int:
+    """The sequence length a rotary module takes ``method``'s frequencies at (``MethodSpec.length_rule``).
+
+    ``longest``: the length this rule remembers from earlier calls (None: none
+    yet); the result is what it remembers next.
+    """
+    if SPECS[method].length_rule != "longest_seen" or trained is None:
+        return seq_len
+    original = int(trained)
+    kept = original if longest is None else longest
+    if seq_len > kept:
+        kept = seq_len
+    if seq_len < original and kept > original:
+        kept = original
+    return kept
 
 
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import _checks
 from .analysis import analyze
-from .methods import SPECS, canonical, report_methods
+from .methods import SPECS, UNSCALED, canonical, report_methods
 from .rope import Rope
 
 __all__ = ["plot_periods", "plot_attention", "attention_scores", "build_ropes"]
@@ -35,7 +35,7 @@ _TARGET = {"color": "0.35", "linestyle": "-.", "linewidth": 1.0}
 
 
 def _style(rope, used, *, width):
-    if rope.method == "default":
+    if rope.method == UNSCALED:
         return {"color": "0.45", "linestyle": "--", "linewidth": width}
     color = _COLORS.get(rope.method)
     if color is None or color in used:
@@ -118,7 +118,7 @@ def _lengths(ropes: Dict[str, Rope], original_len, target_len) -> Tuple[float, f
     if original_len is not None and target_len is not None:
         return (_checks.real("original_len", original_len, above=0.0), _checks.real("target_len", target_len, above=0.0))
     for rope in ropes.values():
-        if rope.method != "default":
+        if rope.method != UNSCALED:
             a = analyze(rope, target_len=target_len, original_len=original_len)
             return a.original_len, a.target_len
     raise ValueError("original_len and target_len are required: no rope here knows its trained context")
@@ -307,7 +307,7 @@ def plot_attention(ropes: Any, max_distance: int, *, vector: Any = "ones", seed:
     for label, rope in rs.items():
         style = _style(rope, used, width=0.9)
         style["linestyle"] = "-"
-        if rope.method != "default":
+        if rope.method != UNSCALED:
             style["alpha"] = 0.85
         axes.plot(dist, attention_scores(rope, dist, vector, seed=seed, seq_len=maxd + 1), label=label, **style)
     for length, ref, text in ((original_len, _TRAINED, "trained"), (target_len, _TARGET, "target")):

@@ -172,7 +172,8 @@ def _theta_of(rope: Any, max_position: int) -> Tuple[np.ndarray, str]:
     from .rope import Rope  # floor 3; precision is imported by the CLI, not by rope
 
     if isinstance(rope, Rope):
-        theta = rope.inv_freq_at(max_position + 1 if rope.method in ("dynamic", "longrope") else None)[0]
+        # inv_freq_at ignores the length for methods that do not depend on it (MethodSpec.length_rule)
+        theta = rope.inv_freq_at(max_position + 1)[0]
         return np.asarray(theta, dtype=np.float64), repr(rope)
     if isinstance(rope, (str, bytes)) or rope is None or isinstance(rope, (bool, float, int)):
         raise TypeError(f"rope must be a ropescale.Rope or a 1-D array of frequencies, got {rope!r}")
@@ -289,7 +290,8 @@ def report(rope: Any, max_position: int, strategies: Sequence[_StrategyArg] = tu
     ----------
     rope : Rope or array_like of frequencies
         What to measure (a :class:`~ropescale.Rope` uses its scaled
-        frequencies; ``dynamic`` and ``longrope`` at ``max_position + 1``).
+        frequencies; a length-dependent method, such as ``dynamic``, ``longrope`` or
+        ``dynamic_yarn``, at ``max_position + 1``).
         The attention factor is left out: errors are of the rotation.
     max_position : int
         Largest position, ``1 <= max_position`` and ``max_position * max(inv_freq) <= 2**34``.

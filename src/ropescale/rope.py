@@ -15,7 +15,7 @@ from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
 from ._rotary import (_INT64, STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, _fast_positions, apply_rotary,
                       apply_rotary_positions, apply_rotary_streams, cos_sin, cos_sin_streams)
-from .methods import (LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
+from .methods import (AXIAL, DEFAULT_EXTENSION, UNSCALED, LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
                       normalize_scaling, promoted, trained_length_from_hf)
 
 #: Largest config file ``Rope.from_hf`` reads (a real config.json is a few KB).
@@ -381,7 +381,7 @@ class Rope:
         >>> bool(np.allclose(c[0], np.cos([3, 0.01 * 3, 5, 0.01 * 5])))
         True
         """
-        return cls(dim, base, {"rope_type": "axial"}, interleaved=interleaved)
+        return cls(dim, base, {"rope_type": AXIAL}, interleaved=interleaved)
 
     def _lean_streams(self) -> Optional[int]:
         """What :meth:`apply`'s lean lane takes: 0 (plain positions) or the number of M-RoPE streams; None
@@ -556,7 +556,7 @@ class Rope:
         # Only the keys the method reads (an ignored key may hold anything, even a non-JSON inf).
         used = set(SPECS[self._method].keys) | {"attention_factor"} | set(LAYOUT_KEYS)
         sc = {k: v for k, v in sc.items() if k in used}
-        if self._method != "default" or sc:
+        if self._method != UNSCALED or sc:
             d["rope_scaling"] = {"rope_type": config_name(self._method, self._scaling or {}), **sc}
         if self._interleaved:
             d["rope_interleave"] = True
@@ -567,7 +567,7 @@ class Rope:
             d["max_position_embeddings"] = mp
         return d
 
-    def extend(self, target_len: float, method: str = "yarn", *, original_len: Optional[float] = None, **params: Any) -> "Rope":
+    def extend(self, target_len: float, method: str = DEFAULT_EXTENSION, *, original_len: Optional[float] = None, **params: Any) -> "Rope":
         """The rope scaled for a target context length ``target_len``.
 
         ``method`` is any of :data:`ropescale.METHODS` (``default`` gives the
@@ -700,9 +700,9 @@ class Rope:
 _FUSED_EQUALS_CACHED = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
-def _mrope_streams(scaling: Optional[Mapping[str, Any]], n_pairs: int, method: str = "default") -> Optional[np.ndarray]:
+def _mrope_streams(scaling: Optional[Mapping[str, Any]], n_pairs: int, method: str = UNSCALED) -> Optional[np.ndarray]:
     """The stream of each pair for an M-RoPE rope dict (checked), or None."""
-    if method == "axial" and (scaling is None or scaling.get("mrope_section") is None):
+    if method == AXIAL and (scaling is None or scaling.get("mrope_section") is None):
         scaling = {**(scaling or {}), "mrope_section": [n_pairs // 2, n_pairs // 2]}
     if not scaling or scaling.get("mrope_section") is None:
         if scaling and scaling.get("mrope_interleaved") not in (None, False):
@@ -1077,13 +1077,13 @@ def _head_dim(config: Any, known, use_global: bool = False) -> int:
 def _resolve_scaling(config: Any, scaling: Optional[dict], max_pos: Optional[float],
                      prf: Optional[float]) -> Optional[dict]:
     """The rope_scaling dict with the trained length and factor filled in as HF transformers (5.x) does."""
-    scaling = {"rope_type": "default"} if scaling is None else scaling
+    scaling = {"rope_type": UNSCALED} if scaling is None else scaling
     scaling.pop("rope_theta", None)
     if prf is not None and "partial_rotary_factor" not in scaling:
         scaling["partial_rotary_factor"] = prf
     if scaling.get("rope_type") is None and "type" in scaling:
         scaling["rope_type"] = scaling.pop("type")
-    method = promoted(canonical(scaling.get("rope_type", "default"), "config rope_type"), scaling)
+    method = promoted(canonical(scaling.get("rope_type", UNSCALED), "config rope_type"), scaling)
     top_original = _length("config['original_max_position_embeddings']",
                            _get(config, "original_max_position_embeddings"))
     m_l = trained_length_from_hf(method, scaling, max_pos, top_original)
@@ -1092,7 +1092,7 @@ def _resolve_scaling(config: Any, scaling: Optional[dict], max_pos: Optional[flo
     if SPECS[method].hf_factor_from_lengths and scaling.get("factor") is None and max_pos is not None \
             and m_l is not None:
         scaling["factor"] = max_pos / _checks.real("config['original_max_position_embeddings']", m_l, at_least=1.0)
-    if method == "default":
+    if method == UNSCALED:
         rest = {k: v for k, v in scaling.items() if k not in ("rope_type", "type")}
         return rest or None
     return scaling

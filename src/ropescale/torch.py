@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from . import _arrays, _rotary
+from .methods import SPECS, length_at
 from .rope import Rope
 from .tables import _refuse_full, check_layout, from_full, full_width_error
 
@@ -371,17 +372,10 @@ class RotaryEmbedding(torch.nn.Module):
             raise ValueError(f"layer_type must be {allowed}, got {layer_type!r}") from None
 
     def _length(self, rope: Rope, layer_type, seq_len: int) -> int:
-        """The sequence length dynamic/longrope frequencies are taken at (transformers' rule)."""
-        if rope.method != "dynamic":
-            return seq_len
-        original = int(rope.original_max_position_embeddings)
-        cached = self._dynamic_len.get(layer_type, original)
-        if seq_len > cached:
-            cached = seq_len
-        if seq_len < original and cached > original:
-            cached = original
-        self._dynamic_len[layer_type] = cached
-        return cached
+        """The sequence length length-dependent frequencies are taken at (``MethodSpec.length_rule``)."""
+        n = length_at(rope.method, seq_len, rope.original_max_position_embeddings, self._dynamic_len.get(layer_type))
+        self._dynamic_len[layer_type] = n
+        return n
 
     def _tables(self, positions: np.ndarray, theta, attn, dtype, device):
         c, s = _rotary.cos_sin(positions, theta, attention_factor=attn, dtype=dtype)
@@ -395,7 +389,7 @@ class RotaryEmbedding(torch.nn.Module):
         if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
             dtype = torch.float32
         ids = position_ids
-        if rope.method in ("dynamic", "longrope") or ids.is_floating_point():
+        if SPECS[rope.method].length_dependent or ids.is_floating_point():
             pos = ids.detach().cpu().numpy()
             seq_len = int(np.floor(pos.max())) + 1 if pos.size else 0
             theta, attn = rope.inv_freq_at(max(self._length(rope, layer_type, seq_len), 1))

@@ -95,14 +95,14 @@ def cases(shape):
          lambda: rt.apply_rotary(xt, ct, st),
          lambda: (views(xt, ct, st), wrap(ropescale.apply_rotary(x, c, sn)))),
         ("ropescale.torch.apply_rotary_positions, no grad", lambda: ropescale.apply_rotary_positions(x, pos, theta),
-         lambda: rt.apply_rotary_positions(xt, post, thetat),
+         lambda: rt.apply_rotary_positions(xt, post, thetat, attention_factor=1.0),
          lambda: (views(xt, post, thetat), wrap(ropescale.apply_rotary_positions(x, pos, theta)))),
         # x.requires_grad: the forward records the graph; no backward is run.
         ("ropescale.torch.apply_rotary, requires_grad=True forward", lambda: ropescale.apply_rotary(x, c, sn),
          lambda: rt.apply_rotary(xg, ct, st),
          lambda: (_Allocates.apply(xg, ct, st), views(xt, ct, st), ropescale.apply_rotary(x, c, sn))),
         ("ropescale.torch.apply_rotary_positions, requires_grad=True forward",
-         lambda: ropescale.apply_rotary_positions(x, pos, theta), lambda: rt.apply_rotary_positions(xg, post, thetat),
+         lambda: ropescale.apply_rotary_positions(x, pos, theta), lambda: rt.apply_rotary_positions(xg, post, thetat, attention_factor=1.0),
          lambda: (_Allocates.apply(xg, ct, st), views(xt, post, thetat),
                   ropescale.apply_rotary_positions(x, pos, theta))),
     ]

@@ -354,7 +354,7 @@ def test_bfloat16_positions_and_frequencies_are_read_as_values_not_bits():
     np.testing.assert_array_equal(ropescale.tables.angles(pb, THETA), ropescale.tables.angles(pos, THETA))
     import ropescale.torch as rt
 
-    np.testing.assert_array_equal(rt.apply_rotary_positions(torch.from_numpy(x), pb, THETA).numpy(), want)
+    np.testing.assert_array_equal(rt.apply_rotary_positions(torch.from_numpy(x), pb, THETA, attention_factor=1.0).numpy(), want)
     np.testing.assert_array_equal(ropescale.rerotate(x, pos, pb + 7, THETA), ropescale.rerotate(x, pos, pos + 7, THETA))
 
 

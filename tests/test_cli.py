@@ -152,7 +152,7 @@ def test_plot_without_matplotlib_is_a_clear_error(tmp_path, capsys, monkeypatch)
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     code, out, err = run(["--plot", str(tmp_path / "p.png")], capsys)
-    assert code == 2 and "ropescale[plot]" in err and err.count("\n") == 1
+    assert code == 2 and '".[plot]"' in err and err.count("\n") == 1
     assert not (tmp_path / "p.png").exists()
 
 

@@ -103,7 +103,7 @@ import warnings  # noqa: E402
 
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from ropescale import methods, reference as ref  # noqa: E402
+from ropescale import methods, model_types, reference as ref  # noqa: E402
 
 
 @pytest.mark.parametrize("attr, value", [("base", 5e5), ("dim", 64), ("scaling", {"rope_type": "ntk", "factor": 2.0}),
@@ -388,12 +388,12 @@ def _hf_inv_freq(model_type, cfg, seq_len=None):
     return inv.double().numpy(), attn
 
 
-@pytest.mark.parametrize("model_type", sorted(methods.MODEL_TYPES))
+@pytest.mark.parametrize("model_type", sorted(model_types.MODEL_TYPES))
 def test_model_type_defaults_are_transformers_defaults(model_type):
     transformers = pytest.importorskip("transformers")
     if model_type not in transformers.CONFIG_MAPPING:
         pytest.skip(f"{model_type} is not a transformers model type (remote code)")
-    known = methods.MODEL_TYPES[model_type]
+    known = model_types.MODEL_TYPES[model_type]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         config = transformers.CONFIG_MAPPING[model_type]()
@@ -480,13 +480,17 @@ def test_legacy_partial_rotary_spellings(key, value, rotary):
     np.testing.assert_array_equal(rope.inv_freq, ropescale.inv_freq(rotary, 1e4))
 
 
-def test_deepseek_rope_interleave_and_unknown_model_type_without_theta_warns():
+def test_deepseek_rope_interleave_and_unknown_model_type_without_theta_is_refused():
     cfg = {"model_type": "deepseek_v3", "qk_rope_head_dim": 64, "rope_theta": 1e4, "rope_interleave": False}
     assert not ropescale.Rope.from_hf(cfg).interleaved
     assert ropescale.Rope.from_hf({**cfg, "rope_interleave": True}).interleaved
     assert ropescale.Rope.from_hf({k: v for k, v in cfg.items() if k != "rope_interleave"}).interleaved
+    # issue 20: a model type ropescale does not know, without rope keys (Phi-4-mini-flash has no
+    # rope at all), is refused instead of getting base 10000
+    with pytest.raises(ValueError, match="model_type 'somethingnew'.*rope base is unknown"):
+        ropescale.Rope.from_hf({"model_type": "somethingnew", "head_dim": 64})
     with pytest.warns(UserWarning, match="assuming 10000"):
-        rope = ropescale.Rope.from_hf({"model_type": "somethingnew", "head_dim": 64})
+        rope = ropescale.Rope.from_hf({"head_dim": 64})
     assert rope.base == 1e4 and not rope.interleaved
 
 

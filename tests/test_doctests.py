@@ -14,12 +14,15 @@ MODULES = [
     "ropescale._rotary",
     "ropescale.rope",
     "ropescale.layers",
+    "ropescale.configs",
     "ropescale.positions",
     "ropescale.reference",
     "ropescale.analysis",
     "ropescale._display",
     "ropescale.cli",
     "ropescale.plot",
+    "ropescale.parity",
+    "ropescale.lint",
 ]
 NEEDS_MATPLOTLIB = {"ropescale.plot"}
 

@@ -370,3 +370,65 @@ def test_a_refused_patch_leaves_even_dynamic_state_alone():
         rhf.patch(model, {"rope_type": "linear", "factor": 2.0})
     assert model.model.rotary_emb is rotary
     assert rotary.max_seq_len_cached == before[0] and torch.equal(rotary.inv_freq, before[1])
+
+
+# -- patching again starts from the loaded model (property) ---------------------------
+_hyp = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_PATCHES = st.tuples(st.sampled_from(["linear", "yarn", "dynamic", "llama3", "ntk"]),
+                     st.sampled_from([64, 128, 1024, 4096]))
+
+
+class TestPatchIsIdempotent:
+    """Any sequence of patches leaves the model as one patch with the last scaling on the loaded model would."""
+
+    @staticmethod
+    def _state(model):
+        emb = model.model.rotary_emb
+        return emb.ropes, model.config.rope_parameters, model.config.max_position_embeddings
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(st.lists(_PATCHES, min_size=2, max_size=4))
+    def test_a_sequence_of_patches_equals_the_last_one_alone(self, patches):
+        model = build("llama")
+        for p in patches:
+            rhf.patch(model, p)
+        once = build("llama")
+        rhf.patch(once, patches[-1])
+        assert self._state(model) == self._state(once)
+
+    @pytest.mark.parametrize("scaling", [("linear", 1024), {"rope_type": "yarn", "factor": 4.0},
+                                         ropescale.Rope(HEAD, 10000.0, {"rope_type": "linear", "factor": 4.0})])
+    def test_the_same_patch_twice_is_the_same_patch(self, scaling):
+        model, once = build("llama"), build("llama")
+        rhf.patch(model, scaling)
+        rhf.patch(model, scaling)
+        rhf.patch(once, scaling)
+        assert self._state(model) == self._state(once)
+        torch.testing.assert_close(logits(model, IDS), logits(once, IDS), rtol=0, atol=0)
+
+    def test_linear_1024_then_4096_is_factor_128(self):
+        model = build("llama")
+        rhf.patch(model, ("linear", 1024))
+        assert model.model.rotary_emb.ropes[None].factor == 1024 / TRAINED
+        rhf.patch(model, ("linear", 4096))
+        assert model.model.rotary_emb.ropes[None].factor == 4096 / TRAINED
+
+
+def test_a_rotary_module_under_two_names_is_replaced_under_both():
+    model = build("llama", seed=3)
+    model.model.layers[0].self_attn.rotary_alias = model.model.rotary_emb  # reachable twice
+    names = rhf.patch(model, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16})
+    assert sorted(names) == ["model.layers.0.self_attn.rotary_alias", "model.rotary_emb"]
+    assert model.model.layers[0].self_attn.rotary_alias is model.model.rotary_emb
+    assert isinstance(model.model.rotary_emb, RotaryEmbedding)
+
+
+def test_layer_types_on_a_model_without_layer_types_is_refused_and_changes_nothing():
+    model = build("llama")
+    before = copy.deepcopy(model.config.to_dict())
+    with pytest.raises(ValueError, match=r"layer_types=\['full_attention'\] was given, but model\.rotary_emb"):
+        rhf.patch(model, ("yarn", 128), layer_types=["full_attention"])
+    assert type(model.model.rotary_emb).__name__ == "LlamaRotaryEmbedding"
+    assert model.config.to_dict() == before

@@ -135,7 +135,7 @@ def test_missing_matplotlib_names_the_plot_extra(monkeypatch):
     import ropescale.plot as plot
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
-    with pytest.raises(ImportError, match=r"ropescale\[plot\]"):
+    with pytest.raises(ImportError, match=r"pip install \"\.\[plot\]\" in a ropescale clone"):
         plot.plot_periods("default", original_len=1, target_len=2)
     with pytest.raises(ImportError, match="matplotlib"):
         plot.plot_attention("default", 10)

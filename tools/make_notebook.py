@@ -32,8 +32,9 @@ extension changes only the rotary *frequencies* θ'; this notebook uses
 3. compare linear, NTK, dynamic NTK, YaRN and Llama 3.1 scaling pair by pair,
 4. plot the periods and the attention score against distance,
 5. apply the chosen rope to random queries and keys and check the
-   relative-position property, and
-6. export the `rope_scaling` block for the model's `config.json`."""),
+   relative-position property,
+6. export the `rope_scaling` block for the model's `config.json`, and
+7. check what vLLM, SGLang, llama.cpp and MLX-LM compute from such a config."""),
     ("code", [], """\
 import json
 
@@ -164,6 +165,39 @@ The `rope_scaling` block to put in the extended model's `config.json` (with
     ("code", [], """\
 print(json.dumps(chosen.to_hf(), indent=2))
 assert ropescale.Rope.from_hf(chosen.to_hf()).scaling["factor"] == s"""),
+    ("markdown", [], """\
+## 7. Will every engine serve it the same way?
+
+The same `config.json` is read by transformers, vLLM, SGLang, llama.cpp and MLX-LM,
+each by its own rules (`docs/parity.md` lists them with the source each was read
+from). `ropescale.parity.compare` puts each engine's frequencies and scales beside
+transformers'. First the block exported above: a plain YaRN block, read alike by all
+five."""),
+    ("code", [], """\
+import ropescale.lint
+import ropescale.parity
+
+planned = {**chosen.to_hf(), "model_type": "llama"}
+report = ropescale.parity.compare(planned, lengths=[original_len, target_len])
+print(report.format())
+assert report.differences == []"""),
+    ("markdown", [], """\
+A real config where they part: gpt-oss-20b (YaRN ×32 with `truncate: false`, the rope
+keys of the published `config.json`). transformers and vLLM keep the fractional YaRN
+correction range; llama.cpp and MLX-LM always round it, so the pairs at the ends of
+the ramp turn at other speeds. `ropescale lint` flags the setting before it ships."""),
+    ("code", [], """\
+gpt_oss = {"model_type": "gpt_oss", "head_dim": 64, "hidden_size": 2880, "num_attention_heads": 64,
+           "max_position_embeddings": 131072, "rope_theta": 150000,
+           "rope_scaling": {"rope_type": "yarn", "factor": 32.0, "beta_fast": 32.0, "beta_slow": 1.0,
+                            "original_max_position_embeddings": 4096, "truncate": False}}
+report = ropescale.parity.compare(gpt_oss, lengths=[4096, 131072])
+print(report.format())
+assert {d.engine for d in report.differences} == {"llama.cpp", "mlx-lm"}
+worst = max(d.max_angle_error for d in report.differences)
+print(f"largest angle error at 131072 tokens: {worst:.1f} rad")
+for finding in ropescale.lint.lint(gpt_oss):
+    print(finding.format())"""),
 ]
 
 

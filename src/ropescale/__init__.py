@@ -37,7 +37,8 @@ from ._rotary import (
 )
 from ._rerotate import rebase, rerotate
 from .rope import Rope
-from .layers import LayerRopes, layer_ropes
+from .layers import LayerRopes
+from .configs import layer_ropes
 from .positions import packed_positions, self_extend_positions
 from .analysis import RopeAnalysis, analyze, critical_dim, max_supported_length
 from . import precision, reference

@@ -164,6 +164,8 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
             raise TypeError(f"{name} requires grad; ropescale's array functions do not record autograd: use "
                             f"ropescale.torch.apply_rotary / apply_rotary_positions (autograd-aware), or pass "
                             f"{name}.detach()")
+        if value.is_neg():  # a negative view (z.conj().imag): its values, as torch shows them (a copy)
+            value = value.resolve_neg()
         if value.dtype == torch.bfloat16:
             return value.view(torch.int16).numpy().view(dtype=_U16, type=BF16Bits), TORCH, True
         try:
@@ -250,6 +252,38 @@ def _out(out: Any) -> Any:
     return oa
 
 
+def _check_torch_out(out: Any) -> None:
+    """Refuse, as torch's own in-place operations do, an inference tensor outside inference mode."""
+    if out.is_inference() and not sys.modules["torch"].is_inference_mode_enabled():
+        raise ValueError("out is an inference tensor (made under torch.inference_mode()); torch refuses in-place "
+                         "updates to it outside inference mode, and so does ropescale: write into it inside "
+                         "torch.inference_mode(), or pass a tensor made outside it")
+
+
+def _written(out: Any) -> Any:
+    """A torch ``out`` was written through a NumPy view: bump its version counter, as torch's in-place ops do,
+    so that autograd refuses a backward through an earlier use of its old values."""
+    sys.modules["torch"].autograd.graph.increment_version(out)
+    return out
+
+
+def _into(out: Any, write: Callable[[Any], Any]) -> Any:
+    """``write(view)`` into ``out``, with torch's in-place rules for a torch tensor."""
+    torch = _torch_tensor(out)
+    if torch is None:
+        write(_out(out))
+        return out
+    _check_torch_out(out)
+    if out.is_neg():
+        # A negative view stores -value: write into plain memory and let torch copy it in.
+        tmp = torch.empty(out.shape, dtype=out.dtype)
+        write(_out(tmp))
+        out.copy_(tmp)
+        return out
+    write(_out(out))
+    return _written(out)
+
+
 # -- entry points -------------------------------------------------------------
 def _foreign(value: Any) -> bool:
     """True for arrays of another framework (torch, JAX, DLPack exporters): they need :func:`unwrap`."""
@@ -264,7 +298,7 @@ def _torch_views(x: Any, a: Any, b: Any, out: Any) -> Optional[tuple]:
     general path at once (numpy() would refuse them slowly).
     """
     if type(x) is not _TENSOR or type(a) is not _TENSOR or type(b) is not _TENSOR \
-            or (out is not None and type(out) is not _TENSOR) or x.dtype is _TENSOR_BF16:
+            or (out is not None and (type(out) is not _TENSOR or out.is_inference())) or x.dtype is _TENSOR_BF16:
         return None
     try:
         xv = x.numpy()
@@ -299,14 +333,13 @@ def rotary_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] = No
         views = _torch_views(x, cos, sin, out)
         if views is not None:
             res = run(views[0], views[1], views[2], interleaved, inverse, views[3], layout)
-            return out if out is not None else _FROM_NUMPY(res)
+            return _written(out) if out is not None else _FROM_NUMPY(res)
         xa, kind, _ = unwrap("x", x)
         ca = _float_in("cos", cos)
         sa = _float_in("sin", sin)
         if out is None:
             return _of_kind(run(xa, ca, sa, interleaved, inverse, None, layout), kind)
-        run(xa, ca, sa, interleaved, inverse, _out(out), layout)
-        return out
+        return _into(out, lambda o: run(xa, ca, sa, interleaved, inverse, o, layout))
 
     return apply_rotary
 
@@ -336,14 +369,13 @@ def positions_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] =
         views = _torch_views(x, positions, inv_freq, out)
         if views is not None:
             res = run(views[0], views[1], views[2], attention_factor, interleaved, inverse, views[3])
-            return out if out is not None else _FROM_NUMPY(res)
+            return _written(out) if out is not None else _FROM_NUMPY(res)
         xa, kind, _ = unwrap("x", x)
         pa = _float_in("positions", positions)
         ta = _float_in("inv_freq", inv_freq)
         if out is None:
             return _of_kind(run(xa, pa, ta, attention_factor, interleaved, inverse, None), kind)
-        run(xa, pa, ta, attention_factor, interleaved, inverse, _out(out))
-        return out
+        return _into(out, lambda o: run(xa, pa, ta, attention_factor, interleaved, inverse, o))
 
     return apply_rotary_positions
 
@@ -392,7 +424,6 @@ def any_kind(fn: Callable) -> Callable:
         rest = [_float_in(n, a) for n, a in zip(names[1:], arrays)]
         if out is None:
             return _of_kind(fn(xa, *rest, **kw), kind)
-        fn(xa, *rest, out=_out(out), **kw)
-        return out
+        return _into(out, lambda o: fn(xa, *rest, out=o, **kw))
 
     return wrapper

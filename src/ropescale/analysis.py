@@ -17,6 +17,8 @@ import numpy as np
 
 from . import _checks
 from ._freq import inv_freq, periods, yarn_correction_range
+from .layers import LayerRopes
+from .rope import _UPPER, Rope
 
 __all__ = ["RopeAnalysis", "analyze", "critical_dim", "max_supported_length", "REGIMES"]
 
@@ -399,9 +401,6 @@ def analyze(rope: Any, target_len: Optional[float] = None, original_len: Optiona
     >>> str(ntk.regime[0]), str(ntk.regime[1]), str(ntk.regime[-1])
     ('extrapolate', 'blend', 'interpolate')
     """
-    from .layers import LayerRopes
-    from .rope import Rope
-
     if isinstance(rope, LayerRopes):   # a per-layer model: {layer_type: RopeAnalysis or None}
         return rope.analyze(target_len=target_len, original_len=original_len)
     if not isinstance(rope, Rope):
@@ -444,3 +443,6 @@ def analyze(rope: Any, target_len: Optional[float] = None, original_len: Optiona
         rotations_target=m / p_after,
         regime=_regimes(theta, theta_scaled, s),
     )
+
+
+_UPPER["analyze"] = analyze

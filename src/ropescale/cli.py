@@ -22,7 +22,7 @@ from . import __version__
 from ._freq import ntk_lambda, yarn_correction_range
 from .analysis import analyze, format_table
 from .methods import BASE_SCALING, METHODS, SPECS, UNSCALED, report_methods
-from .layers import layer_ropes
+from .configs import layer_ropes
 from .rope import Rope
 
 __all__ = ["main", "report_data", "REPORT_METHODS"]
@@ -46,6 +46,8 @@ commands:
   bench [ARGS]      from a source checkout: python bench/bench.py ARGS (default --quick)
   precision         cos/sin error of common rope implementations vs position (ropescale precision --help)
   eval              pass key and perplexity on a real model (ropescale eval --help)
+  parity CONFIG     what transformers, vLLM, SGLang, llama.cpp, MLX-LM compute from it (ropescale parity --help)
+  lint CONFIG       rope settings engines read differently; exit 0 clean, 1 warnings, 2 errors
 
 examples:
   ropescale
@@ -110,7 +112,7 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
     p.add_argument("--gguf", metavar="FILE", default=None,
                    help="read head dim, base, scaling and context from a llama.cpp GGUF file")
     p.add_argument("--plot", metavar="FILE", default=None,
-                   help="also save a plot of the periods (needs matplotlib: pip install 'ropescale[plot]')")
+                   help="also save a plot of the periods (needs matplotlib: pip install \".[plot]\" in a ropescale clone)")
     p.add_argument("--json", action="store_true", help="print the numbers as JSON")
     p.add_argument("--version", action="version", version=f"ropescale {__version__}")
     return p
@@ -492,7 +494,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
     """
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = "report"
-    if args_list and args_list[0] in ("report", "bench", "precision", "eval"):
+    if args_list and args_list[0] in ("report", "bench", "precision", "eval", "parity", "lint"):
         command = args_list.pop(0)
     if command == "eval":  # parses its own arguments; needs the eval extra only when run
         from . import eval as _eval
@@ -505,6 +507,14 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
             p = _Parser(prog=f"{prog} precision", description=precision.__doc__.split("\n\n")[0])
             precision.add_arguments(p)
             return precision.run_cli(p.parse_args(args_list))
+        if command in ("parity", "lint"):  # floor 6: rules per engine, traps per config
+            from . import lint, parity
+            module = parity if command == "parity" else lint
+            p = _Parser(prog=f"{prog} {command}", description=module.__doc__.split("\n\n")[0])
+            module.add_arguments(p)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # lint reports what matters; the rest is noise here
+                return module.run_cli(p.parse_args(args_list))
         # Warnings (e.g. an assumed rope_theta) become one line each on stderr, after the report.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -68,7 +68,7 @@ DEFAULT_PPL_TOLERANCE = 1.2
 #: CPU harness, and a typo such as 1e9 should not start an allocation).
 MAX_LENGTH = 1 << 21
 _UNSCALED = ("none", UNSCALED)
-_INSTALL = "pip install 'ropescale[eval]' (torch, transformers, gguf, accelerate)"
+_INSTALL = 'pip install ".[eval]" in a ropescale clone (torch, transformers, gguf, accelerate)'
 
 
 class EvalError(ValueError):
@@ -858,7 +858,7 @@ Measure on a real model whether a context extension works: for each method
 and length, pass-key retrieval (a 5-digit key hidden at each depth of a filler
 text, greedy decoding) and perplexity of the last --score-tokens tokens of a
 long text (the same tokens at every length).  Each method's factor is
-length / trained length (at least 1).  Needs: pip install 'ropescale[eval]'.
+length / trained length (at least 1).  Needs: pip install ".[eval]" in a ropescale clone.
 """
 
 

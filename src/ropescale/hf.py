@@ -23,7 +23,12 @@ import inspect
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as _e:
+    raise ImportError("ropescale.hf needs PyTorch and transformers: install ropescale's hf extra "
+                      "(pip install \".[hf]\" in a clone of ropescale)") from _e
 
 from ._freq import inv_freq as _inv_freq
 from .methods import SPECS, UNSCALED
@@ -81,9 +86,12 @@ def _needs_layer_type(module: torch.nn.Module) -> bool:
 
 
 def find_rotary_modules(model: torch.nn.Module) -> List[Tuple[str, torch.nn.Module]]:
-    """``(name, module)`` of every module that holds rotary frequencies (an ``*inv_freq`` buffer)."""
+    """``(name, module)`` of every module that holds rotary frequencies (an ``*inv_freq`` buffer).
+
+    A module reachable under several names is listed under each of them.
+    """
     found = []
-    for name, module in model.named_modules():
+    for name, module in model.named_modules(remove_duplicate=False):
         buffers = [b for b, _ in module.named_buffers(recurse=False)]
         if any(b == "inv_freq" or b.endswith("_inv_freq") for b in buffers) and callable(getattr(module, "forward", None)):
             found.append((name, module))
@@ -140,13 +148,22 @@ def _check_contract(name: str, module: torch.nn.Module, ropes: Dict[Optional[str
         if matches(layout):
             return layout
     shapes = {lt: tuple(n[0].shape) for lt, n in natives.items()}
+    low = sorted({str(b.dtype) for n, b in module.named_buffers(recurse=False)
+                  if n.endswith("inv_freq") and b.dtype in (torch.float16, torch.bfloat16)})
+    hint = (f" (its inv_freq is {', '.join(low)}, too coarse to tell formulas apart: patch the model before "
+            f"casting it to a half dtype)") if low else ""
     raise ValueError(f"ropescale.hf.patch cannot replace {what}: its (cos, sin) tables (shapes {shapes}) are neither "
                      f"transformers' cat(c, c) tables nor half-width tables of its config's rope "
-                     f"{ {lt: r for lt, r in ropes.items()} }; the model was not changed")
+                     f"{ {lt: r for lt, r in ropes.items()} }{hint}; the model was not changed")
 
 
-def _resolve(scaling: Scaling, original: Rope, cfg: Any) -> Rope:
-    """The new Rope for one rotary module, from what the caller passed."""
+def _resolve(scaling: Scaling, original: Rope, cfg: Any, trained: Optional[float]) -> Rope:
+    """The new Rope for one rotary module, from what the caller passed.
+
+    ``original`` and ``trained`` are the model's rope and context length as
+    loaded, before any patch: patching again starts from them, never from a
+    previous patch's result.
+    """
     if isinstance(scaling, Rope):
         if scaling.dim != original.dim or scaling.rotary_dim != original.rotary_dim:
             raise ValueError(f"scaling is a Rope with dim={scaling.dim}, rotary_dim={scaling.rotary_dim}; the model's "
@@ -158,14 +175,12 @@ def _resolve(scaling: Scaling, original: Rope, cfg: Any) -> Rope:
         if original.rotary_dim != original.dim and "partial_rotary_factor" not in sc:
             sc["partial_rotary_factor"] = original.rotary_dim / original.dim
         frag: Dict[str, Any] = {"head_dim": original.dim, "rope_theta": base, "rope_scaling": sc}
-        mp = getattr(cfg, "max_position_embeddings", None)
-        if mp is not None:
-            frag["max_position_embeddings"] = mp
+        if trained is not None:
+            frag["max_position_embeddings"] = trained
         return Rope.from_hf(frag)
     if isinstance(scaling, tuple) and len(scaling) == 2 and isinstance(scaling[0], str):
         method, target = scaling
-        trained = original.original_max_position_embeddings or getattr(cfg, "max_position_embeddings", None)
-        return original.extend(target, method, original_len=trained)
+        return original.extend(target, method, original_len=original.original_max_position_embeddings or trained)
     raise TypeError(f"scaling must be a ropescale.Rope, a rope_scaling dict or a (method, target_length) tuple, "
                     f"got {scaling!r}")
 
@@ -270,20 +285,37 @@ def patch(model: torch.nn.Module, scaling: Scaling, *, layer_types: Optional[Ite
         raise ValueError(f"ropescale.hf.patch found no rotary module in {type(model).__name__} (no module with an "
                          f"inv_freq buffer); nothing was changed")
     wanted = None if layer_types is None else list(layer_types)
-    plans = []
+    # One plan per module object: a module reachable under two names is replaced under both.
+    groups: Dict[int, Tuple[List[str], torch.nn.Module]] = {}
     for name, module in candidates:
+        groups.setdefault(id(module), ([], module))[0].append(name)
+    plans = []
+    for names, module in groups.values():
+        name = names[0]
+        if "" in names:
+            raise ValueError("ropescale.hf.patch cannot replace the model itself; pass the model that contains it")
         cfg = getattr(module, "config", None)
         if cfg is None:
             raise ValueError(f"ropescale.hf.patch cannot replace {name} ({type(module).__name__}): it has no config "
                              f"to read its rope from; the model was not changed")
-        lts = _module_layer_types(module, cfg)
-        try:
-            originals = _config_ropes(cfg, lts)
-        except (ValueError, TypeError, KeyError) as e:
-            raise ValueError(f"ropescale.hf.patch cannot read the rope of {name} ({type(module).__name__}) from its "
-                             f"config: {e}; the model was not changed") from None
-        layout = _check_contract(name, module, originals)
+        loaded = getattr(module, "_hf_loaded", None) if isinstance(module, RotaryEmbedding) else None
+        if loaded is not None:
+            # patched before: start again from the rope and context the model was loaded with
+            originals, trained, layout = dict(loaded[0]), loaded[1], module.layout
+            lts = None if None in originals else sorted(originals)
+        else:
+            lts = _module_layer_types(module, cfg)
+            try:
+                originals = _config_ropes(cfg, lts)
+            except (ValueError, TypeError, KeyError) as e:
+                raise ValueError(f"ropescale.hf.patch cannot read the rope of {name} ({type(module).__name__}) from "
+                                 f"its config: {e}; the model was not changed") from None
+            trained = getattr(cfg, "max_position_embeddings", None)
+            layout = _check_contract(name, module, originals)
         if lts is None:
+            if wanted is not None:
+                raise ValueError(f"layer_types={wanted} was given, but {name} ({type(module).__name__}) has one rope "
+                                 f"for every layer (no layer types): leave layer_types out; the model was not changed")
             targets = [None]
         else:
             targets = wanted if wanted is not None else ["full_attention"] if "full_attention" in lts else list(lts)
@@ -292,25 +324,27 @@ def patch(model: torch.nn.Module, scaling: Scaling, *, layer_types: Optional[Ite
                 raise ValueError(f"layer_types {unknown} not among {name}'s layer types {lts}")
         new = dict(originals)
         for lt in targets:
-            new[lt] = _resolve(scaling, originals[lt], cfg)
+            new[lt] = _resolve(scaling, originals[lt], cfg, trained)
             try:  # the config written afterwards must load in plain transformers: refuse before any change
                 rope_parameters(new[lt])
             except ValueError as e:
                 raise ValueError(f"ropescale.hf.patch: {e}; the model was not changed") from None
-        plans.append((name, module, cfg, new, targets, layout))
+        plans.append((names, module, cfg, new, targets, layout, (originals, trained)))
 
     target_len = float(scaling[1]) if isinstance(scaling, tuple) else None
     if isinstance(scaling, Rope):
         target_len = getattr(scaling, "max_position_embeddings", None)
     replaced = []
-    for name, module, cfg, new, targets, layout in plans:
+    for names, module, cfg, new, targets, layout, loaded in plans:
         emb = RotaryEmbedding(new if None not in new else new[None], config=cfg, layout=layout).to(_device(module))
-        parent_name, _, child = name.rpartition(".")
-        parent = model.get_submodule(parent_name) if parent_name else model
-        if not child:
-            raise ValueError("ropescale.hf.patch cannot replace the model itself; pass the model that contains it")
-        setattr(parent, child, emb)
+        emb._hf_loaded = loaded
+        for name in names:
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name) if parent_name else model, child, emb)
+            replaced.append(name)
         for lt in targets:
+            if loaded[1] is not None:
+                # from the loaded context, as a first patch (which may leave it, as dynamic NTK does)
+                cfg.max_position_embeddings = loaded[1]
             _write_config(cfg, lt, new[lt], target_len)
-        replaced.append(name)
     return replaced

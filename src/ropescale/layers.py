@@ -16,16 +16,18 @@ Models whose layers differ:
 
 The layouts are derived as transformers' configuration classes derive them
 (``models/<type>/configuration_<type>.py``); the defaults per model type are
-in :data:`ropescale.methods.MODEL_TYPES`.
+in :data:`ropescale.model_types.MODEL_TYPES`; reading a config into
+:class:`LayerRopes` is :func:`ropescale.configs.layer_ropes`.
 """
 from __future__ import annotations
 
 from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
-from .methods import NOPE_LAYER_TYPES, UNSCALED
-from .rope import ModelRopes, Rope, _on_config
+from .methods import UNSCALED
+from .model_types import NOPE_LAYER_TYPES
+from .rope import Rope, _upper
 
-__all__ = ["LayerRopes", "layer_ropes"]
+__all__ = ["LayerRopes"]
 
 
 class LayerRopes(NamedTuple):
@@ -40,6 +42,26 @@ class LayerRopes(NamedTuple):
     #: how the config wrote it: ``"rope_parameters"`` (keyed by layer type,
     #: transformers 5), ``"rope_local_base_freq"`` (Gemma 3's flat keys) or ``"flat"``.
     layout: str
+    #: one entry per layer: the ``(floor_scale, attn_scale)`` of the query temperature tuning that
+    #: layer's attention applies, or None.  Llama 4 applies it on its NoPE layers only
+    #: (``attn_temperature_tuning and not use_rope``, models/llama4/modeling_llama4.py), so a
+    #: rotating layer's entry is None even though its Rope carries the model's pair.
+    query_temperatures: Optional[Tuple[Optional[tuple], ...]] = None
+    #: one entry per layer: the factor that layer's attention puts on its softmax scale
+    #: ``1/sqrt(d_qk)`` (:attr:`Rope.softmax_scale` for MLA models, which apply it; 1.0 elsewhere).
+    softmax_scales: Optional[Tuple[float, ...]] = None
+
+    def query_scale(self, layer: int, positions: Any) -> Any:
+        """The factor on layer ``layer``'s queries at ``positions`` (ones where the layer has none).
+
+        Examples
+        --------
+        >>> lr = ropescale.layer_ropes({"model_type": "llama4_text", "num_hidden_layers": 4})
+        >>> [float(lr.query_scale(i, [8191])[0]) != 1.0 for i in range(4)]
+        [False, False, False, True]
+        """
+        qt = None if self.query_temperatures is None else self.query_temperatures[layer]
+        return Rope(2, query_temperature=qt).query_scale(positions)
 
     def analyze(self, target_len: Optional[float] = None, original_len: Optional[float] = None
                 ) -> Dict[str, Any]:
@@ -57,7 +79,7 @@ class LayerRopes(NamedTuple):
         >>> a["full_attention"].original_len, a["sliding_attention"].base
         (16384.0, 10000.0)
         """
-        from .analysis import analyze
+        analyze = _upper("analyze")
         return {lt: None if rope is None else analyze(rope, target_len=target_len, original_len=original_len)
                 for lt, rope in self.by_type.items()}
 
@@ -105,45 +127,3 @@ class LayerRopes(NamedTuple):
         if qt is not None:
             out.update(attn_temperature_tuning=True, floor_scale=qt[0], attn_scale=qt[1])
         return out
-
-
-def layer_ropes(config: Any) -> LayerRopes:
-    """Every layer's rope: ``(by_type, layers, layer_types, layout)``, see :class:`LayerRopes`.
-
-    ``config`` is what :meth:`Rope.from_hf` takes (a dict, a path, a config
-    object).  ``by_type[t]`` is ``Rope.from_hf(config, layer_type=t)``, or None
-    where layers of type ``t`` do not rotate; ``layers[i]`` answers "what does
-    layer ``i`` use".  The number of layers is ``num_hidden_layers`` (or the
-    length of ``layer_types``, or the model type's default); a config giving
-    neither is a ValueError.
-
-    Examples
-    --------
-    >>> cfg = {"model_type": "gemma3_text", "rope_theta": 1e6, "rope_local_base_freq": 1e4,
-    ...        "head_dim": 256, "num_hidden_layers": 12}
-    >>> lr = ropescale.layer_ropes(cfg)
-    >>> [t[0] for t in lr.layer_types], lr.layers[5].base, lr.layers[4].base
-    (['s', 's', 's', 's', 's', 'f', 's', 's', 's', 's', 's', 'f'], 1000000.0, 10000.0)
-    >>> nope = ropescale.layer_ropes({"model_type": "llama4_text", "num_hidden_layers": 8})
-    >>> [r is not None for r in nope.layers]
-    [True, True, True, False, True, True, True, False]
-    """
-    return _on_config(config, _layer_ropes)
-
-
-def _layer_ropes(config: Any) -> LayerRopes:
-    model = ModelRopes.read(config)
-    if model.layer_types is None:
-        raise ValueError("config gives neither num_hidden_layers nor layer_types: the number of layers is unknown")
-    by_type: Dict[str, Optional[Rope]] = {}
-    for lt in model.types():
-        by_type[lt] = model.rope(lt) if model.has_rope(lt) else None
-    rotates = model.rotates or [True] * len(model.layer_types)
-    layers = [by_type[lt] if r else None for lt, r in zip(model.layer_types, rotates)]
-    if model.keyed is not None:
-        layout = "rope_parameters"
-    elif "sliding_attention" in by_type and model.local_base is not None:
-        layout = "rope_local_base_freq"
-    else:
-        layout = "flat"
-    return LayerRopes(by_type, layers, tuple(model.layer_types), layout)

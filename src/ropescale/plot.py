@@ -1,4 +1,4 @@
-"""Plots for planning a context extension (needs matplotlib: ``pip install 'ropescale[plot]'``).
+"""Plots for planning a context extension (needs matplotlib: ``pip install ".[plot]"`` in a ropescale clone).
 
 Both functions draw on a new :class:`matplotlib.figure.Figure` (not through
 ``pyplot``, so nothing global is touched and Jupyter shows the returned figure
@@ -53,7 +53,7 @@ def _mpl():
     except ImportError as e:
         raise ImportError(
             "ropescale.plot needs matplotlib, which is not installed; "
-            "install the plot extra: pip install 'ropescale[plot]'"
+            "install the plot extra: pip install \".[plot]\" in a ropescale clone"
         ) from e
     return Figure
 

@@ -438,7 +438,7 @@ def plot(rep: PrecisionReport, ax: Any = None):
     try:
         import matplotlib.pyplot as plt
     except ImportError:
-        raise ImportError("plotting needs matplotlib: pip install 'ropescale[plot]'") from None
+        raise ImportError("plotting needs matplotlib: pip install \".[plot]\" in a ropescale clone") from None
     if ax is None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     else:

@@ -2,12 +2,8 @@
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
-import stat
-import warnings
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Dict, Mapping, Optional
 
 import numpy as np
 
@@ -15,34 +11,22 @@ from . import _checks
 from ._freq import scaled_from_params, seq_len_arg
 from ._rotary import (_INT64, STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, _fast_positions, apply_rotary,
                       apply_rotary_positions, apply_rotary_streams, cos_sin, cos_sin_streams)
-from .methods import (AXIAL, DEFAULT_EXTENSION, UNSCALED, LAYOUT_KEYS, LEGACY_KEYS, MODEL_TYPES, NOPE_LAYER_TYPES, SPECS, canonical, config_name,
-                      normalize_scaling, promoted, trained_length_from_hf)
+from .methods import AXIAL, DEFAULT_EXTENSION, LAYOUT_KEYS, SPECS, UNSCALED, canonical, config_name, normalize_scaling
 
-#: Largest config file ``Rope.from_hf`` reads (a real config.json is a few KB).
-MAX_CONFIG_BYTES = 4 << 20
+# What Rope's convenience methods call on the floors above it (reading configs and GGUF
+# files, the analysis): each of those modules registers its function here when it is
+# imported (``import ropescale`` imports them all), so this module imports none of them.
+_UPPER: Dict[str, Callable[..., Any]] = {}
+
+
+def _upper(name: str) -> Callable[..., Any]:
+    try:
+        return _UPPER[name]
+    except KeyError:  # pragma: no cover - only a partial import of the package gets here
+        raise RuntimeError(f"ropescale's {name} is not loaded: import ropescale first") from None
 
 # The attributes a Rope is made of; everything else is derived from them.
 _FIELDS = ("dim", "base", "scaling", "max_position_embeddings", "interleaved", "query_temperature")
-
-
-def _get(config: Any, key: str, default: Any = None) -> Any:
-    if isinstance(config, Mapping):
-        value = config.get(key, default)
-    else:
-        value = getattr(config, key, default)
-    return default if value is None else value
-
-
-def _config_int(key: str, value: Any) -> int:
-    """A positive integer from a config value (JSON may carry 128.0); the error names the key."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise TypeError(f"config[{key!r}] must be a positive integer, got {_checks._show(value)}")
-    if isinstance(value, (float, np.floating)) and not (math.isfinite(value) and float(value).is_integer()):
-        raise ValueError(f"config[{key!r}] must be a positive integer, got {value!r}")
-    if not 0 < value <= _checks.MAX_DIM * 1024:
-        raise ValueError(f"config[{key!r}] must be a positive integer <= {_checks.MAX_DIM * 1024}, "
-                         f"got {_checks._show(value)}")
-    return int(value)
 
 
 def _length(name: str, value: Any) -> Optional[float]:
@@ -238,7 +222,10 @@ class Rope:
         ln s + 1`` (1 for ``s <= 1``), on top of :attr:`attention_factor`
         (``mscale(s, mscale) / mscale(s, mscale_all_dim)``, already in cos/sin).
         The attention code applies this one: ``scores = q k^T / sqrt(d_qk) *
-        softmax_scale``.  Nothing in ropescale applies it.
+        softmax_scale``.  Nothing in ropescale applies it.  Only MLA models
+        (transformers' ``yarn_apply_mscale``) do: Ministral 3, for one, writes
+        ``mscale_all_dim`` and leaves its softmax scale alone.  Which a model does
+        is in :attr:`ropescale.LayerRopes.softmax_scales` (``ropescale.layer_ropes``).
 
         Examples
         --------
@@ -531,7 +518,7 @@ class Rope:
         if layer_type is not None and not isinstance(layer_type, str):
             raise TypeError(f"layer_type must be None or a string such as 'sliding_attention', "
                             f"got {_checks._show(layer_type)}")
-        return _on_config(config, lambda cfg: ModelRopes.read(cfg).rope(layer_type))
+        return _upper("from_hf")(config, layer_type)
 
     def to_hf(self) -> dict:
         """The config fragment that :meth:`from_hf` reads back to the same frequencies at every length.
@@ -635,8 +622,7 @@ class Rope:
         >>> a.critical_dim
         46
         """
-        from .analysis import analyze
-        return analyze(self, target_len=target_len, original_len=original_len)
+        return _upper("analyze")(self, target_len=target_len, original_len=original_len)
 
     # -- KV cache ----------------------------------------------------------
     def rebase_cache(self, k: Any, positions: Any, old_seq_len: int, new_seq_len: int, *,
@@ -680,8 +666,7 @@ class Rope:
         ``ValueError`` names the file and the missing key when it is not a
         GGUF, is truncated or has no rope metadata.
         """
-        from .gguf import read
-        return read(path).layer_rope(layer_type)
+        return _upper("from_gguf")(path, layer_type)
 
     def to_gguf(self, arch: str = "llama", *, context_length: Optional[int] = None) -> dict:
         """The GGUF metadata a converter writes for this rope (see :func:`ropescale.gguf.metadata`).
@@ -691,8 +676,7 @@ class Rope:
         >>> ropescale.Rope(64, 1e4).to_gguf()
         {'llama.rope.freq_base': 10000.0, 'llama.rope.dimension_count': 64}
         """
-        from .gguf import metadata
-        return metadata(self, arch, context_length=context_length)
+        return _upper("to_gguf")(self, arch, context_length=context_length)
 
 
 # x dtypes whose fused rotation is bit-identical to the cached one with the float32
@@ -731,368 +715,3 @@ def _mrope_streams(scaling: Optional[Mapping[str, Any]], n_pairs: int, method: s
                              f"(pair k follows stream k % 3 below 3 * section)")
     streams.setflags(write=False)
     return streams
-
-
-# -- reading configs ------------------------------------------------------------
-def _on_config(config: Any, fn):
-    """``fn(config content)``; for a path, errors name the file."""
-    if not isinstance(config, (str, os.PathLike)):
-        return fn(config)
-    path = os.fspath(config)
-    try:
-        return fn(read_config(path))
-    except (ValueError, TypeError) as e:
-        text = str(e)
-        raise type(e)(text if text.startswith(f"config {path}:") else f"config {path}: {text}") from None
-
-
-_ABSENT = object()
-
-
-def _raw(config: Any, key: str) -> Any:
-    """A config value, None kept apart from an absent key (``_ABSENT``)."""
-    if isinstance(config, Mapping):
-        return config.get(key, _ABSENT)
-    return getattr(config, key, _ABSENT)
-
-
-class ModelRopes:
-    """One model config, read once: its layer layout and the rope of each layer type.
-
-    ``Rope.from_hf`` and :func:`ropescale.layer_ropes` both read configs through
-    this class, so that "the rope of layer type X" has one meaning.
-    """
-
-    def __init__(self, config: Any, model_type: Any, known: Any, keyed: Optional[dict], layer_types, rotates,
-                 local_base: Optional[float], query_temperature):
-        self.config, self.model_type, self.known = config, model_type, known
-        #: rope_parameters keyed by layer type (transformers 5), else None
-        self.keyed = keyed
-        #: one layer type per layer, or None when the config does not say how many layers
-        self.layer_types = layer_types
-        #: per layer: whether its attention rotates (None: every rope layer type does)
-        self.rotates = rotates
-        #: base of sliding_attention layers in a flat (v4) config: Gemma 3's rope_local_base_freq
-        self.local_base = local_base
-        self.query_temperature = query_temperature
-        self._cache: dict = {}
-
-    @classmethod
-    def read(cls, config: Any) -> "ModelRopes":
-        config, model_type = _text_config(config)
-        known = MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
-        try:
-            keyed = _keyed_rope_parameters(config)
-            layer_types, rotates = _layer_layout(config, known, keyed)
-            local = _get(config, "rope_local_base_freq")
-            if local is not None:
-                local = _checks.real("config['rope_local_base_freq']", local, above=1.0)
-            elif known is not None:
-                local = known.local_base
-            return cls(config, model_type, known, keyed, layer_types, rotates, local, _temperature(config, known))
-        except TypeError as e:
-            raise ValueError(str(e)) from None
-
-    # -- layer types ---------------------------------------------------------
-    def has_rope(self, layer_type: str) -> bool:
-        """Whether any layer of this type rotates."""
-        if layer_type in NOPE_LAYER_TYPES or (self.known is not None and layer_type in self.known.nope_types):
-            return False
-        if self.rotates is None or self.layer_types is None:
-            return True
-        return any(r for t, r in zip(self.layer_types, self.rotates) if t == layer_type)
-
-    def types(self) -> list:
-        """The layer types, in order of first appearance."""
-        if self.layer_types is not None:
-            return list(dict.fromkeys(self.layer_types))
-        if self.keyed is not None:
-            return list(self.keyed)
-        return ["full_attention"] + (["sliding_attention"] if self.local_base is not None else [])
-
-    def rope(self, layer_type: Optional[str]) -> "Rope":
-        if layer_type is None:
-            layer_type = self._global_type()
-        elif layer_type not in self.types():
-            raise ValueError(f"layer_type must be one of this model's layer types ({', '.join(self.types())}), "
-                             f"got {layer_type!r}")
-        elif not self.has_rope(layer_type):
-            raise ValueError(f"layer_type {layer_type!r} has no rotary embedding in this model "
-                             f"(ropescale.layer_ropes maps it to None)")
-        if layer_type not in self._cache:
-            try:
-                self._cache[layer_type] = self._build(layer_type)
-            except TypeError as e:
-                # The config itself is of the right type; a value in it is not.
-                raise ValueError(str(e)) from None
-        return self._cache[layer_type]
-
-    def _global_type(self) -> Optional[str]:
-        if self.keyed is not None:
-            return "full_attention" if "full_attention" in self.keyed else next(iter(self.keyed))
-        return None
-
-    def _build(self, layer_type: Optional[str]) -> "Rope":
-        config, known = self.config, self.known
-        if self.keyed is not None:
-            if layer_type not in self.keyed:
-                raise ValueError(f"config['rope_parameters'] has no entry for layer type {layer_type!r} "
-                                 f"(it has {', '.join(self.keyed)})")
-            scaling = dict(self.keyed[layer_type])
-        else:
-            scaling = _flat_rope_dict(config)
-        local = self.keyed is None and layer_type == "sliding_attention" and self.local_base is not None
-        dim = _head_dim(config, known, use_global=self.keyed is not None and layer_type == "full_attention")
-        if local:
-            # Gemma 3: sliding layers rotate unscaled at rope_local_base_freq
-            base, scaling = self.local_base, None
-        else:
-            base = _base(config, scaling, known, self.model_type, prefer_scaling=self.keyed is not None)
-        value, key = _legacy(config, "max_position_embeddings")
-        max_pos = _length(f"config[{key!r}]", value)
-        if known is not None and known.mrope is not None and not local and \
-                (scaling is None or scaling.get("mrope_section") is None):
-            # Qwen-VL modeling code applies M-RoPE with its default sections whatever the dict says
-            scaling = {**(scaling or {}), "mrope_section": list(known.mrope[0]),
-                       "mrope_interleaved": known.mrope[1]}
-        scaling = _resolve_scaling(config, scaling, max_pos, _partial_rotary(config, dim, known))
-        interleaved = _get(config, "rope_interleave")
-        if interleaved is None:
-            interleaved = known is not None and known.interleaved
-        return Rope(dim, base, scaling, max_position_embeddings=max_pos,
-                    interleaved=_checks.boolean("config['rope_interleave']", interleaved),
-                    query_temperature=self.query_temperature)
-
-
-def _temperature(config: Any, known) -> Optional[tuple]:
-    """Llama 4's (floor_scale, attn_scale) when attention temperature tuning is on."""
-    on = _raw(config, "attn_temperature_tuning")
-    default = known.query_temperature if known is not None else None
-    if on is _ABSENT or on is None:
-        if default is None:
-            return None
-        on = True
-    # Published Llama 4 configs write an int here (4); transformers tests its truth.
-    if isinstance(on, (bool, np.bool_)) or (isinstance(on, (int, np.integer))):
-        on = bool(on)
-    else:
-        raise TypeError(f"config['attn_temperature_tuning'] must be true/false (or an int), got {_checks._show(on)}")
-    if not on:
-        return None
-    floor_scale = _get(config, "floor_scale", default[0] if default else 8192.0)
-    attn_scale = _get(config, "attn_scale", default[1] if default else 0.1)
-    return (_checks.real("config['floor_scale']", floor_scale, above=0.0),
-            _checks.real("config['attn_scale']", attn_scale, at_least=0.0))
-
-
-def _layer_layout(config: Any, known, keyed: Optional[dict]):
-    """``(layer_types or None, rotates or None)`` as transformers' config classes derive them."""
-    lt = _get(config, "layer_types")
-    if lt is not None:
-        if not isinstance(lt, (list, tuple)) or not lt or not all(isinstance(t, str) for t in lt):
-            raise TypeError(f"config['layer_types'] must be a non-empty list of strings, got {_checks._show(lt)}")
-        lt = list(lt)
-    n = _get(config, "num_hidden_layers", known.num_hidden_layers if known is not None else None)
-    n = None if n is None else _config_int("num_hidden_layers", n)
-    if n is None and lt is not None:
-        n = len(lt)
-    # Llama 4: no_rope_layers[i] == 1 means layer i rotates (transformers' naming).
-    rotates = None
-    flags = _get(config, "no_rope_layers")
-    if flags:
-        if not isinstance(flags, (list, tuple)) or not all(
-                isinstance(f, (bool, int, np.integer)) and f in (0, 1) for f in flags):
-            raise TypeError(f"config['no_rope_layers'] must be a list of 0/1 (1: the layer uses rope), "
-                            f"got {_checks._show(flags)}")
-        rotates = [bool(f) for f in flags]
-        if n is not None and len(rotates) != n:
-            raise ValueError(f"config['no_rope_layers'] has {len(rotates)} entries for {n} layers "
-                             f"(num_hidden_layers)")
-    else:
-        interval = _get(config, "no_rope_layer_interval", known.no_rope_interval if known is not None else None)
-        if interval is not None and n is not None:
-            iv = _config_int("no_rope_layer_interval", interval)
-            rotates = [(i + 1) % iv != 0 for i in range(n)]
-    if lt is None and rotates is not None:
-        chunk = _raw(config, "attention_chunk_size")
-        chunked = chunk is not None  # absent: Llama 4's default 8192
-        lt = ["chunked_attention" if r and chunked else "full_attention" for r in rotates]
-    if lt is None and n is not None:
-        pattern = known.layer_pattern if known is not None else None
-        if pattern is not None:
-            key, default, other = pattern
-            iv = None
-            if key is not None:
-                iv = _get(config, key, _get(config, "_" + key))
-            iv = default if iv is None else _config_int(key, iv)
-            lt = ["full_attention" if (i + 1) % iv == 0 else other for i in range(n)]
-        elif keyed is None:
-            lt = ["full_attention"] * n
-    if lt is not None and rotates is not None and len(lt) != len(rotates):
-        raise ValueError(f"config['no_rope_layers'] has {len(rotates)} entries for {len(lt)} layers")
-    if lt is not None and keyed is not None:
-        missing = sorted(set(t for t in lt if t not in NOPE_LAYER_TYPES) - set(keyed))
-        if missing:
-            raise ValueError(f"config['rope_parameters'] has no entry for layer type(s) {', '.join(missing)} "
-                             f"of config['layer_types'] (it has {', '.join(keyed)})")
-    return lt, rotates
-
-
-def _keyed_rope_parameters(config: Any) -> Optional[dict]:
-    """rope_parameters (or rope_scaling) keyed by layer type, as transformers 5 writes it; else None."""
-    for key in ("rope_parameters", "rope_scaling"):
-        value = _get(config, key)
-        if value is not None and not isinstance(value, Mapping):
-            raise TypeError(f"config[{key!r}] must be a dict (or null), got {_checks._show(value)}")
-        if isinstance(value, Mapping) and value and "rope_type" not in value and "type" not in value \
-                and all(isinstance(v, Mapping) for v in value.values()):
-            return {str(k): dict(v) for k, v in value.items()}
-        if isinstance(value, Mapping) and "full_attention" in value and not isinstance(value["full_attention"], Mapping):
-            raise TypeError(f"config[{key!r}]['full_attention'] must be a dict, "
-                            f"got {_checks._show(value['full_attention'])}")
-    return None
-
-
-def read_config(path: str) -> Any:
-    """A config.json's content; ValueError naming the file for anything but a small regular JSON file."""
-    try:
-        st = os.stat(path)
-    except OSError as e:
-        raise ValueError(f"config {path}: cannot read: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ValueError(f"config {path}: not a regular file (a config.json is expected)")
-    if st.st_size > MAX_CONFIG_BYTES:
-        raise ValueError(f"config {path}: {st.st_size:,} bytes is too large for a config.json "
-                         f"(limit {MAX_CONFIG_BYTES:,} bytes; a real one is a few KB)")
-    try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_CONFIG_BYTES + 1)
-    except OSError as e:
-        raise ValueError(f"config {path}: cannot read: {e.strerror}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ValueError(f"config {path}: larger than {MAX_CONFIG_BYTES:,} bytes, too large for a config.json")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"config {path}: not UTF-8 text (byte {e.start}): not a config.json") from None
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise ValueError(f"config {path}: JSON nested too deeply to be a config.json") from None
-    except ValueError as e:  # JSONDecodeError, and integers of more digits than Python converts
-        raise ValueError(f"config {path}: not valid JSON: {' '.join(str(e).split())}") from None
-
-
-def _text_config(config: Any):
-    """``(the config holding the language model's rope, its model_type)``."""
-    if not isinstance(config, Mapping) and not hasattr(config, "__dict__"):
-        raise TypeError(f"config must be a dict, a path to config.json or a config object, got {type(config).__name__}")
-    model_type = _get(config, "model_type")
-    text = _get(config, "text_config")
-    if text is not None and _get(config, "rope_theta") is None and (isinstance(text, Mapping) or hasattr(text, "__dict__")):
-        config = text
-        model_type = _get(config, "model_type", model_type)
-    return config, model_type
-
-
-def _legacy(config: Any, key: str):
-    """``(value, the key it came from)`` for a standard key or its legacy spellings."""
-    for k in (key,) + LEGACY_KEYS.get(key, ()):
-        value = _get(config, k)
-        if value is not None:
-            return value, k
-    return None, key
-
-
-def _base(config: Any, scaling: Optional[dict], known, model_type, prefer_scaling: bool = False) -> float:
-    """rope_theta as transformers reads it: the key (or its legacy spelling), else the model type's default.
-
-    ``prefer_scaling``: a rope_parameters entry of one layer type carries its own theta.
-    """
-    base, key = _legacy(config, "rope_theta")
-    if prefer_scaling and scaling is not None and scaling.get("rope_theta") is not None:
-        base, key = None, "rope_theta"
-    if base is None and scaling is not None and scaling.get("rope_theta") is not None:
-        base, key = scaling["rope_theta"], "rope_parameters['rope_theta']"
-    if base is None:
-        if known is None:
-            why = (f"transformers' default for model_type {model_type!r} is not in ropescale.methods.MODEL_TYPES"
-                   if model_type is not None else "no model_type")
-            warnings.warn(f"config gives no rope_theta and {why}: assuming 10000", stacklevel=7)
-        base, key = (10000.0 if known is None else known.rope_theta), "rope_theta"
-    base = _checks.real(f"config[{key!r}]", base, above=1.0)
-    ratio = _get(config, "rope_ratio")
-    if ratio is not None:  # ChatGLM: base = 10000 * rope_ratio
-        base *= _checks.real("config['rope_ratio']", ratio, above=0.0)
-        if not (math.isfinite(base) and base > 1.0):
-            raise ValueError(f"config['rope_ratio'] = {ratio!r} makes the base {base:g}, which must be finite and > 1")
-    return base
-
-
-def _partial_rotary(config: Any, dim: int, known) -> Optional[float]:
-    """partial_rotary_factor from the config (or a legacy spelling, or an absolute rotary_dim), else the type's."""
-    prf, key = _legacy(config, "partial_rotary_factor")
-    if prf is not None:
-        return _checks.real(f"config[{key!r}]", prf, above=0.0, at_most=1.0)
-    rotary_dim = _get(config, "rotary_dim")
-    if rotary_dim is None and known is not None:
-        if known.partial_rotary_factor is not None:
-            return known.partial_rotary_factor
-        rotary_dim = known.rotary_dim
-    if rotary_dim is None:
-        return None
-    rd = _config_int("rotary_dim", rotary_dim)
-    if rd > dim or rd % 2:
-        raise ValueError(f"config['rotary_dim'] must be an even number <= the head dim {dim}, got {rd}")
-    return rd / dim
-
-
-def _flat_rope_dict(config: Any) -> Optional[dict]:
-    """The one rope dict of a config not keyed by layer type: ``rope_scaling``, else ``rope_parameters``."""
-    for key in ("rope_scaling", "rope_parameters"):
-        value = _get(config, key)
-        if value is not None and not isinstance(value, Mapping):
-            raise TypeError(f"config[{key!r}] must be a dict (or null), got {_checks._show(value)}")
-        if value is not None:
-            return dict(value)
-    return None
-
-
-def _head_dim(config: Any, known, use_global: bool = False) -> int:
-    for key in ("qk_rope_head_dim",) + (("global_head_dim",) if use_global else ()) + ("head_dim",):
-        value, name = _legacy(config, key)
-        if value is not None:
-            return _config_int(name, value)
-    (hidden, hkey), (heads, nkey) = _legacy(config, "hidden_size"), _legacy(config, "num_attention_heads")
-    if _get(config, "embed_dim") is not None and _get(config, "num_heads") is not None:
-        # vision towers (Qwen2-VL's) spell it embed_dim / num_heads; their hidden_size is the language model's
-        (hidden, hkey), (heads, nkey) = (_get(config, "embed_dim"), "embed_dim"), (_get(config, "num_heads"), "num_heads")
-    if hidden is None or heads is None:
-        if known is not None and known.head_dim is not None:
-            return known.head_dim
-        raise ValueError("config must give head_dim, or hidden_size and num_attention_heads")
-    return _config_int(hkey, hidden) // _config_int(nkey, heads)
-
-
-def _resolve_scaling(config: Any, scaling: Optional[dict], max_pos: Optional[float],
-                     prf: Optional[float]) -> Optional[dict]:
-    """The rope_scaling dict with the trained length and factor filled in as HF transformers (5.x) does."""
-    scaling = {"rope_type": UNSCALED} if scaling is None else scaling
-    scaling.pop("rope_theta", None)
-    if prf is not None and "partial_rotary_factor" not in scaling:
-        scaling["partial_rotary_factor"] = prf
-    if scaling.get("rope_type") is None and "type" in scaling:
-        scaling["rope_type"] = scaling.pop("type")
-    method = promoted(canonical(scaling.get("rope_type", UNSCALED), "config rope_type"), scaling)
-    top_original = _length("config['original_max_position_embeddings']",
-                           _get(config, "original_max_position_embeddings"))
-    m_l = trained_length_from_hf(method, scaling, max_pos, top_original)
-    if SPECS[method].trained_length and m_l is not None:
-        scaling["original_max_position_embeddings"] = m_l
-    if SPECS[method].hf_factor_from_lengths and scaling.get("factor") is None and max_pos is not None \
-            and m_l is not None:
-        scaling["factor"] = max_pos / _checks.real("config['original_max_position_embeddings']", m_l, at_least=1.0)
-    if method == UNSCALED:
-        rest = {k: v for k, v in scaling.items() if k not in ("rope_type", "type")}
-        return rest or None
-    return scaling

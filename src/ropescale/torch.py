@@ -1,29 +1,55 @@
-"""ropescale for PyTorch: autograd-aware rotations and a drop-in rotary module.
+"""ropescale for PyTorch: rotations as torch custom ops, and a drop-in rotary module.
 
-* :func:`apply_rotary` and :func:`apply_rotary_positions` record autograd.
-  On CPU they run ropescale's C kernels (the backward of a rotation is the
-  inverse rotation, computed by the same kernels); on any other device they
-  compute with torch operations, on cos/sin tables that ropescale formed
-  exactly (float64 angles, exact reduction) on the CPU and moved to the device
-  once per call.
+The rotations are registered with ``torch.library`` (``torch.ops.ropescale.*``:
+a custom op, its fake implementation and its autograd formula), so
+``torch.compile(fullgraph=True)``, ``torch.export``, ``FakeTensorMode`` and
+``meta`` tensors trace through them without a graph break.
+
+* :func:`apply_rotary` (tables) and :func:`apply_rotary_positions` (a
+  :class:`~ropescale.Rope` and positions) record autograd; the backward of a
+  rotation is the inverse rotation, itself the same op, so double backward
+  works too.  On CPU the op runs ropescale's C kernels; on any other device it
+  runs torch operations on cos/sin tables that ropescale formed exactly
+  (float64 angles, exact reduction) on the CPU and moved to the device once.
 * :class:`RotaryEmbedding` is an ``nn.Module`` with the forward contract of
   transformers' rotary modules, so it can replace one in a loaded model
   (:func:`ropescale.hf.patch` does that).
 
-Requires ``torch`` (the ``torch`` extra); nothing else in ropescale imports
-this module.
-"""
-from __future__ import annotations
+Nothing on the forward path of a static rope reads a tensor's values on the
+host (no ``.item()``, no ``int(tensor)``, no copy to the CPU): a device never
+waits for Python.  Length-dependent methods (``SPECS[m].length_dependent``:
+dynamic NTK, dynamic YaRN, LongRoPE) take their frequencies at
+``max(position_ids) + 1``, which :class:`RotaryEmbedding` reads on the host
+exactly where transformers' own modules do (``dynamic_rope_update``, 5.x);
+:func:`apply_rotary_positions` asks for ``seq_len=`` instead of reading it.
 
-from typing import Any, Mapping, Optional, Union
+Requires torch >= 2.4 (the ``torch`` extra: ``pip install ".[torch]"`` from a
+clone); nothing else in ropescale imports this module.
+"""
+import collections
+import threading
+from typing import Any, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
-import torch
+
+try:
+    import torch
+except ImportError as _e:  # pragma: no cover - exercised by a subprocess test without torch
+    raise ImportError("ropescale.torch needs PyTorch >= 2.4, which is not installed: install ropescale's torch "
+                      "extra (pip install \".[torch]\" in a clone of ropescale) or torch itself "
+                      "(pip install torch)") from _e
+
+if not hasattr(torch, "library") or not hasattr(torch.library, "custom_op"):  # pragma: no cover
+    raise ImportError(f"ropescale.torch needs torch >= 2.4 (torch.library.custom_op), found torch "
+                      f"{torch.__version__}: upgrade torch")
+
+from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
 
 from . import _arrays, _rotary
 from .methods import SPECS, length_at
 from .rope import Rope
-from .tables import _refuse_full, check_layout, from_full, full_width_error
+from .tables import _refuse_full, check_layout, from_full
 
 __all__ = ["apply_rotary", "apply_rotary_positions", "RotaryEmbedding"]
 
@@ -31,31 +57,41 @@ __all__ = ["apply_rotary", "apply_rotary_positions", "RotaryEmbedding"]
 _FORCE_TORCH_OPS = False
 
 _HALF_TYPES = (torch.float16, torch.bfloat16)
-_NUMPY_TYPES = (torch.float16, torch.float32, torch.float64)  # Tensor.numpy() views these
+_FLOAT_TYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 _arrays.know_torch(torch)  # arms the tensor fast lanes of the array functions
 
 
-def _c_path(x: torch.Tensor) -> bool:
-    return x.is_cpu and not _FORCE_TORCH_OPS
+def _tracing() -> bool:
+    """True while torch.compile / torch.export trace: every call then goes through the ops."""
+    return torch.compiler.is_compiling()
 
 
-def _rotate_ops(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, inverse: bool) -> torch.Tensor:
-    """The rotation in torch operations (differentiable; any device).
+def _c_path(x: Tensor) -> bool:
+    return x.device.type == "cpu" and not _FORCE_TORCH_OPS
 
-    float16/bfloat16 compute in float32 and round once, as the C kernels do.
-    """
+
+# -- the rotation in torch operations (devices other than the CPU) -----------------
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _HALF_TYPES else dtype
+
+
+def _pairs(t: Tensor, r: int, interleaved: bool) -> Tuple[Tensor, Tensor]:
+    if interleaved:
+        return t[..., 0:2 * r:2], t[..., 1:2 * r:2]
+    return t[..., :r], t[..., r:2 * r]
+
+
+def _rotate_ops(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, inverse: bool) -> Tensor:
+    """The rotation in torch operations: float16/bfloat16 compute in float32 and round once, as the C kernels do."""
     r = cos.shape[-1]
-    work = torch.float32 if x.dtype in _HALF_TYPES else x.dtype
+    work = _work_dtype(x.dtype)
     xw = x.to(work)
     c = cos.to(device=x.device, dtype=work)
     s = sin.to(device=x.device, dtype=work)
     if inverse:
         s = -s
-    if interleaved:
-        a, b = xw[..., 0:2 * r:2], xw[..., 1:2 * r:2]
-    else:
-        a, b = xw[..., :r], xw[..., r:2 * r]
+    a, b = _pairs(xw, r, interleaved)
     ya = a * c - b * s
     yb = b * c + a * s
     rot = torch.stack((ya, yb), dim=-1).flatten(-2) if interleaved else torch.cat((ya, yb), dim=-1)
@@ -64,7 +100,176 @@ def _rotate_ops(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleav
     return rot.to(x.dtype)
 
 
-def _fast_tables(x: Any, cos: Any, sin: Any, interleaved: Any, inverse: Any) -> Optional[torch.Tensor]:
+# -- exact tables on devices ---------------------------------------------------------
+# Tables of position 0..L-1, made once per (frequencies, factor, dtype, device) on
+# the CPU by the C core (correctly rounded in that dtype) and copied to the device:
+# forming them never reads a device tensor.  A few ropes per process at most.
+_TABLES: "collections.OrderedDict[tuple, Tuple[Tensor, Tensor]]" = collections.OrderedDict()
+_TABLES_KEPT = 16
+_TABLES_LOCK = threading.Lock()
+#: The longest table kept on a device; positions beyond are computed there in float64.
+_TABLE_MAX = 1 << 18
+
+
+def _device_table(theta: Tensor, attn: float, dtype: torch.dtype, device: torch.device, n: int):
+    key = (theta.numpy().tobytes(), attn, dtype, device)
+    with _TABLES_LOCK:
+        found = _TABLES.get(key)
+        if found is not None and found[0].shape[0] >= n:
+            _TABLES.move_to_end(key)
+            return found
+    c, s = _rotary.cos_sin(torch.arange(n), theta.numpy(), attention_factor=attn, dtype=dtype)
+    made = (c.to(device), s.to(device))
+    with _TABLES_LOCK:
+        _TABLES[key] = made
+        while len(_TABLES) > _TABLES_KEPT:
+            _TABLES.popitem(last=False)
+    return made
+
+
+def _device_cos_sin(positions: Tensor, theta: Tensor, attn: float, dtype: torch.dtype, table_len: int):
+    """cos/sin of ``positions`` on their device without reading them.
+
+    Integer positions in ``[0, table_len)`` index the exact table; every other
+    position (negative, beyond the table, fractional) is computed on the device
+    from float64 angles and rounded once, which differs from the exact value by
+    float64's rounding of the angle (far below the result's ulp).
+    """
+    dev = positions.device
+    t64 = theta.to(device=dev, dtype=torch.float64)
+    ang = positions.to(torch.float64)[..., None] * t64
+    c = (torch.cos(ang) * attn).to(dtype)
+    s = (torch.sin(ang) * attn).to(dtype)
+    n = min(int(table_len), _TABLE_MAX)
+    if n > 0 and not positions.is_floating_point() and dev.type != "meta":
+        tc, ts = _device_table(theta, attn, dtype, dev, n)
+        ids = positions.to(torch.long)
+        inside = ((ids >= 0) & (ids < n))[..., None]
+        idx = ids.clamp(0, n - 1)
+        c = torch.where(inside, tc[idx], c)
+        s = torch.where(inside, ts[idx], s)
+    return c, s
+
+
+# -- the custom ops ----------------------------------------------------------------
+def _cpu_rotate(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, inverse: bool, layout: Optional[str]):
+    res = _fast_tables(x, cos, sin, interleaved, inverse) if layout is None else None
+    if res is None:
+        res = _rotary.apply_rotary(x, cos, sin, interleaved=interleaved, inverse=inverse, layout=layout)
+    return res
+
+
+def _rotate_impl(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, inverse: bool, check_full: bool) -> Tensor:
+    """Rotate by half-width tables (``check_full``: refuse tables that look full-width, read on the CPU only)."""
+    if _c_path(x):
+        return _cpu_rotate(x.detach(), cos.detach(), sin.detach(), interleaved, inverse,
+                           None if check_full else "half")
+    if check_full and sin.device.type == "cpu":  # the torch-ops path forced on CPU tensors: reading is free
+        _refuse_full(sin.detach().to(torch.float64).numpy())
+    return _rotate_ops(x, cos, sin, interleaved, inverse)
+
+
+_rotate_op = torch.library.custom_op("ropescale::rotate", mutates_args=())(_rotate_impl)
+
+
+@_rotate_op.register_fake
+def _(x, cos, sin, interleaved, inverse, check_full):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _rotate_setup(ctx, inputs, output):
+    x, cos, sin, interleaved, inverse, _ = inputs
+    ctx.interleaved, ctx.inverse = interleaved, inverse
+    tables = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
+    # x is needed only for the tables' gradients (products, not rotations)
+    ctx.save_for_backward(x if tables else None, cos, sin)
+
+
+def _table_grads(x: Tensor, grad: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, inverse: bool):
+    """d loss / d cos and d loss / d sin of ``y = rotate(x, cos, sin)``, summed down to the tables' shape."""
+    r = cos.shape[-1]
+    work = torch.promote_types(_work_dtype(x.dtype), _work_dtype(cos.dtype))
+    a, b = _pairs(x.to(work), r, interleaved)
+    ga, gb = _pairs(grad.to(work), r, interleaved)
+    gc = ga * a + gb * b
+    gs = gb * a - ga * b
+    if inverse:
+        gs = -gs
+    return gc.sum_to_size(cos.shape).to(cos.dtype), gs.sum_to_size(sin.shape).to(sin.dtype)
+
+
+def _rotate_backward(ctx, grad):
+    x, cos, sin = ctx.saved_tensors
+    gx = gc = gs = None
+    if ctx.needs_input_grad[0]:
+        # The inverse rotation, by the same op: differentiable again (double backward).
+        gx = _rotate_op(grad, cos, sin, ctx.interleaved, not ctx.inverse, False)
+    if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+        gc, gs = _table_grads(x, grad, cos, sin, ctx.interleaved, ctx.inverse)
+    return gx, gc, gs, None, None, None
+
+
+_rotate_op.register_autograd(_rotate_backward, setup_context=_rotate_setup)
+
+
+def _rotate_positions_impl(x: Tensor, positions: Tensor, inv_freq: Tensor, attention_factor: float,
+                         interleaved: bool, inverse: bool) -> Tensor:
+    """Rotate by the angles ``positions * inv_freq`` (C's fused kernel on the CPU)."""
+    if _c_path(x):
+        return _c_rotate_positions(x.detach(), positions, inv_freq.numpy(), attention_factor,
+                                   interleaved, inverse)
+    c, s = _device_cos_sin(positions, inv_freq, attention_factor, _work_dtype(x.dtype), 0)
+    return _rotate_ops(x, c, s, interleaved, inverse)
+
+
+_rotate_positions_op = torch.library.custom_op("ropescale::rotate_positions", mutates_args=())(_rotate_positions_impl)
+
+
+@_rotate_positions_op.register_fake
+def _(x, positions, inv_freq, attention_factor, interleaved, inverse):
+    return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+
+def _positions_setup(ctx, inputs, output):
+    _, positions, inv_freq, attention_factor, interleaved, inverse = inputs
+    ctx.args = (inv_freq, attention_factor, interleaved, inverse)
+    ctx.save_for_backward(positions)
+
+
+def _positions_backward(ctx, grad):
+    (positions,) = ctx.saved_tensors
+    inv_freq, attention_factor, interleaved, inverse = ctx.args
+    gx = _rotate_positions_op(grad, positions, inv_freq, attention_factor, interleaved, not inverse)
+    return gx, None, None, None, None, None
+
+
+_rotate_positions_op.register_autograd(_positions_backward, setup_context=_positions_setup)
+
+
+def _cos_sin_impl(positions: Tensor, inv_freq: Tensor, attention_factor: float, dtype: torch.dtype,
+                table_len: int) -> Tuple[Tensor, Tensor]:
+    """Half-width ``(cos, sin)`` of ``positions``: exact on the CPU (C), from the exact table on devices."""
+    if positions.device.type == "cpu" and not _FORCE_TORCH_OPS:
+        c, s = _rotary.cos_sin(positions.detach(), inv_freq.numpy(),
+                               attention_factor=attention_factor, dtype=dtype)
+        return c, s
+    return _device_cos_sin(positions, inv_freq, attention_factor, dtype, table_len)
+
+
+_cos_sin_op = torch.library.custom_op("ropescale::cos_sin", mutates_args=())(_cos_sin_impl)
+#: The ops' implementations by op name (a test runs them on tensors that refuse host reads).
+_IMPLS = {"ropescale::rotate": _rotate_impl, "ropescale::rotate_positions": _rotate_positions_impl,
+          "ropescale::cos_sin": _cos_sin_impl}
+
+
+@_cos_sin_op.register_fake
+def _(positions, inv_freq, attention_factor, dtype, table_len):
+    shape = tuple(positions.shape) + (inv_freq.shape[0],)
+    return positions.new_empty(shape, dtype=dtype), positions.new_empty(shape, dtype=dtype)
+
+
+# -- the eager CPU lanes (no autograd, no tracing): the array functions directly ------
+def _fast_tables(x: Any, cos: Any, sin: Any, interleaved: Any, inverse: Any) -> Optional[Tensor]:
     """A CPU call that needs no autograd, through the fast lane of :func:`ropescale.apply_rotary`, or None.
 
     ``Tensor.numpy()`` refuses what it cannot view (another device,
@@ -73,8 +278,7 @@ def _fast_tables(x: Any, cos: Any, sin: Any, interleaved: Any, inverse: Any) -> 
     before writing anything; None hands the call to the full path, which
     gives every check's message.
     """
-    if _FORCE_TORCH_OPS or type(x) is not torch.Tensor or type(cos) is not torch.Tensor \
-            or type(sin) is not torch.Tensor \
+    if _FORCE_TORCH_OPS or type(x) is not Tensor or type(cos) is not Tensor or type(sin) is not Tensor \
             or ((x.requires_grad or cos.requires_grad or sin.requires_grad) and torch.is_grad_enabled()):
         return None   # autograd's path; numpy() would refuse these slowly (a C++ exception, ~30 us)
     views = _arrays._torch_views(x, cos, sin, None)
@@ -84,102 +288,95 @@ def _fast_tables(x: Any, cos: Any, sin: Any, interleaved: Any, inverse: Any) -> 
     return None if res is None else torch.from_numpy(res)
 
 
-def _c_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, interleaved: bool, inverse: bool,
-              layout: Optional[str] = "half") -> torch.Tensor:
-    """The C kernels on detached CPU tensors; half-width tables (checked by the caller for ``"half"``; None:
-    refused here when they look full-width, as :func:`ropescale.apply_rotary` does)."""
-    res = _fast_tables(x, cos, sin, interleaved, inverse)   # its lane refuses full-width-looking tables
+def _fast_positions(x: Any, positions: Any, inv_freq: Any, attention_factor: Any, interleaved: Any,
+                    inverse: Any) -> Optional[Tensor]:
+    """As :func:`_fast_tables`, for the positions form (positions a CPU tensor or NumPy array)."""
+    if _FORCE_TORCH_OPS or type(x) is not Tensor or (x.requires_grad and torch.is_grad_enabled()) \
+            or x.dtype is torch.bfloat16:
+        return None
+    try:
+        xa = x.numpy()
+        if type(positions) is Tensor:
+            if positions.requires_grad:  # refused even under no_grad(), by the full path
+                return None
+            positions = positions.numpy()
+    except (TypeError, RuntimeError):
+        return None
+    res = _rotary._fast_positions(xa, positions, inv_freq, attention_factor, interleaved, inverse, None)
+    return None if res is None else torch.from_numpy(res)
+
+
+def _c_rotate_positions(x: Tensor, positions: Any, theta: Any, attention_factor: Any, interleaved: bool,
+                        inverse: bool) -> Tensor:
+    res = _fast_positions(x, positions, theta, attention_factor, interleaved, inverse)
     if res is not None:
         return res
-    return _rotary.apply_rotary(x, cos, sin, interleaved=interleaved, inverse=inverse, layout=layout)
+    return _rotary.apply_rotary_positions(x, positions, theta, attention_factor=attention_factor,
+                                          interleaved=interleaved, inverse=inverse)
 
 
-class _Rotate(torch.autograd.Function):
-    """Rotation by given tables through the C kernels; backward = inverse rotation.
-
-    ``layout`` is None when the forward is to check that the tables are
-    half-width (the C path checks them as it goes) or ``"half"`` once checked."""
-
-    @staticmethod
-    def forward(ctx, x, cos, sin, interleaved, inverse, layout):
-        ctx.interleaved, ctx.inverse = interleaved, inverse
-        y = _c_rotate(_no_grad(x), _no_grad(cos), _no_grad(sin), interleaved, inverse, layout)
-        # x is needed only for the tables' gradients (products, not rotations)
-        ctx.save_for_backward(x if ctx.needs_input_grad[1] or ctx.needs_input_grad[2] else None, cos, sin)
-        return y
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, cos, sin = ctx.saved_tensors
-        gx = gc = gs = None
-        if ctx.needs_input_grad[0]:
-            gx = _c_rotate(grad.contiguous(), _no_grad(cos), _no_grad(sin), ctx.interleaved, not ctx.inverse)
-        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
-            # Gradients of the tables are products, not rotations: torch's own autograd of the same formula.
-            with torch.enable_grad():
-                c = cos.detach().requires_grad_(ctx.needs_input_grad[1])
-                s = sin.detach().requires_grad_(ctx.needs_input_grad[2])
-                y = _rotate_ops(x.detach(), c, s, ctx.interleaved, ctx.inverse)
-                wanted = [t for t in (c, s) if t.requires_grad]
-                got = list(torch.autograd.grad(y, wanted, grad))
-            if ctx.needs_input_grad[1]:
-                gc = got.pop(0)
-            if ctx.needs_input_grad[2]:
-                gs = got.pop(0)
-        return gx, gc, gs, None, None, None
-
-
-class _RotatePositions(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, positions, theta, attention_factor, interleaved, inverse):
-        ctx.args = (positions, theta, attention_factor, interleaved, inverse)
-        return _c_rotate_positions(x.detach(), positions, theta, attention_factor, interleaved, inverse)
-
-    @staticmethod
-    def backward(ctx, grad):
-        positions, theta, attention_factor, interleaved, inverse = ctx.args
-        gx = _c_rotate_positions(grad.contiguous(), positions, theta, attention_factor, interleaved, not inverse)
-        return gx, None, None, None, None, None
-
-
-def _tensor(name: str, value: Any) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
+# -- argument checks ----------------------------------------------------------------
+def _tensor(name: str, value: Any) -> Tensor:
+    if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}; for NumPy arrays use "
                         f"ropescale.{'apply_rotary' if name != 'positions' else 'apply_rotary_positions'}")
     return value
 
 
-def _torch_half_tables(cos: torch.Tensor, sin: torch.Tensor, layout: Optional[str]):
-    """As :func:`ropescale.tables.half_tables`, for tensors on any device."""
-    check_layout(layout)
-    if layout == "full":
-        return from_full(cos, sin)
-    if layout is not None:
-        return cos, sin
-    view = None
-    if sin.is_cpu and sin.dtype in _NUMPY_TYPES:
-        try:
-            view = sin.detach().numpy()
-        except (TypeError, RuntimeError):  # conj/neg bits: torch's own operations below
-            view = None
-    if view is not None:
-        # CPU: the very test ropescale.apply_rotary makes (and so this function without grad)
-        _refuse_full(view)
-    elif sin.ndim and sin.shape[-1] >= 2 and sin.shape[-1] % 2 == 0 and sin.numel() and sin.device.type != "meta":
-        row = sin[(-1,) * (sin.ndim - 1)]
-        h = row.shape[0] // 2
-        if bool(torch.equal(row[:h], row[h:])) and not bool(torch.all(row[:h] == row[0])):
-            raise full_width_error(sin.shape[-1])
-    return cos, sin
+def _float_tensor(name: str, t: Tensor) -> Tensor:
+    if t.dtype not in _FLOAT_TYPES:
+        raise TypeError(f"{name} must be a float16, bfloat16, float32 or float64 tensor, got {t.dtype}")
+    return t.resolve_neg()  # a negative view (z.conj().imag) as the values it shows; else t itself
 
 
-def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, interleaved: bool = False,
-                 inverse: bool = False, layout: Optional[str] = None) -> torch.Tensor:
-    """Autograd-aware :func:`ropescale.apply_rotary` for torch tensors on any device.
+def _check_rows(name: str, lead: torch.Size, xlead: torch.Size) -> None:
+    """The array functions' broadcast rule, on shapes (host-known, also while tracing)."""
+    try:
+        b = torch.broadcast_shapes(tuple(lead), tuple(xlead))
+    except RuntimeError:
+        raise ValueError(f"{name} leading shape {tuple(lead)} does not broadcast against x's leading shape "
+                         f"{tuple(xlead)}") from None
+    if tuple(b) != tuple(xlead):
+        raise ValueError(f"{name} leading shape {tuple(lead)} broadcasts x's leading shape {tuple(xlead)} up to "
+                         f"{tuple(b)}; it may only broadcast down to it")
 
-    ``cos``/``sin`` are half-width ``(..., R)`` tables (``layout="full"`` for
-    transformers' ``cat(c, c)``) broadcasting against ``x.shape[:-1]``.  On CPU
-    the C kernels run forward and backward; elsewhere torch operations.
+
+def _check_x(x: Tensor) -> None:
+    if x.ndim == 0:
+        raise ValueError("x must have at least one axis (..., D), got a 0-d array")
+    if x.shape[-1] % 2:
+        raise ValueError(f"x's last axis D must be even, got D={x.shape[-1]}")
+
+
+def _check_tables(x: Tensor, cos: Tensor, sin: Tensor) -> None:
+    if cos.shape != sin.shape:
+        raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
+    if cos.ndim == 0:
+        raise ValueError("cos and sin must have a last axis of R entries, got 0-d arrays")
+    r, d = cos.shape[-1], x.shape[-1]
+    if 2 * r > d:
+        raise ValueError(f"cos.shape[-1] (R={r}) must satisfy 2R <= D, x's last axis (D={d})")
+    _check_rows("cos/sin", cos.shape[:-1], x.shape[:-1])
+
+
+def _no_grad(t: Tensor) -> Tensor:
+    return t.detach() if t.requires_grad else t
+
+
+# -- public functions ----------------------------------------------------------------
+def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor, *, interleaved: bool = False, inverse: bool = False,
+                 layout: Optional[str] = None) -> Tensor:
+    """Autograd-aware :func:`ropescale.apply_rotary` for torch tensors on any device (a custom op).
+
+    ``cos``/``sin`` are tables that already carry the attention factor (from
+    :meth:`Rope.cos_sin`, :class:`RotaryEmbedding` or ``ropescale.cos_sin``):
+    half-width ``(..., R)``, or transformers' full-width ``cat(c, c)`` with
+    ``layout="full"``; they broadcast against ``x.shape[:-1]``.
+
+    ``layout=None`` refuses tables whose rows look full-width (a rotation by
+    the wrong angles otherwise), which needs their values: it is checked on
+    CPU tensors, where reading is free.  On other devices that check would stall
+    the device, so ``layout`` must be given there (``"half"`` or ``"full"``).
 
     Examples
     --------
@@ -189,111 +386,184 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, inter
     >>> torch.autograd.gradcheck(lambda t: rt.apply_rotary(t, c, s), (x,))
     True
     """
-    if layout is None:
+    tracing = _tracing()
+    if layout is None and not tracing:
         # Plain CPU tensors that need no autograd: the lane of ropescale.apply_rotary, first.
         res = _fast_tables(x, cos, sin, interleaved, inverse)
         if res is not None:
             return res
     x, cos, sin = _tensor("x", x), _tensor("cos", cos), _tensor("sin", sin)
-    if _c_path(x) and cos.is_cpu and sin.is_cpu:
+    check_layout(layout)
+    interleaved, inverse = bool(interleaved), bool(inverse)
+    if _c_path(x) and not tracing and not is_fake(x):
         if not (torch.is_grad_enabled() and (x.requires_grad or cos.requires_grad or sin.requires_grad)):
-            # nothing to record: skip autograd.Function's bookkeeping (tens of microseconds); a tensor
-            # that requires grad under no_grad() is read as it is (the array functions refuse it)
-            return _rotary.apply_rotary(_no_grad(x), _no_grad(cos), _no_grad(sin), interleaved=interleaved,
-                                        inverse=inverse, layout=layout)
-        if layout is not None:
-            cos, sin = _torch_half_tables(cos, sin, layout)
+            # nothing to record: the array function, whose checks give the messages; a tensor that
+            # requires grad under no_grad() is read as it is (the array functions refuse it)
+            return _rotary.apply_rotary(_no_grad(_neg(x)), _no_grad(_neg(cos)), _no_grad(_neg(sin)),
+                                        interleaved=interleaved, inverse=inverse, layout=layout)
+        if layout == "full":
+            cos, sin = from_full(cos, sin)  # CPU: the halves are checked
             layout = "half"
-        return _Rotate.apply(x, cos, sin, bool(interleaved), bool(inverse), layout)
-    cos, sin = _torch_half_tables(cos, sin, layout)
-    if cos.shape != sin.shape:
-        raise ValueError(f"cos and sin must have the same shape, got {tuple(cos.shape)} and {tuple(sin.shape)}")
-    if x.ndim == 0 or x.shape[-1] % 2 or 2 * cos.shape[-1] > x.shape[-1]:
-        raise ValueError(f"x's last axis D must be even and >= 2R = {2 * cos.shape[-1]}, got shape {tuple(x.shape)}")
-    return _rotate_ops(x, cos, sin, bool(interleaved), bool(inverse))
+    x = _float_tensor("x", x)
+    cos, sin = _float_tensor("cos", cos), _float_tensor("sin", sin)
+    _check_x(x)
+    if layout == "full":
+        # Not compared half against half here: that would read the values (a device sync).
+        if cos.ndim == 0 or cos.shape[-1] % 2:
+            raise ValueError(f"cos is not a full-width (cat(c, c)) table: its last axis {tuple(cos.shape)[-1:]} "
+                             f"is odd")
+        r = cos.shape[-1] // 2
+        cos, sin = cos[..., :r], sin[..., :r]
+    elif layout is None and x.device.type != "cpu":
+        raise ValueError(f"ropescale.torch.apply_rotary on device {x.device} needs layout='half' or 'full': telling "
+                         f"the two apart reads the tables' values, which would make the device wait for the host")
+    if not (_c_path(x) and not tracing and not is_fake(x)):  # on the CPU the op's array function checks
+        _check_tables(x, cos, sin)
+    if cos.device != x.device:
+        cos, sin = cos.to(x.device), sin.to(x.device)
+    return _rotate_op(x, cos, sin, interleaved, inverse, layout is None)
 
 
-def _no_grad(t: torch.Tensor) -> torch.Tensor:
-    return t.detach() if t.requires_grad else t
+def _neg(t: Any) -> Any:
+    return t.resolve_neg() if isinstance(t, Tensor) and t.is_neg() else t
 
 
-def _fast_positions(x: Any, positions: Any, inv_freq: Any, attention_factor: Any, interleaved: Any,
-                    inverse: Any) -> Optional[torch.Tensor]:
-    """As :func:`_fast_tables`, for :func:`apply_rotary_positions` (positions and
-    inv_freq may be CPU tensors or NumPy arrays)."""
-    if _FORCE_TORCH_OPS or type(x) is not torch.Tensor or (x.requires_grad and torch.is_grad_enabled()) \
-            or x.dtype is torch.bfloat16:
-        return None
-    try:
-        xa = x.numpy()
-        if type(positions) is torch.Tensor:
-            if positions.requires_grad:  # refused even under no_grad(), by the full path
-                return None
-            positions = positions.numpy()
-        if type(inv_freq) is torch.Tensor:
-            if inv_freq.requires_grad:
-                return None
-            inv_freq = inv_freq.numpy()
-    except (TypeError, RuntimeError):
-        return None
-    res = _rotary._fast_positions(xa, positions, inv_freq, attention_factor, interleaved, inverse, None)
-    return None if res is None else torch.from_numpy(res)
+def _rope_of(rope: Any, layer_type: Optional[str]) -> Optional[Rope]:
+    """The Rope of a Rope or of a LayerRopes' layer type; None for a bare inv_freq."""
+    if isinstance(rope, Rope):
+        if layer_type is not None:
+            raise ValueError(f"layer_type is for a LayerRopes; a single Rope has none, got {layer_type!r}")
+        return rope
+    by_type = getattr(rope, "by_type", None)
+    if isinstance(by_type, Mapping) and hasattr(rope, "layer_types"):
+        if layer_type not in by_type:
+            raise ValueError(f"layer_type must be one of {sorted(by_type)} for this LayerRopes, got {layer_type!r}")
+        found = by_type[layer_type]
+        if found is None:
+            raise ValueError(f"layers of type {layer_type!r} do not rotate (no rope): nothing to apply")
+        return found
+    return None
 
 
-def _c_rotate_positions(x: torch.Tensor, positions: Any, theta: Any, attention_factor: Any, interleaved: bool,
-                        inverse: bool) -> torch.Tensor:
-    res = _fast_positions(x, positions, theta, attention_factor, interleaved, inverse)
-    if res is not None:
-        return res
-    return _rotary.apply_rotary_positions(x, positions, theta, attention_factor=attention_factor,
-                                          interleaved=interleaved, inverse=inverse)
+def apply_rotary_positions(x: Tensor, positions: Any, rope: Any, *, layer_type: Optional[str] = None,
+                           seq_len: Optional[int] = None, attention_factor: Optional[float] = None,
+                           interleaved: Optional[bool] = None, inverse: bool = False) -> Tensor:
+    """Rotate ``x`` by ``rope`` at ``positions``: autograd-aware, any device, a custom op.
 
+    Parameters
+    ----------
+    x : Tensor, shape (..., D)
+    positions : Tensor or array of int or float
+        Broadcasting against ``x.shape[:-1]`` (``(S, 1)`` for ``(B, S, H, D)``).
+    rope : Rope, LayerRopes, or a bare ``inv_freq``
+        A :class:`~ropescale.Rope` carries its frequencies, its attention
+        factor (YaRN's, LongRoPE's) and its pairing; a
+        :class:`~ropescale.LayerRopes` needs ``layer_type``.  A bare
+        ``inv_freq`` array needs ``attention_factor=`` given explicitly (1.0
+        for a rope that has none), so a method's factor cannot be dropped by
+        passing only its frequencies.
+    seq_len : int, optional
+        The sequence length a length-dependent rope (dynamic NTK, dynamic
+        YaRN, LongRoPE) takes its frequencies at; required for them (reading
+        ``max(positions)`` would make a device wait for the host).
+    interleaved : bool, optional
+        The pairing; defaults to the Rope's (False for a bare ``inv_freq``).
 
-def _cpu_array(name: str, value: Any) -> np.ndarray:
-    if isinstance(value, torch.Tensor):
-        if value.requires_grad:
-            raise TypeError(f"{name} requires grad; ropescale.torch differentiates with respect to x only: "
-                            f"pass {name}.detach()")
-        value = value.detach().cpu()
-        return (value.float() if value.dtype == torch.bfloat16 else value).numpy()  # bfloat16 values, exactly
-    return value
-
-
-def apply_rotary_positions(x: torch.Tensor, positions: Any, inv_freq: Any, *, attention_factor: float = 1.0,
-                           interleaved: bool = False, inverse: bool = False) -> torch.Tensor:
-    """Autograd-aware :func:`ropescale.apply_rotary_positions` for torch tensors on any device.
+    On the CPU the C kernels run (forward and backward); on other devices torch
+    operations on float64 angles, rounded once.
 
     Examples
     --------
     >>> import torch, ropescale.torch as rt
+    >>> rope = ropescale.Rope(8, 10000.0, {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})
     >>> q = torch.ones(4, 2, 8, requires_grad=True)
-    >>> y = rt.apply_rotary_positions(q, torch.arange(4)[:, None], ropescale.inv_freq(8))
+    >>> y = rt.apply_rotary_positions(q, torch.arange(4)[:, None], rope)
     >>> y.sum().backward(); q.grad.shape
     torch.Size([4, 2, 8])
+    >>> round(float(y[0].norm() / q[0].norm()), 4) == round(rope.attention_factor, 4)
+    True
     """
-    res = _fast_positions(x, positions, inv_freq, attention_factor, interleaved, inverse)
-    if res is not None:
-        return res
-    x = _tensor("x", x)
-    pos = _cpu_array("positions", positions)
-    theta = _cpu_array("inv_freq", inv_freq)
-    if _c_path(x):
+    found = _rope_of(rope, layer_type)
+    if found is not None:
+        if attention_factor is not None:
+            raise TypeError("attention_factor comes with the Rope: pass either a Rope or a bare inv_freq with "
+                            "attention_factor=")
+        if found.pair_streams is not None:
+            raise ValueError(f"{found!r} rotates M-RoPE position streams: use Rope.apply (NumPy/CPU) for it")
+        if SPECS[found.method].length_dependent:
+            if seq_len is None:
+                raise ValueError(f"rope_type {found.method!r} takes its frequencies at the sequence length: pass "
+                                 f"seq_len= (ropescale.torch does not read max(positions) on the host)")
+            theta, attn = found.inv_freq_at(seq_len)
+        else:
+            theta, attn = found.inv_freq, found.attention_factor
+        if interleaved is None:
+            interleaved = found.interleaved
+    else:
+        if layer_type is not None or seq_len is not None:
+            raise TypeError("layer_type and seq_len need a Rope or LayerRopes as the third argument, not a bare "
+                            "inv_freq")
+        if attention_factor is None:
+            raise TypeError("a bare inv_freq needs attention_factor= (a scaled rope such as YaRN's has one, and "
+                            "the frequencies alone drop it): pass the ropescale.Rope instead, or "
+                            "attention_factor=1.0 for a rope without one")
+        theta, attn = _host_array("inv_freq", rope), attention_factor
+    interleaved, inverse = bool(interleaved), bool(inverse)
+    if not _tracing():
+        res = _fast_positions(x, positions, theta, attn, interleaved, inverse)
+        if res is not None:
+            return res
+    x = _float_tensor("x", _tensor("x", x))
+    if isinstance(positions, Tensor):
+        if positions.requires_grad:
+            raise TypeError("positions requires grad; ropescale.torch differentiates with respect to x only: "
+                            "pass positions.detach()")
+        if positions.dtype == torch.bfloat16:
+            positions = positions.float()  # bfloat16 values, exactly
+        else:
+            positions = positions.resolve_neg()
+    else:
+        positions = torch.as_tensor(np.asarray(positions), device=x.device)
+    if _c_path(x) and not _tracing() and not is_fake(x):
         if not (torch.is_grad_enabled() and x.requires_grad):
-            return _rotary.apply_rotary_positions(_no_grad(x), pos, theta, attention_factor=attention_factor,
+            return _rotary.apply_rotary_positions(_no_grad(x), positions, theta, attention_factor=attn,
                                                   interleaved=interleaved, inverse=inverse)
-        return _RotatePositions.apply(x, pos, theta, attention_factor, bool(interleaved), bool(inverse))
-    work = torch.float64 if x.dtype == torch.float64 else torch.float32
-    cos, sin = _rotary.cos_sin(pos, theta, attention_factor=attention_factor, dtype=work)
-    return apply_rotary(x, cos.to(x.device), sin.to(x.device), interleaved=interleaved, inverse=inverse,
-                        layout="half")
+    # Checked here in eager mode (a Rope's are valid already); under tracing a constant, as given.
+    theta = torch.from_numpy(np.array(theta if found is not None or _tracing() else _rotary._theta(theta),
+                                      dtype=np.float64))
+    _check_x(x)
+    r = theta.shape[0]
+    if 2 * r > x.shape[-1]:
+        raise ValueError(f"len(inv_freq) (R={r}) must satisfy 2R <= D, x's last axis (D={x.shape[-1]})")
+    _check_rows("positions", positions.shape, x.shape[:-1])
+    if positions.device != x.device:
+        positions = positions.to(x.device)
+    return _rotate_positions_op(x, positions, theta.to(torch.float64), float(attn), interleaved, inverse)
+
+
+def _host_array(name: str, value: Any) -> np.ndarray:
+    """A frequency argument as a float64 NumPy array (a device tensor is read once, here)."""
+    if isinstance(value, Tensor):
+        if value.requires_grad:
+            raise TypeError(f"{name} requires grad; ropescale.torch differentiates with respect to x only: "
+                            f"pass {name}.detach()")
+        value = value.detach().cpu()
+        value = (value.float() if value.dtype == torch.bfloat16 else value.resolve_neg()).numpy()
+    return value
 
 
 # -- the module -------------------------------------------------------------------
-_CACHE_LIMIT = 1 << 20  # positions beyond this are computed per call, not cached
-
-
 def _next_pow2(n: int) -> int:
-    return 1 << max(0, (n - 1).bit_length())
+    return 1 << max(0, (int(n) - 1).bit_length())
+
+
+#: Table length when a rope names no context length.
+_DEFAULT_TABLE = 4096
+
+
+def _can_read(t: Tensor) -> bool:
+    """Whether ``t`` has values to read (not meta, not a fake tensor of a trace)."""
+    return t.device.type != "meta" and not is_fake(t)
 
 
 class RotaryEmbedding(torch.nn.Module):
@@ -316,12 +586,20 @@ class RotaryEmbedding(torch.nn.Module):
         ``"full"`` returns transformers' usual ``cat(c, c)`` tables;
         ``"half"`` the ``(..., R)`` tables some models (gpt-oss) use.
 
-    Tables of static ropes are cached per device and dtype for positions up
-    to the largest seen (rounded up to a power of two, so decoding token by
-    token does not rebuild them each step).  ``dynamic`` and ``longrope``
-    recompute their frequencies per call from ``max(position_ids) + 1``, as
-    transformers does (dynamic keeps the longest length seen until a call
-    falls back inside the trained context).
+    The forward is one custom op (``torch.ops.ropescale.cos_sin``): on the CPU
+    the C core computes the tables of the given positions; on a device they are
+    gathered from an exact table of positions ``0 .. L-1`` made once on the CPU,
+    where ``L`` is known on the host (the rope's context length rounded up to a
+    power of two, doubled when a call's sequence axis is longer); positions
+    outside it are computed on the device from float64 angles.  No tensor value
+    is read on the host for static ropes.
+
+    ``dynamic``, ``dynamic_yarn`` and ``longrope`` take their frequencies at
+    ``max(position_ids) + 1`` as transformers does (dynamic keeps the longest
+    length seen until a call falls back inside the trained context): that one
+    value is read on the host, where transformers reads it too.  Under
+    ``FakeTensorMode`` or on ``meta`` nothing is read (their shapes do not
+    depend on it).
 
     Examples
     --------
@@ -343,11 +621,20 @@ class RotaryEmbedding(torch.nn.Module):
             ropes = dict(rope)
         else:
             raise TypeError(f"rope must be a ropescale.Rope or a dict of them by layer type, got {type(rope).__name__}")
+        for r in ropes.values():
+            if r.pair_streams is not None:
+                raise ValueError(f"RotaryEmbedding does not serve M-RoPE position streams ({r!r})")
         self.ropes = ropes
         self.config = config
         self.layer_types = None if None in ropes else sorted(ropes)
-        self._cache: dict = {}
         self._dynamic_len: dict = {}
+        # host constants the forward passes to the op (lists of Python floats, exact float64)
+        # CPU float64 frequencies (not buffers: model.to(device, dtype) must neither move nor round them)
+        self._static = {lt: (torch.tensor(r.inv_freq, dtype=torch.float64), float(r.attention_factor))
+                        for lt, r in ropes.items()}
+        self._table_len = {lt: _next_pow2(min(_TABLE_MAX, int(r.max_position_embeddings or r.trained_length
+                                                                 or _DEFAULT_TABLE)))
+                           for lt, r in ropes.items()}
         if None in ropes:
             r = ropes[None]
             self.rope_type = r.method
@@ -372,43 +659,50 @@ class RotaryEmbedding(torch.nn.Module):
             raise ValueError(f"layer_type must be {allowed}, got {layer_type!r}") from None
 
     def _length(self, rope: Rope, layer_type, seq_len: int) -> int:
-        """The sequence length length-dependent frequencies are taken at (``MethodSpec.length_rule``)."""
-        n = length_at(rope.method, seq_len, rope.original_max_position_embeddings, self._dynamic_len.get(layer_type))
-        self._dynamic_len[layer_type] = n
-        return n
+        """The sequence length length-dependent frequencies are taken at (``MethodSpec.length_rule``);
+        not recorded here (a call refused afterwards must not move it)."""
+        return length_at(rope.method, seq_len, rope.original_max_position_embeddings,
+                         self._dynamic_len.get(layer_type))
 
-    def _tables(self, positions: np.ndarray, theta, attn, dtype, device):
-        c, s = _rotary.cos_sin(positions, theta, attention_factor=attn, dtype=dtype)
+    def _at_length(self, rope: Rope, layer_type, ids: Tensor):
+        """Frequencies of a length-dependent rope at this call's length (one value read on the host)."""
+        if not _can_read(ids):
+            # meta / fake: shapes do not depend on the length; the state is left alone
+            n = self._dynamic_len.get(layer_type) or int(rope.trained_length or 1)
+            theta, attn = rope.inv_freq_at(max(n, 1))
+            return torch.tensor(theta, dtype=torch.float64), float(attn)
+        if ids.numel() == 0:
+            seq_len = 0
+        else:
+            top = ids.max()
+            if ids.is_floating_point():
+                top = float(top)  # read on the host, as transformers' dynamic_rope_update does
+                if not np.isfinite(top) or not bool(torch.isfinite(ids).all()):
+                    raise ValueError("position_ids must be finite, got NaN or inf")
+                seq_len = int(np.floor(top)) + 1
+            else:
+                seq_len = int(top) + 1
+        n = self._length(rope, layer_type, seq_len)
+        theta, attn = rope.inv_freq_at(max(n, 1))
+        if SPECS[rope.method].length_rule == "longest_seen":
+            self._dynamic_len[layer_type] = n  # recorded only once the call is known to be valid
+        return torch.tensor(theta, dtype=torch.float64), float(attn)
+
+    def forward(self, x: Tensor, position_ids: Tensor, layer_type: Optional[str] = None):
+        rope = self._rope(layer_type)
+        dtype = x.dtype if x.dtype in _FLOAT_TYPES else torch.float32
+        ids = position_ids
+        if ids.device != x.device:
+            ids = ids.to(x.device)
+        ids = ids.resolve_neg()
+        if SPECS[rope.method].length_dependent:
+            theta, attn = self._at_length(rope, layer_type, ids)
+        else:
+            theta, attn = self._static[layer_type]
+        n = self._table_len[layer_type]
+        if ids.ndim and ids.shape[-1] > n:
+            n = _next_pow2(ids.shape[-1])  # the sequence axis is known on the host
+        c, s = _cos_sin_op(ids, theta, attn, dtype, n)
         if self.layout == "full":
             c, s = torch.cat((c, c), dim=-1), torch.cat((s, s), dim=-1)
-        return c.to(device), s.to(device)
-
-    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, layer_type: Optional[str] = None):
-        rope = self._rope(layer_type)
-        dtype, device = x.dtype, x.device
-        if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
-            dtype = torch.float32
-        ids = position_ids
-        if SPECS[rope.method].length_dependent or ids.is_floating_point():
-            pos = ids.detach().cpu().numpy()
-            seq_len = int(np.floor(pos.max())) + 1 if pos.size else 0
-            theta, attn = rope.inv_freq_at(max(self._length(rope, layer_type, seq_len), 1))
-            return self._tables(pos, theta, attn, dtype, device)
-        if ids.numel() == 0:
-            return self._tables(ids.cpu().numpy(), rope.inv_freq, rope.attention_factor, dtype, device)
-        lo, hi = int(ids.min()), int(ids.max())
-        if lo < 0 or hi >= _CACHE_LIMIT:
-            return self._tables(ids.detach().cpu().numpy(), rope.inv_freq, rope.attention_factor, dtype, device)
-        key = (layer_type, device, dtype)
-        table = self._cache.get(key)
-        if table is None or table[0].shape[0] <= hi:
-            n = _next_pow2(hi + 1)
-            table = self._tables(np.arange(n), rope.inv_freq, rope.attention_factor, dtype, device)
-            self._cache[key] = table
-        ids = ids.to(device=device, dtype=torch.long)
-        return table[0][ids], table[1][ids]
-
-    def _apply(self, fn, *args, **kwargs):
-        # model.to(...) / .half(): cached tables follow by being rebuilt.
-        self._cache.clear()
-        return super()._apply(fn, *args, **kwargs)
+        return c, s

@@ -105,6 +105,7 @@ def _rotate_ops(x: Tensor, cos: Tensor, sin: Tensor, interleaved: bool, inverse:
 # the CPU by the C core (correctly rounded in that dtype) and copied to the device:
 # forming them never reads a device tensor.  A few ropes per process at most.
 _TABLES: "collections.OrderedDict[tuple, Tuple[Tensor, Tensor]]" = collections.OrderedDict()
+_THETAS: "collections.OrderedDict[tuple, Tensor]" = collections.OrderedDict()
 _TABLES_KEPT = 16
 _TABLES_LOCK = threading.Lock()
 #: The longest table kept on a device; positions beyond are computed there in float64.
@@ -127,6 +128,21 @@ def _device_table(theta: Tensor, attn: float, dtype: torch.dtype, device: torch.
     return made
 
 
+def _device_theta(theta: Tensor, device: torch.device) -> Tensor:
+    """The float64 frequencies on ``device``, copied once: a copy per call would make the host wait for the
+    device each time (a blocking host-to-device copy waits for the stream)."""
+    key = (theta.numpy().tobytes(), device)
+    with _TABLES_LOCK:
+        found = _THETAS.get(key)
+    if found is None:
+        found = theta.to(device=device, dtype=torch.float64)
+        with _TABLES_LOCK:
+            _THETAS[key] = found
+            while len(_THETAS) > _TABLES_KEPT:
+                _THETAS.popitem(last=False)
+    return found
+
+
 def _device_cos_sin(positions: Tensor, theta: Tensor, attn: float, dtype: torch.dtype, table_len: int):
     """cos/sin of ``positions`` on their device without reading them.
 
@@ -136,7 +152,7 @@ def _device_cos_sin(positions: Tensor, theta: Tensor, attn: float, dtype: torch.
     float64's rounding of the angle (far below the result's ulp).
     """
     dev = positions.device
-    t64 = theta.to(device=dev, dtype=torch.float64)
+    t64 = theta if dev.type in ("cpu", "meta") else _device_theta(theta, dev)
     ang = positions.to(torch.float64)[..., None] * t64
     c = (torch.cos(ang) * attn).to(dtype)
     s = (torch.sin(ang) * attn).to(dtype)
@@ -250,9 +266,15 @@ def _cos_sin_impl(positions: Tensor, inv_freq: Tensor, attention_factor: float, 
                 table_len: int) -> Tuple[Tensor, Tensor]:
     """Half-width ``(cos, sin)`` of ``positions``: exact on the CPU (C), from the exact table on devices."""
     if positions.device.type == "cpu" and not _FORCE_TORCH_OPS:
-        c, s = _rotary.cos_sin(positions.detach(), inv_freq.numpy(),
-                               attention_factor=attention_factor, dtype=dtype)
-        return c, s
+        ids = positions.detach()
+        if not ids.is_floating_point() and ids.numel():
+            lo, hi = int(ids.min()), int(ids.max())  # CPU memory: reading it costs no device a wait
+            if lo >= 0 and hi < _TABLE_MAX:
+                # rows of the cached exact table (the same bits as computing them: one correct rounding)
+                tc, ts = _device_table(inv_freq, attention_factor, dtype, positions.device,
+                                       max(min(int(table_len), _TABLE_MAX), _next_pow2(hi + 1)))
+                return tc[ids], ts[ids]
+        return _rotary.cos_sin(ids, inv_freq.numpy(), attention_factor=attention_factor, dtype=dtype)
     return _device_cos_sin(positions, inv_freq, attention_factor, dtype, table_len)
 
 
@@ -572,8 +594,9 @@ class RotaryEmbedding(torch.nn.Module):
     ``forward(x, position_ids[, layer_type]) -> (cos, sin)``: full-width
     ``cat(c, c)`` tables of shape ``position_ids.shape + (rotary_dim,)`` in
     ``x.dtype`` on ``x.device``, ``attention_scaling`` applied.  Angles are
-    formed in float64 and reduced exactly, so the tables are correctly rounded
-    at any position (transformers forms ``t * theta`` in float32).
+    formed in float64 and reduced exactly, so float32/float16/bfloat16 tables
+    are correctly rounded at any position, float64 ones within 3 * 2**-53
+    (transformers forms ``t * theta`` in float32).
 
     Parameters
     ----------
@@ -702,7 +725,9 @@ class RotaryEmbedding(torch.nn.Module):
         n = self._table_len[layer_type]
         if ids.ndim and ids.shape[-1] > n:
             n = _next_pow2(ids.shape[-1])  # the sequence axis is known on the host
-        c, s = _cos_sin_op(ids, theta, attn, dtype, n)
+        # Eager CPU calls skip the dispatcher (~20 us a call); traces and other tensors go through the op.
+        eager = type(ids) is Tensor and ids.device.type == "cpu" and not _tracing()
+        c, s = (_cos_sin_impl if eager else _cos_sin_op)(ids, theta, attn, dtype, n)
         if self.layout == "full":
             c, s = torch.cat((c, c), dim=-1), torch.cat((s, s), dim=-1)
         return c, s

@@ -123,7 +123,7 @@ void rs_angle_cache_init(rs_angle_cache *a, double *mem, const double *theta,
 #define RS_EXACT_ROW_BODY                                                      \
     for (int64_t k = 0; k < n; k++)                                            \
         RS_SINCOS_BODY(t, theta[k], c[k], s[k]);
-RS_MULTIVERSION(exact_row,
+RS_MULTIVERSION(exact_row_c,
                 (const double *restrict theta, int64_t n, double t, double *restrict c,
                  double *restrict s),
                 (theta, n, t, c, s), RS_EXACT_ROW_BODY)
@@ -136,10 +136,37 @@ RS_MULTIVERSION(exact_row,
         for (int64_t k = runs[j]; k < runs[j + 1]; k++)                        \
             RS_SINCOS_BODY(tj, theta[k], c[k], s[k]);                          \
     }
-RS_MULTIVERSION(exact_row_runs,
+RS_MULTIVERSION(exact_row_runs_c,
                 (const double *restrict theta, const int64_t *restrict runs, int64_t nr,
                  const double *restrict t, double *restrict c, double *restrict s),
                 (theta, runs, nr, t, c, s), RS_EXACT_ROW_RUNS_BODY)
+
+/* arm64: exact_row_neon, exact_row_runs_neon */
+#include "angle_neon.h"
+
+static void exact_row(const double *restrict theta, int64_t n, double t, double *restrict c,
+                      double *restrict s)
+{
+#if RS_HAVE_NEON
+    if (rs_cpu_has_neon()) {
+        exact_row_neon(theta, n, t, c, s);
+        return;
+    }
+#endif
+    exact_row_c(theta, n, t, c, s);
+}
+
+static void exact_row_runs(const double *restrict theta, const int64_t *restrict runs, int64_t nr,
+                           const double *restrict t, double *restrict c, double *restrict s)
+{
+#if RS_HAVE_NEON
+    if (rs_cpu_has_neon()) {
+        exact_row_runs_neon(theta, runs, nr, t, c, s);
+        return;
+    }
+#endif
+    exact_row_runs_c(theta, runs, nr, t, c, s);
+}
 
 /* c = scale * cos(x + y), s = scale * sin(x + y) from the exact rows of x
  * (hc, hs) and y (lc, ls): error ~2 ulp of float64.  hc == NULL: the rows

@@ -3,7 +3,7 @@
  * loops convert without a call.  Widening is exact (a 16-bit shift); the
  * narrowing rounds to nearest even and keeps NaN a NaN (sign and the top
  * payload bits, quiet bit set), as the float16 conversions of half.c do.
- * The AVX2 forms do the same integer steps on eight lanes, so every path
+ * The AVX2 (NEON) forms do the same integer steps on eight (four) lanes, so every path
  * gives the same bits.  Internal to the core, like rs_internal.h.
  */
 #ifndef RS_BF16_H
@@ -81,6 +81,29 @@ __attribute__((target("avx2,avx512f"))) static inline void rs_bf16x16_store(uint
     const __m512i nan = _mm512_or_si512(hi, _mm512_set1_epi32(0x40));
     const __mmask16 is_nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
     _mm256_storeu_si256((__m256i *)(void *)p, _mm512_cvtepi32_epi16(_mm512_mask_blend_epi32(is_nan, r, nan)));
+}
+#endif
+
+#if RS_HAVE_NEON
+#include <arm_neon.h>
+
+/* Four bfloat16 at p as a float32 vector (the 16-bit shift, widening). */
+static inline float32x4_t rs_bf16x4_load(const uint16_t *p)
+{
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+
+/* A float32 vector rounded to four bfloat16 at p: rs_bf16_round per lane. */
+static inline void rs_bf16x4_store(uint16_t *p, float32x4_t v)
+{
+    const uint32x4_t u = vreinterpretq_u32_f32(v);
+    const uint32x4_t hi = vshrq_n_u32(u, 16);
+    const uint32x4_t bias = vaddq_u32(vandq_u32(hi, vdupq_n_u32(1)), vdupq_n_u32(0x7fff));
+    const uint32x4_t r = vshrq_n_u32(vaddq_u32(u, bias), 16);
+    const uint32x4_t nan = vorrq_u32(hi, vdupq_n_u32(0x40));
+    const uint32x4_t is_num = vceqq_f32(v, v);
+    /* every lane holds at most 0xffff: the narrowing keeps it */
+    vst1_u16(p, vmovn_u32(vbslq_u32(is_num, r, nan)));
 }
 #endif
 

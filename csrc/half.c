@@ -2,7 +2,8 @@
  * IEEE binary16 conversions, round to nearest even, subnormals, inf and NaN
  * kept.  The portable versions work on bits; on x86-64 the array versions
  * switch at run time to the F16C instructions when the CPU has them (the
- * default build must run on any x86-64, so they are never assumed).  At the
+ * default build must run on any x86-64, so they are never assumed), on
+ * arm64 to NEON's conversions.  At the
  * end, the bfloat16 conversions (their inline forms are in bf16.h).
  */
 #include "ropescale.h"
@@ -165,8 +166,56 @@ __attribute__((target("avx,f16c"))) static void f2h_f16c(int64_t n,
 
 #endif
 
+#if RS_HAVE_NEON
+#include <arm_neon.h>
+
+/* FCVTL/FCVTN: the hardware conversions (round to nearest even, the FPCR's
+ * default), four at a time. */
+static void h2f_neon(int64_t n, const uint16_t *src, float *dst)
+{
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(dst + i, vcvt_f32_f16(vld1_f16((const float16_t *)(const void *)(src + i))));
+    for (; i < n; i++)
+        dst[i] = rs_half_to_float(src[i]);
+}
+
+static void f2h_neon(int64_t n, const float *src, uint16_t *dst)
+{
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1_f16((float16_t *)(void *)(dst + i), vcvt_f16_f32(vld1q_f32(src + i)));
+    for (; i < n; i++)
+        dst[i] = rs_float_to_half(src[i]);
+}
+
+static void b2f_neon(int64_t n, const uint16_t *src, float *dst)
+{
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        vst1q_f32(dst + i, rs_bf16x4_load(src + i));
+    for (; i < n; i++)
+        dst[i] = rs_bf16_load(src[i]);
+}
+
+static void f2b_neon(int64_t n, const float *src, uint16_t *dst)
+{
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        rs_bf16x4_store(dst + i, vld1q_f32(src + i));
+    for (; i < n; i++)
+        dst[i] = rs_bf16_round(src[i]);
+}
+#endif
+
 void rs_half_to_float_n(int64_t n, const uint16_t *src, float *dst)
 {
+#if RS_HAVE_NEON
+    if (rs_cpu_has_neon()) {
+        h2f_neon(n, src, dst);
+        return;
+    }
+#endif
 #if RS_HAVE_X86_DISPATCH
     if (rs_cpu_has_f16c()) {
         h2f_f16c(n, src, dst);
@@ -178,6 +227,12 @@ void rs_half_to_float_n(int64_t n, const uint16_t *src, float *dst)
 
 void rs_float_to_half_n(int64_t n, const float *src, uint16_t *dst)
 {
+#if RS_HAVE_NEON
+    if (rs_cpu_has_neon()) {
+        f2h_neon(n, src, dst);
+        return;
+    }
+#endif
 #if RS_HAVE_X86_DISPATCH
     if (rs_cpu_has_f16c()) {
         f2h_f16c(n, src, dst);
@@ -189,6 +244,10 @@ void rs_float_to_half_n(int64_t n, const float *src, uint16_t *dst)
 
 const char *rs_simd_name(void)
 {
+#if RS_HAVE_NEON
+    if (rs_cpu_has_neon())
+        return "neon";
+#endif
 #if RS_HAVE_X86_DISPATCH
     if (rs_cpu_has_avx512())
         return "avx512";
@@ -266,6 +325,12 @@ __attribute__((target("avx2"))) static void f2b_avx2(int64_t n, const float *src
 
 void rs_bf16_to_float_n(int64_t n, const uint16_t *src, float *dst)
 {
+#if RS_HAVE_NEON
+    if (rs_cpu_has_neon()) {
+        b2f_neon(n, src, dst);
+        return;
+    }
+#endif
 #if RS_HAVE_X86_DISPATCH
     if (rs_cpu_has_avx2()) {
         b2f_avx2(n, src, dst);
@@ -277,6 +342,12 @@ void rs_bf16_to_float_n(int64_t n, const uint16_t *src, float *dst)
 
 void rs_float_to_bf16_n(int64_t n, const float *src, uint16_t *dst)
 {
+#if RS_HAVE_NEON
+    if (rs_cpu_has_neon()) {
+        f2b_neon(n, src, dst);
+        return;
+    }
+#endif
 #if RS_HAVE_X86_DISPATCH
     if (rs_cpu_has_avx2()) {
         f2b_avx2(n, src, dst);

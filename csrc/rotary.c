@@ -264,8 +264,15 @@ RS_DEFINE_HALF512(float, f32_avx512, __m512, __mmask16, 16, RS_LD_Z16, RS_ST_Z16
 RS_DEFINE_HALF512(double, f64_avx512, __m512d, __mmask8, 8, RS_LD_Z8D, RS_ST_Z8D, RS_LD_V8D, RS_ST_V8D)
 #endif
 
+/* arm64 (NEON): rot_rows_f32_neon, rot_rows_f64_neon, half_f16_neon */
+#include "rotary_neon.h"
+
 static rs_rows_f32 pick_f32(void)
 {
+#if RS_HAVE_NEON
+    if (rs_cpu_has_neon())
+        return rot_rows_f32_neon;
+#endif
 #if RS_HAVE_X86_DISPATCH
     if (rs_cpu_has_avx512())
         return rot_rows_f32_avx512;
@@ -277,6 +284,10 @@ static rs_rows_f32 pick_f32(void)
 
 static rs_rows_f64 pick_f64(void)
 {
+#if RS_HAVE_NEON
+    if (rs_cpu_has_neon())
+        return rot_rows_f64_neon;
+#endif
 #if RS_HAVE_X86_DISPATCH
     if (rs_cpu_has_avx512())
         return rot_rows_f64_avx512;
@@ -407,6 +418,17 @@ static void rot_rows_f16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
         return;
     }
 #endif
+#if RS_HAVE_NEON
+    if (B->fx == 2 && B->fo == 2 && !B->interleaved && rs_cpu_has_neon()) {
+        for (int64_t r = 0; r < B->nb; r++) {
+            RS_PREFETCH_ROW(x + r * B->bsx, B->row_bytes);
+            half_f16_neon(B->n, B->R, (const uint16_t *)(const void *)(x + r * B->bsx),
+                          (uint16_t *)(void *)(o + r * B->bso), c, s);
+            RS_COPY_TAIL(B, x + r * B->bsx, o + r * B->bso, 2);
+        }
+        return;
+    }
+#endif
     rot_rows_via_f32(rows32, B, x, o, c, s, buf, widen_run, narrow_run);
 }
 
@@ -528,6 +550,14 @@ static int rows_inter16(const rs_batch *B, const char *x, char *o, const float *
     return 1;
 }
 #endif
+#if RS_HAVE_NEON
+#define RS_LD_BF4(V, p, i) rs_bf16x4_load((p) + (i))
+#define RS_ST_BF4(V, p, i, v) rs_bf16x4_store((p) + (i), (v))
+#define RS_BF_VECTOR4(k, n, xa, xb, oa, ob, c, s)                              \
+    RS_PAIR_LOOP(k, n, 4, 1, 0, float32x4_t, xa, xb, oa, ob, c, s, RS_LD_BF4,  \
+                 RS_ST_BF4, RS_LD_NQ32)
+RS_DEFINE_BF16(neon, RS_NO_ATTR, RS_BF_VECTOR4)
+#endif
 
 static void bf16_widen_run(const char *p, int64_t stride, int64_t m, float *dst)
 {
@@ -564,6 +594,10 @@ static void rot_rows_bf16(rs_rows_f32 rows32, const rs_batch *B, const char *x,
             half = half_bf16_avx512;
         else if (rs_cpu_has_avx2())
             half = half_bf16_avx2;
+#endif
+#if RS_HAVE_NEON
+        if (rs_cpu_has_neon())
+            half = half_bf16_neon;
 #endif
         for (int64_t r = 0; r < B->nb; r++) {
             RS_PREFETCH_ROW(x + r * B->bsx, B->row_bytes);

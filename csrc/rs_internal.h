@@ -20,10 +20,12 @@
 #define RS_HAVE_X86_DISPATCH 0
 #endif
 
-#if !defined(_WIN32)
-#define RS_HAVE_PTHREADS 1
+/* NEON (Advanced SIMD) kernels on arm64, with GCC/clang's arm_neon.h
+ * (MSVC on arm64 gets the portable code). */
+#if (defined(__aarch64__) || defined(_M_ARM64)) && (defined(__GNUC__) || defined(__clang__))
+#define RS_HAVE_NEON 1
 #else
-#define RS_HAVE_PTHREADS 0
+#define RS_HAVE_NEON 0
 #endif
 
 /* Run-time CPU features (x86-64 only; 0 elsewhere), probed once. */
@@ -37,6 +39,12 @@ int rs_cpu_has_avx512(void); /* AVX-512F (and AVX2) */
 #define RS_SIMD_BASELINE 1
 #define RS_SIMD_AVX2 2
 #define RS_SIMD_AVX512 3
+/* arm64: NEON is the first vector level, as AVX2 is on x86-64.  Every
+ * AArch64 CPU has it (the ABI assumes it), so the probe answers 1 unless
+ * the tests capped it: the portable code, auto-vectorized or not by the
+ * compiler, is then the path compared against. */
+#define RS_SIMD_NEON 2
+int rs_cpu_has_neon(void);
 void rs_test_simd_cap(int level);
 
 /* One loop compiled for the baseline, AVX2 and AVX-512 and picked at run

@@ -13,12 +13,14 @@
  * its own, as every call did before the pool.  Workers block every signal,
  * never poll the interrupt (only the calling thread may take the GIL), and
  * are forgotten in a forked child (pthread_atfork), which starts its own.
+ * The primitives come from rs_threads.h: POSIX threads or Win32.
  */
 #if !defined(_WIN32) && !defined(_POSIX_C_SOURCE)
 #define _POSIX_C_SOURCE 200809L
 #endif
 
 #include "rs_internal.h"
+#include "rs_threads.h"
 
 #include <stddef.h>
 #include <stdlib.h>
@@ -59,9 +61,9 @@ int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n, int n_thre
     return 0;
 }
 
-#if RS_HAVE_PTHREADS
+#if RS_HAVE_THREADS
 /* Set on the pool's workers and on per-call threads: they never poll. */
-static __thread int on_worker = 0;
+static RS_THREAD_LOCAL int on_worker = 0;
 #else
 static const int on_worker = 0;
 #endif
@@ -259,30 +261,16 @@ int rs_cpu_has_f16c(void)
     RS_PROBE(RS_SIMD_AVX2, __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c"));
 }
 
-#if RS_HAVE_PTHREADS
-#include <pthread.h>
-#include <signal.h>
-#include <time.h>
-
-/* Start fn(arg) on a new thread with every signal blocked (signals go to
- * the threads Python runs on). */
-static int start_thread(pthread_t *tid, void *(*fn)(void *), void *arg, int detached)
+int rs_cpu_has_neon(void)
 {
-    sigset_t all, old;
-    pthread_attr_t attr;
-    int rc;
-    if (pthread_attr_init(&attr) != 0)
-        return -1;
-    if (detached)
-        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    rc = pthread_create(tid, &attr, fn, arg);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    pthread_attr_destroy(&attr);
-    return rc == 0 ? 0 : -1;
+#if RS_HAVE_NEON
+    return !capped_below(RS_SIMD_NEON);
+#else
+    return 0;
+#endif
 }
 
+#if RS_HAVE_THREADS
 /* ---- threads of one call (the pool is busy) ---- */
 
 /* Thread t of n runs tasks t, t + n, t + 2n, ... */
@@ -299,17 +287,17 @@ static void run_strided(const rs_thread_arg *a)
         a->fn(a->base + (size_t)i * a->arg_size);
 }
 
-static void *thread_main(void *p)
+RS_THREAD_FN(thread_main, p)
 {
     on_worker = 1;
     run_strided((const rs_thread_arg *)p);
-    return NULL;
+    RS_THREAD_END;
 }
 
 static int parallel_own_threads(rs_task_fn fn, char *base, size_t arg_size, int n_tasks,
                                 int n_threads)
 {
-    pthread_t tid[RS_MAX_TASKS];
+    rs_thread tid[RS_MAX_TASKS];
     rs_thread_arg targ[RS_MAX_TASKS];
     int started[RS_MAX_TASKS];
     int status = 0;
@@ -324,11 +312,11 @@ static int parallel_own_threads(rs_task_fn fn, char *base, size_t arg_size, int 
         targ[i].n_tasks = n_tasks;
     }
     for (int i = 1; i < n_threads; i++)
-        started[i] = start_thread(&tid[i], thread_main, &targ[i], 0) == 0;
+        started[i] = rs_thread_start(&tid[i], thread_main, &targ[i], 0) == 0;
     run_strided(&targ[0]);
     for (int i = 1; i < n_threads; i++) {
         if (started[i]) {
-            pthread_join(tid[i], NULL);
+            rs_thread_join(tid[i]);
         } else {
             run_strided(&targ[i]);
             status = -1;
@@ -340,29 +328,29 @@ static int parallel_own_threads(rs_task_fn fn, char *base, size_t arg_size, int 
 /* ---- the pool ---- */
 
 static struct {
-    pthread_mutex_t lock;   /* guards every field below */
-    pthread_cond_t wake;    /* workers: a job was published */
-    pthread_cond_t idle;    /* the caller: no task is running on a worker */
+    rs_mutex lock;          /* guards every field below */
+    rs_cond wake;           /* workers: a job was published */
+    rs_cond idle;           /* the caller: no task is running on a worker */
     int n_workers;
     unsigned long job;      /* bumped per published job */
     rs_task_fn fn;
     char *base;
     size_t arg_size;
     int n_tasks, next, end, running; /* unclaimed: [next, end) */
-} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, PTHREAD_COND_INITIALIZER,
+} pool = {RS_MUTEX_INIT, RS_COND_INIT, RS_COND_INIT,
           0, 0, NULL, NULL, 0, 0, 0, 0, 0};
 /* Held by the one call using the pool. */
-static pthread_mutex_t pool_owner = PTHREAD_MUTEX_INITIALIZER;
-static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+static rs_mutex pool_owner = RS_MUTEX_INIT;
+static rs_once pool_once = RS_ONCE_INIT;
 
 /* In a forked child the workers do not exist, and the locks may be held by
  * threads that do not either: start from nothing. */
 static void pool_after_fork_in_child(void)
 {
-    pthread_mutex_init(&pool.lock, NULL);
-    pthread_cond_init(&pool.wake, NULL);
-    pthread_cond_init(&pool.idle, NULL);
-    pthread_mutex_init(&pool_owner, NULL);
+    rs_reinit_mutex(&pool.lock);
+    rs_reinit_cond(&pool.wake);
+    rs_reinit_cond(&pool.idle);
+    rs_reinit_mutex(&pool_owner);
     pool.n_workers = 0;
     pool.job = 0;
     pool.fn = NULL;
@@ -372,7 +360,7 @@ static void pool_after_fork_in_child(void)
 
 static void pool_register_fork(void)
 {
-    pthread_atfork(NULL, NULL, pool_after_fork_in_child);
+    rs_at_fork_child(pool_after_fork_in_child);
 }
 
 /* Claim and run tasks of the current job until none is left; pool.lock is
@@ -387,27 +375,27 @@ static void run_claimed(void)
         rs_task_fn fn = pool.fn;
         char *arg = pool.base + (size_t)i * pool.arg_size;
         pool.running += on_worker;
-        pthread_mutex_unlock(&pool.lock);
+        rs_mutex_unlock(&pool.lock);
         fn(arg);
-        pthread_mutex_lock(&pool.lock);
+        rs_mutex_lock(&pool.lock);
         if (on_worker && --pool.running == 0)
-            pthread_cond_signal(&pool.idle);
+            rs_cond_signal(&pool.idle);
     }
 }
 
-static void *worker_main(void *p)
+RS_THREAD_FN(worker_main, p)
 {
     /* the job current when the worker was made: it joins the next one */
     unsigned long seen = (unsigned long)(uintptr_t)p;
     on_worker = 1;
-    pthread_mutex_lock(&pool.lock);
+    rs_mutex_lock(&pool.lock);
     for (;;) {
         while (pool.job == seen)
-            pthread_cond_wait(&pool.wake, &pool.lock);
+            rs_cond_wait(&pool.wake, &pool.lock);
         seen = pool.job;
         run_claimed();
     }
-    return NULL; /* not reached: workers live as long as the process */
+    RS_THREAD_END; /* not reached: workers live as long as the process */
 }
 
 int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_threads,
@@ -426,13 +414,13 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
             fn(base + (size_t)i * arg_size);
         return 0;
     }
-    if (on_worker || pthread_once(&pool_once, pool_register_fork) != 0 ||
-        pthread_mutex_trylock(&pool_owner) != 0)
+    if (on_worker || rs_call_once(&pool_once, pool_register_fork) != 0 ||
+        rs_mutex_trylock(&pool_owner) != 0)
         return parallel_own_threads(fn, base, arg_size, n_tasks, n_threads);
-    pthread_mutex_lock(&pool.lock);
+    rs_mutex_lock(&pool.lock);
     while (pool.n_workers < n_threads - 1) {
-        pthread_t tid;
-        if (start_thread(&tid, worker_main, (void *)(uintptr_t)pool.job, 1) != 0) {
+        rs_thread tid;
+        if (rs_thread_start(&tid, worker_main, (void *)(uintptr_t)pool.job, 1) != 0) {
             status = -1; /* the caller runs what no worker claims */
             break;
         }
@@ -446,33 +434,26 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
     pool.end = n_tasks;
     pool.running = 0;
     pool.job++;
-    pthread_cond_broadcast(&pool.wake);
+    rs_cond_broadcast(&pool.wake);
     run_claimed();
     while (pool.running > 0) {
         /* Out of work while workers finish theirs: keep polling the
          * interrupt (a worker never may), so Ctrl-C still stops them. */
-        struct timespec until;
-        if (intr == NULL || intr->poll == NULL || stop == NULL ||
-            clock_gettime(CLOCK_REALTIME, &until) != 0) {
-            pthread_cond_wait(&pool.idle, &pool.lock);
+        if (intr == NULL || intr->poll == NULL || stop == NULL) {
+            rs_cond_wait(&pool.idle, &pool.lock);
             continue;
         }
-        until.tv_nsec += 5000000L; /* 5 ms */
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec += 1;
-            until.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&pool.idle, &pool.lock, &until);
+        rs_cond_wait_ms(&pool.idle, &pool.lock, 5);
         if (pool.running > 0) {
-            pthread_mutex_unlock(&pool.lock);
+            rs_mutex_unlock(&pool.lock);
             rs_should_stop(intr, stop, 1);
-            pthread_mutex_lock(&pool.lock);
+            rs_mutex_lock(&pool.lock);
         }
     }
     pool.fn = NULL;
     pool.n_tasks = pool.next = pool.end = 0;
-    pthread_mutex_unlock(&pool.lock);
-    pthread_mutex_unlock(&pool_owner);
+    rs_mutex_unlock(&pool.lock);
+    rs_mutex_unlock(&pool_owner);
     return status;
 }
 #else

@@ -539,6 +539,8 @@ def scaling_calls(draw):
         p["short_factor"], p["long_factor"] = sf, lf
         if draw(st.booleans()):
             sc["factor"] = p["factor"] = factor
+            if factor > 1 and not m_l > 1:
+                valid = False   # the attention factor sqrt(1 + ln s / ln m_l) would divide by ln 1
         else:
             sc["attention_factor"] = draw(st.floats(0.5, 2.0))
     if canon == "proportional":

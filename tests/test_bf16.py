@@ -12,11 +12,19 @@ Oracles, none of them the bfloat16 kernel itself:
 Every comparison is exact, element by element (NaN compared as NaN), on both
 instruction-set paths (``_core._test_simd_cap``).
 """
+import platform
 import sys
-import tracemalloc
 
 import numpy as np
 import pytest
+
+try:
+    import tracemalloc
+    tracemalloc.is_tracing()
+except ImportError:  # PyPy: the module exists, its C part (_tracemalloc) does not
+    tracemalloc = None
+NEEDS_TRACEMALLOC = pytest.mark.skipif(
+    tracemalloc is None, reason=f"{platform.python_implementation()} has no tracemalloc to measure allocations with")
 
 import ropescale
 from ropescale import _arrays, _core, reference
@@ -333,6 +341,7 @@ def test_jax_bfloat16_in_jax_bfloat16_out():
 
 
 # -- no float32 copy ------------------------------------------------------------------------------
+@NEEDS_TRACEMALLOC
 def test_no_float32_copy_of_the_array():
     x = _bf16_array((256, 8, 128))          # 512 KiB of bfloat16
     pos, theta = np.arange(256)[:, None], ropescale.inv_freq(128)
@@ -351,6 +360,7 @@ def test_no_float32_copy_of_the_array():
     assert y.dtype == BF16
 
 
+@NEEDS_TRACEMALLOC
 def test_no_float32_copy_of_a_torch_tensor():
     torch = _torch()
     xt = torch.from_numpy(_bf16_array((256, 8, 128)).astype(np.float32)).bfloat16()

@@ -285,3 +285,37 @@ def test_overflowing_base_is_a_clear_error_not_a_json_failure(capsys):
 def test_huge_length_flags_exit_2_not_overflow(capsys):
     code, out, err = run(["--target", "1" + "0" * 400], capsys)
     assert code == 2 and "--target" in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+CONFIGS = os.path.join(os.path.dirname(__file__), "data", "configs")
+
+
+def test_an_already_extended_model_without_its_original_length_is_not_extended_again(capsys):
+    """Gemma 3 27B's config (linear x8, 131072 tokens, no original_max_position_embeddings) was planned as a
+    further x8 from 131072 to 1M tokens; the report now says the model is already extended and asks for its
+    length before the extension."""
+    path = os.path.join(CONFIGS, "gemma-3-27b-it.json")
+    for extra in ([], ["--target", "262144"], ["--json"]):
+        code, out, err = run(["--hf", path] + extra, capsys)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert "already extended (linear x8 in its config) to 131,072 tokens" in err and "--original N" in err
+    r = run_json(["--hf", path, "--original", "16384"], capsys)
+    assert (r["model"]["original_len"], r["model"]["target_len"], r["model"]["model_factor"]) == (16384, 131072, 8)
+    # a model that says its trained length (Llama 3.1: llama3 x8 from 8192) is planned as before
+    r = run_json(["--hf", os.path.join(CONFIGS, "llama-3.1-8b.json")], capsys)
+    assert (r["model"]["original_len"], r["model"]["target_len"]) == (8192, 131072)
+
+
+@pytest.mark.parametrize("argv", [["precision", "--plot", "err.png", "--max-position", "1024"],
+                                  ["--plot", "periods.png"]])
+def test_plot_without_matplotlib_is_one_line_and_status_2(argv, tmp_path):
+    """ropescale precision --plot printed a traceback and exited 1 without matplotlib (README: exit 2, one line)."""
+    code = ("import sys; sys.modules['matplotlib'] = None\n"     # what an environment without it gives
+            "from ropescale.cli import main\n"
+            f"sys.exit(main({argv!r}))\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))   # this ropescale, from tmp_path
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=str(tmp_path), env=env)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert proc.stderr == 'ropescale: error: --plot needs matplotlib: pip install ".[plot]" in a ropescale clone\n'
+    assert proc.stdout == "" and not os.listdir(tmp_path)

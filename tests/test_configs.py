@@ -399,8 +399,9 @@ def test_model_type_defaults_are_transformers_defaults(model_type):
         config = transformers.CONFIG_MAPPING[model_type]()
     config = config.get_text_config() if hasattr(config, "get_text_config") else config
     params = getattr(config, "rope_parameters", None) or {}
-    if "full_attention" in params:
-        params = params["full_attention"]
+    if params and all(isinstance(v, dict) for v in params.values()):   # keyed by layer type
+        # the global layers' entry (dots3: indexed_attention), whatever order the dict has
+        params = params.get("full_attention") or next(v for k, v in sorted(params.items()) if k != "sliding_attention")
     if known.rotary_dim is not None:     # GPT-J / CodeGen: an absolute rotary dim, fixed base 10000
         assert config.rotary_dim == known.rotary_dim and known.rope_theta == 10000.0
     else:

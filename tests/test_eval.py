@@ -282,10 +282,16 @@ def test_evaluate_json_schema(result):
     assert [m["name"] for m in r["methods"]] == ["none", "linear", "ntk", "yarn"]
     assert len(r["results"]) == 12
     for c in r["results"]:
-        assert set(c) == {"method", "length", "factor", "scaling", "same_as", "seconds", "passkey", "perplexity"}
+        assert set(c) == {"method", "length", "factor", "scaling", "same_as", "seconds", "passkey", "perplexity",
+                          "loss", "layers"}
         runs = c["passkey"]["runs"]
-        assert [x["depth"] for x in runs] == [0.1, 0.9, 0.1, 0.9]
-        assert c["passkey"]["accuracy"] == sum(x["correct"] for x in runs) / 4
+        assert [x["depth"] for x in runs] == [0.1, 0.9, 0.1, 0.9] and [x["trial"] for x in runs] == [0, 0, 1, 1]
+        k = sum(x["correct"] for x in runs)
+        assert c["passkey"]["accuracy"] == k / 4 and (c["passkey"]["found"], c["passkey"]["n"]) == (k, 4)
+        assert c["passkey"]["interval"] == list(ev.wilson(k, 4))
+        (loss,) = c["loss"]
+        assert loss["window"] == c["perplexity"]["window"] and sum(loss["batch_tokens"]) == c["length"] - 1
+        assert loss["last_nll"] == c["perplexity"]["nll"]
         assert c["perplexity"]["tokens"] == 16 and c["perplexity"]["value"] == pytest.approx(
             math.exp(c["perplexity"]["nll"]))
         assert c["perplexity"]["window"][1] == 256 and c["perplexity"]["window"][1] - c["perplexity"]["window"][0] \
@@ -314,23 +320,241 @@ def _synthetic(cells, trained=100, tol=1.2, methods=("none", "yarn")):
     return {"model": {"trained_length": trained}, "task": {"ppl_tolerance": tol, "tasks": ["passkey", "perplexity"]},
             "methods": [{"name": m} for m in methods],
             "results": [{"method": m, "length": L, "factor": max(1.0, L / trained),
-                         "passkey": {"accuracy": acc}, "perplexity": {"value": ppl}} for m, L, acc, ppl in cells]}
+                         "passkey": pk, "perplexity": {"value": ppl}} for m, L, pk, ppl in cells]}
+
+
+def _pk(found, n):
+    return {"accuracy": found / n, "found": found, "n": n}
 
 
 def test_verdicts_hold_until_the_first_failing_length():
-    r = _synthetic([("none", 50, 1.0, 10.0), ("none", 100, 1.0, 9.0), ("none", 200, 0.0, 30.0),
-                    ("none", 400, 1.0, 9.0),
-                    ("yarn", 50, 1.0, 10.0), ("yarn", 100, 1.0, 9.0), ("yarn", 200, 1.0, 10.7),
-                    ("yarn", 400, 1.0, 10.9)])
+    r = _synthetic([("none", 50, _pk(10, 10), 10.0), ("none", 100, _pk(10, 10), 9.0), ("none", 200, _pk(0, 10), 30.0),
+                    ("none", 400, _pk(10, 10), 9.0),
+                    ("yarn", 50, _pk(10, 10), 10.0), ("yarn", 100, _pk(10, 10), 9.0), ("yarn", 200, _pk(10, 10), 10.7),
+                    ("yarn", 400, _pk(10, 10), 10.9)])
     v = ev.verdicts(r)
-    assert v["none"] == {"holds_to": 100, "fails_at": 200, "reference_ppl": 9.0}
+    assert {k: v["none"][k] for k in ("holds_to", "fails_at", "reference_ppl", "reference_passkey")} == {
+        "holds_to": 100, "fails_at": 200, "reference_ppl": 9.0, "reference_passkey": [10, 10]}
+    assert "pass key 0/10 significantly below 10/10" in v["none"]["reason"] and "perplexity 30" in v["none"]["reason"]
     assert v["yarn"]["holds_to"] == 200 and v["yarn"]["fails_at"] == 400   # 10.9 > 1.2 * 9
-    assert ev.verdict_line("none", v["none"], [50, 100, 200, 400]) == "none: holds to 100 tokens; fails at 200"
+    assert v["yarn"]["reason"] == "perplexity 10.9 > 1.2 x 9"
+    assert ev.verdict_line("none", v["none"], [50, 100, 200, 400]).startswith("none: holds to 100 tokens; fails at 200 (")
+
+
+@pytest.mark.parametrize("found, holds", [(10, True), (8, True), (7, True), (6, False), (0, False)])
+def test_pass_key_verdict_uses_the_interval_of_the_difference(found, holds):
+    # 10/10 inside the window: 7/10 is not significantly worse (Newcombe's interval reaches 0), 6/10 is
+    r = _synthetic([("none", 100, _pk(10, 10), 9.0), ("none", 200, _pk(found, 10), 9.0)], methods=("none",))
+    v = ev.verdicts(r)["none"]
+    assert (v["holds_to"] == 200) is holds and (v["fails_at"] is None) is holds
+    lo, hi = ev.proportion_difference(found, 10, 10, 10)
+    assert (hi >= 0) is holds
 
 
 def test_verdict_of_a_method_failing_everywhere():
-    v = ev.verdicts(_synthetic([("none", 50, 0.5, 10.0)], methods=("none",)))
-    assert v["none"]["holds_to"] is None and "fails already at 50" in ev.verdict_line("none", v["none"], [50])
+    v = ev.verdicts(_synthetic([("none", 50, _pk(1, 2), 10.0), ("yarn", 50, _pk(0, 20), 10.0)]))
+    assert v["yarn"]["holds_to"] is None and "fails already at 50" in ev.verdict_line("yarn", v["yarn"], [50])
+
+
+# -- intervals ------------------------------------------------------------------
+# Published values: R. G. Newcombe, Statistics in Medicine 17 (1998) 857-872 (Wilson score
+# intervals, his table I) and 873-890 (differences of independent proportions, method 10).
+@pytest.mark.parametrize("k, n, lo, hi", [(81, 263, 0.2553, 0.3662), (15, 148, 0.0624, 0.1605), (0, 10, 0.0, 0.2775),
+                                          (1, 29, 0.0061, 0.1718)])
+def test_wilson_interval_matches_published_values(k, n, lo, hi):
+    got = ev.wilson(k, n)
+    assert got == pytest.approx((lo, hi), abs=1e-4)
+
+
+@pytest.mark.parametrize("a, b, lo, hi", [((56, 70), (48, 80), 0.0524, 0.3339), ((9, 10), (3, 10), 0.1705, 0.8090),
+                                          ((6, 7), (2, 7), 0.0582, 0.8062), ((5, 56), (0, 29), -0.0381, 0.1926)])
+def test_difference_interval_matches_newcombes_method_10(a, b, lo, hi):
+    assert ev.proportion_difference(*a, *b) == pytest.approx((lo, hi), abs=1e-4)
+
+
+@pytest.mark.parametrize("k, n", [(0, 3), (3, 3), (2, 7), (13, 40)])
+def test_wilson_bounds_solve_the_score_equation(k, n):
+    # each bound p satisfies (k/n - p)^2 = z^2 p (1 - p) / n, except a bound clipped at 0 or 1
+    z = 1.959963984540054
+    for p in ev.wilson(k, n):
+        if 0 < p < 1:
+            assert (k / n - p) ** 2 == pytest.approx(z * z * p * (1 - p) / n, rel=1e-9)
+    assert ev.wilson(0, n)[0] == 0.0 and ev.wilson(n, n)[1] == 1.0
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 5, 7, 15, 63, 511])
+def test_t_quantile_against_the_exact_t_distribution(df):
+    mpmath = pytest.importorskip("mpmath")
+    # P(T <= t) = 1 - I_{df/(df+t^2)}(df/2, 1/2) / 2 for t > 0
+    exact = mpmath.findroot(lambda t: 1 - mpmath.betainc(df / 2, 0.5, 0, df / (df + t * t), regularized=True) / 2
+                            - 0.975, 2.0)
+    assert ev.t_quantile(0.975, df) == pytest.approx(float(exact), rel=3e-3 if df >= 3 else 0.25)
+
+
+def test_batch_means_interval_covers_the_true_mean_95_percent_of_the_time():
+    # four blocks: Student's t (3.18) is needed; the normal quantile (1.96) would cover about 83 %
+    import numpy as np
+    rng = np.random.default_rng(7)
+    covered = 0
+    for _ in range(1000):
+        means = rng.normal(2.0, 0.3, size=4)
+        ci = ev.mean_interval(means, [32] * 4)
+        covered += ci["lo"] <= 2.0 <= ci["hi"]
+    assert 930 <= covered <= 970
+
+
+def test_batch_means_and_buckets_by_hand():
+    import numpy as np
+    nll = np.arange(1.0, 100.0)           # positions 1..99 of a 100-token window
+    means, counts = ev.batch_means(nll, batch=32)
+    assert counts == [31, 32, 32, 4]
+    assert means == [16.0, 47.5, 79.5, 97.5]   # positions 1-31, 32-63, 64-95, 96-99
+    b = ev.position_buckets(means, counts, bucket=64, batch=32)
+    assert [(x["start"], x["end"], x["tokens"], x["blocks"]) for x in b] == [(0, 64, 63, 2), (64, 100, 36, 2)]
+    assert b[0]["mean"] == pytest.approx(sum(range(1, 64)) / 63)      # token-weighted, not the mean of means
+    assert b[1]["mean"] == pytest.approx(sum(range(64, 100)) / 36)
+    assert b[0]["lo"] < b[0]["mean"] < b[0]["hi"]
+    with pytest.raises(ev.EvalError, match="multiple of 32"):
+        ev.position_buckets(means, counts, bucket=48)
+
+
+def test_paired_difference_cancels_what_two_methods_share():
+    import numpy as np
+    rng = np.random.default_rng(3)
+    text = rng.gamma(2.0, 1.5, size=63)              # a text's own token-to-token variation (large)
+    a = {"window": [0, 64], "batch": 8, **dict(zip(("batch_nll", "batch_tokens"), ev.batch_means(text + 0.25, 8)))}
+    b = {"window": [0, 64], "batch": 8, **dict(zip(("batch_nll", "batch_tokens"), ev.batch_means(text, 8)))}
+    d = ev.paired_difference(a, b)
+    assert d["mean"] == pytest.approx(0.25) and d["hi"] - d["lo"] < 1e-9     # the same shift everywhere
+    unpaired = ev.mean_interval(a["batch_nll"], a["batch_tokens"])
+    assert unpaired["hi"] - unpaired["lo"] > 0.5
+    assert ev.paired_difference(a, b, start=32)["tokens"] == 32
+    with pytest.raises(ValueError, match="same window"):
+        ev.paired_difference(a, dict(b, window=[1, 65]))
+
+
+def test_token_nll_is_transformers_cross_entropy_at_every_position(model, monkeypatch):
+    torch.manual_seed(2)
+    ids = torch.randint(2, model.config.vocab_size, (1, 90))
+    with torch.inference_mode():
+        logits = model(ids).logits[0].double()
+        want = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="none").numpy()
+        monkeypatch.setattr(ev, "_logit_rows", lambda vocab: 7)      # rows of logits at a time: 89 = 12 x 7 + 5
+        got = ev.token_nll(model, ids[0].tolist())
+    assert got.shape == (89,)
+    import numpy as np
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _tiny_gemma3(tok, **kw):
+    torch.manual_seed(0)
+    d = dict(vocab_size=len(tok), hidden_size=32, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+             num_hidden_layers=3, intermediate_size=64, sliding_window=16, max_position_embeddings=TRAINED,
+             layer_types=["sliding_attention", "sliding_attention", "full_attention"], bos_token_id=0,
+             eos_token_id=1, pad_token_id=1, initializer_range=0.3, final_logit_softcapping=5.0)
+    d.update(kw)
+    cfg = transformers.Gemma3TextConfig(**d)
+    cfg._attn_implementation = "sdpa"
+    return transformers.Gemma3ForCausalLM(cfg).eval()
+
+
+def test_token_nll_applies_final_logit_softcapping(tok):
+    m = _tiny_gemma3(tok)
+    ids = torch.randint(2, len(tok), (1, 40))
+    with torch.inference_mode():
+        logits = m(ids).logits[0].double()        # transformers' forward caps the logits at 5
+        got = ev.token_nll(m, ids[0].tolist())
+        m.config.final_logit_softcapping = None
+        uncapped = ev.token_nll(m, ids[0].tolist())
+    want = torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:], reduction="none").numpy()
+    import numpy as np
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(uncapped, want, rtol=1e-3)
+
+
+def test_evaluate_on_a_per_layer_model_reports_both_layer_types(tok):
+    m = _tiny_gemma3(tok)
+    methods = ev.parse_methods("none", ['{"rope_type": "linear", "factor": 8, "name": "linear8"}'])
+    r = ev.evaluate(m, tok, methods=methods, lengths=[100], tasks=["perplexity"], text=TEXT, score_tokens=8,
+                    progress=False)
+    by = {c["method"]: c for c in r["results"]}
+    assert by["none"]["layers"] == {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                    "full_attention": {"rope_type": "default", "rope_theta": 1000000.0}}
+    assert by["linear8"]["layers"] == {"sliding_attention": {"rope_type": "default", "rope_theta": 10000.0},
+                                       "full_attention": {"rope_type": "linear", "rope_theta": 1000000.0,
+                                                          "factor": 8.0}}
+    assert by["linear8"]["perplexity"]["nll"] != pytest.approx(by["none"]["perplexity"]["nll"], rel=1e-6)
+    assert dict(m.config.rope_parameters["full_attention"]) == {"rope_type": "default", "rope_theta": 1000000.0}
+
+
+def test_passkeys_sharing_the_start_decode_as_the_whole_prompts_would(model, tok):
+    builder = ev.PromptBuilder(tok)
+    keys = ev.make_keys(5, 6)
+    with torch.inference_mode():
+        pk = ev._passkeys(model, tok, builder, 160, [0.3, 0.8], 3, keys, lambda: None)
+        for r in pk["runs"]:
+            p = builder.build(160, r["depth"], r["key"])
+            assert r["answer"] == tok.decode(ev._greedy(model, p.ids, len(p.answer_ids) + 2), skip_special_tokens=True)
+    assert [(r["trial"], r["depth"]) for r in pk["runs"]] == [(0, 0.3), (0, 0.8), (1, 0.3), (1, 0.8), (2, 0.3), (2, 0.8)]
+    assert [r["key"] for r in pk["runs"]] == keys
+
+
+def test_common_prefix_leaves_a_token_to_run():
+    assert ev._common_prefix([[1, 2, 3, 4], [1, 2, 5, 4]]) == 2
+    assert ev._common_prefix([[1, 2, 3], [1, 2, 3]]) == 2
+    assert ev._common_prefix([[7, 1], [8, 1]]) == 0
+
+
+# -- device ---------------------------------------------------------------------
+def test_device_names_are_checked():
+    assert ev._device("cpu") == torch.device("cpu")
+    with pytest.raises(ev.EvalError, match="not a torch device"):
+        ev._device("gpu0")
+    with pytest.raises(ev.EvalError, match="must be cpu or cuda"):
+        ev._device("meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ev.EvalError, match="sees no CUDA device"):
+            ev._device("cuda")
+
+
+def test_every_tensor_goes_to_the_models_device(tok, monkeypatch):
+    # A CPU machine cannot run CUDA; it can check that every input is made on the model's device
+    # (what --device moves the model to) rather than on torch's default device.
+    import functools
+    import sys
+    m = _tiny_model(tok)
+    seen = []
+
+    def spy(forward):
+        @functools.wraps(forward)       # keeps the signature evaluate reads
+        def wrapped(*a, **kw):
+            seen.append(kw["input_ids"].device)
+            return forward(*a, **kw)
+        return wrapped
+    monkeypatch.setattr(m, "forward", spy(m.forward))
+    monkeypatch.setattr(m.get_decoder(), "forward", spy(m.get_decoder().forward))
+    wanted = torch.device("cpu")
+    monkeypatch.setattr(ev, "_model_device", lambda model: wanted)
+    real_tensor = torch.tensor
+    made = []
+
+    def tensor(*a, **kw):
+        if sys._getframe(1).f_globals.get("__name__") == ev.__name__:
+            made.append(kw.get("device"))
+        return real_tensor(*a, **kw)
+    monkeypatch.setattr(torch, "tensor", tensor)
+    r = ev.evaluate(m, tok, methods=["none", "yarn"], lengths=[100, 256], depths=[0.5], trials=2, text=TEXT,
+                    score_tokens=8, progress=False)
+    assert r["task"]["device"] == "cpu"
+    assert seen and all(d == wanted for d in seen)
+    assert made and all(d is wanted for d in made)      # every input tensor is created with device=
+
+
+def test_load_model_puts_the_model_on_the_device(folder):
+    model, tok, info = ev.load_model(folder, device="cpu")
+    assert {p.device for p in model.parameters()} == {torch.device("cpu")}
+    with pytest.raises(ev.EvalError, match="--device"):
+        ev.load_model(folder, device="tpu")
 
 
 def test_memory_estimate_grows_with_length_by_at_least_the_kv_cache(model):
@@ -374,10 +598,70 @@ def test_cli_end_to_end_on_a_model_folder(folder, tmp_path, capsys):
     assert r["task"]["text"]["source"] == str(text) and r["command"].startswith("ropescale eval --model")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     lines = out.splitlines()
-    assert any(line.split()[:1] == ["dynamic"] and "(x2)" in line for line in lines)
+    head = next(i for i, line in enumerate(lines) if line.startswith("method "))
+    table = lines[head:head + 5]
+    assert "256 (x2)" in table[0] and table[4].startswith("linear (x2)")
+    assert table[2].split()[:2] == ["ntk", "="] and "= none" in table[3]      # below the trained length
+    # aligned: each length column ends where its header ends, on every row
+    ends = [m.end() for m in re.finditer(r"[\d,]+(?: \(x[\d.]+\))?", table[0])]
+    for line in table[1:]:
+        assert all(line[e - 1] != " " and (e == len(line) or line[e] == " ") for e in ends), table
     assert any(line.startswith("memory estimate per length: 96: ") for line in lines)
+    assert any(line.startswith("loss by position at 256 tokens, text 1") for line in lines)
     for m in ("none", "ntk", "dynamic", "linear"):
         assert any(line.startswith(f"{m}: ") and ("holds to" in line or "fails" in line) for line in lines)
+
+
+def test_cli_progress_label_counts_the_cells(folder, tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    code, out, err = run(["--model", folder, "--lengths", "96,256", "--methods", "none,yarn", "--text", str(text),
+                          "--score-tokens", "8", "--tasks", "perplexity", "--device", "cpu"], capsys)
+    assert code == 0, err
+    labels = re.findall(r"(\d+/\d+ \w+ @ [\d,]+) +\d+%", err)
+    assert labels and set(labels) == {"1/3 none @ 96", "2/3 none @ 256", "3/3 yarn @ 256"}, err[-500:]
+    assert ": :" not in err and "on cpu" in out
+
+
+def test_cli_resume_skips_finished_cells_and_refuses_other_settings(folder, tmp_path, capsys):
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT)
+    js = tmp_path / "r.json"
+    argv = ["--model", folder, "--lengths", "96,256", "--methods", "none,yarn", "--text", str(text),
+            "--score-tokens", "8", "--depths", "0.5", "--json", str(js), "--quiet"]
+    assert run(argv, capsys)[0] == 0
+    first = json.loads(js.read_text())
+    partial = dict(first, partial=True, settings={k: first["task"][k] for k in
+                                                   ("tasks", "depths", "trials", "seed", "score_tokens", "texts")})
+    partial["results"] = [c for c in first["results"] if (c["method"], c["length"]) != ("yarn", 256)]
+    js.write_text(json.dumps(partial))
+    code, out, err = run(argv + ["--resume", str(js)], capsys)
+    assert code == 0, err
+    second = json.loads(js.read_text())
+    assert second["timings"]["resumed_cells"] == 2        # none @ 96 and none @ 256; yarn @ 256 was run
+    strip = lambda r: [{k: v for k, v in c.items() if k != "seconds"} for c in r["results"]]  # noqa: E731
+    assert strip(second) == strip(first)
+    code, out, err = run(argv[:-3] + ["--depths", "0.1", "--json", str(js), "--resume", str(js), "--quiet"], capsys)
+    assert code == 2 and "other settings" in err
+
+
+def test_cli_refuses_a_gguf_too_big_for_memory_before_loading_it(tmp_path, capsys, monkeypatch):
+    path = _gguf_llama(tmp_path)
+    monkeypatch.setattr(ev, "load_model", lambda *a, **k: pytest.fail("loaded the model before refusing"))
+    code, out, err = run(["--model", path, "--lengths", "16k", "--max-memory", "0.5", "--quiet"], capsys)
+    assert code == 2 and "16384 tokens needs about" in err and "0.5 GiB" in err
+
+
+def test_gguf_memory_estimate_reads_the_header_like_the_config(tmp_path):
+    path = _gguf_llama(tmp_path)
+    cfg = transformers.LlamaConfig(vocab_size=300, hidden_size=64, num_attention_heads=4, num_key_value_heads=2,
+                                   num_hidden_layers=3, intermediate_size=128)
+    params = 300 * 64 + 3 * 64 * 64
+    for L in (1000, 16384):
+        want = ev.estimate_memory(cfg, L, weight_bytes=params * 2, dtype_bytes=2, threads=1)
+        assert ev.gguf_memory_estimate(path, [L], dtype="bfloat16") == {L: want}
+    assert ev.gguf_memory_estimate(str(tmp_path / "missing.gguf"), [100]) is None
 
 
 def test_cli_json_to_stdout(folder, tmp_path, capsys):
@@ -403,6 +687,27 @@ def _gguf_file(tmp_path, arch):
     w = gguf.GGUFWriter(str(path), arch)
     w.add_block_count(1)
     w.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return str(path)
+
+
+def _gguf_llama(tmp_path):
+    """A GGUF header of a small Llama (the tensors are placeholders: it is never loaded)."""
+    gguf = pytest.importorskip("gguf")
+    import numpy as np
+    path = tmp_path / "llama.gguf"
+    w = gguf.GGUFWriter(str(path), "llama")
+    w.add_block_count(3)
+    w.add_embedding_length(64)
+    w.add_head_count(4)
+    w.add_head_count_kv(2)
+    w.add_feed_forward_length(128)
+    w.add_token_list([f"t{i}" for i in range(300)])
+    w.add_tensor("token_embd.weight", np.zeros((300, 64), dtype=np.float32))
+    w.add_tensor("blk.x.weight", np.zeros((3 * 64, 64), dtype=np.float32))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -469,3 +774,20 @@ def test_real_model_retrieves_the_key_in_its_window():
                     progress=False, model_info=info)
     runs = r["results"][0]["passkey"]["runs"]
     assert [x["correct"] for x in runs] == [True, True, True], runs
+
+
+# -- the report -------------------------------------------------------------------
+def test_docs_eval_md_numbers_are_the_json_files():
+    """docs/eval.md's tables are what tools/eval_report.py makes from docs/*.json (nothing typed)."""
+    import importlib.util
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "tools", "eval_report.py")
+    if not (os.path.exists(script) and os.path.exists(os.path.join(root, "docs", "eval.md"))):
+        pytest.skip("tools/ or docs/ not here")
+    spec = importlib.util.spec_from_file_location("eval_report", script)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    assert report.main(["--check"]) == 0, "docs/eval.md is stale: run python tools/eval_report.py"
+    with open(os.path.join(root, "docs", "eval.md"), encoding="utf-8") as f:
+        doc = f.read()
+    assert "<!-- eval:smollm2-passkey -->\n|" in doc and "<!-- eval:smollm2-loss1 -->\n|" in doc

@@ -255,12 +255,14 @@ def test_report_shows_each_layer_type_and_the_softmax_scale(tmp_path, capsys):
     from ropescale import cli
     path = tmp_path / "gemma3.json"
     path.write_text(json.dumps(GEMMA3))
-    assert cli.main(["--hf", str(path), "--json"]) == 0
+    # Gemma 3's config is already extended (linear x8) without saying from what: the report asks for it
+    assert cli.main(["--hf", str(path), "--json"]) == 2 and "--original N" in capsys.readouterr().err
+    assert cli.main(["--hf", str(path), "--json", "--original", "16384"]) == 0
     r = json.loads(capsys.readouterr().out)
     rows = {row["layer_type"]: row for row in r["layers"]["types"]}
     assert rows["sliding_attention"]["layers"] == 10 and rows["sliding_attention"]["rope"]["base"] == 1e4
     assert rows["full_attention"]["rope"]["method"] == "linear" and rows["full_attention"]["rope"]["factor"] == 8.0
-    assert cli.main(["--hf", str(path)]) == 0
+    assert cli.main(["--hf", str(path), "--original", "16384"]) == 0
     out = capsys.readouterr().out
     assert "sliding_attention" in out and "Layers by type" in out
     ds = tmp_path / "ds.json"

@@ -23,8 +23,10 @@ SRC = pathlib.Path(ropescale.__file__).parent
 # Files allowed to spell a method name, and why.  methods.py is the registry;
 # reference.py has one branch per method's formula (CONTRIBUTING's recipe, step 4);
 # gguf.py translates GGUF's own rope.scaling.type vocabulary ("none", "linear",
-# "yarn", "longrope": llama.cpp's names, which coincide with some methods').
-_ALLOWED_FILES = {"methods.py", "reference.py", "gguf.py"}
+# "yarn", "longrope": llama.cpp's names, which coincide with some methods');
+# parity.py and lint.py hold other engines' per-method behaviour (vLLM, llama.cpp, ...) as
+# cited rules keyed by method name: facts about those engines, not a list of ropescale's.
+_ALLOWED_FILES = {"methods.py", "reference.py", "gguf.py", "parity.py", "lint.py"}
 
 
 def _docstring_nodes(tree):

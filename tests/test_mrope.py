@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 import ropescale
+from ropescale import reference as ref
 
-SECTIONS = [([16, 24, 24], False), ([24, 20, 20], True), ([2, 3, 3], False), ([4, 2, 2], True), ([3, 3, 2], True)]
+SECTIONS = [([16, 24, 24], False), ([24, 20, 20], True), ([2, 3, 3], False), ([4, 2, 2], True), ([3, 3, 2], True),
+            ([8, 8, 0], False), ([8, 4, 0], True)]
 
 
 def _layout_from_transformers(section, interleaved):
@@ -89,6 +91,23 @@ def test_apply_with_streams_rotates_as_qwen_apply_functions():
         # ropescale: x as (batch, seq, heads, D), streams (3, batch, seq, 1)
         got = rope.apply(x.transpose(0, 2, 1, 3), pos[:, None, :, None]).transpose(0, 2, 1, 3)
         np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+@pytest.mark.parametrize("section, interleaved", [([4, 4, 0], False), ([0, 4, 4], False), ([4, 2, 0], True)])
+def test_an_empty_section_is_still_a_stream(section, interleaved):
+    """mrope_section [4, 4, 0] reported 2 streams and refused the 3 position streams the config declares."""
+    rope = ropescale.Rope(2 * sum(section), 1e6, {"mrope_section": section, "mrope_interleaved": interleaved})
+    assert rope.mrope_section == tuple(section)
+    pos = np.random.default_rng(5).integers(0, 3000, size=(3, 6))
+    x = np.random.default_rng(6).standard_normal((6, 2 * sum(section)))
+    got = rope.apply(x, pos)
+    want = np.empty_like(x)
+    for t in range(6):   # pair by pair, each at the position of its stream
+        c, s = ref.cos_sin(pos[rope.pair_streams, t], rope.inv_freq)
+        want[t] = ref.apply_rotary(x[t], np.diag(c), np.diag(s))
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    with pytest.raises(ValueError, match="leading axis of 3 position streams"):
+        rope.apply(x, pos[:2])
 
 
 def test_from_hf_reads_mrope_in_rope_scaling_with_yarn_and_to_hf_keeps_it():

@@ -1,10 +1,11 @@
 """Every instruction-set path of the kernels gives the same bits.
 
 The core picks, at run time, baseline code, AVX2/F16C or AVX-512 (the widest
-the CPU has).  ``_core._test_simd_cap(level)`` caps that choice (1 baseline,
-2 AVX2, 3 AVX-512), so each path runs here on the same inputs and the results
-are compared bit for bit; the widest path is also checked against the NumPy
-reference, so a path that agreed with a broken sibling would still fail.
+the CPU has) on x86-64, baseline or NEON on arm64.  ``_core._test_simd_cap(level)``
+caps that choice (1 baseline, 2 AVX2 or NEON, 3 AVX-512), so each path runs
+here on the same inputs and the results are compared bit for bit; the widest
+path is also checked against the NumPy reference, so a path that agreed with a
+broken sibling would still fail.  (On arm64 levels 2 and 3 are both NEON.)
 
 The AVX-512 rotation aligns its vectors to the output's 64-byte lines with
 masked head and tail vectors, so the inputs cover every offset of the data in
@@ -12,6 +13,8 @@ its line, row lengths that are not a multiple of the vector width, partial
 rotary, in place and out of place, and rows sharing one cos/sin row (the
 batch path, where a table row is copied to the output's place in its line).
 """
+import platform
+
 import numpy as np
 import pytest
 
@@ -21,6 +24,7 @@ from ropescale import _core, reference
 RNG = np.random.default_rng(512)
 LEVELS = (1, 2, 3)
 HAS_AVX512 = _core.simd_name() == "avx512"
+IS_ARM64 = platform.machine().lower() in ("aarch64", "arm64")
 
 
 @pytest.fixture(autouse=True)
@@ -204,3 +208,14 @@ def test_cap_reaches_the_avx512_path():
 def test_cap_rejects_unknown_levels():
     with pytest.raises(ValueError, match="level must be 0 to 3"):
         _core._test_simd_cap(7)
+
+
+@pytest.mark.skipif(not IS_ARM64, reason=f"not an arm64 machine ({platform.machine()}): no NEON path")
+def test_arm64_runs_the_neon_kernels():
+    """On arm64 the NEON kernels are the ones chosen, and the cap falls back to the portable code
+    (so the comparisons above really set NEON against the baseline)."""
+    assert _core.simd_name() == "neon"
+    _core._test_simd_cap(1)
+    assert _core.simd_name() == "portable"
+    _core._test_simd_cap(0)
+    assert _core.simd_name() == "neon"

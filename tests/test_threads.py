@@ -16,6 +16,7 @@
   pin the split's fixed edges.
 """
 import os
+import platform
 import sys
 import threading
 import time
@@ -61,6 +62,13 @@ def test_measured_calls_of_every_size_class_give_the_one_thread_bits(threads):
         for _ in range(12):
             assert bits(ropescale.apply_rotary_positions(x, pos, th)) == want
 
+
+# What the GIL and signal tests lean on is CPython's: its sorted() holds the
+# GIL throughout (the control of the GIL test), and PyErr_CheckSignals runs a
+# Python handler from inside a C call.  Under PyPy (cpyext) neither holds:
+# measured there, the spinner advanced 14035 steps during sorted() against 258
+# during a kernel, and SIGINT's handler ran only once the call had returned.
+ON_PYPY = platform.python_implementation() == "PyPy"
 
 N_THREADS = 8
 REPEATS = 4
@@ -229,6 +237,7 @@ def long_calls():
     }
 
 
+@pytest.mark.skipif(ON_PYPY, reason="PyPy's sorted() lets other threads run: the test's control does not exist there")
 @pytest.mark.parametrize("kernel", ["apply_rotary", "apply_rotary_positions", "cos_sin"])
 def test_kernels_release_the_gil(kernel, one_c_thread):
     call = long_calls()[kernel]
@@ -322,6 +331,7 @@ def test_a_good_ropescale_num_threads_is_used(monkeypatch):
 
 # ------------------------------------------------------------- Ctrl-C
 
+@pytest.mark.skipif(ON_PYPY, reason="PyPy runs a Python signal handler only after the C call returns")
 def test_ctrl_c_stops_a_long_call_before_it_finishes(one_c_thread):
     """A SIGINT arriving mid-call runs Python's handler during the call (the
     kernel polls between chunks), and the KeyboardInterrupt stops it: rows

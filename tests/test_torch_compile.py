@@ -93,12 +93,13 @@ def test_readme_training_loop_compiles_fullgraph_in_bfloat16_and_matches_eager()
     assert _breaks(lambda i: model(i, labels=i).loss, ids) == (0, [])
 
 
-def test_patched_model_exports():
+def test_patched_model_has_no_graph_break_in_float32_and_exports():
     import ropescale.hf as rhf
 
     model = _tiny_llama().eval()
     rhf.patch(model, ("yarn", 128))
     ids = torch.randint(0, 61, (1, 40), generator=torch.Generator().manual_seed(2))
+    assert _breaks(lambda i: model(i, labels=i).loss, ids) == (0, [])  # float32 (the README loop: bfloat16)
     ep = torch.export.export(model, (ids,), kwargs={"use_cache": False})
     assert any("ropescale.cos_sin" in str(n.target) for n in ep.graph.nodes)
     with torch.no_grad():

@@ -184,22 +184,41 @@ def unwrap(name: str, value: Any) -> Tuple[Any, str, bool]:
             return arr.view(dtype=_U16, type=BF16Bits), JAX, True
         return arr, JAX, False
     if hasattr(value, "__dlpack__") and hasattr(value, "__dlpack_device__") and not isinstance(value, np.generic):
-        device = value.__dlpack_device__()
-        dev = int(device[0])
-        if dev != 1:
-            raise TypeError(f"{name} is on DLPack device {_DL_DEVICES.get(dev, dev)}; ropescale's array functions "
-                            f"need CPU memory: move it to the CPU first")
-        try:
-            capsule = value.__dlpack__()
-        except (TypeError, BufferError, RuntimeError, ValueError) as e:
-            raise TypeError(f"{name}: cannot read {type(value).__name__} through DLPack ({e}); use float16, "
-                            f"bfloat16, float32 or float64") from None
-        # ropescale's own reader: NumPy's refuses DLPack's bfloat16 code, which is read here as bits
-        arr, bf16 = _core.from_dlpack(capsule, name)
+        arr, bf16 = _from_dlpack(name, value)
         if bf16:
             return arr.view(type=BF16Bits), DLPACK, True
         return arr, NUMPY, False
     return value, NUMPY, False
+
+
+# The newest DLPack ABI ropescale's reader knows (_core.c's rs_dl_versioned): asked for so that
+# exporters hand over 1.x capsules, whose read-only flag lets them export read-only memory.
+_DLPACK_MAX_VERSION = (1, 0)
+
+
+def _from_dlpack(name: str, value: Any) -> Tuple[np.ndarray, bool]:
+    """``(view, is_bf16)`` of any CPU DLPack exporter; every failure of a foreign exporter is a TypeError naming
+    ``name`` (its own exceptions, whatever they are, do not escape raw)."""
+    what = type(value).__name__
+    try:
+        device = value.__dlpack_device__()
+        dev = int(device[0])
+    except Exception as e:  # an exporter's own code: anything can come out of it
+        raise TypeError(f"{name}: {what}.__dlpack_device__() did not give a DLPack device (an integer device "
+                        f"type and an id): {type(e).__name__}: {e}") from None
+    if dev != 1:
+        raise TypeError(f"{name} is on DLPack device {_DL_DEVICES.get(dev, dev)}; ropescale's array functions "
+                        f"need CPU memory: move it to the CPU first")
+    try:
+        try:
+            capsule = value.__dlpack__(max_version=_DLPACK_MAX_VERSION)
+        except TypeError:  # an exporter older than the 2023 array API takes no max_version
+            capsule = value.__dlpack__()
+    except Exception as e:
+        raise TypeError(f"{name}: cannot read {what} through DLPack ({type(e).__name__}: {e}); use float16, "
+                        f"bfloat16, float32 or float64") from None
+    # ropescale's own reader: NumPy's refuses DLPack's bfloat16 code, which is read here as bits
+    return _core.from_dlpack(capsule, name)
 
 
 def wrap(result: np.ndarray, kind: str, bf16: bool):

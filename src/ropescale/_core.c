@@ -468,10 +468,14 @@ static int finish_options(const rs_layout *L, rs_options *opt, PyArrayObject *x,
     opt->interleaved = interleaved;
     opt->inverse = inverse;
     opt->in_place = same_view(x, out);
-    if (opt->in_place && may_self_overlap(out)) {
+    if (may_self_overlap(out)) {
+        /* in place, rows would be rotated twice; otherwise the value that
+         * survives in a shared element would depend on the thread order */
         PyErr_SetString(PyExc_ValueError,
-                        "in place on an array whose elements share memory (an as_strided view?) "
-                        "would rotate some rows twice; pass a copy of x");
+                        opt->in_place ? "in place on an array whose elements share memory (an as_strided view?) "
+                                        "would rotate some rows twice; pass a copy of x"
+                                      : "out has elements that share memory (an as_strided view?); pass an "
+                                        "array whose elements are distinct");
         return -1;
     }
     if (!opt->in_place && refuse_overlap(x, "x", out, "out") < 0)
@@ -1232,6 +1236,9 @@ static void dl_release_versioned(PyObject *owner)
         m->deleter(m);
 }
 
+/* Where the view of an empty tensor points (never read or written). */
+static char dl_empty_byte;
+
 /* The NumPy type of a DLPack dtype (bfloat16 as uint16 bits), or -1. */
 static int dl_numpy_type(rs_dl_dtype d, int *bf16)
 {
@@ -1268,7 +1275,8 @@ static PyObject *py_from_dlpack(PyObject *self, PyObject *args)
     const rs_dl_tensor *t;
     void *managed;
     npy_intp dims[NPY_MAXDIMS], strides[NPY_MAXDIMS];
-    int versioned, type, bf16, flags = NPY_ARRAY_WRITEABLE;
+    int versioned, type, bf16, flags = NPY_ARRAY_WRITEABLE, empty = 0;
+    char *data;
     (void)self;
 
     if (!PyArg_ParseTuple(args, "Os:from_dlpack", &cap, &name))
@@ -1306,8 +1314,7 @@ static PyObject *py_from_dlpack(PyObject *self, PyObject *args)
                      name, (unsigned)t->dtype.code, (unsigned)t->dtype.bits, (unsigned)t->dtype.lanes);
         return NULL;
     }
-    if (t->ndim < 0 || t->ndim > NPY_MAXDIMS || (t->ndim > 0 && t->shape == NULL) ||
-        (t->data == NULL && t->ndim > 0)) {
+    if (t->ndim < 0 || t->ndim > NPY_MAXDIMS || (t->ndim > 0 && t->shape == NULL)) {
         PyErr_Format(PyExc_ValueError, "%s: malformed DLPack tensor (ndim %d)", name, (int)t->ndim);
         return NULL;
     }
@@ -1315,6 +1322,8 @@ static PyObject *py_from_dlpack(PyObject *self, PyObject *args)
         const npy_intp item = (t->dtype.bits + 7) / 8;
         npy_intp step = item;
         for (int i = t->ndim - 1; i >= 0; i--) {
+            if (t->shape[i] == 0)
+                empty = 1;
             if (t->shape[i] < 0 || (t->strides != NULL && (t->strides[i] > NPY_MAX_INTP / item ||
                                                           t->strides[i] < -(NPY_MAX_INTP / item)))) {
                 PyErr_Format(PyExc_ValueError, "%s: malformed DLPack tensor (axis %d)", name, i);
@@ -1329,6 +1338,19 @@ static PyObject *py_from_dlpack(PyObject *self, PyObject *args)
             step *= dims[i] > 0 ? dims[i] : 1;
         }
     }
+    /* An empty tensor may have no memory at all (torch exports data = NULL
+     * for one): its view points at a static byte and is never read.  A 0-d
+     * tensor has one element, so NULL data there is malformed, as is an
+     * offset that wraps the address space. */
+    if (empty) {
+        data = (char *)&dl_empty_byte;
+    } else if (t->data == NULL || t->byte_offset > (uint64_t)(UINTPTR_MAX - (uintptr_t)t->data)) {
+        PyErr_Format(PyExc_ValueError, "%s: malformed DLPack tensor (%s)", name,
+                     t->data == NULL ? "no data for a non-empty tensor" : "byte_offset past the address space");
+        return NULL;
+    } else {
+        data = (char *)t->data + t->byte_offset;
+    }
     owner = PyCapsule_New(managed, versioned ? "ropescale.dlpack_versioned" : "ropescale.dlpack",
                           versioned ? dl_release_versioned : dl_release_legacy);
     if (owner == NULL)
@@ -1340,7 +1362,7 @@ static PyObject *py_from_dlpack(PyObject *self, PyObject *args)
         return NULL;
     }
     res = PyArray_NewFromDescr(&PyArray_Type, PyArray_DescrFromType(type), t->ndim, dims, strides,
-                               (char *)t->data + t->byte_offset, flags, NULL);
+                               data, flags, NULL);
     if (res == NULL) {
         Py_DECREF(owner); /* returns the tensor */
         return NULL;

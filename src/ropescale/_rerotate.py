@@ -38,13 +38,14 @@ from ._rotary import (
     _bfloat16,
     _broadcast_shape,
     _check_out,
-    _compute_dtype,
     _kernel_view,
+    _refuse_masked,
     _result_dtype,
     _run,
     apply_rotary,
     cos_sin,
     get_num_threads,
+    table_dtype,
 )
 
 __all__ = ["rerotate", "rebase"]
@@ -58,6 +59,7 @@ def _keys(k: Any) -> np.ndarray:
     """``k`` as a float array of shape (..., D), D even; TypeError for integer or object keys."""
     if isinstance(k, (str, bytes)) or k is None:
         raise TypeError(f"k must be a float array of keys (..., D), got {type(k).__name__}")
+    _refuse_masked("k", k)
     arr = k if isinstance(k, np.ndarray) else _checks.asarray("k", k)
     dt = arr.dtype
     if type(arr) is _arrays.BF16Bits:  # torch/JAX bfloat16, as bits
@@ -75,6 +77,7 @@ def _named_theta(name: str, value: Any) -> np.ndarray:
     """Frequencies as a finite, non-empty, contiguous float64 1-D array; errors name ``name``."""
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be a 1-D array of frequencies, got {type(value).__name__}")
+    _refuse_masked(name, value)
     t = _checks.asarray(name, value)
     if t.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a 1-D array of real numbers, got dtype {t.dtype}")
@@ -92,6 +95,7 @@ def _named_positions(name: str, value: Any, lead: Tuple[int, ...]) -> np.ndarray
     """Positions as native int64 or float64, finite, ``|p| <= 2**52``, broadcasting down to ``lead``."""
     if isinstance(value, (str, bytes)) or value is None:
         raise TypeError(f"{name} must be an array of integers or floats, got {type(value).__name__}")
+    _refuse_masked(name, value)
     p = value if isinstance(value, np.ndarray) else _checks.asarray(name, value)
     dt = p.dtype
     if dt.kind not in "iuf":
@@ -177,7 +181,7 @@ def _rotate(ka: np.ndarray, out: Optional[np.ndarray], t: np.ndarray, t_lo: Opti
         res = _run(kernel, xk, ok, rdt, [t])
         return out if out is not None else _as_given(res, ka)
     c, s = _corrected_tables(t, t_lo, theta, theta_lo, scale)
-    tdt = np.dtype(np.float64) if _compute_dtype(rdt) == np.float64 else np.dtype(np.float32)
+    tdt = table_dtype(xk, ok, rdt)
     # the undecorated function: ka may be bfloat16 bits (BF16Bits), kept as they are
     return apply_rotary.__wrapped__(ka, c.astype(tdt), s.astype(tdt), interleaved=interleaved, out=out)
 

@@ -433,6 +433,35 @@ def _kernel_dtype(name: str, a: np.ndarray) -> np.dtype:
     return _U16 if a.dtype == _U16 else _float_dtype(name, a.dtype)
 
 
+def _exactly_in(x_dt: np.dtype, rdt: np.dtype) -> bool:
+    """Does every value of ``x_dt`` convert exactly to ``rdt`` (uint16: bfloat16 bits)?"""
+    if x_dt == rdt or x_dt == _F16 and rdt != _U16:
+        return True
+    return rdt == _FLOAT64 and x_dt in (_F32, _U16) or rdt == _F32 and x_dt == _U16
+
+
+def _round_into(out: np.ndarray, wide: np.ndarray) -> None:
+    """Store a float32/float64 result in ``out`` with one rounding to out's dtype (uint16: bfloat16 bits)."""
+    if out.dtype == _U16:
+        np.copyto(out, _arrays.f64_to_bf16(wide) if wide.dtype == _FLOAT64 else _arrays.f32_to_bf16(wide))
+    else:
+        np.copyto(out, wide, casting="unsafe")  # NumPy's float casts round once, to nearest even
+
+
+def _rounds_once(x: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype) -> Optional[np.dtype]:
+    """The float type :func:`_run` rotates in before one rounding into ``out``, or None when the kernel writes
+    ``out``'s type itself: for an ``out`` that cannot hold ``x`` exactly, or whose elements share memory."""
+    if out is None or (_exactly_in(x.dtype, rdt) and not _may_self_overlap(out)):
+        return None
+    return _FLOAT64 if _FLOAT64 in (x.dtype, rdt) else _F32
+
+
+def table_dtype(x: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype) -> np.dtype:
+    """The dtype of the cos/sin tables the kernel reads for this call (kernel views, as in :func:`_run`)."""
+    wide = _rounds_once(x, out, rdt)
+    return _table_dtype(_compute_dtype(rdt) if wide is None else wide)
+
+
 def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype, readers):
     """Shared driver: out handling, overlap, then one kernel call.
 
@@ -442,25 +471,37 @@ def _run(kernel, x: np.ndarray, out: Optional[np.ndarray], rdt: np.dtype, reader
     overlaps it, since the kernel reads inputs while it writes.
     ``kernel(xv, target, *readers)`` runs the C call (bfloat16 when
     ``target`` is uint16).
+
+    An ``out`` narrower than ``x`` (float32 ``x``, float16 ``out``) gets
+    ``x`` rotated in x's own compute type and rounded once: converting ``x``
+    first would round twice.  An ``out`` whose elements share memory (an
+    ``as_strided`` view) is refused unless it is ``x``: which of the values
+    written to one place survives would depend on the order of the threads.
+    In place on such an ``x``, the rows are computed apart and written in
+    order, as NumPy's ufuncs do.
     """
+    overlapping = out is not None and _may_self_overlap(out)
+    in_place = out is not None and (out is x or _same_view(x, out))
+    if overlapping and not in_place:
+        raise ValueError("out has elements that share memory (an as_strided view?); which of the values written "
+                         "to one place survives would depend on the order of the threads: pass an array whose "
+                         "elements are distinct")
+    wide = _rounds_once(x, out, rdt)
+    if wide is not None:
+        xv = _arrays.bf16_to_f32(x) if x.dtype == _U16 else _ready(x, wide)
+        target = np.empty(x.shape, dtype=wide)
+        kernel(_ready(xv, wide), target, *readers)
+        _round_into(out, target)
+        return out
     kdt = _compute_dtype(rdt)
     if x.dtype == _U16 and kdt != _U16:  # bfloat16 x, float out: widen x (exact)
         x = _arrays.bf16_to_f32(x)
-    if kdt == _U16 and x.dtype != _U16:
-        # float x, bfloat16 out: compute in float32, round once, then store
-        target = np.empty(x.shape, dtype=_F32)
-        kernel(_ready(x, _F32), target, *readers)
-        np.copyto(out, _arrays.f32_to_bf16(target))
-        return out
     if out is None:
         target = np.empty(x.shape, dtype=kdt)
         kernel(_ready(x, kdt), target, *readers)
         return target if kdt == rdt else target.astype(rdt)
     usable = out.dtype == kdt and out.flags.aligned
-    # A writeable view whose elements share memory (as_strided) is never
-    # rotated in place: rows would be rotated twice.  x is then copied below,
-    # as NumPy's ufuncs behave: as if the inputs were copied first.
-    if usable and (out is x or _same_view(x, out)) and not _may_self_overlap(out):
+    if usable and in_place:
         # In place.  An input that is a view of x (a table, the positions,
         # inv_freq) would be read after earlier rows rotated it: copy it first.
         readers = [r.copy() if np.may_share_memory(r, out) else r for r in readers]
@@ -630,7 +671,7 @@ def apply_rotary(x: Any, cos: Any, sin: Any, *, interleaved: bool = False, inver
         out = _check_out(out, xa.shape)
     xk, ok = _kernel_view(xa)[0], None if out is None else _kernel_view(out)[0]
     rdt = _result_dtype(xk, ok)
-    tdt = _table_dtype(_compute_dtype(rdt))
+    tdt = table_dtype(xk, ok, rdt)
     cv = _ready(ca, tdt)
     sv = _ready(sa, tdt)
     n = get_num_threads()

@@ -138,6 +138,14 @@ def _model(args) -> Dict[str, Any]:
             model_rope, max_pos = found.rope, found.context_length
         prf = (model_rope.scaling or {}).get("partial_rotary_factor")
         base_rope = Rope(model_rope.dim, model_rope.base, {"partial_rotary_factor": prf} if prf is not None else None)
+        if args.original is None and model_rope.method != UNSCALED and model_rope.factor > 1 \
+                and model_rope.original_max_position_embeddings is None:
+            # e.g. Gemma 3 27B (linear x8, 131072): its context length is already the extended one,
+            # and planning from it would extend the model a second time
+            extended = "" if max_pos is None else f" to {max_pos:,} tokens"
+            raise UsageError(f"{source}: the model is already extended ({model_rope.method} x{model_rope.factor:g} in "
+                             f"its config){extended}, and the config does not give its length before the extension "
+                             f"(original_max_position_embeddings): pass --original N, that length, to plan from it")
         original = args.original or model_rope.original_max_position_embeddings or max_pos
         if original is None:
             raise UsageError(f"{source}: the model gives no context length; pass --original N")
@@ -411,6 +419,14 @@ def _plot_path(path: str) -> str:
     return path
 
 
+def _need_matplotlib() -> None:
+    """--plot without matplotlib: one line before any work, not a traceback after it."""
+    try:
+        import matplotlib  # noqa: F401  (optional: the plot extra)
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install \".[plot]\" in a ropescale clone") from None
+
+
 def _save_plot(path: str, columns: Dict[str, Rope], original: float, target: float) -> None:
     import io
     try:
@@ -435,6 +451,8 @@ def _report(args, prog: str) -> int:
     r = report_data(methods=methods, original_len=m["original"], target_len=m["target"],
                     model=m["model_rope"], base_rope=m["base_rope"])
     plot_path = None if args.plot is None else _plot_path(args.plot)
+    if plot_path is not None:
+        _need_matplotlib()
     if plot_path is not None:
         columns = {name: _extended(m["base_rope"], name, m["original"], m["target"]) for name in methods}
         if m["model_rope"] is not None and m["model_rope"].method != UNSCALED:
@@ -506,7 +524,10 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale") -> int:
             from . import precision
             p = _Parser(prog=f"{prog} precision", description=precision.__doc__.split("\n\n")[0])
             precision.add_arguments(p)
-            return precision.run_cli(p.parse_args(args_list))
+            args = p.parse_args(args_list)
+            if args.plot is not None:
+                _need_matplotlib()
+            return precision.run_cli(args)
         if command in ("parity", "lint"):  # floor 6: rules per engine, traps per config
             from . import lint, parity
             module = parity if command == "parity" else lint

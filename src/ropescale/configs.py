@@ -99,6 +99,9 @@ class ModelRopes:
     def read(cls, config: Any) -> "ModelRopes":
         config, model_type = _text_config(config)
         known = MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
+        if known is not None and known.unsupported:
+            raise ValueError(f"ropescale cannot follow model_type {model_type!r}: {known.unsupported} "
+                             f"({known.source})")
         try:
             keyed = _keyed_rope_parameters(config)
             layer_types, rotates = _layer_layout(config, known, keyed)
@@ -209,6 +212,13 @@ class ModelRopes:
             scaling = {**(scaling or {}), "mrope_section": list(known.mrope[0]),
                        "mrope_interleaved": known.mrope[1]}
         scaling = _resolve_scaling(config, scaling, max_pos, _partial_rotary(config, dim, known))
+        qk, hd = _get(config, "qk_rope_head_dim"), _get(config, "head_dim")
+        prf = (scaling or {}).get("partial_rotary_factor")
+        if qk is not None and hd is not None and prf is not None and dim == qk and \
+                isinstance(hd, (int, float)) and isinstance(prf, (int, float)) and int(hd * prf) == qk:
+            # transformers rotates int(head_dim * partial_rotary_factor) features; a config whose
+            # qk_rope_head_dim is that product (Mistral 4) has applied the factor already
+            scaling = {k: v for k, v in scaling.items() if k != "partial_rotary_factor"} or None
         if known is not None and known.fixed_rope and scaling is not None and \
                 promoted(canonical(scaling.get("rope_type", UNSCALED)), scaling) != UNSCALED:
             raise ValueError(f"model_type {self.model_type!r} rotates with a fixed sin/cos table "
@@ -290,6 +300,22 @@ def _layer_layout(config: Any, known, keyed: Optional[dict]):
             lt = ["full_attention"] * n
     if lt is not None and rotates is not None and len(lt) != len(rotates):
         raise ValueError(f"config['no_rope_layers'] has {len(rotates)} entries for {len(lt)} layers")
+    if _get(config, "layer_types") is None and n is not None and known is not None \
+            and known.block_types_key is not None:
+        blocks = _get(config, known.block_types_key)
+        if blocks is not None:
+            if not isinstance(blocks, (list, tuple)) or not blocks or not all(isinstance(b, str) for b in blocks):
+                raise TypeError(f"config[{known.block_types_key!r}] must be a list of block names, "
+                                f"got {_checks._show(blocks)}")
+            lt = ["full_attention" if blocks[i % len(blocks)] == "attention" else "recurrent" for i in range(n)]
+    if lt is not None and known is not None and known.nope_where_zero is not None:
+        thetas = _get(config, known.nope_where_zero)
+        if thetas is not None:
+            if not isinstance(thetas, (list, tuple)) or len(thetas) != len(lt) or not all(
+                    isinstance(t, (int, float)) and not isinstance(t, bool) for t in thetas):
+                raise TypeError(f"config[{known.nope_where_zero!r}] must be a list of {len(lt)} numbers, "
+                                f"got {_checks._show(thetas)}")
+            rotates = [(True if rotates is None else rotates[i]) and thetas[i] != 0 for i in range(len(lt))]
     if lt is not None and known is not None and known.nope_layers_key is not None:
         idx = _get(config, known.nope_layers_key)
         if idx is not None:
@@ -356,6 +382,15 @@ def _text_config(config: Any):
     if not isinstance(config, Mapping) and not hasattr(config, "__dict__"):
         raise TypeError(f"config must be a dict, a path to config.json or a config object, got {type(config).__name__}")
     model_type = _get(config, "model_type")
+    row = MODEL_TYPES.get(model_type) if isinstance(model_type, str) else None
+    if row is not None and row.text_config_path:
+        for key in row.text_config_path:
+            sub = _get(config, key)
+            if sub is None or not (isinstance(sub, Mapping) or hasattr(sub, "__dict__")):
+                raise ValueError(f"config of model_type {model_type!r} keeps its language model's rope at "
+                                 f"{'.'.join(row.text_config_path)}, but has no {key!r} there")
+            config = sub
+        return config, _get(config, "model_type", model_type)
     text = _get(config, "text_config")
     if text is not None and _get(config, "rope_theta") is None and (isinstance(text, Mapping) or hasattr(text, "__dict__")):
         config = text
@@ -406,7 +441,7 @@ def _partial_rotary(config: Any, dim: int, known) -> Optional[float]:
     prf, key = _legacy(config, "partial_rotary_factor")
     if prf is not None:
         return _checks.real(f"config[{key!r}]", prf, above=0.0, at_most=1.0)
-    rotary_dim = _get(config, "rotary_dim")
+    rotary_dim = _get(config, "rotary_dim") if known is None or "rotary_dim" not in known.ignored_keys else None
     if rotary_dim is None and known is not None:
         if known.partial_rotary_factor is not None:
             return known.partial_rotary_factor

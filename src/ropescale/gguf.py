@@ -42,15 +42,22 @@ dynamic       not expressible (llama.cpp has no dynamic NTK): ValueError
 
 The reader parses the file's header itself (the ``gguf`` package's
 ``GGUFReader`` decodes every tokenizer string, which takes seconds on a real
-model); every read is bounds-checked, so a truncated or foreign file gives a
+model) through ordinary bounded reads, never a memory map: a file that another
+process truncates during the parse is a "truncated GGUF file" error, not a
+SIGBUS.  Every read is bounds-checked, so a truncated or foreign file gives a
 ``ValueError`` naming the file and what was missing, and nothing past the end
-is read.  Writing uses the ``gguf`` package (the ``gguf`` extra).
+is read; a FIFO or device is refused before it is read; counts beyond any real
+file (2**16 keys, 2**20 tensors, 2**24 keys, tensors and array strings in all)
+are refused at once; a key given twice is refused, as llama.cpp does; and a
+rope key of the wrong type or value (a string count, ``inf``, an array of
+strings for ``rope.scaling.type``) is an error naming the file and the key,
+never read as absent.  Writing uses the ``gguf`` package (the ``gguf`` extra).
 """
 from __future__ import annotations
 
 import math
-import mmap
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
@@ -136,66 +143,136 @@ class GGUFRope:
 
 
 # -- reading ------------------------------------------------------------------
-class _Cursor:
-    """Bounds-checked little-endian reads from a byte buffer."""
+# Plausibility bounds of a GGUF header, far above any real file (SmolLM2-135M: 33 keys, 272
+# tensors, 98,052 tokenizer strings; a 262k-token vocabulary with its merges is under 1M
+# strings), so that a corrupt or hostile file (a sparse file of a terabyte claiming 10**11
+# keys) is refused at once instead of parsed for days.
+_MAX_KEYS = 1 << 16
+_MAX_TENSORS = 1 << 20
+_MAX_ENTRIES = 1 << 24  # keys, tensor infos and strings inside arrays, together
+_MAX_NAME = 65535  # GGUF's bound on a key name (and ropescale's on a tensor name)
+_MAX_KEPT_STRING = 1 << 16  # longer metadata strings are skipped, not read into memory
+_MAX_ROPE_ENTRIES = 1 << 20  # a rope tensor holds rotary_dim / 2 values
+_CHUNK = 1 << 20
 
-    def __init__(self, buf, path: str):
-        self.buf, self.pos, self.path, self.size = buf, 0, path, len(buf)
 
-    def need(self, n: int, what: str) -> None:
+class _Unread:
+    """A metadata value the reader skipped (an array of strings, a long array or string): any rope key that
+    holds one is an error that says what it held, never a value read as absent."""
+
+    def __init__(self, what: str):
+        self.what = what
+
+    def __repr__(self) -> str:
+        return self.what
+
+
+class _Reader:
+    """Bounds-checked little-endian reads of a file through ordinary bounded reads.
+
+    The file is never mapped: another process that truncates it during the
+    parse gives "truncated GGUF file", not a SIGBUS.  Each read is checked
+    against the size the file had when it was opened, and a short read (the
+    file shrank since) is the same error.
+    """
+
+    def __init__(self, f, path: str, size: int):
+        self.f, self.path, self.size = f, path, size
+        self.buf, self.start, self.pos = b"", 0, 0  # self.buf holds the file's bytes from self.start
+        self.entries = 0
+
+    def _truncated(self, n: int, what: str, size: int):
+        raise ValueError(f"{self.path}: truncated GGUF file: {what} at byte {self.pos} needs {n} bytes, "
+                         f"the file has {size}")
+
+    def need(self, n: int, what: str) -> int:
+        """Bytes ``[pos, pos + n)`` in ``self.buf``; returns their offset there."""
         if n < 0 or self.pos + n > self.size:
-            raise ValueError(f"{self.path}: truncated GGUF file: {what} at byte {self.pos} needs {n} bytes, "
-                             f"the file has {self.size}")
+            self._truncated(n, what, self.size)
+        off = self.pos - self.start
+        if 0 <= off and off + n <= len(self.buf):
+            return off
+        self.f.seek(self.pos)
+        data = self.f.read(max(n, min(_CHUNK, self.size - self.pos)))
+        if len(data) < n:
+            self._truncated(n, what, self.pos + len(data))
+        self.buf, self.start = data, self.pos
+        return 0
+
+    def skip(self, n: int, what: str) -> None:
+        if n < 0 or self.pos + n > self.size:
+            self._truncated(n, what, self.size)
+        self.pos += n
 
     def unpack(self, fmt: str, what: str):
         n = struct.calcsize(fmt)
-        self.need(n, what)
-        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        off = self.need(n, what)  # before reading self.buf, which it may replace
+        value = struct.unpack_from(fmt, self.buf, off)[0]
         self.pos += n
         return value
 
-    def string(self, what: str) -> str:
-        n = self.unpack("<Q", what)
-        self.need(n, what)
-        raw = self.buf[self.pos:self.pos + n]
-        self.pos += n
-        return raw.decode("utf-8", errors="replace")
+    def count(self, what: str, n: int = 1) -> None:
+        """Account for ``n`` more entries of the header (keys, tensor infos, array strings)."""
+        self.entries += n
+        if self.entries > _MAX_ENTRIES:
+            raise ValueError(f"{self.path}: implausible GGUF header: with {what} it holds more than "
+                             f"{_MAX_ENTRIES:,} keys, tensors and array strings (a corrupt count?)")
 
-    def skip_string(self, what: str) -> None:
-        n = self.unpack("<Q", what)
-        self.need(n, what)
+    def text(self, n: int, what: str) -> str:
+        off = self.need(n, what)
         self.pos += n
+        return self.buf[off:off + n].decode("utf-8", errors="replace")
+
+    def string(self, what: str):
+        """A string, or an :class:`_Unread` for one longer than ``_MAX_KEPT_STRING`` bytes (skipped)."""
+        n = self.unpack("<Q", what)
+        if n > _MAX_KEPT_STRING:
+            self.skip(n, what)
+            return _Unread(f"a string of {n:,} bytes")
+        return self.text(n, what)
+
+    def name(self, what: str) -> str:
+        n = self.unpack("<Q", what)
+        if n > _MAX_NAME:
+            raise ValueError(f"{self.path}: corrupt GGUF file: {what} at byte {self.pos - 8} claims a name of "
+                             f"{n:,} bytes (GGUF names have at most {_MAX_NAME})")
+        return self.text(n, what)
 
     def value(self, vtype: int, what: str, keep: bool = True):
         if vtype in _SCALARS:
             return self.unpack(_SCALARS[vtype], what)
         if vtype == _STRING:
-            return self.string(what) if keep else self.skip_string(what)
+            if keep:
+                return self.string(what)
+            self.skip(self.unpack("<Q", what), what)
+            return _Unread("a string (not read)")
         if vtype == _ARRAY:
             etype = self.unpack("<I", what)
             count = self.unpack("<Q", what)
             if etype in _SCALARS:
                 size = struct.calcsize(_SCALARS[etype])
-                self.need(count * size, what)
                 if keep and count <= 1024:
-                    out = [struct.unpack_from(_SCALARS[etype], self.buf, self.pos + i * size)[0] for i in range(count)]
-                else:
-                    out = None
-                self.pos += count * size
-                return out
+                    off = self.need(count * size, what)
+                    self.pos += count * size
+                    return list(struct.unpack_from(f"<{count}{_SCALARS[etype][1]}", self.buf, off))
+                self.skip(count * size, what)
+                return _Unread(f"an array of {count:,} values")
             if etype == _STRING:
-                self.need(count * 8, what)  # each string has at least its 8-byte length
+                self.count(what, count)
+                if count * 8 > self.size - self.pos:  # each string has at least its 8-byte length
+                    self._truncated(count * 8, what, self.size)
                 for _ in range(count):
-                    self.skip_string(what)
-                return None
+                    self.skip(self.unpack("<Q", what), what)
+                return _Unread(f"an array of {count:,} strings")
             raise ValueError(f"{self.path}: unsupported GGUF array element type {etype} in {what}")
         raise ValueError(f"{self.path}: unknown GGUF value type {vtype} in {what}")
 
 
-def _parse(path: str, buf) -> tuple:
-    """``(keys, tensors)``: scalar/small metadata and the rope tensors of a GGUF buffer."""
-    cur = _Cursor(buf, path)
-    if cur.size < 4 or buf[:4] != _MAGIC:
+def _parse(path: str, f, size: int) -> tuple:
+    """``(keys, tensors)``: the metadata (strings and small arrays read, the rest :class:`_Unread`) and the rope
+    tensors of an open GGUF file of ``size`` bytes."""
+    cur = _Reader(f, path, size)
+    if size < 4 or cur.need(4, "the magic") != 0 or cur.buf[:4] != _MAGIC:
         raise ValueError(f"{path}: not a GGUF file (no 'GGUF' magic at the start)")
     cur.pos = 4
     version = cur.unpack("<I", "the version")
@@ -204,50 +281,129 @@ def _parse(path: str, buf) -> tuple:
                          f"a byte-swapped version)")
     n_tensors = cur.unpack("<Q", "the tensor count")
     n_kv = cur.unpack("<Q", "the metadata count")
-    if n_kv > cur.size or n_tensors > cur.size:
-        raise ValueError(f"{path}: corrupt GGUF header ({n_kv} keys, {n_tensors} tensors in {cur.size} bytes)")
+    # a key takes at least 13 bytes (name length, type, a one-byte value), a tensor info 24
+    if n_kv > _MAX_KEYS or n_tensors > _MAX_TENSORS:
+        raise ValueError(f"{path}: implausible GGUF header ({n_kv:,} keys, {n_tensors:,} tensors; ropescale reads "
+                         f"at most {_MAX_KEYS:,} keys and {_MAX_TENSORS:,} tensors): a corrupt count?")
+    if 13 * n_kv + 24 * n_tensors > size - cur.pos:
+        cur._truncated(13 * n_kv + 24 * n_tensors, f"{n_kv:,} keys and {n_tensors:,} tensor infos", size)
     keys: Dict[str, Any] = {}
     for i in range(n_kv):
-        name = cur.string(f"metadata key {i}")
+        cur.count(f"metadata key {i}")
+        name = cur.name(f"metadata key {i}")
+        if name in keys:  # llama.cpp's gguf reader refuses such a file too
+            raise ValueError(f"{path}: GGUF metadata has the key {name!r} twice")
         vtype = cur.unpack("<I", f"the type of {name!r}")
         keys[name] = cur.value(vtype, f"the value of {name!r}", keep=not name.startswith("tokenizer."))
-    infos = []
+    infos, seen = [], set()
     for i in range(n_tensors):
-        name = cur.string(f"tensor info {i}")
+        cur.count(f"tensor info {i}")
+        name = cur.name(f"tensor info {i}")
+        if name in seen:
+            raise ValueError(f"{path}: corrupt GGUF file: tensor info {i} repeats the name {name!r}")
+        seen.add(name)
         n_dims = cur.unpack("<I", f"the dims of tensor {name!r}")
         if n_dims > 8:
-            raise ValueError(f"{path}: tensor {name!r} claims {n_dims} dimensions")
+            raise ValueError(f"{path}: corrupt GGUF file: tensor {name!r} claims {n_dims} dimensions (at most 8)")
         dims = [cur.unpack("<Q", f"the shape of tensor {name!r}") for _ in range(n_dims)]
         ttype = cur.unpack("<I", f"the type of tensor {name!r}")
         offset = cur.unpack("<Q", f"the offset of tensor {name!r}")
         if name in _ROPE_TENSORS:
             infos.append((name, dims, ttype, offset))
     align = keys.get("general.alignment", 32)
-    if not isinstance(align, int) or align <= 0:
-        raise ValueError(f"{path}: general.alignment must be a positive integer, got {align!r}")
+    if not isinstance(align, int) or isinstance(align, bool) or not 0 < align <= 1 << 30:
+        raise ValueError(f"{path}: GGUF metadata 'general.alignment' must be a positive integer, got {align!r}")
     data_start = -(-cur.pos // align) * align
     tensors = {}
     for name, dims, ttype, offset in infos:
         dt = _TENSOR_TYPES.get(ttype)
         if dt is None:
             raise ValueError(f"{path}: tensor {name!r} has ggml type {ttype}; rope tensors are read as F32/F16/F64")
-        count = int(np.prod(dims)) if dims else 1
+        count = 1
+        for n in dims:
+            count *= n
+        if count > _MAX_ROPE_ENTRIES:
+            raise ValueError(f"{path}: tensor {name!r} claims shape {dims}; a rope tensor holds rotary_dim / 2 "
+                             f"values")
         cur.pos = data_start + offset
-        cur.need(count * dt.itemsize, f"the data of tensor {name!r}")
-        raw = buf[cur.pos:cur.pos + count * dt.itemsize]  # a bytes copy of just this tensor
+        off = cur.need(count * dt.itemsize, f"the data of tensor {name!r}")
+        raw = cur.buf[off:off + count * dt.itemsize]  # a bytes copy of just this tensor
         tensors[name] = np.frombuffer(raw, dtype=dt).astype(np.float64)
     return keys, tensors
 
 
-def _number(path: str, keys: Dict[str, Any], key: str, default: Any = None, *, required: bool = False):
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})" if not isinstance(value, _Unread) else value.what
+
+
+def _number(path: str, keys: Dict[str, Any], key: str, default: Any = None):
+    """A finite real number of the metadata, or ``default`` when the key is absent."""
     value = keys.get(key)
     if value is None:
-        if required:
-            raise ValueError(f"{path}: GGUF metadata has no {key!r}")
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{path}: GGUF metadata {key!r} must be a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{path}: GGUF metadata {key!r} must be a finite number, got {_show(value)}")
     return value
+
+
+def _integer(path: str, keys: Dict[str, Any], key: str, default: Any = None, *, minimum: int = 1):
+    """An integer count of the metadata (a length, a dim, a head count) >= ``minimum``, or ``default``."""
+    value = keys.get(key)
+    if value is None:
+        return default
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)  # a count a converter stored as a float
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= 2**53:
+        raise ValueError(f"{path}: GGUF metadata {key!r} must be an integer >= {minimum}, got {_show(value)}")
+    return value
+
+
+def _text(path: str, keys: Dict[str, Any], key: str, default: Any = None):
+    value = keys.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ValueError(f"{path}: GGUF metadata {key!r} must be a string, got {_show(value)}")
+    return value
+
+
+def _head_count(path: str, keys: Dict[str, Any], key: str) -> Optional[int]:
+    """``attention.head_count``: one count, or one per layer (the largest is the attention layers')."""
+    value = keys.get(key)
+    if not isinstance(value, list):
+        return _integer(path, keys, key)
+    if not value or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value) \
+            or max(value) < 1:
+        raise ValueError(f"{path}: GGUF metadata {key!r} must be a positive integer or a list of per-layer counts "
+                         f">= 0, not all 0, got {value[:8]!r}{' ...' if len(value) > 8 else ''}")
+    return max(value)
+
+
+# Which GGUF metadata each parameter of the Rope built from a file comes from, for errors that
+# Rope's own checks raise (they name the parameter; the file's reader names the key).
+_ORIGINS = (("partial_rotary_factor", "rope.dimension_count"), ("original_max_position_embeddings",
+            "rope.scaling.original_context_length"), ("short_factor", "rope_factors_short"),
+            ("long_factor", "rope_factors_long"), ("attention_factor", "rope.scaling.attn_factor"),
+            ("beta_fast", "rope.scaling.yarn_beta_fast"), ("beta_slow", "rope.scaling.yarn_beta_slow"),
+            ("mscale", "rope.scaling.yarn_log_multiplier"), ("factor", "rope.scaling.factor"),
+            ("base", "rope.freq_base"), ("dim", "attention.key_length"))
+
+
+def _checked_rope(p: str, arch: str, head: int, base: float, sc: Dict[str, Any], where: Dict[str, str]) -> Rope:
+    """``Rope(head, base, sc)``; a refusal names the file and the GGUF keys its values came from.
+
+    ``where`` overrides the key of a parameter (e.g. ``dim`` from ``embedding_length / head_count``)."""
+    try:
+        return Rope(head, base, sc or None)
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        named, rest = [], msg
+        for param, key in _ORIGINS:
+            if param in rest:
+                rest = rest.replace(param, "")
+                named.append(where.get(param, f"{arch}.{key}"))
+        keys = ", ".join(repr(k) for k in dict.fromkeys(named)) or "its rope keys"
+        raise ValueError(f"{p}: GGUF metadata {keys} does not give a valid rope: {msg}") from None
 
 
 def read(path: Any) -> GGUFRope:
@@ -258,36 +414,38 @@ def read(path: Any) -> GGUFRope:
     """
     p = os.fspath(path)
     try:
-        with open(p, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            if size == 0:
+        # O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer forever
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        with open(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError(f"{p}: not a regular file (a GGUF file is expected)")
+            if st.st_size == 0:
                 raise ValueError(f"{p}: not a GGUF file (it is empty)")
-            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-                # the mmap itself, not a memoryview: no export may outlive the
-                # parse, or an error raised inside it would keep the map open
-                keys, tensors = _parse(p, mm)
+            keys, tensors = _parse(p, f, st.st_size)
     except OSError as e:
         raise ValueError(f"{p}: cannot read GGUF file: {e.strerror or e}") from None
     arch = keys.get("general.architecture")
-    if not isinstance(arch, str):
+    if arch is None:
         raise ValueError(f"{p}: GGUF metadata has no 'general.architecture'")
+    arch = _text(p, keys, "general.architecture")
     rope_keys = {k: v for k, v in keys.items() if k.startswith(f"{arch}.rope.")}
     if not rope_keys:
         raise ValueError(f"{p}: GGUF metadata has no rope keys (no {arch + '.rope.freq_base'!r}, "
                          f"{arch + '.rope.dimension_count'!r}): not a rotary model, or not converted with them")
     rope = _rope(p, arch, keys, tensors)
-    ctx = _number(p, keys, f"{arch}.context_length")
+    ctx = _integer(p, keys, f"{arch}.context_length")
     shown = dict(rope_keys)
     shown.update({k: v for k, v in keys.items() if k in (f"{arch}.context_length", f"{arch}.attention.key_length",
                                                           f"{arch}.attention.head_count", f"{arch}.embedding_length")})
     shown.update({k: f"[{len(v)} values]" for k, v in tensors.items()})
-    window = _number(p, keys, f"{arch}.attention.sliding_window")
+    window = _integer(p, keys, f"{arch}.attention.sliding_window", minimum=0)
     sliding = types = None
     if window:
         shown[f"{arch}.attention.sliding_window"] = window
         sliding = _sliding_rope(p, arch, keys, rope)
         types = _layer_types(arch, keys)
-    return GGUFRope(p, arch, rope, pairing(arch), None if ctx is None else int(ctx), shown, sliding, types)
+    return GGUFRope(p, arch, rope, pairing(arch), ctx, shown, sliding, types)
 
 
 def _layer_types(arch: str, keys: Dict[str, Any]) -> Optional[List[str]]:
@@ -320,50 +478,50 @@ def _sliding_rope(p: str, arch: str, keys: Dict[str, Any], rope: Rope) -> Rope:
     ``{arch}.attention.key_length_swa`` and ``{arch}.rope.dimension_count_swa``
     when the file has them (Gemma 4-style models whose two kinds of layer
     differ in width)."""
-    head = int(_number(p, keys, f"{arch}.attention.key_length_swa", rope.dim))
-    n_rot = int(_number(p, keys, f"{arch}.rope.dimension_count_swa",
-                        rope.rotary_dim if head == rope.dim else head))
-    if head <= 0 or n_rot <= 0 or n_rot % 2 or n_rot > head:
+    head = _integer(p, keys, f"{arch}.attention.key_length_swa", rope.dim)
+    n_rot = _integer(p, keys, f"{arch}.rope.dimension_count_swa", rope.rotary_dim if head == rope.dim else head)
+    if n_rot % 2 or n_rot > head:
         raise ValueError(f"{p}: the sliding layers' rotary dim {n_rot} ({arch + '.rope.dimension_count_swa'!r}) must "
                          f"be an even number <= their head dim {head} ({arch + '.attention.key_length_swa'!r})")
     partial = {} if n_rot == head else {"partial_rotary_factor": n_rot / head}
+    where = {"dim": f"{arch}.attention.key_length_swa", "partial_rotary_factor": f"{arch}.rope.dimension_count_swa"}
     fixed = _SWA_FIXED_BASE.get(arch)
     if fixed is not None:
-        return Rope(head, fixed, partial or None)
+        return _checked_rope(p, arch, head, fixed, partial, where)
     base = _number(p, keys, f"{arch}.rope.freq_base_swa", rope.base)
-    if not (math.isfinite(base) and base > 1.0):
+    if not base > 1.0:
         raise ValueError(f"{p}: GGUF metadata {arch + '.rope.freq_base_swa'!r} must be a number > 1, got {base!r}")
     # llama.cpp: otherwise the sliding layers share the other layers' scaling
     sc = {k: v for k, v in (rope.scaling or {}).items() if k != "partial_rotary_factor"}
     sc.update(partial)
-    return Rope(head, float(base), sc or None)
+    return _checked_rope(p, arch, head, float(base), sc, {**where, "base": f"{arch}.rope.freq_base_swa"})
 
 
 def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray]) -> Rope:
     k = f"{arch}.rope"
     base = float(_number(p, keys, f"{k}.freq_base", 10000.0))  # llama.cpp's default when absent
-    head = _number(p, keys, f"{arch}.attention.key_length")
+    head = _integer(p, keys, f"{arch}.attention.key_length")
+    where: Dict[str, str] = {}
     if head is None:
-        emb = _number(p, keys, f"{arch}.embedding_length")
-        heads = keys.get(f"{arch}.attention.head_count")
-        if isinstance(heads, list):  # per-layer head counts
-            heads = max(heads) if heads else None
-        if emb is None or not heads:
+        emb = _integer(p, keys, f"{arch}.embedding_length")
+        heads = _head_count(p, keys, f"{arch}.attention.head_count")
+        if emb is None or heads is None:
             raise ValueError(f"{p}: GGUF metadata has no {arch + '.attention.key_length'!r} (nor "
                              f"{arch + '.embedding_length'!r} and {arch + '.attention.head_count'!r}) to give the head dim")
-        head = int(emb) // int(heads)
-    head = int(head)
-    n_rot = int(_number(p, keys, f"{k}.dimension_count", head))
-    if n_rot <= 0 or n_rot % 2 or n_rot > head:
-        raise ValueError(f"{p}: {k + '.dimension_count'!r} must be an even number <= the head dim {head}, got {n_rot}")
+        head = emb // heads
+        where["dim"] = f"{arch}.embedding_length' / '{arch}.attention.head_count"
+    n_rot = _integer(p, keys, f"{k}.dimension_count", head)
+    if n_rot % 2 or n_rot > head:
+        raise ValueError(f"{p}: {k + '.dimension_count'!r} must be an even number <= the head dim {head} "
+                         f"({where.get('dim', arch + '.attention.key_length')!r}), got {n_rot}")
     sc: Dict[str, Any] = {}
     if n_rot != head:
         sc["partial_rotary_factor"] = n_rot / head
-    stype = keys.get(f"{k}.scaling.type", "none")
+    stype = _text(p, keys, f"{k}.scaling.type", "none")
     factor = _number(p, keys, f"{k}.scaling.factor")
-    original = _number(p, keys, f"{k}.scaling.original_context_length")
+    original = _integer(p, keys, f"{k}.scaling.original_context_length")
     attn = _number(p, keys, f"{k}.scaling.attn_factor")
-    ctx = _number(p, keys, f"{arch}.context_length")
+    ctx = _integer(p, keys, f"{arch}.context_length")
     r = n_rot // 2
 
     def per_pair(name):
@@ -373,13 +531,16 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
         return v
 
     freqs = per_pair("rope_freqs.weight")
-    if stype in ("none", None, "") or (stype == "linear" and factor in (None, 1.0)):
+    if stype in ("none", "") or (stype == "linear" and factor in (None, 1.0)):
         if freqs is not None:
             # Llama 3.1-style per-pair divisors: theta'_k = theta_k / f_k at every length.
             f = freqs.tolist()
             sc.update({"rope_type": "longrope", "short_factor": f, "long_factor": f, "attention_factor": 1.0,
-                       "original_max_position_embeddings": int(original or ctx or 1)})
-        return Rope(head, base, sc or None)
+                       "original_max_position_embeddings": original or ctx or 1})
+            where.update(short_factor="rope_freqs", long_factor="rope_freqs",
+                         original_max_position_embeddings=f"{k}.scaling.original_context_length" if original
+                         else f"{arch}.context_length")
+        return _checked_rope(p, arch, head, base, sc, where)
     if freqs is not None:
         raise ValueError(f"{p}: a rope_freqs tensor together with {k + '.scaling.type'!r} = {stype!r} is not a "
                          f"combination ropescale reads")
@@ -389,7 +550,7 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
         if factor is None or original is None:
             missing = f"{k}.scaling.factor" if factor is None else f"{k}.scaling.original_context_length"
             raise ValueError(f"{p}: YaRN scaling needs {missing!r}, which the GGUF metadata lacks")
-        sc.update({"rope_type": "yarn", "factor": float(factor), "original_max_position_embeddings": int(original)})
+        sc.update({"rope_type": "yarn", "factor": float(factor), "original_max_position_embeddings": original})
         for key, name in (("yarn_beta_fast", "beta_fast"), ("yarn_beta_slow", "beta_slow")):
             v = _number(p, keys, f"{k}.scaling.{key}")
             if v is not None:
@@ -405,6 +566,7 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
         yarn_attn = _number(p, keys, f"{k}.scaling.yarn_attn_factor")
         if yarn_attn is not None:
             attn = (1.0 if attn is None else attn) * yarn_attn
+            where["attention_factor"] = f"{k}.scaling.attn_factor' * '{k}.scaling.yarn_attn_factor"
         if attn is not None and attn != 1.0:
             sc["attention_factor"] = float(attn) * _yarn_mscale(float(factor))
     elif stype == "longrope":
@@ -414,16 +576,17 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
         if original is None:
             raise ValueError(f"{p}: LongRoPE scaling needs {k + '.scaling.original_context_length'!r}")
         sc.update({"rope_type": "longrope", "short_factor": short_f.tolist(), "long_factor": long_f.tolist(),
-                   "original_max_position_embeddings": int(original)})
+                   "original_max_position_embeddings": original})
         if factor is not None:
             sc["factor"] = float(factor)
         elif ctx is not None:
             sc["factor"] = float(ctx) / float(original)
+            where["factor"] = f"{arch}.context_length' / '{k}.scaling.original_context_length"
         if attn is not None:
             sc["attention_factor"] = float(attn)
     else:
         raise ValueError(f"{p}: {k + '.scaling.type'!r} = {stype!r} is not one of none, linear, yarn, longrope")
-    return Rope(head, base, sc)
+    return _checked_rope(p, arch, head, base, sc, where)
 
 
 def _per_pair_only(rope: Rope, sc: Dict[str, Any]) -> bool:

@@ -67,6 +67,19 @@ class ModelDefaults:
     #: Config key listing layer indices whose attention does not rotate (Mllama's
     #: cross-attention layers, ``cross_attention_layers``).
     nope_layers_key: Optional[str] = None
+    #: Config key of a per-layer list whose 0 entries mark NoPE layers (Muse: ``layer_rope_theta``).
+    nope_where_zero: Optional[str] = None
+    #: Config key of the repeating block pattern of a hybrid (RecurrentGemma's ``block_types``):
+    #: ``"attention"`` blocks rotate, the others have no attention.
+    block_types_key: Optional[str] = None
+    #: Config keys the modeling code does not read though the config carries them
+    #: (MiniMax-M3-VL's ``rotary_dim``: its rotary width comes from the rope parameters).
+    ignored_keys: Tuple[str, ...] = ()
+    #: Where the language model's config sits inside this type's config, when not at ``text_config``
+    #: (Qwen2.5-Omni: ``thinker_config`` -> ``text_config``).
+    text_config_path: Tuple[str, ...] = ()
+    #: Why ropescale cannot follow this model type: a refusal with this reason.
+    unsupported: str = ""
     #: Whether the attention multiplies its softmax scale by ``mscale(s, mscale_all_dim)**2``
     #: (``Rope.softmax_scale``): MLA models call transformers' ``yarn_apply_mscale``; others do not.
     mla_softmax: bool = False
@@ -131,6 +144,35 @@ MODEL_TYPES: Dict[str, ModelDefaults] = {
        for t in ("deepseek_v32", "axk2", "glm_moe_dsa", "hy_v4")},
     **{t: ModelDefaults(interleaved=True, mla_softmax=True, source="models/hy_v4_vl/modeling_hy_v4_vl.py")
        for t in ("hy_v4_vl", "hy_v4_vl_text")},
+    # apply_rotary_pos_emb_interleave on the MLA rope slice
+    **{t: ModelDefaults(interleaved=True, mla_softmax=True, source="models/mistral_large4/modeling_mistral_large4.py")
+       for t in ("mistral_large4", "mistral_large4_text")},
+    "openai_privacy_filter": ModelDefaults(1.5e5, interleaved=True,
+                                           source="models/openai_privacy_filter/modeling_openai_privacy_filter.py"),
+    # The decoder passes position_embeddings only where layer_rope_theta[i] != 0.
+    **{t: ModelDefaults(5e5, nope_where_zero="layer_rope_theta", source="models/muse_spark/modeling_muse_spark.py")
+       for t in ("muse_spark", "muse_spark_text")},
+    **{t: ModelDefaults(nope_where_zero="layer_rope_theta", source="models/muse_glimmer/modeling_muse_glimmer.py")
+       for t in ("muse_glimmer", "muse_glimmer_text")},
+    # Recurrent blocks have no attention; the pattern repeats over the layers.
+    "recurrent_gemma": ModelDefaults(partial_rotary_factor=0.5, block_types_key="block_types",
+                                     source="models/recurrent_gemma/modeling_recurrent_gemma.py"),
+    # Reads partial_rotary_factor from the rope parameters, not the config's rotary_dim.
+    **{t: ModelDefaults(5e6, ignored_keys=("rotary_dim",), source="models/minimax_m3_vl/modeling_minimax_m3_vl.py")
+       for t in ("minimax_m3_vl", "minimax_m3_vl_text")},
+    # rotate_half returns (x2, -x1): the rotation is by -theta, a direction Rope does not have.
+    "nanochat": ModelDefaults(unsupported="its rotate_half returns (x2, -x1), so it rotates by -theta; a Rope "
+                              "rotates by +theta (apply(..., inverse=True) gives nanochat's rotation)",
+                              source="models/nanochat/modeling_nanochat.py"),
+    # rotate_half stacks (-x[1::2], x[0::2]) with repeat_interleaved cos/sin: consecutive pairs
+    **{t: ModelDefaults(5e5, interleaved=True, source="models/blt/modeling_blt.py")
+       for t in ("blt", "blt_local_encoder", "blt_local_decoder", "blt_global_transformer")},
+    # MLA-style rope slice through apply_rotary_pos_emb_interleave on both layer types
+    **{t: ModelDefaults(8e7, partial_rotary_factor=0.25, interleaved=True,
+                        source="models/dots3_note/modeling_dots3_note.py") for t in ("dots3_note", "dots3_note_text")},
+    # The thinker's language model holds the rope (Qwen2_5OmniThinkerConfig.text_config).
+    **{t: ModelDefaults(1e6, text_config_path=("thinker_config", "text_config"), source=f"models/{t}/configuration_{t}.py")
+       for t in ("qwen2_5_omni", "qwen3_omni_moe")},
     # rotate_half_llm on x[0::2], x[1::2]
     **{t: ModelDefaults(interleaved=True, source="models/glm_ocr/modeling_glm_ocr.py") for t in ("glm_ocr", "glm_ocr_text")},
     "bailing_hybrid": ModelDefaults(6e6, interleaved=True, mla_softmax=True, source="models/bailing_hybrid/modeling_bailing_hybrid.py"),
@@ -173,7 +215,7 @@ MODEL_TYPES: Dict[str, ModelDefaults] = {
 
 #: Layer types without rotary attention in any model (Qwen3-Next's linear
 #: attention, Mamba / convolution blocks of hybrids).
-NOPE_LAYER_TYPES = frozenset({"linear_attention", "mamba", "conv", "mamba2"})
+NOPE_LAYER_TYPES = frozenset({"linear_attention", "mamba", "conv", "mamba2", "recurrent"})
 
 #: Legacy spellings ``Rope.from_hf`` reads when the standard key is absent:
 #: standard key -> the older keys, in order of preference.  ``rotary_dim`` is

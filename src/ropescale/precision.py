@@ -433,12 +433,12 @@ def plot(rep: PrecisionReport, ax: Any = None):
     Two panels, cos/sin error and phase error, one line per strategy; zero
     errors are drawn at the bottom of the axis.  Returns the figure.
     """
+    if not isinstance(rep, PrecisionReport):
+        raise TypeError(f"rep must be a PrecisionReport (from ropescale.precision.report), got {type(rep).__name__}")
     try:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError("plotting needs matplotlib: pip install \".[plot]\" in a ropescale clone") from None
-    if not isinstance(rep, PrecisionReport):
-        raise TypeError(f"rep must be a PrecisionReport (from ropescale.precision.report), got {type(rep).__name__}")
     if ax is None:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), constrained_layout=True)
     else:

@@ -319,8 +319,8 @@ class Rope:
         ``axial`` ropes have two, ``(R/4, R/4)``: rows, then columns."""
         if self._streams is None:
             return None
-        return tuple(int(v) for v in np.bincount(self._streams)) if not self.mrope_interleaved else \
-            tuple(int(v) for v in self._scaling["mrope_section"])
+        declared = self._scaling.get("mrope_section")   # as written, empty sections included
+        return tuple(int(v) for v in (np.bincount(self._streams) if declared is None else declared))
 
     @property
     def mrope_interleaved(self) -> bool:
@@ -382,8 +382,9 @@ class Rope:
         return k if k <= STREAMS_MAX and self._inv_freq.shape[0] <= STREAM_PAIRS_MAX else None
 
     def _n_streams(self) -> int:
-        """len(mrope_section) without its per-call bincount: chunked streams ascend, so the count is last + 1."""
-        return len(self._scaling["mrope_section"]) if self.mrope_interleaved else int(self._streams[-1]) + 1
+        """len(mrope_section): the streams the config declares, an empty last one ([4, 4, 0]) included."""
+        declared = self._scaling.get("mrope_section")
+        return len(declared) if declared is not None else int(self._streams[-1]) + 1
 
     def _stream_positions(self, positions):
         """positions as M-RoPE streams ``(k, ...)``, or None for plain (text-only) positions."""

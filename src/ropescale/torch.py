@@ -594,8 +594,9 @@ class RotaryEmbedding(torch.nn.Module):
     ``forward(x, position_ids[, layer_type]) -> (cos, sin)``: full-width
     ``cat(c, c)`` tables of shape ``position_ids.shape + (rotary_dim,)`` in
     ``x.dtype`` on ``x.device``, ``attention_scaling`` applied.  Angles are
-    formed in float64 and reduced exactly, so the tables are correctly rounded
-    at any position (transformers forms ``t * theta`` in float32).
+    formed in float64 and reduced exactly, so float32/float16/bfloat16 tables
+    are correctly rounded at any position, float64 ones within 3 * 2**-53
+    (transformers forms ``t * theta`` in float32).
 
     Parameters
     ----------

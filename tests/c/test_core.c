@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static int failures = 0;
 static int checks = 0;
@@ -951,6 +952,122 @@ done:
     free(s);
 }
 
+/* Every instruction-set path (AVX2/AVX-512/F16C on x86-64, NEON on arm64)
+ * gives the baseline's bits: fused rotations of each dtype and pairing, in
+ * place and out of place, over row lengths that leave every vector tail,
+ * and the cos/sin tables themselves.  On arm64 this is the check CI runs
+ * under qemu-user (the Python suite there is run by hand: too slow). */
+static void rotate_fused_at_cap(int cap, int dtype, int interleaved, int in_place, int64_t r,
+                                const uint16_t *x16, const float *x32, const double *x64,
+                                const double *pos, const double *theta, void *out)
+{
+    const int64_t rows = 7, d = 2 * r + 3; /* 3 features past the rotated ones */
+    const int64_t item = dtype == RS_F64 ? 8 : (dtype == RS_F32 ? 4 : 2);
+    const void *x = dtype == RS_F64 ? (const void *)x64 : dtype == RS_F32 ? (const void *)x32 : (const void *)x16;
+    rs_layout L;
+    rs_options opt;
+    memset(&L, 0, sizeof(L));
+    memset(&opt, 0, sizeof(opt));
+    L.ndim = 1;
+    L.shape[0] = rows;
+    L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = d * item;
+    L.stride[RS_OP_POS][0] = 8;
+    L.n_features = d;
+    L.n_pairs = r;
+    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = item;
+    opt.dtype = dtype;
+    opt.interleaved = interleaved;
+    opt.in_place = in_place;
+    opt.n_threads = 1;
+    if (in_place)
+        memcpy(out, x, (size_t)(rows * d * item));
+    rs_test_simd_cap(cap);
+    int rc = rs_rotate_positions(&L, &opt, in_place ? (const char *)out : (const char *)x, (char *)out,
+                                 (const char *)pos, theta, 1.0);
+    rs_test_simd_cap(0);
+    CHECK(rc == RS_OK, "fused rotation status %d", rc);
+}
+
+static void test_paths_agree(void)
+{
+    enum { MAXR = 37, PROWS = 7, MAXD = 2 * MAXR + 3 };
+    static uint16_t x16[PROWS * MAXD];
+    static float x32[PROWS * MAXD];
+    static double x64[PROWS * MAXD];
+    static double base[PROWS * MAXD], wide[PROWS * MAXD]; /* room for any dtype */
+    double pos[PROWS] = {0, 1, 17, 1000, 65537, 3.5, 1e6};
+    double theta[MAXR];
+    int bad = 0, tables_bad = 0;
+    for (int i = 0; i < PROWS * MAXD; i++) {
+        x64[i] = (double)((i * 7919) % 2001) / 97.0 - 10.0;
+        x32[i] = (float)x64[i];
+        x16[i] = (uint16_t)((i * 40503u) & 0x7bffu); /* finite halves and bfloat16s */
+    }
+    for (int64_t r = 1; r <= MAXR; r += 3) {
+        rs_inv_freq(2 * r, 10000.0, theta);
+        for (int dtype = RS_F16; dtype <= RS_BF16; dtype++)
+            for (int pairing = 0; pairing < 2; pairing++)
+                for (int in_place = 0; in_place < 2; in_place++) {
+                    const size_t bytes = (size_t)(PROWS * (2 * r + 3)) * (dtype == RS_F64 ? 8 : dtype == RS_F32 ? 4 : 2);
+                    memset(base, 0, sizeof(base));
+                    memset(wide, 0, sizeof(wide));
+                    rotate_fused_at_cap(RS_SIMD_BASELINE, dtype, pairing, in_place, r, x16, x32, x64, pos, theta, base);
+                    rotate_fused_at_cap(0, dtype, pairing, in_place, r, x16, x32, x64, pos, theta, wide);
+                    if (memcmp(base, wide, bytes) != 0) {
+                        bad++;
+                        fprintf(stderr, "paths differ: dtype %d interleaved %d in_place %d R %lld (%s)\n", dtype,
+                                pairing, in_place, (long long)r, rs_simd_name());
+                    }
+                }
+        for (int dtype = RS_F16; dtype <= RS_BF16; dtype++) {
+            memset(base, 0, sizeof(base));
+            memset(wide, 0, sizeof(wide));
+            rs_test_simd_cap(RS_SIMD_BASELINE);
+            int rc1 = rs_cos_sin(PROWS, (const char *)pos, 8, 0, theta, r, 1.0, dtype, (char *)base,
+                                 (char *)(base + PROWS * MAXR), 1, NULL);
+            rs_test_simd_cap(0);
+            int rc2 = rs_cos_sin(PROWS, (const char *)pos, 8, 0, theta, r, 1.0, dtype, (char *)wide,
+                                 (char *)(wide + PROWS * MAXR), 1, NULL);
+            tables_bad += rc1 != RS_OK || rc2 != RS_OK || memcmp(base, wide, sizeof(base)) != 0;
+        }
+    }
+    CHECK(bad == 0, "%d fused rotations differ between the baseline and %s", bad, rs_simd_name());
+    CHECK(tables_bad == 0, "%d cos/sin tables differ between the baseline and %s", tables_bad, rs_simd_name());
+#if defined(__aarch64__)
+    CHECK(strcmp(rs_simd_name(), "neon") == 0, "arm64 runs %s, not NEON", rs_simd_name());
+#endif
+}
+
+/* The pool's tasks really run at once on two threads (whichever backend,
+ * POSIX or Win32, rs_threads.h chose): each task waits, for at most a few
+ * seconds, until another task has started.  Run one after another, the
+ * first would wait in vain. */
+static int rendezvous_started = 0, rendezvous_met = 0;
+
+static void rendezvous_task(void *arg)
+{
+    time_t t0 = time(NULL);
+    (void)arg;
+    __atomic_add_fetch(&rendezvous_started, 1, __ATOMIC_SEQ_CST);
+    while (__atomic_load_n(&rendezvous_started, __ATOMIC_SEQ_CST) < 2 && time(NULL) - t0 < 5)
+        ;
+    if (__atomic_load_n(&rendezvous_started, __ATOMIC_SEQ_CST) >= 2)
+        __atomic_add_fetch(&rendezvous_met, 1, __ATOMIC_SEQ_CST);
+}
+
+static void test_tasks_run_at_once(void)
+{
+    char args[4][8];
+    /* twice: the first call starts the pool's worker, the second reuses it;
+     * tasks 0 and 1 of a call meet whichever thread takes them */
+    for (int call = 0; call < 2; call++) {
+        rendezvous_started = rendezvous_met = 0;
+        int rc = rs_parallel(rendezvous_task, args, sizeof(args[0]), 2, 2, NULL, NULL);
+        CHECK(rc == 0 && rendezvous_met == 2, "call %d: two tasks on two threads did not run at once (%d met)",
+              call, rendezvous_met);
+    }
+}
+
 int main(void)
 {
     test_frequencies();
@@ -964,6 +1081,8 @@ int main(void)
     test_threads();
     test_pair_blocks();
     test_no_memory_and_interrupt();
+    test_tasks_run_at_once();
+    test_paths_agree();
     if (failures) {
         printf("%d passed, %d failed\n", checks - failures, failures);
         return 1;

@@ -32,6 +32,7 @@ WORKER = HERE / "_hostile_worker.py"
 SANITIZED = bool(os.environ.get("ROPESCALE_SANITIZED"))
 EXAMPLES = int(os.environ.get("ROPESCALE_HOSTILE_EXAMPLES", 150 if SANITIZED else 600))
 THETA = ropescale.inv_freq(8)
+needs_capsules = pytest.mark.skipif(not dl.AVAILABLE, reason=dl.WHY_NOT)
 
 
 def run_child(code: str, timeout: float = 60):
@@ -74,6 +75,7 @@ def test_hostile_capsules_and_files_give_right_views_or_clear_errors(record_prop
 
 
 # -- DLPack ------------------------------------------------------------------------------
+@needs_capsules
 def test_a_0d_tensor_with_null_data_is_refused_not_read():
     """A 0-d tensor has one element: NULL data with byte_offset 4096 made cos_sin read address 4096 (SIGSEGV);
     with offset 0 the positions were whatever lay at address 0's neighbour.  In a child process."""
@@ -92,6 +94,7 @@ def test_a_0d_tensor_with_null_data_is_refused_not_read():
     assert proc.returncode == 0 and proc.stdout.split() == ["refused", "4096", "refused", "0"], describe(proc)
 
 
+@needs_capsules
 @pytest.mark.parametrize("shape", [(0, 8), (4, 0, 8), (0, 2, 8)])
 def test_empty_tensors_with_null_data_are_accepted(shape):
     """torch exports data = NULL for an empty tensor; DLPack allows it.  The result is empty, the tensor handed
@@ -106,6 +109,7 @@ def test_empty_tensors_with_null_data_are_accepted(shape):
     assert c.shape == (0, 3, 4) and s.shape == (0, 3, 4)
 
 
+@needs_capsules
 def test_non_empty_tensor_with_null_data_or_a_wrapping_offset_is_refused():
     for kw in (dict(data=None), dict(data=np.zeros(8, np.float32), byte_offset=2**64 - 4)):
         cap = dl.Capsule(shape=[2, 4], code=2, bits=32, **kw)
@@ -146,6 +150,7 @@ def test_read_only_inputs_arrive_through_dlpack_1x_and_are_only_read():
         ropescale.apply_rotary(x.copy(), c, s, out=Exporter(x))
 
 
+@needs_capsules
 def test_1x_capsules_read_only_flag_and_an_exporter_without_max_version():
     a = np.arange(8, dtype=np.float64).reshape(2, 4)
     cap = dl.of_array(a, versioned=True, flags=dl.READ_ONLY)

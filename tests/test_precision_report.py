@@ -168,9 +168,13 @@ def test_readme_table_matches_a_fresh_run():
 
 
 def test_readme_precision_and_rerotate_snippets_run():
+    """Every ```py block of the README that needs only NumPy runs.  The torch
+    training loop is left to tests/test_torch_compile.py, which runs it compiled
+    and eager where torch is installed (it needs torch, and takes minutes)."""
     blocks = re.findall(r"```py\n(.*?)```", README, flags=re.S)
-    assert len(blocks) >= 2
-    for b in blocks:
+    numpy_only = [b for b in blocks if not re.search(r"^\s*(import|from)\s[^\n]*\btorch\b", b, flags=re.M)]
+    assert len(numpy_only) >= 2 and any("precision" in b for b in numpy_only), len(numpy_only)
+    for b in numpy_only:
         exec(compile(b, "README.md", "exec"), {})
 
 

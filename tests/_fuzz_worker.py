@@ -81,9 +81,11 @@ def looks_full_width(s):
     tables: its last row is cat(h, h) of an h that is not constant (width >= 4, even)."""
     if not isinstance(s, np.ndarray) or s.ndim == 0 or s.size == 0 or s.shape[-1] < 4 or s.shape[-1] % 2:
         return False
-    row = np.asarray(s[(-1,) * (s.ndim - 1)], np.float64)
-    h = row.size // 2
-    return bool(np.array_equal(row[:h], row[h:], equal_nan=True) and not np.all(row == row[0]))
+    # compared as stored bit patterns: -0.0 is not 0.0 there, and NaN payloads count
+    row = np.ascontiguousarray(s[(-1,) * (s.ndim - 1)])
+    bits = row.view(f"u{row.itemsize}")
+    h = bits.size // 2
+    return bool(np.array_equal(bits[:h], bits[h:]) and not np.all(bits == bits[0]))
 
 
 def outcome(call, valid, what):

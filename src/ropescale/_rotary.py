@@ -767,23 +767,29 @@ def _joint_qk(q, k, positions, theta, scale, il, inv, oq, ok, pair_stream):
 
 def _fast_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, out, pair_stream=None):
     """apply_rotary_qk's common case (NumPy arrays of one float dtype) straight to the joint
-    kernel, or None; the glue's checks stand behind every shortcut, as in _fast_positions."""
+    kernel, or None; the glue's checks stand behind every shortcut, as in _fast_positions (the
+    dtypes too: q, k and the outputs of one kernel dtype, positions int64/float64, inv_freq
+    float64; bfloat16 bits take the general path, which passes bf16=True)."""
     if type(q) is not np.ndarray or type(k) is not np.ndarray or type(positions) is not np.ndarray \
-            or type(inv_freq) is not np.ndarray:
-        return None
-    pdt = positions.dtype
-    if not (pdt == _INT64 or pdt == _FLOAT64) or inv_freq.dtype != _FLOAT64 \
+            or type(inv_freq) is not np.ndarray \
             or type(attention_factor) is not float or not 0.0 < attention_factor < math.inf \
-            or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True) \
-            or q.dtype == _U16:
+            or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True):
         return None
     if out is None:
-        oq = ok = None
+        try:
+            oq, ok = np.empty(q.shape, q.dtype), np.empty(k.shape, k.dtype)
+        except (ValueError, MemoryError, TypeError):
+            return None
     elif type(out) is tuple and len(out) == 2 and type(out[0]) is np.ndarray and type(out[1]) is np.ndarray:
         oq, ok = out
     else:
         return None
-    return _joint_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, oq, ok, pair_stream)
+    try:
+        _core.rotate_qk(q, k, positions, inv_freq, pair_stream, attention_factor, oq, ok, interleaved, inverse,
+                        _num_threads if _num_threads is not None else get_num_threads(), False)
+    except (TypeError, ValueError, MemoryError):
+        return None
+    return oq, ok
 
 
 def _rotate_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, out, pair_stream, one, joint=True):

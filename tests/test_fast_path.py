@@ -153,3 +153,40 @@ def test_the_glues_full_width_test_is_refuse_fulls(name, sin, refused):
         assert np.all(out == 7.0)   # nothing written
     assert glue_refuses == python_refuses, name
     _core.rotate(x, cos, sin, out, False, False, 1)   # without the flag the glue never looks
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_fast_lane_takes_ml_dtypes_bfloat16_with_the_full_paths_bits(interleaved):
+    """ml_dtypes' bfloat16 arrays go to the kernels' bfloat16 path from the fast lanes (Rope.apply and
+    apply_rotary), with the bits of the full path (which views them as uint16 bits the same way)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf = ml_dtypes.bfloat16
+    x32, pos, theta, c, s = _inputs(np.float32)
+    x = x32.astype(bf)
+    calls = 0
+    real = _rotary._core
+
+    class Counting:   # the lane reaches the kernel itself, with bf16=True
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+
+            def wrapped(*a):
+                nonlocal calls
+                calls += bool(a and a[-2 if name == "rotate" else -1] is True)
+                return fn(*a)
+            return wrapped
+
+    _rotary._core = Counting()
+    try:
+        got = _rotary._fast_rotary(x, c, s, interleaved, False, None)
+        out = np.zeros_like(x)
+        got_pos = _rotary._fast_positions(x, pos, theta, 1.0, interleaved, False, out)
+    finally:
+        _rotary._core = real
+    assert calls == 2 and got is not None and got.dtype == bf and got_pos is out
+    want = FULL_ROTARY(x, c, s, interleaved=interleaved)
+    assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
+    want = FULL_POSITIONS(x, pos, theta, interleaved=interleaved)
+    assert np.array_equal(out.view(np.uint16), want.view(np.uint16))
+    # a float32 out for bfloat16 x is the full path's (a conversion), not the lane's
+    assert _rotary._fast_rotary(x, c, s, interleaved, False, np.zeros(x.shape, np.float32)) is None

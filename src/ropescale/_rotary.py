@@ -546,16 +546,29 @@ def _fast_rotary(x, cos, sin, interleaved, inverse, out):
             or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True) \
             or not cos.ndim or cos.shape[-1] > _MAX_PAIRS:
         return None   # subclasses (a masked array is refused) and other kinds: the full path
+    bf16 = x.dtype.kind == "V"
+    if bf16 and _bf16_pair(x, out) is None:
+        return None
     try:
         target = np.empty(x.shape, x.dtype) if out is None else out
     except (ValueError, MemoryError, TypeError):
         return None   # the full path decides what the call raises
     try:
-        _core.rotate(x, cos, sin, target, interleaved, inverse,
-                     _num_threads if _num_threads is not None else get_num_threads(), False, True)
+        _core.rotate(x.view(_U16) if bf16 else x, cos, sin, target.view(_U16) if bf16 else target, interleaved,
+                     inverse, _num_threads if _num_threads is not None else get_num_threads(), bf16, True)
     except (TypeError, ValueError):
         return None   # refused before writing anything (a MemoryError of the kernel propagates)
     return target
+
+
+def _bf16_pair(x, out):
+    """ml_dtypes' bfloat16 dtype when x (and out, if given) are ml_dtypes bfloat16 arrays, else None:
+    the fast lanes then hand the kernels their bits with bf16=True (the full path's view of them,
+    without its ~40 us of Python at a decode step)."""
+    bf = _bfloat16()
+    if bf is None or x.dtype != bf or (out is not None and out.dtype != bf):
+        return None
+    return bf
 
 
 def _fast_streams(x, streams, inv_freq, pair_stream, attention_factor, interleaved, inverse, out):
@@ -575,17 +588,21 @@ def _fast_positions(x, positions, inv_freq, attention_factor, interleaved, inver
     if type(attention_factor) is not float or not 0.0 < attention_factor < math.inf \
             or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True):
         return None
+    bf16 = x.dtype.kind == "V"
+    if bf16 and _bf16_pair(x, out) is None:
+        return None
     try:
         target = np.empty(x.shape, x.dtype) if out is None else out
     except (ValueError, MemoryError, TypeError):
         return None
     n = _num_threads if _num_threads is not None else get_num_threads()
+    xk, tk = (x.view(_U16), target.view(_U16)) if bf16 else (x, target)
     try:
         if pair_stream is None:
-            _core.rotate_positions(x, positions, inv_freq, attention_factor, target, interleaved, inverse, n)
+            _core.rotate_positions(xk, positions, inv_freq, attention_factor, tk, interleaved, inverse, n, bf16)
         else:
-            _core.rotate_streams(x, positions, inv_freq, pair_stream, attention_factor, target, interleaved,
-                                 inverse, n)
+            _core.rotate_streams(xk, positions, inv_freq, pair_stream, attention_factor, tk, interleaved,
+                                 inverse, n, bf16)
     except (TypeError, ValueError):
         return None
     return target

@@ -748,19 +748,6 @@ def test_cli_bad_input_is_one_line_and_exit_2(case, folder, tmp_path, capsys):
     assert expect in err
 
 
-def test_docstring_examples():
-    import doctest
-    import numpy as np
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    failures = []
-    tests = finder.find(ev, "ropescale.eval", globs={"np": np, "ropescale": ropescale})
-    assert sum(len(t.examples) for t in tests) >= 5
-    for test in tests:
-        runner.run(test, out=failures.append)
-    assert not failures, "".join(failures)
-
-
 # -- the real model -------------------------------------------------------------
 def test_real_model_retrieves_the_key_in_its_window():
     path = ev.default_model_path()

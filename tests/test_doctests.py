@@ -27,7 +27,8 @@ MODULES = [
     "ropescale.tables",
     "ropescale.precision",
     "ropescale._rerotate",
-    "ropescale.eval",
+    "ropescale.eval.prompts",
+    "ropescale.eval.stats",
     "ropescale.hf",
     "ropescale.torch",
 ]

@@ -50,7 +50,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 
 from ._freq import ALIASES, METHODS
-from .methods import SPECS, UNSCALED, canonical, promoted
+from .methods import DEFAULT_EXTENSION, SPECS, UNSCALED, canonical, promoted
 from .rope import Rope
 
 __all__ = [
@@ -1509,8 +1509,8 @@ def parser(prog: str = "ropescale eval") -> argparse.ArgumentParser:
                    help=f"comma-separated; none or any of {', '.join(_BY_NAME)} "
                         f"(default {','.join(DEFAULT_METHODS)}); '' for --scaling only")
     p.add_argument("--scaling", action="append", default=[], metavar="JSON",
-                   help='add a column with a fixed rope_scaling dict, e.g. \'{"rope_type": "yarn", "factor": 4}\' '
-                        '(optional "name"); repeatable')
+                   help=f"add a column with a fixed rope_scaling dict, e.g. "
+                        f"'{json.dumps({'rope_type': DEFAULT_EXTENSION, 'factor': 4})}' (optional \"name\"); repeatable")
     p.add_argument("--lengths", type=_int_list("--lengths"), default=None,
                    help="comma-separated token counts, 4k = 4096 (default: 0.5, 1 and 2 x the trained length)")
     p.add_argument("--depths", type=_float_list, default=list(DEFAULT_DEPTHS),

@@ -147,6 +147,19 @@ def test_gguf_scaling_types_are_llama_cpps():
     assert len(ours) == sum(s.gguf_scaling_type is not None for s in SPECS.values())   # one method per type
 
 
+@pytest.mark.parametrize("name", [n for n, s in SPECS.items() if not s.layout_only])
+def test_gguf_writes_exactly_the_methods_it_says_it_can(name):
+    from ropescale import gguf
+    rope = ropescale.Rope(64, 1e4).extend(16384, name, original_len=4096)
+    if name not in gguf._WRITABLE:
+        with pytest.raises(ValueError, match="methods it can: " + ", ".join(gguf._WRITABLE)):
+            gguf.metadata(rope)
+        return
+    # written with its llama.cpp type; one without a type (a base change, rope_freqs) as the unscaled one's
+    none = SPECS[methods.UNSCALED].gguf_scaling_type
+    assert gguf.metadata(rope).get("llama.rope.scaling.type", none) == (SPECS[name].gguf_scaling_type or none)
+
+
 def test_extend_is_required_for_every_method_but_the_unscaled_one():
     for name, spec in SPECS.items():
         if name != methods.UNSCALED and not spec.layout_only:

@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
+from ..methods import DEFAULT_EXTENSION
 from ._common import (BATCH_TOKENS, DEFAULT_BUCKET, DEFAULT_DEPTHS, DEFAULT_PPL_TOLERANCE, DEFAULT_SCORE_TOKENS,
                       DEFAULT_TRIALS, EvalError, _depth, _jsonable, _length, _one_line)
 from .models import _check_memory, _deps, _device, available_memory, gguf_memory_estimate, load_model, model_path
@@ -77,8 +78,8 @@ def parser(prog: str = "ropescale eval") -> argparse.ArgumentParser:
                    help=f"comma-separated; none or any of {', '.join(_BY_NAME)} "
                         f"(default {','.join(DEFAULT_METHODS)}); '' for --scaling only")
     p.add_argument("--scaling", action="append", default=[], metavar="JSON",
-                   help='add a column with a fixed rope_scaling dict, e.g. \'{"rope_type": "yarn", "factor": 4}\' '
-                        '(optional "name"); repeatable')
+                   help=f"add a column with a fixed rope_scaling dict, e.g. "
+                        f"'{json.dumps({'rope_type': DEFAULT_EXTENSION, 'factor': 4})}' (optional \"name\"); repeatable")
     p.add_argument("--lengths", type=_int_list("--lengths"), default=None,
                    help="comma-separated token counts, 4k = 4096 (default: 0.5, 1 and 2 x the trained length)")
     p.add_argument("--depths", type=_float_list, default=list(DEFAULT_DEPTHS),

@@ -557,18 +557,42 @@ static int kernel_status(int rc)
     }
 }
 
+/* tables._refuse_full's test, for the fast path (refuse_full=True): the
+ * last row of a half-width sin of realistic width, stored along the pairs,
+ * reads as cat(h, h) with h not constant.  Done here because at a decode
+ * step every line of Python runs from a cold cache: the Python form cost
+ * 2-4 us of a 35 us copy floor (Intel Xeon family 6 model 167). */
+static int looks_full(PyArrayObject *s)
+{
+    const int nd = PyArray_NDIM(s);
+    const npy_intp w = PyArray_DIM(s, nd - 1), fs = PyArray_STRIDE(s, nd - 1);
+    const size_t item = (size_t)PyArray_ITEMSIZE(s);
+    const char *row = PyArray_BYTES(s);
+    int varies = 0;
+    if (w < 4 || w % 2 || w > (1 << 16) || PyArray_SIZE(s) == 0 || fs == 0)
+        return 0;
+    for (int d = 0; d < nd - 1; d++)
+        row += (PyArray_DIM(s, d) - 1) * PyArray_STRIDE(s, d);
+    for (npy_intp j = 0; j < w / 2; j++) {
+        if (memcmp(row + j * fs, row + (j + w / 2) * fs, item) != 0)
+            return 0;
+        varies |= memcmp(row + j * fs, row, item) != 0;
+    }
+    return varies;
+}
+
 static PyObject *py_rotate(PyObject *self, PyObject *args)
 {
     PyObject *xo, *co, *so, *oo;
     PyArrayObject *x, *c, *s, *out;
-    int interleaved, inverse, n_threads, rc, dt, ct, bf16 = 0;
+    int interleaved, inverse, n_threads, rc, dt, ct, bf16 = 0, refuse_full = 0;
     rs_layout L;
     rs_options opt;
     glue_poll poll;
     (void)self;
 
-    if (!PyArg_ParseTuple(args, "OOOOppi|p:rotate", &xo, &co, &so, &oo,
-                          &interleaved, &inverse, &n_threads, &bf16))
+    if (!PyArg_ParseTuple(args, "OOOOppi|pp:rotate", &xo, &co, &so, &oo,
+                          &interleaved, &inverse, &n_threads, &bf16, &refuse_full))
         return NULL;
     if (check_operand(xo, "x", 0) < 0 || check_operand(co, "cos", 0) < 0 ||
         check_operand(so, "sin", 0) < 0 || check_operand(oo, "out", 1) < 0)
@@ -600,6 +624,10 @@ static PyObject *py_rotate(PyObject *self, PyObject *args)
     if (broadcast_rows(&L, c, PyArray_NDIM(c) - 1, "cos", RS_OP_COS) < 0 ||
         broadcast_rows(&L, s, PyArray_NDIM(s) - 1, "sin", RS_OP_SIN) < 0)
         return NULL;
+    if (refuse_full && looks_full(s)) {
+        PyErr_SetString(PyExc_ValueError, "sin looks like a full-width table (its rows are cat(s, s))");
+        return NULL;
+    }
     L.n_pairs = PyArray_DIM(c, PyArray_NDIM(c) - 1);
     L.fstride[RS_OP_COS] = PyArray_STRIDE(c, PyArray_NDIM(c) - 1);
     L.fstride[RS_OP_SIN] = PyArray_STRIDE(s, PyArray_NDIM(s) - 1);
@@ -1381,7 +1409,7 @@ static PyMethodDef methods[] = {
     {"scaled_inv_freq", (PyCFunction)(void (*)(void))py_scaled_inv_freq,
      METH_VARARGS | METH_KEYWORDS, "scaled_inv_freq(dim, base, method, ...) -> (array, float)"},
     {"rotate", py_rotate, METH_VARARGS,
-     "rotate(x, cos, sin, out, interleaved, inverse, n_threads, bf16=False) -> out"},
+     "rotate(x, cos, sin, out, interleaved, inverse, n_threads, bf16=False, refuse_full=False) -> out"},
     {"rotate_positions", py_rotate_positions, METH_VARARGS,
      "rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads, bf16=False) -> out"},
     {"rotate_qk", py_rotate_qk, METH_VARARGS,

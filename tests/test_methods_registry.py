@@ -312,3 +312,14 @@ def test_hf_patch_refuses_a_method_transformers_lacks_and_leaves_the_model_alone
     # a base change (ntk_alpha) is written as transformers' default rope, which loads anywhere
     hf.patch(model, {"rope_type": "ntk_alpha", "alpha": 4.0})
     assert model.config.rope_parameters["rope_type"] == methods.UNSCALED
+
+
+@pytest.mark.parametrize("name", [n for n, s in SPECS.items() if s.length_dependent])
+def test_parity_never_calls_a_length_dependent_method_length_independent(name):
+    # parity's length-rule text came from a hand list (dynamic, longrope) and said dynamic_yarn's
+    # frequencies "do not depend on the sequence length"
+    from ropescale import parity
+    rope = ropescale.Rope(64, 1e4).extend(16384, name, original_len=4096)
+    cfg = {"hidden_size": 64, "num_attention_heads": 1, "max_position_embeddings": 16384, **rope.to_hf()}
+    v = parity.view(cfg, "transformers", 8192)
+    assert not v.length_rule.startswith("none"), (name, v.length_rule)

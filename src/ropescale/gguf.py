@@ -64,7 +64,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ._freq import inv_freq as _inv_freq, ntk_lambda
+from ._freq import inv_freq as _inv_freq, ntk_lambda, yarn_mscale
 from .methods import LINEAR, LLAMA3, LONGROPE, NTK, SPECS, UNSCALED, YARN
 from .rope import Rope
 
@@ -579,7 +579,7 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
             attn = (1.0 if attn is None else attn) * yarn_attn
             where["attention_factor"] = f"{k}.scaling.attn_factor' * '{k}.scaling.yarn_attn_factor"
         if attn is not None and attn != 1.0:
-            sc["attention_factor"] = float(attn) * _yarn_mscale(float(factor))
+            sc["attention_factor"] = float(attn) * yarn_mscale(float(factor))
     elif method == LONGROPE:
         long_f, short_f = per_pair("rope_factors_long.weight"), per_pair("rope_factors_short.weight")
         if long_f is None or short_f is None:
@@ -604,10 +604,6 @@ def _per_pair_only(rope: Rope, sc: Dict[str, Any]) -> bool:
     """A longrope whose lists agree and whose attention factor is 1: fixed per-pair divisors (what rope_freqs holds)."""
     return rope.attention_factor == 1.0 and np.array_equal(np.asarray(sc["short_factor"], dtype=np.float64),
                                                           np.asarray(sc["long_factor"], dtype=np.float64))
-
-
-def _yarn_mscale(factor: float) -> float:
-    return 1.0 if factor <= 1.0 else 0.1 * math.log(factor) + 1.0
 
 
 # -- writing ------------------------------------------------------------------
@@ -655,8 +651,8 @@ def metadata(rope: Rope, arch: str = "llama", *, context_length: Optional[int] =
         ms, msa = sc.get("mscale"), sc.get("mscale_all_dim")
         if "attention_factor" not in sc and ms and msa and ms == msa:
             md[f"{k}.scaling.yarn_log_multiplier"] = 0.1 * float(msa)
-        elif rope.attention_factor != _yarn_mscale(rope.factor):
-            md[f"{k}.scaling.attn_factor"] = float(rope.attention_factor / _yarn_mscale(rope.factor))
+        elif rope.attention_factor != yarn_mscale(rope.factor):
+            md[f"{k}.scaling.attn_factor"] = float(rope.attention_factor / yarn_mscale(rope.factor))
     elif method == LLAMA3 or (method == LONGROPE and _per_pair_only(rope, sc)):
         md["rope_freqs.weight"] = (_inv_freq(rope.rotary_dim, rope.base) / rope.inv_freq).astype(np.float32)
     elif method == LONGROPE:

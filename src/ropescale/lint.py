@@ -29,8 +29,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
+from ._freq import yarn_mscale as _mscale
+from .configs import _text_config, read_config, rope_blocks as _blocks
 from .methods import ALIASES, FACTOR_LISTS, LONGROPE, SPECS, UNSCALED, YARN
-from .configs import read_config
 from .rope import Rope
 
 __all__ = ["CHECKS", "Finding", "lint", "fix"]
@@ -103,15 +104,6 @@ def _find(code: str, detail: str) -> Finding:
     return Finding(code, c.severity, f"{c.reason} ({detail})", c.engines)
 
 
-def _text(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    tc = config.get("text_config")
-    return tc if isinstance(tc, Mapping) else config
-
-
-def _mscale(s: float, mu: float = 1.0) -> float:
-    return 1.0 if s <= 1.0 else 0.1 * mu * math.log(s) + 1.0
-
-
 def _load(config: Any) -> Tuple[Dict[str, Any], str]:
     if isinstance(config, (str, os.PathLike)):
         path = os.fspath(config)
@@ -119,15 +111,6 @@ def _load(config: Any) -> Tuple[Dict[str, Any], str]:
     if not isinstance(config, Mapping):
         raise TypeError(f"config must be a dict or a config.json path, got {type(config).__name__}")
     return dict(config), "config"
-
-
-def _blocks(cfg: Mapping[str, Any]) -> Tuple[Optional[dict], Optional[dict]]:
-    v4, v5 = cfg.get("rope_scaling"), cfg.get("rope_parameters")
-    v4 = dict(v4) if isinstance(v4, Mapping) else None
-    if isinstance(v5, Mapping) and v5 and all(isinstance(v, Mapping) for v in v5.values()):
-        v5 = None  # keyed by layer type: transformers 5's own layout, read per layer
-    v5 = dict(v5) if isinstance(v5, Mapping) else None
-    return v4, v5
 
 
 def _method(block: Optional[Mapping[str, Any]]) -> str:
@@ -143,8 +126,8 @@ def lint(config: Any) -> List[Finding]:
     A config ``Rope.from_hf`` cannot read raises its ValueError/TypeError.
     """
     cfg, _ = _load(config)
-    text = _text(cfg)
-    model_type = str(text.get("model_type", cfg.get("model_type", "")))
+    text, model_type = _text_config(cfg)   # where Rope.from_hf reads the language model's rope
+    model_type = str(model_type or "")
     v4, v5 = _blocks(text)
     block = v5 if v5 is not None else (v4 or {})
     method = _method(block)
@@ -289,7 +272,7 @@ def fix(config: Any) -> Dict[str, Any]:
     if errors:
         raise ValueError(f"config has errors that --fix cannot decide: {errors[0].code}")
     out = copy.deepcopy(cfg)
-    text = out["text_config"] if isinstance(out.get("text_config"), Mapping) else out
+    text = _text_config(out)[0]   # the dict inside out that holds the rope, edited in place
     rp = text.get("rope_parameters")
     if isinstance(rp, Mapping) and rp and all(isinstance(v, Mapping) for v in rp.values()):
         raise ValueError("rope_parameters is keyed by layer type (transformers 5's own layout): nothing to normalize")

@@ -35,7 +35,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .configs import read_config
+from ._freq import yarn_mscale as _mscale
+from .configs import _text_config, read_config, rope_blocks
 from .methods import DYNAMIC, LONGROPE, SPECS, UNSCALED, YARN
 from .rope import Rope
 
@@ -288,10 +289,6 @@ def rules_for(name: str) -> List[Behaviour]:
 # Reading the config once.
 # ---------------------------------------------------------------------------
 
-def _mscale(s: float, mu: float = 1.0) -> float:
-    return 1.0 if s <= 1.0 else 0.1 * mu * math.log(s) + 1.0
-
-
 @dataclass
 class _Model:
     config: Dict[str, Any]
@@ -316,18 +313,16 @@ class _Model:
 
 
 def _text(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    tc = config.get("text_config")
-    return tc if isinstance(tc, Mapping) else config
+    """The part of ``config`` that holds the language model's rope, where ``Rope.from_hf`` reads it."""
+    return _text_config(config)[0]
 
 
 def _rope_block(cfg: Mapping[str, Any]) -> Tuple[Dict[str, Any], bool]:
-    v5 = cfg.get("rope_parameters")
-    v4 = cfg.get("rope_scaling")
-    if isinstance(v5, Mapping) and v5 and not all(isinstance(v, Mapping) for v in v5.values()):
-        only = not isinstance(v4, Mapping) and ("rope_theta" not in cfg or v5.get("rope_type", v5.get("type"))
-                                                not in (None, UNSCALED))
-        return dict(v5), bool(only)
-    return (dict(v4) if isinstance(v4, Mapping) else {}), False
+    v4, v5 = rope_blocks(cfg)
+    if v5:
+        only = v4 is None and ("rope_theta" not in cfg or v5.get("rope_type", v5.get("type")) not in (None, UNSCALED))
+        return v5, only
+    return (v4 or {}), False
 
 
 def load(config: Any) -> _Model:
@@ -352,10 +347,9 @@ def load(config: Any) -> _Model:
         # Keys a model family reads beside the rope (Ministral 3's llama_4_scaling_beta) are read below.
         warnings.filterwarnings("ignore", message="scaling keys ignored")
         rope = Rope.from_hf(config)
-    text = _text(config)
+    text, model_type = _text_config(config)
     raw, v5_only = _rope_block(text)
-    return _Model(dict(config), source, str(text.get("model_type", config.get("model_type", ""))), rope, raw,
-                  v5_only)
+    return _Model(dict(config), source, str(model_type or ""), rope, raw, v5_only)
 
 
 # ---------------------------------------------------------------------------

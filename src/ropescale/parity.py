@@ -455,7 +455,11 @@ def _softmax(m: _Model, beh: str) -> float:
 
 def _query(m: _Model, beh: Optional[str], n: int) -> float:
     beta = m.raw.get("llama_4_scaling_beta")
-    scale = float(m.rope.query_scale([n - 1])[0])
+    rope = m.rope
+    if beta and rope.query_temperature is not None and rope.query_temperature[2] == 0.0:
+        # from_hf read transformers' beta factor into the rope: each engine's own rule is applied below
+        rope = rope.replace(query_temperature=None)
+    scale = float(rope.query_scale([n - 1])[0])
     step = m.L if beh == "yes" else _text(m.config).get("original_max_position_embeddings", 16384)
     if beta and beh in ("yes", "yes_top_level") and step:
         scale *= 1.0 + beta * math.log1p(math.floor((n - 1) / step))

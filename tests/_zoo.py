@@ -103,6 +103,11 @@ def _softmax_factor(row, default_row, i, mine):
     att = row.get("attention") or []
     if i >= len(att) or "softmax_factor" not in att[i]:
         return None
+    if row.get("curated"):
+        # a published config: a factor the rope can put there (mscale_all_dim), or one ropescale claims,
+        # must show; otherwise the model's own convention (Gemma's query_pre_attn_scalar) is not the rope's
+        claimable = mine != 1.0 or "mscale_all_dim" in json.dumps(row.get("config"))
+        return att[i]["softmax_factor"] if claimable else None
     if row["variant"] == "default":
         if _unscaled(row):
             return 1.0

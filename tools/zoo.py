@@ -238,6 +238,28 @@ def probe(mt, variant):
             config, text = _with_yarn(config, text, YARN_FACTOR)
         except Exception as e:  # noqa: BLE001
             return {**row, "status": "variant_error", "error": f"{type(e).__name__}: {e}"[:400]}
+    return _probe_built(row, config, text)
+
+
+def probe_config(name, raw):
+    """A published config.json (a dict) as its model's code runs it: the same record as a zoo row,
+    with ``config`` the file as given (what ropescale reads), not transformers' re-save."""
+    import copy
+    from transformers import AutoConfig
+    row = {"model_type": raw.get("model_type"), "variant": name, "config": raw, "curated": True}
+    try:
+        config = AutoConfig.for_model(raw["model_type"], **copy.deepcopy(
+            {k: v for k, v in raw.items() if k != "model_type"}))
+    except Exception as e:  # noqa: BLE001
+        return {**row, "status": "config_error", "error": f"{type(e).__name__}: {e}"[:400]}
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    row = _probe_built(row, config, text)
+    row.update(config=raw, curated=True)
+    return row
+
+
+def _probe_built(row, config, text):
+    import torch
     row["text_model_type"] = getattr(text, "model_type", None)
     try:
         row["config"] = _json_config(config)
@@ -646,6 +668,63 @@ def write_report(golden):
     return 0
 
 
+CONFIG_DIR = os.path.join(HERE, os.pardir, "tests", "data", "configs")
+CONFIGS_OUT = os.path.join(HERE, os.pardir, "tests", "data", "configs_zoo.json.gz")
+
+
+def configs_worker(names):
+    """``--configs-worker``: probe_config for each tests/data/configs/NAME.json, one JSON line each."""
+    import torch
+    import transformers
+    torch.set_default_dtype(torch.float32)
+    import torch.fx.experimental._config as fx_config
+    fx_config.meta_nonzero_assume_all_nonzero = True
+    transformers.logging.set_verbosity_error()
+    warnings.simplefilter("ignore")
+    for name in names:
+        with open(os.path.join(CONFIG_DIR, f"{name}.json")) as f:
+            raw = json.load(f)
+        t0 = time.time()
+        try:
+            row = probe_config(name, raw)
+        except Exception as e:  # noqa: BLE001 - a bug of the probe, recorded as such
+            row = {"model_type": raw.get("model_type"), "variant": name, "config": raw, "status": "probe_error",
+                   "error": "".join(traceback.format_exception_only(type(e), e))[:400]}
+        row["seconds"] = round(time.time() - t0, 2)
+        print("ZOO " + json.dumps(row), flush=True)
+
+
+def walk_configs(out, timeout, only=None):
+    """Every curated config (tests/data/configs/*.json) through its model's forward: ``--configs``
+    (with ``only``: those configs afresh, the other rows of ``out`` kept)."""
+    import torch
+    import transformers
+    names = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".json"))
+    rows = {}
+    if only:
+        with gzip.open(out, "rt", encoding="utf-8") as f:
+            rows = {r["variant"]: r for r in json.load(f)["rows"]}
+    for name in names:
+        if only and name not in only:
+            continue          # one process per config: a model that hangs costs its own row only
+        try:
+            res = subprocess.run([sys.executable, os.path.abspath(__file__), "--configs-worker", name],
+                                 capture_output=True, text=True, timeout=timeout)
+            got = [json.loads(line[4:]) for line in res.stdout.splitlines() if line.startswith("ZOO ")]
+            tail = res.stderr[-300:]
+        except subprocess.TimeoutExpired:
+            got, tail = [], f"timeout after {timeout} s"
+        rows[name] = got[0] if got else {"variant": name, "status": "probe_error", "error": f"worker died: {tail}"}
+        print(f"  {name}: {rows[name].get('status')} {rows[name].get('forward', '')[:60]}", flush=True)
+    data = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
+            "generator": "tools/zoo.py --configs", "probe_positions": PROBE_POSITIONS,
+            "query_positions": QUERY_POSITIONS,
+            "rows": [rows[n] if only and n not in only else _compact(rows[n]) for n in names]}
+    _write(out, data)
+    print(f"wrote {len(names)} rows to {out}")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=DEFAULT_OUT)
@@ -658,11 +737,19 @@ def main(argv=None):
                     help="with --only: probe those types afresh and replace their rows in --out, keeping the others")
     ap.add_argument("--report", action="store_true",
                     help="only rewrite docs/zoo.md and the README's figure from the golden data and this ropescale")
+    ap.add_argument("--configs", action="store_true",
+                    help=f"probe every curated config of tests/data/configs instead, into {CONFIGS_OUT}")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--configs-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
         worker(args.worker.split(","))
         return 0
+    if args.configs_worker is not None:
+        configs_worker(args.configs_worker.split(","))
+        return 0
+    if args.configs:
+        return walk_configs(CONFIGS_OUT, args.timeout, args.only.split(",") if args.only else None)
     if args.report:
         return write_report(args.out)
     import transformers

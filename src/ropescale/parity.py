@@ -152,8 +152,8 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
     # -- softmax scale: DeepSeek-style mscale(s, mscale_all_dim)^2 on 1/sqrt(d) --
     Behaviour("softmax", "mla", "softmax scale × mscale(s, mscale_all_dim)² for DeepSeek-style attention",
               _TF + " models/deepseek_v2, deepseek_v3, mistral4 … (yarn_apply_mscale)", "transformers PR #47435"),
-    Behaviour("softmax", "mla_deepseek", "softmax scale × mscale(s, mscale_all_dim)² in the DeepSeek V2/V3 files",
-              _MLX + "deepseek_v2.py, deepseek_v3.py (Attention.__init__)"),
+    Behaviour("softmax", "mla_deepseek", "softmax scale × mscale(s, mscale_all_dim)² in the DeepSeek V2/V3/V3.2 files",
+              _MLX + "deepseek_v2.py, deepseek_v3.py, deepseek_v32.py (Attention.__init__)"),
     Behaviour("softmax", "mla_v3_only", "softmax scale × mscale(s, mscale_all_dim)² for DeepSeek-V3 only",
               "huggingface/transformers before PR #47435", "transformers PR #47435",
               "{engine} leaves out DeepSeek-V2's softmax factor mscale(s, mscale_all_dim)²"),
@@ -187,7 +187,7 @@ _MLA_TYPES = {
             "glm_moe_dsa", "longcat_flash", "minicpm3", "youtu", "bailing_hybrid"),
     "mla_v3_only": ("deepseek_v3", "deepseek_v32", "kimi_k2", "glm4_moe_lite", "glm_moe_dsa", "longcat_flash",
                     "minicpm3", "youtu", "bailing_hybrid"),
-    "mla_deepseek": ("deepseek_v2", "deepseek_v3"),
+    "mla_deepseek": ("deepseek_v2", "deepseek_v3", "deepseek_v32"),
 }
 
 

@@ -19,33 +19,24 @@ Prints one line per target, ``FUZZ <target> <examples> valid=<n> invalid=<n>``,
 then ``FUZZ-TOTAL <examples>``; exits 1 on a failure (with Hypothesis's
 falsifying example).
 """
-import argparse
 import math
 import sys
-import traceback
 import warnings
 
 import mpmath
 import numpy as np
-from hypothesis import HealthCheck, given, seed, settings, strategies as st
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import ropescale
 from ropescale import reference as ref
 
 from conftest import TOL  # noqa: E402  (the suite's one tolerance table; this directory is sys.path[0])
+from _targets import run, tally  # noqa: E402
 FLOAT_KINDS = ["<f2", "<f4", "<f8", ">f4", ">f8"]
 MAX_POSITION = 2**52
 MAX_ANGLE = 2.0**34
 NAN, INF = float("nan"), float("inf")
-
-COUNTS = {}
-
-
-def tally(target, valid):
-    c = COUNTS.setdefault(target, [0, 0])
-    c[0 if valid else 1] += 1
-
 
 # ------------------------------------------------------------------ oracles
 
@@ -720,31 +711,9 @@ TARGETS = [
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--examples", type=int, default=300, help="max_examples per target")
-    ap.add_argument("--seed", type=int, default=20240501)
-    ap.add_argument("--only", default=None, help="run one target")
-    args = ap.parse_args(argv)
     # NaN/inf inside x make the NumPy reference warn; that is expected.
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="ropescale.reference")
-    failed = False
-    for name, strategy, body in TARGETS:
-        if args.only and name != args.only:
-            continue
-        test = seed(args.seed)(settings(max_examples=args.examples, deadline=None, database=None,
-                                        suppress_health_check=list(HealthCheck), print_blob=False)(
-            given(strategy)(body)))
-        try:
-            test()
-        except Exception:
-            failed = True
-            print(f"FUZZ-FAIL {name}", flush=True)
-            traceback.print_exc()
-        v, i = COUNTS.get(name, [0, 0])
-        print(f"FUZZ {name} {v + i} valid={v} invalid={i}", flush=True)
-    total = sum(v + i for v, i in COUNTS.values())
-    print(f"FUZZ-TOTAL {total}", flush=True)
-    return 1 if failed else 0
+    return run(TARGETS, "FUZZ", __doc__.splitlines()[0], argv, examples=300, seed_value=20240501)
 
 
 if __name__ == "__main__":

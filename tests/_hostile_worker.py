@@ -30,16 +30,14 @@ decided here from the drawn fields, not from the code under test):
 Prints ``HOSTILE <target> <cases> valid=<n> invalid=<n>`` per target, then
 ``HOSTILE-TOTAL <cases>``; exits 1 on a failure.
 """
-import argparse
 import os
 import re
 import struct
 import sys
 import tempfile
-import traceback
 
 import numpy as np
-from hypothesis import HealthCheck, given, seed, settings, strategies as st
+from hypothesis import strategies as st
 
 import ropescale
 import ropescale.gguf as rg
@@ -47,14 +45,9 @@ from ropescale import _arrays
 
 import _dlpack_capsules as dl  # noqa: E402  (this directory is sys.path[0])
 import _gguf_bytes as gb  # noqa: E402
+from _targets import run, tally  # noqa: E402
 
-COUNTS = {}
 MAX_INTP = 2**63 - 1
-
-
-def tally(target, valid):
-    c = COUNTS.setdefault(target, [0, 0])
-    c[0 if valid else 1] += 1
 
 
 # ------------------------------------------------------------------ DLPack
@@ -406,33 +399,8 @@ TARGETS = [
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--examples", type=int, default=500, help="max_examples per target")
-    ap.add_argument("--seed", type=int, default=20261207)
-    ap.add_argument("--only", default=None, help="run one target")
-    args = ap.parse_args(argv)
-    failed = False
-    for name, strategy, body in TARGETS:
-        if args.only and name != args.only:
-            continue
-        if name == "dlpack" and not dl.AVAILABLE:
-            print(f"HOSTILE-SKIP dlpack: {dl.WHY_NOT}", flush=True)
-            print("HOSTILE dlpack 0 valid=0 invalid=0", flush=True)
-            continue
-        test = seed(args.seed)(settings(max_examples=args.examples, deadline=None, database=None,
-                                        suppress_health_check=list(HealthCheck), print_blob=False)(
-            given(strategy)(body)))
-        try:
-            test()
-        except Exception:
-            failed = True
-            print(f"HOSTILE-FAIL {name}", flush=True)
-            traceback.print_exc()
-        v, i = COUNTS.get(name, [0, 0])
-        print(f"HOSTILE {name} {v + i} valid={v} invalid={i}", flush=True)
-    total = sum(v + i for v, i in COUNTS.values())
-    print(f"HOSTILE-TOTAL {total}", flush=True)
-    return 1 if failed else 0
+    return run(TARGETS, "HOSTILE", __doc__.splitlines()[0], argv, examples=500, seed_value=20261207,
+               skip=lambda name: dl.WHY_NOT if name == "dlpack" and not dl.AVAILABLE else None)
 
 
 if __name__ == "__main__":

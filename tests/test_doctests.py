@@ -23,16 +23,28 @@ MODULES = [
     "ropescale.plot",
     "ropescale.parity",
     "ropescale.lint",
+    "ropescale.gguf",
+    "ropescale.tables",
+    "ropescale.precision",
+    "ropescale._rerotate",
+    "ropescale.eval.prompts",
+    "ropescale.eval.stats",
+    "ropescale.hf",
+    "ropescale.torch",
 ]
-NEEDS_MATPLOTLIB = {"ropescale.plot"}
+# Modules whose examples need an optional package: they skip without it.
+NEEDS = {"ropescale.plot": "matplotlib", "ropescale.hf": "torch", "ropescale.torch": "torch"}
 
 # Modules whose every public function must show an example (the user-facing tools).
 EXAMPLES_REQUIRED = ["ropescale.analysis", "ropescale.plot", "ropescale._display"]
 
 
 def _load(name):
-    if name in NEEDS_MATPLOTLIB:
-        pytest.importorskip("matplotlib").use("Agg")
+    need = NEEDS.get(name)
+    if need is not None:
+        pytest.importorskip(need)
+        if need == "matplotlib":
+            importlib.import_module("matplotlib").use("Agg")
     return importlib.import_module(name)
 
 

@@ -17,6 +17,7 @@ pytest.importorskip("gguf")
 pytest.importorskip("accelerate")
 
 from ropescale import eval as ev  # noqa: E402
+from ropescale.eval import models  # noqa: E402
 from ropescale import hf  # noqa: E402
 
 
@@ -57,7 +58,7 @@ def test_patch_without_scaling_and_with_full_layer_scaling_equal_native_transfor
     native_module = model.model.rotary_emb
     with torch.inference_mode():
         native = model(ids).logits
-        own = ev._model_rope(model)          # the full-attention rope, unscaled
+        own = models._model_rope(model)          # the full-attention rope, unscaled
         assert hf.patch(model, own) == ["model.rotary_emb"]
         assert model.model.rotary_emb is not native_module
         patched = model(ids).logits

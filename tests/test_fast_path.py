@@ -107,3 +107,86 @@ def test_torch_tensors_take_the_fast_lane_and_stay_tensors():
         ropescale.apply_rotary(xt.clone().requires_grad_(True), ct, st)
     with pytest.raises(TypeError, match="requires grad"):
         ropescale.apply_rotary_positions(xt, pt, tt, out=torch.empty_like(xt).requires_grad_(True))
+
+
+def _sin_tables():
+    """Half-width sin tables that do and do not read as full-width, in the layouts a caller passes."""
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal((5, 8)).astype(np.float32)
+    full = np.concatenate([h, h], -1)
+    yield "cat(h, h)", full, True
+    yield "cat(h, h), strided", np.concatenate([full, full], -1)[:, ::2].copy()[:, :16], None
+    yield "cat(h, h) in a strided view", np.repeat(full, 2, axis=-1)[:, ::2], True
+    yield "cat(h, h) only in the last row", np.concatenate([rng.standard_normal((4, 16)).astype(np.float32),
+                                                           full[-1:]]), True
+    yield "cat(h, h) except the last row", np.concatenate([full[:-1], rng.standard_normal((1, 16))
+                                                           .astype(np.float32)]), False
+    yield "a constant row (position 0, test tables)", np.ones((3, 16), np.float32), False
+    yield "width 2", np.ones((3, 2), np.float32), False
+    yield "broadcast along the pairs", np.broadcast_to(np.float32(0.5), (3, 16)), False
+    yield "empty", np.zeros((0, 16), np.float32), False
+    yield "-0.0 against +0.0 (bits differ)", np.array([[0.0, 1.0, -0.0, 1.0]], np.float32), False
+
+
+@pytest.mark.parametrize("name, sin, refused", list(_sin_tables()))
+def test_the_glues_full_width_test_is_refuse_fulls(name, sin, refused):
+    """The fast lane leaves _refuse_full's test to the glue (_core.rotate(..., refuse_full=True)):
+    both refuse exactly the same tables."""
+    from ropescale import _core
+    from ropescale.tables import _refuse_full
+    try:
+        _refuse_full(sin)
+        python_refuses = False
+    except ValueError:
+        python_refuses = True
+    if refused is not None:
+        assert python_refuses == refused, name
+    x = np.ones(sin.shape[:-1] + (2 * sin.shape[-1],), np.float32)
+    cos = np.ones(sin.shape, np.float32)
+    out = np.full_like(x, 7.0)
+    try:
+        _core.rotate(x, cos, sin, out, False, False, 1, False, True)
+        glue_refuses = False
+    except ValueError as e:
+        assert "full-width" in str(e)
+        glue_refuses = True
+        assert np.all(out == 7.0)   # nothing written
+    assert glue_refuses == python_refuses, name
+    _core.rotate(x, cos, sin, out, False, False, 1)   # without the flag the glue never looks
+
+
+@pytest.mark.parametrize("interleaved", [False, True])
+def test_fast_lane_takes_ml_dtypes_bfloat16_with_the_full_paths_bits(interleaved):
+    """ml_dtypes' bfloat16 arrays go to the kernels' bfloat16 path from the fast lanes (Rope.apply and
+    apply_rotary), with the bits of the full path (which views them as uint16 bits the same way)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    bf = ml_dtypes.bfloat16
+    x32, pos, theta, c, s = _inputs(np.float32)
+    x = x32.astype(bf)
+    calls = 0
+    real = _rotary._core
+
+    class Counting:   # the lane reaches the kernel itself, with bf16=True
+        def __getattr__(self, name):
+            fn = getattr(real, name)
+
+            def wrapped(*a):
+                nonlocal calls
+                calls += bool(a and a[-2 if name == "rotate" else -1] is True)
+                return fn(*a)
+            return wrapped
+
+    _rotary._core = Counting()
+    try:
+        got = _rotary._fast_rotary(x, c, s, interleaved, False, None)
+        out = np.zeros_like(x)
+        got_pos = _rotary._fast_positions(x, pos, theta, 1.0, interleaved, False, out)
+    finally:
+        _rotary._core = real
+    assert calls == 2 and got is not None and got.dtype == bf and got_pos is out
+    want = FULL_ROTARY(x, c, s, interleaved=interleaved)
+    assert np.array_equal(got.view(np.uint16), want.view(np.uint16))
+    want = FULL_POSITIONS(x, pos, theta, interleaved=interleaved)
+    assert np.array_equal(out.view(np.uint16), want.view(np.uint16))
+    # a float32 out for bfloat16 x is the full path's (a conversion), not the lane's
+    assert _rotary._fast_rotary(x, c, s, interleaved, False, np.zeros(x.shape, np.float32)) is None

@@ -4,7 +4,6 @@ Oracles: ``Rope.from_hf`` of the equivalent HF config (what a converter started
 from), the ``gguf`` package's own ``GGUFReader`` (an independent parser of the
 same bytes), and SmolLM2-135M-Instruct's published config.
 """
-import doctest
 import importlib.util
 import os
 
@@ -341,15 +340,6 @@ def test_pairing_table_matches_the_weight_permutation_llama_cpp_converters_apply
     inter = ropescale.apply_rotary_positions(x[:, perm], pos, theta, interleaved=rg.pairing("llama") == "interleaved")
     np.testing.assert_allclose(inter, half[:, perm], rtol=1e-12, atol=1e-12)
     assert rg.pairing("qwen2") == "half" and rg.pairing("no-such-arch") is None
-
-
-def test_docstring_examples():
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    failures = []
-    for test in finder.find(rg, "ropescale.gguf", globs={"np": np, "ropescale": ropescale}):
-        runner.run(test, out=failures.append)
-    assert not failures, "".join(failures)
 
 
 # -- the command line -------------------------------------------------------------

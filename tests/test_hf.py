@@ -281,17 +281,6 @@ def test_not_a_module_is_refused():
         rhf.patch({"config": 1}, ("yarn", 64))
 
 
-def test_docstring_examples():
-    import doctest
-
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    failures = []
-    for test in finder.find(rhf, "ropescale.hf", globs={"np": np, "ropescale": ropescale}):
-        runner.run(test, out=failures.append)
-    assert not failures, "".join(failures)
-
-
 def _blocks(text, fence):
     import re
 

@@ -74,6 +74,17 @@ TRAPS = [
 ]
 
 
+def test_nested_text_config_is_linted_where_from_hf_reads_it():
+    """Qwen2.5-Omni keeps its language model's rope at thinker_config.text_config: lint reads that block
+    (its trap is flagged), not the outer config (whose missing rope_theta was a false warning)."""
+    inner = with_(YARN, model_type="qwen2_5_omni_text", max_position_embeddings=32768)
+    cfg = {"model_type": "qwen2_5_omni", "thinker_config": {"model_type": "qwen2_5_omni_thinker",
+                                                            "text_config": inner}}
+    assert [f.code for f in L.lint(cfg)] == [f.code for f in L.lint(inner)] == ["max-pos-mismatch"]
+    fixed = L.fix(with_(cfg))
+    assert "rope_parameters" in fixed["thinker_config"]["text_config"] and "rope_parameters" not in fixed
+
+
 @pytest.mark.parametrize("code,config", TRAPS, ids=[t[0] for t in TRAPS])
 def test_each_trap_is_flagged_with_its_reason_and_engines(code, config):
     found = [f for f in L.lint(config) if f.code == code]

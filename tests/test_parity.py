@@ -200,6 +200,16 @@ def test_v5_only_configs_run_unscaled_at_10000_in_v4_readers(name):
 
 
 @pytest.mark.filterwarnings("ignore:scaling keys ignored")
+def test_nested_text_config_is_read_where_from_hf_reads_it():
+    """The rope block and model type of Qwen2.5-Omni's thinker_config.text_config, not the outer config's
+    (which has none: every v4/v5 rule then compared an empty block)."""
+    inner = {"model_type": "qwen2_5_omni_text", "hidden_size": 1024, "num_attention_heads": 8, "rope_theta": 1e6,
+             "max_position_embeddings": 131072,
+             "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}
+    m = P.load({"model_type": "qwen2_5_omni", "thinker_config": {"text_config": inner}})
+    assert m.model_type == "qwen2_5_omni_text" and m.raw == inner["rope_scaling"] and not m.v5_only
+
+
 def test_every_curated_config_compares_and_every_difference_names_its_rules():
     for fname in sorted(os.listdir(DATA)):
         if not fname.endswith(".json"):

@@ -4,7 +4,6 @@ The report's numbers are checked against mpmath at the same positions (not
 against ropescale's own tables), the float32 strategy against transformers'
 actual rotary embedding, and the README's documented table against a fresh run.
 """
-import doctest
 import json
 import pathlib
 import re
@@ -241,13 +240,3 @@ def test_bad_input_names_the_argument(call, exc, word):
         call()
     assert type(info.value) is exc
     assert word in str(info.value)
-
-
-def test_docstring_examples():
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    n = 0
-    for t in finder.find(precision, globs={"np": np, "ropescale": ropescale}):
-        n += len(t.examples)
-        runner.run(t)
-    assert n >= 8 and runner.failures == 0

@@ -4,7 +4,6 @@ Ground truth is mpmath (exact angles, 40 digits) or the pure-NumPy reference,
 never the C code itself.  The float32 inverse-then-forward re-rotation that
 caches commonly use is run beside ours to show the drift these functions avoid.
 """
-import doctest
 import os
 import re
 import runpy
@@ -364,17 +363,6 @@ def test_streaming_sink_example_runs_and_checks_itself(capsys, monkeypatch, dtyp
     out = capsys.readouterr().out
     assert info.value.code == 0, out  # the example compares its scores with keys rotated from scratch
     assert "max |scores - scores from scratch|" in out
-
-
-def test_docstring_examples():
-    import ropescale._rerotate as mod
-    finder = doctest.DocTestFinder()
-    runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE)
-    n = 0
-    for t in finder.find(mod, globs={"np": np, "ropescale": ropescale}):
-        n += len(t.examples)
-        runner.run(t)
-    assert n >= 6 and runner.failures == 0
 
 
 # -- property: any layout ---------------------------------------------------------

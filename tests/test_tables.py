@@ -4,7 +4,6 @@ Oracles: transformers' own apply_rotary_pos_emb (full-width tables, partial
 rotary), vLLM's cache definition cat(cos(t theta), sin(t theta)) written out
 with NumPy, and NumPy's cos/sin of float64 angles.
 """
-import doctest
 
 import numpy as np
 import pytest
@@ -132,15 +131,6 @@ def test_torch_tensors_keep_their_kind():
     hc, _ = tb.from_full(fc, fs)
     assert isinstance(hc, torch.Tensor) and torch.equal(hc, torch.from_numpy(c))
     assert isinstance(tb.to_vllm(torch.from_numpy(c), torch.from_numpy(s)), torch.Tensor)
-
-
-def test_docstring_examples():
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    failures = []
-    for test in finder.find(tb, "ropescale.tables", globs={"np": np, "ropescale": ropescale}):
-        runner.run(test, out=failures.append)
-    assert not failures, "".join(failures)
 
 
 def test_core_imports_no_framework_and_works_without_them():

@@ -339,6 +339,33 @@ def test_ctrl_c_stops_a_long_call_before_it_finishes(one_c_thread):
     the call had written every row."""
     import signal
     rows = 1 << 19
+    at_handler, after = _interrupt_a_long_call(rows)
+    assert at_handler > 0, "the handler ran only after the call had finished"
+    assert after > 0, "the call went on writing after the KeyboardInterrupt"
+    x = np.ones((rows, 128), np.float16)[:, ::2]
+    th = ropescale.inv_freq(64)
+    c, s = ropescale.cos_sin(np.ones(1), th)
+    seen = {}
+    old = signal.getsignal(signal.SIGINT)
+    # a handler that does not raise lets the call finish, with the right result
+    signal.signal(signal.SIGINT, lambda *a: seen.__setitem__("quiet", True))
+    try:
+        t = threading.Thread(target=lambda: (time.sleep(0.05), signal.pthread_kill(
+            threading.main_thread().ident, signal.SIGINT)), daemon=True)
+        t.start()
+        got = ropescale.apply_rotary_positions(x, np.ones(rows), th)
+        t.join(5)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    np.testing.assert_array_equal(got, ropescale.apply_rotary(x, c, s))
+
+
+# ---------------------------------------------------------------- the pool
+
+def _interrupt_a_long_call(rows):
+    """Send SIGINT once a long (slow-path) call is visibly under way, from another thread;
+    return the rows still unwritten when Python's handler ran and after the call stopped."""
+    import signal
     x = np.ones((rows, 128), np.float16)[:, ::2]          # the slow path: a long call
     out = np.full(x.shape, np.nan, np.float16)
     th = ropescale.inv_freq(64)
@@ -346,7 +373,7 @@ def test_ctrl_c_stops_a_long_call_before_it_finishes(one_c_thread):
     seen = {}
 
     def handler(signum, frame):
-        seen["unwritten_rows_at_handler"] = int(np.isnan(out[:, 0]).sum())
+        seen["unwritten"] = int(np.isnan(out[:, 0]).sum())
         raise KeyboardInterrupt
 
     def watch():
@@ -364,54 +391,14 @@ def test_ctrl_c_stops_a_long_call_before_it_finishes(one_c_thread):
     finally:
         signal.signal(signal.SIGINT, old)
         t.join(5)
-    assert seen["unwritten_rows_at_handler"] > 0, "the handler ran only after the call had finished"
-    assert np.isnan(out[:, 0]).sum() > 0, "the call went on writing after the KeyboardInterrupt"
-    # a handler that does not raise lets the call finish, with the right result
-    signal.signal(signal.SIGINT, lambda *a: seen.__setitem__("quiet", True))
-    try:
-        t = threading.Thread(target=lambda: (time.sleep(0.05), signal.pthread_kill(
-            threading.main_thread().ident, signal.SIGINT)), daemon=True)
-        t.start()
-        got = ropescale.apply_rotary_positions(x, np.ones(rows), th)
-        t.join(5)
-    finally:
-        signal.signal(signal.SIGINT, old)
-    np.testing.assert_array_equal(got, ropescale.apply_rotary(x, c, s))
+    return seen["unwritten"], int(np.isnan(out[:, 0]).sum())
 
-
-# ---------------------------------------------------------------- the pool
 
 def _interrupt_a_split_call(rows):
-    """Send SIGINT once a split call is visibly under way; return the rows still unwritten
-    after it stopped, or None when the signal only reached Python after the call ended."""
-    import signal
-    x = np.ones((rows, 128), np.float16)[:, ::2]
-    out = np.full(x.shape, np.nan, np.float16)
-    th = ropescale.inv_freq(64)
-    c, s = ropescale.cos_sin(np.ones(1), th)
-    seen = {}
-
-    def handler(signum, frame):
-        seen["unwritten"] = int(np.isnan(out[:, 0]).sum())
-        raise KeyboardInterrupt
-
-    def watch():
-        while not (out[:, 0] == out[:, 0]).any():
-            yield_gil()
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-
-    old = signal.signal(signal.SIGINT, handler)
-    t = threading.Thread(target=watch, daemon=True)
-    try:
-        t.start()
-        with pytest.raises(KeyboardInterrupt):
-            ropescale.apply_rotary(x, c, s, out=out)
-    finally:
-        signal.signal(signal.SIGINT, old)
-        t.join(5)
-    if seen["unwritten"] == 0:
-        return None
-    return int(np.isnan(out[:, 0]).sum())
+    """:func:`_interrupt_a_long_call`'s rows unwritten after the call, or None when the signal
+    only reached Python after the call ended."""
+    at_handler, after = _interrupt_a_long_call(rows)
+    return None if at_handler == 0 else after
 
 
 def test_ctrl_c_stops_a_call_split_over_the_pool(threads):

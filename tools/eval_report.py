@@ -24,6 +24,7 @@ DOCS = os.path.join(ROOT, "docs")
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from ropescale import eval as ev  # noqa: E402
+from ropescale.eval import report  # noqa: E402
 
 #: The runs behind each model's section: (file in docs/, what it contributes).
 RUNS = {
@@ -188,7 +189,7 @@ def passkey_depths(result: Mapping[str, Any]) -> str:
 def loss_table(result: Mapping[str, Any], text: int) -> str:
     longest = max(result["lengths"])
     trained = result["model"]["trained_length"]
-    spans = ev._coarse_spans(longest, trained)
+    spans = report._coarse_spans(longest, trained)
     by = {(c["method"], c["length"]): c for c in result["results"]}
     rows = []
     for m in result["methods"]:

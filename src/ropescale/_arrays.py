@@ -348,7 +348,11 @@ def rotary_entry(fn: Optional[Callable] = None, *, fast: Optional[Callable] = No
     def apply_rotary(x, cos, sin, *, interleaved=False, inverse=False, out=None, layout=None):
         if type(x) is np.ndarray and type(cos) is np.ndarray and type(sin) is np.ndarray \
                 and (out is None or type(out) is np.ndarray):
-            return run(x, cos, sin, interleaved, inverse, out, layout)
+            if fast is not None and layout is None:  # run()'s first step, one frame less at a decode step
+                res = fast(x, cos, sin, interleaved, inverse, out)
+                if res is not None:
+                    return res
+            return fn(x, cos, sin, interleaved=interleaved, inverse=inverse, out=out, layout=layout)
         views = _torch_views(x, cos, sin, out)
         if views is not None:
             res = run(views[0], views[1], views[2], interleaved, inverse, views[3], layout)

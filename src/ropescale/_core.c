@@ -557,18 +557,42 @@ static int kernel_status(int rc)
     }
 }
 
+/* tables._refuse_full's test, for the fast path (refuse_full=True): the
+ * last row of a half-width sin of realistic width, stored along the pairs,
+ * reads as cat(h, h) with h not constant.  Done here because at a decode
+ * step every line of Python runs from a cold cache: the Python form cost
+ * 2-4 us of a 35 us copy floor (Intel Xeon family 6 model 167). */
+static int looks_full(PyArrayObject *s)
+{
+    const int nd = PyArray_NDIM(s);
+    const npy_intp w = PyArray_DIM(s, nd - 1), fs = PyArray_STRIDE(s, nd - 1);
+    const size_t item = (size_t)PyArray_ITEMSIZE(s);
+    const char *row = PyArray_BYTES(s);
+    int varies = 0;
+    if (w < 4 || w % 2 || w > (1 << 16) || PyArray_SIZE(s) == 0 || fs == 0)
+        return 0;
+    for (int d = 0; d < nd - 1; d++)
+        row += (PyArray_DIM(s, d) - 1) * PyArray_STRIDE(s, d);
+    for (npy_intp j = 0; j < w / 2; j++) {
+        if (memcmp(row + j * fs, row + (j + w / 2) * fs, item) != 0)
+            return 0;
+        varies |= memcmp(row + j * fs, row, item) != 0;
+    }
+    return varies;
+}
+
 static PyObject *py_rotate(PyObject *self, PyObject *args)
 {
     PyObject *xo, *co, *so, *oo;
     PyArrayObject *x, *c, *s, *out;
-    int interleaved, inverse, n_threads, rc, dt, ct, bf16 = 0;
+    int interleaved, inverse, n_threads, rc, dt, ct, bf16 = 0, refuse_full = 0;
     rs_layout L;
     rs_options opt;
     glue_poll poll;
     (void)self;
 
-    if (!PyArg_ParseTuple(args, "OOOOppi|p:rotate", &xo, &co, &so, &oo,
-                          &interleaved, &inverse, &n_threads, &bf16))
+    if (!PyArg_ParseTuple(args, "OOOOppi|pp:rotate", &xo, &co, &so, &oo,
+                          &interleaved, &inverse, &n_threads, &bf16, &refuse_full))
         return NULL;
     if (check_operand(xo, "x", 0) < 0 || check_operand(co, "cos", 0) < 0 ||
         check_operand(so, "sin", 0) < 0 || check_operand(oo, "out", 1) < 0)
@@ -600,6 +624,10 @@ static PyObject *py_rotate(PyObject *self, PyObject *args)
     if (broadcast_rows(&L, c, PyArray_NDIM(c) - 1, "cos", RS_OP_COS) < 0 ||
         broadcast_rows(&L, s, PyArray_NDIM(s) - 1, "sin", RS_OP_SIN) < 0)
         return NULL;
+    if (refuse_full && looks_full(s)) {
+        PyErr_SetString(PyExc_ValueError, "sin looks like a full-width table (its rows are cat(s, s))");
+        return NULL;
+    }
     L.n_pairs = PyArray_DIM(c, PyArray_NDIM(c) - 1);
     L.fstride[RS_OP_COS] = PyArray_STRIDE(c, PyArray_NDIM(c) - 1);
     L.fstride[RS_OP_SIN] = PyArray_STRIDE(s, PyArray_NDIM(s) - 1);
@@ -782,12 +810,56 @@ static int check_pair_stream(PyArrayObject *ps, npy_intp R, npy_intp k)
     return 0;
 }
 
+/* M-RoPE streams: positions (k, ...) with 1 <= k <= RS_MAX_STREAMS, at
+ * most RS_PAIR_BLOCK pairs (`who` names the call in that message) and
+ * pair_stream naming one of the k streams for each pair.  Returns k, or -1
+ * with an error set. */
+static npy_intp check_streams(PyArrayObject *p, PyArrayObject *ps, npy_intp R, const char *who)
+{
+    npy_intp k;
+    if (PyArray_NDIM(p) < 1 || PyArray_DIM(p, 0) < 1 || PyArray_DIM(p, 0) > RS_MAX_STREAMS) {
+        PyErr_Format(PyExc_ValueError, "positions must have 1 to %d streams on its first axis", RS_MAX_STREAMS);
+        return -1;
+    }
+    k = PyArray_DIM(p, 0);
+    if (R > RS_PAIR_BLOCK) {
+        PyErr_Format(PyExc_ValueError, "%s takes at most %d pairs, got %zd", who, RS_PAIR_BLOCK, R);
+        return -1;
+    }
+    if (check_pair_stream(ps, R, k) < 0)
+        return -1;
+    return k;
+}
+
+/* The positions' broadcasting over L's rows; with streams, stream 0
+ * describes every stream's (stream j is j strides on). */
+static int broadcast_positions(rs_layout *L, PyObject *po, int streams)
+{
+    PyObject *pb;
+    int rc;
+    if (streams) {
+        if ((pb = PySequence_GetItem(po, 0)) == NULL)
+            return -1;
+    } else {
+        pb = po;
+        Py_INCREF(pb);
+    }
+    if (!PyArray_Check(pb)) {
+        Py_DECREF(pb);
+        PyErr_SetString(PyExc_TypeError, "positions must be an array");
+        return -1;
+    }
+    rc = broadcast_rows(L, (PyArrayObject *)pb, PyArray_NDIM((PyArrayObject *)pb), "positions", RS_OP_POS);
+    Py_DECREF(pb);
+    return rc;
+}
+
 /* The fused forms: plain positions (rotate_positions), or M-RoPE position
  * streams (k, ...) whose trailing axes broadcast against x's rows, pair j
  * taking stream pair_stream[j] (rotate_streams, `streams` set). */
 static PyObject *rotate_fused(PyObject *args, int streams)
 {
-    PyObject *xo, *po, *to, *so_ = NULL, *oo, *pb;
+    PyObject *xo, *po, *to, *so_ = NULL, *oo;
     PyArrayObject *x, *p, *t, *ps = NULL, *out;
     double scale;
     int interleaved, inverse, n_threads, rc, dt, bf16 = 0, pos_int;
@@ -810,18 +882,7 @@ static PyObject *rotate_fused(PyObject *args, int streams)
     R = PyArray_DIM(t, 0);
     if (streams) {
         ps = (PyArrayObject *)so_;
-        if (PyArray_NDIM(p) < 1 || PyArray_DIM(p, 0) < 1 || PyArray_DIM(p, 0) > RS_MAX_STREAMS) {
-            PyErr_Format(PyExc_ValueError, "positions must have 1 to %d streams on its first axis",
-                         RS_MAX_STREAMS);
-            return NULL;
-        }
-        k = PyArray_DIM(p, 0);
-        if (R > RS_PAIR_BLOCK) {
-            PyErr_Format(PyExc_ValueError, "rotate_streams takes at most %d pairs, got %zd",
-                         RS_PAIR_BLOCK, R);
-            return NULL;
-        }
-        if (check_pair_stream(ps, R, k) < 0)
+        if ((k = check_streams(p, ps, R, "rotate_streams")) < 0)
             return NULL;
     }
     if ((dt = dtype_code(x, "x", bf16)) < 0 || dtype_code(out, "out", bf16) < 0)
@@ -832,22 +893,7 @@ static PyObject *rotate_fused(PyObject *args, int streams)
     }
     if (layout_x_out(&L, x, out) < 0)
         return NULL;
-    /* streams: stream 0 describes every stream's broadcasting; stream j is j strides on */
-    if (streams) {
-        if ((pb = PySequence_GetItem(po, 0)) == NULL)
-            return NULL;
-    } else {
-        pb = po;
-        Py_INCREF(pb);
-    }
-    if (!PyArray_Check(pb)) {
-        Py_DECREF(pb);
-        PyErr_SetString(PyExc_TypeError, "positions must be an array");
-        return NULL;
-    }
-    rc = broadcast_rows(&L, (PyArrayObject *)pb, PyArray_NDIM((PyArrayObject *)pb), "positions", RS_OP_POS);
-    Py_DECREF(pb);
-    if (rc < 0)
+    if (broadcast_positions(&L, po, streams) < 0)
         return NULL;
     L.n_pairs = R;
     if (finish_options(&L, &opt, x, out, dt, interleaved, inverse, n_threads, pos_int,
@@ -924,7 +970,7 @@ static int refuse_shared(PyArrayObject *in, const char *in_name, PyArrayObject *
  * with the other output or with an input other than its own. */
 static PyObject *py_rotate_qk(PyObject *self, PyObject *args)
 {
-    PyObject *qo, *ko, *po, *to, *so_, *oqo, *oko, *pb;
+    PyObject *qo, *ko, *po, *to, *so_, *oqo, *oko;
     PyArrayObject *q, *k, *p, *t, *ps = NULL, *oq, *ok;
     double scale;
     int interleaved, inverse, n_threads, rc, dt, bf16 = 0, pos_int, streams;
@@ -950,18 +996,7 @@ static PyObject *py_rotate_qk(PyObject *self, PyObject *args)
     R = PyArray_DIM(t, 0);
     if (streams) {
         ps = (PyArrayObject *)so_;
-        if (PyArray_NDIM(p) < 1 || PyArray_DIM(p, 0) < 1 || PyArray_DIM(p, 0) > RS_MAX_STREAMS) {
-            PyErr_Format(PyExc_ValueError, "positions must have 1 to %d streams on its first axis",
-                         RS_MAX_STREAMS);
-            return NULL;
-        }
-        n_streams = PyArray_DIM(p, 0);
-        if (R > RS_PAIR_BLOCK) {
-            PyErr_Format(PyExc_ValueError, "rotate_qk with streams takes at most %d pairs, got %zd",
-                         RS_PAIR_BLOCK, R);
-            return NULL;
-        }
-        if (check_pair_stream(ps, R, n_streams) < 0)
+        if ((n_streams = check_streams(p, ps, R, "rotate_qk with streams")) < 0)
             return NULL;
     }
     if ((dt = dtype_code(q, "q", bf16)) < 0 || dtype_code(k, "k", bf16) < 0 ||
@@ -974,23 +1009,7 @@ static PyObject *py_rotate_qk(PyObject *self, PyObject *args)
     }
     if (layout_x_out(&Lq, q, oq) < 0 || layout_x_out(&Lk, k, ok) < 0)
         return NULL;
-    if (streams) {
-        if ((pb = PySequence_GetItem(po, 0)) == NULL)
-            return NULL;
-    } else {
-        pb = po;
-        Py_INCREF(pb);
-    }
-    if (!PyArray_Check(pb)) {
-        Py_DECREF(pb);
-        PyErr_SetString(PyExc_TypeError, "positions must be an array");
-        return NULL;
-    }
-    rc = broadcast_rows(&Lq, (PyArrayObject *)pb, PyArray_NDIM((PyArrayObject *)pb), "positions", RS_OP_POS);
-    if (rc == 0)
-        rc = broadcast_rows(&Lk, (PyArrayObject *)pb, PyArray_NDIM((PyArrayObject *)pb), "positions", RS_OP_POS);
-    Py_DECREF(pb);
-    if (rc < 0)
+    if (broadcast_positions(&Lq, po, streams) < 0 || broadcast_positions(&Lk, po, streams) < 0)
         return NULL;
     Lq.n_pairs = Lk.n_pairs = R;
     if (PyArray_DIM(q, PyArray_NDIM(q) - 1) != PyArray_DIM(k, PyArray_NDIM(k) - 1)) {
@@ -1389,7 +1408,7 @@ static PyMethodDef methods[] = {
     {"scaled_inv_freq", (PyCFunction)(void (*)(void))py_scaled_inv_freq,
      METH_VARARGS | METH_KEYWORDS, "scaled_inv_freq(dim, base, method, ...) -> (array, float)"},
     {"rotate", py_rotate, METH_VARARGS,
-     "rotate(x, cos, sin, out, interleaved, inverse, n_threads, bf16=False) -> out"},
+     "rotate(x, cos, sin, out, interleaved, inverse, n_threads, bf16=False, refuse_full=False) -> out"},
     {"rotate_positions", py_rotate_positions, METH_VARARGS,
      "rotate_positions(x, positions, inv_freq, scale, out, interleaved, inverse, n_threads, bf16=False) -> out"},
     {"rotate_qk", py_rotate_qk, METH_VARARGS,

@@ -68,6 +68,7 @@ def rotate(
     inverse: bool,
     n_threads: int,
     bf16: bool = False,  # x and out hold bfloat16 bits as uint16
+    refuse_full: bool = False,  # ValueError when sin's last row reads as cat(h, h) (tables._refuse_full)
     /,
 ) -> np.ndarray: ...
 def rotate_positions(

@@ -136,6 +136,12 @@ def solve_factor(dim: int, base: float, new_base: float) -> float:
     return (nb / b) ** ((d - 2) / d)
 
 
+def yarn_mscale(factor: float, mscale: float = 1.0) -> float:
+    """YaRN's attention scale ``0.1 * mscale * ln(factor) + 1`` (1 for ``factor <= 1``): the one
+    formula the package's readers and cross-engine checks evaluate in Python (the C core has its own)."""
+    return 1.0 if factor <= 1.0 else 0.1 * mscale * math.log(factor) + 1.0
+
+
 def seq_len_arg(seq_len):
     if seq_len is None:
         return None

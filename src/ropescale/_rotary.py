@@ -27,7 +27,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from . import _arrays, _checks, _core
-from .tables import _refuse_full, half_tables
+from .tables import half_tables
 
 _KERNEL_DTYPES = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
@@ -536,27 +536,39 @@ _MAX_PAIRS = _checks.MAX_DIM // 2
 # ('>f4' != '<f4'); the C glue refuses non-native order anyway.
 
 def _fast_rotary(x, cos, sin, interleaved, inverse, out):
+    # Only what the glue cannot see (array kinds: a subclass such as a masked array takes the full
+    # path; Python bools; the pair limit); the glue checks the dtypes (cos/sin float32 for float16 and
+    # float32 x, float64 for float64 x, out of x's dtype) and _refuse_full's test (refuse_full=True).
+    # At a decode step each line here runs from a cold cache: the dtype tests made in Python cost
+    # 4-6 us against a 35 us copy floor (Intel Xeon family 6 model 167).
     if type(x) is not np.ndarray or type(cos) is not np.ndarray or type(sin) is not np.ndarray \
-            or (out is not None and type(out) is not np.ndarray):
-        return None   # subclasses (a masked array is refused) and other kinds: the full path
-    dt = x.dtype
-    tdt = cos.dtype
-    if not ((tdt == _F32 and (dt == _F32 or dt == _F16)) or (tdt == _FLOAT64 and dt == _FLOAT64)) \
-            or sin.dtype != tdt or (out is not None and out.dtype != dt) \
+            or (out is not None and type(out) is not np.ndarray) \
             or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True) \
             or not cos.ndim or cos.shape[-1] > _MAX_PAIRS:
+        return None   # subclasses (a masked array is refused) and other kinds: the full path
+    bf16 = x.dtype.kind == "V"
+    if bf16 and _bf16_pair(x, out) is None:
         return None
     try:
-        _refuse_full(sin)
-        target = np.empty(x.shape, dt) if out is None else out
-    except (ValueError, MemoryError):
+        target = np.empty(x.shape, x.dtype) if out is None else out
+    except (ValueError, MemoryError, TypeError):
         return None   # the full path decides what the call raises
     try:
-        _core.rotate(x, cos, sin, target, interleaved, inverse,
-                     _num_threads if _num_threads is not None else get_num_threads())
+        _core.rotate(x.view(_U16) if bf16 else x, cos, sin, target.view(_U16) if bf16 else target, interleaved,
+                     inverse, _num_threads if _num_threads is not None else get_num_threads(), bf16, True)
     except (TypeError, ValueError):
         return None   # refused before writing anything (a MemoryError of the kernel propagates)
     return target
+
+
+def _bf16_pair(x, out):
+    """ml_dtypes' bfloat16 dtype when x (and out, if given) are ml_dtypes bfloat16 arrays, else None:
+    the fast lanes then hand the kernels their bits with bf16=True (the full path's view of them,
+    without its ~40 us of Python at a decode step)."""
+    bf = _bfloat16()
+    if bf is None or x.dtype != bf or (out is not None and out.dtype != bf):
+        return None
+    return bf
 
 
 def _fast_streams(x, streams, inv_freq, pair_stream, attention_factor, interleaved, inverse, out):
@@ -571,24 +583,26 @@ def _fast_positions(x, positions, inv_freq, attention_factor, interleaved, inver
     if type(x) is not np.ndarray or type(positions) is not np.ndarray or type(inv_freq) is not np.ndarray \
             or (out is not None and type(out) is not np.ndarray):
         return None
-    dt = x.dtype
-    pdt = positions.dtype
-    if not (dt == _F32 or dt == _F16 or dt == _FLOAT64) or not (pdt == _INT64 or pdt == _FLOAT64) \
-            or inv_freq.dtype != _FLOAT64 or (out is not None and out.dtype != dt) \
-            or type(attention_factor) is not float or not 0.0 < attention_factor < math.inf \
+    # the dtypes (x float16/32/64, out of x's, positions int64/float64, inv_freq float64) are the glue's
+    # to check, as in _fast_rotary
+    if type(attention_factor) is not float or not 0.0 < attention_factor < math.inf \
             or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True):
         return None
+    bf16 = x.dtype.kind == "V"
+    if bf16 and _bf16_pair(x, out) is None:
+        return None
     try:
-        target = np.empty(x.shape, dt) if out is None else out
-    except (ValueError, MemoryError):
+        target = np.empty(x.shape, x.dtype) if out is None else out
+    except (ValueError, MemoryError, TypeError):
         return None
     n = _num_threads if _num_threads is not None else get_num_threads()
+    xk, tk = (x.view(_U16), target.view(_U16)) if bf16 else (x, target)
     try:
         if pair_stream is None:
-            _core.rotate_positions(x, positions, inv_freq, attention_factor, target, interleaved, inverse, n)
+            _core.rotate_positions(xk, positions, inv_freq, attention_factor, tk, interleaved, inverse, n, bf16)
         else:
-            _core.rotate_streams(x, positions, inv_freq, pair_stream, attention_factor, target, interleaved,
-                                 inverse, n)
+            _core.rotate_streams(xk, positions, inv_freq, pair_stream, attention_factor, tk, interleaved,
+                                 inverse, n, bf16)
     except (TypeError, ValueError):
         return None
     return target
@@ -770,23 +784,29 @@ def _joint_qk(q, k, positions, theta, scale, il, inv, oq, ok, pair_stream):
 
 def _fast_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, out, pair_stream=None):
     """apply_rotary_qk's common case (NumPy arrays of one float dtype) straight to the joint
-    kernel, or None; the glue's checks stand behind every shortcut, as in _fast_positions."""
+    kernel, or None; the glue's checks stand behind every shortcut, as in _fast_positions (the
+    dtypes too: q, k and the outputs of one kernel dtype, positions int64/float64, inv_freq
+    float64; bfloat16 bits take the general path, which passes bf16=True)."""
     if type(q) is not np.ndarray or type(k) is not np.ndarray or type(positions) is not np.ndarray \
-            or type(inv_freq) is not np.ndarray:
-        return None
-    pdt = positions.dtype
-    if not (pdt == _INT64 or pdt == _FLOAT64) or inv_freq.dtype != _FLOAT64 \
+            or type(inv_freq) is not np.ndarray \
             or type(attention_factor) is not float or not 0.0 < attention_factor < math.inf \
-            or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True) \
-            or q.dtype == _U16:
+            or not (interleaved is False or interleaved is True) or not (inverse is False or inverse is True):
         return None
     if out is None:
-        oq = ok = None
+        try:
+            oq, ok = np.empty(q.shape, q.dtype), np.empty(k.shape, k.dtype)
+        except (ValueError, MemoryError, TypeError):
+            return None
     elif type(out) is tuple and len(out) == 2 and type(out[0]) is np.ndarray and type(out[1]) is np.ndarray:
         oq, ok = out
     else:
         return None
-    return _joint_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, oq, ok, pair_stream)
+    try:
+        _core.rotate_qk(q, k, positions, inv_freq, pair_stream, attention_factor, oq, ok, interleaved, inverse,
+                        _num_threads if _num_threads is not None else get_num_threads(), False)
+    except (TypeError, ValueError, MemoryError):
+        return None
+    return oq, ok
 
 
 def _rotate_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, out, pair_stream, one, joint=True):

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from . import __version__
 from ._freq import ntk_lambda, yarn_correction_range
 from .analysis import analyze, format_table
-from .methods import BASE_SCALING, METHODS, SPECS, UNSCALED, report_methods
+from .methods import BASE_SCALING, METHODS, SPECS, UNSCALED, YARN, report_methods
 from .configs import layer_ropes
 from .rope import Rope
 
@@ -106,7 +106,7 @@ def _report_parser(prog: str) -> argparse.ArgumentParser:
                    help="target context length in tokens (default: 8 x original, or the --hf model's "
                         "extended length when it has one)")
     p.add_argument("--method", choices=_EXTENSIONS, default=None, metavar="M",
-                   help="report only this method (and default); one of " + ", ".join(_EXTENSIONS))
+                   help=f"report only this method (and {UNSCALED}); one of " + ", ".join(_EXTENSIONS))
     p.add_argument("--hf", metavar="CONFIG", default=None,
                    help="read head dim, base and context from a Hugging Face config.json")
     p.add_argument("--gguf", metavar="FILE", default=None,
@@ -304,7 +304,7 @@ def report_data(dim: int = 128, base: float = 10000.0, original_len: float = 409
     kc = ntk.critical_dim
     n = d // 2
     marks: Dict[int, str] = {}
-    for k, text in ((int(lo), "yarn lo"), (int(math.ceil(hi)), "yarn hi"), (kc, "critical")):
+    for k, text in ((int(lo), f"{YARN} lo"), (int(math.ceil(hi)), f"{YARN} hi"), (kc, "critical")):
         if 0 <= k < n:
             marks[k] = f"{marks[k]}, {text}" if k in marks else text
     pairs = _pair_subset(n, marks)
@@ -361,10 +361,10 @@ def _format_report(r: Dict[str, Any], source: Optional[str]) -> str:
                      f"the 'model ({md['method']})' column)")
     lines += [
         "",
-        "Base scaling by period matching (ntk):",
+        f"Base scaling by period matching ({BASE_SCALING}):",
         f"  lambda = s^(d/(d-2))           {nt['lambda']:.6f}",
         f"  new base = lambda * b          {nt['new_base']:,.2f}",
-        f"  lowest pair period, ntk        {nt['lowest_period_ntk']:,.2f} tokens",
+        f"  lowest pair period, {BASE_SCALING:<11s}{nt['lowest_period_ntk']:,.2f} tokens",
         f"  s x original lowest period     {nt['lowest_period_linear']:,.2f} tokens",
         f"  relative error                 {nt['relative_error']:.2e}",
         "",

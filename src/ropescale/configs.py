@@ -15,7 +15,7 @@ import math
 import os
 import stat
 import warnings
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -498,6 +498,19 @@ def _flat_rope_dict(config: Any) -> Optional[dict]:
         if value is not None:
             return dict(value)
     return None
+
+
+def rope_blocks(text: Mapping[str, Any]) -> Tuple[Optional[dict], Optional[dict]]:
+    """``(rope_scaling, rope_parameters)`` of a text config as written (copies, None when absent); a
+    ``rope_parameters`` keyed by layer type (transformers 5's own layout, read per layer) counts as absent.
+
+    What ``ropescale lint`` and ``ropescale parity`` compare across engines: the v4 and the v5 block."""
+    v4, v5 = text.get("rope_scaling"), text.get("rope_parameters")
+    v4 = dict(v4) if isinstance(v4, Mapping) else None
+    if isinstance(v5, Mapping) and v5 and all(isinstance(v, Mapping) for v in v5.values()):
+        v5 = None
+    v5 = dict(v5) if isinstance(v5, Mapping) else None
+    return v4, v5
 
 
 def _head_dim(config: Any, known, use_global: bool = False) -> int:

@@ -64,7 +64,8 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from ._freq import inv_freq as _inv_freq, ntk_lambda
+from ._freq import inv_freq as _inv_freq, ntk_lambda, yarn_mscale
+from .methods import LINEAR, LLAMA3, LONGROPE, NTK, SPECS, UNSCALED, YARN
 from .rope import Rope
 
 __all__ = ["GGUFRope", "read", "metadata", "write", "pairing"]
@@ -74,6 +75,15 @@ _MAGIC = b"GGUF"
 # GGUF value types (gguf.GGUFValueType): struct format of the fixed-size ones.
 _SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
 _STRING, _ARRAY = 8, 9
+
+# llama.cpp's rope.scaling.type values (MethodSpec.gguf_scaling_type), to the method each reads as.
+_METHOD_OF_TYPE = {s.gguf_scaling_type: name for name, s in SPECS.items() if s.gguf_scaling_type is not None}
+_UNSCALED_TYPE = SPECS[UNSCALED].gguf_scaling_type  # also what an absent or empty type means
+# Methods llama.cpp has no scaling type for that a file still expresses (metadata() below):
+# NTK-aware scaling as the base it gives (freq_base), Llama 3.1's bands as per-pair divisors in the
+# rope_freqs tensor (as llama.cpp's convert_hf_to_gguf.py generate_extra_tensors bakes them).
+_WITHOUT_TYPE = (NTK, LLAMA3)
+_WRITABLE = tuple(name for name, s in SPECS.items() if s.gguf_scaling_type is not None or name in _WITHOUT_TYPE)
 
 # llama.cpp's llama_model_rope_type(): architectures whose rope turns
 # consecutive pairs (x[2k], x[2k+1]); the converters permute q/k weights of
@@ -517,7 +527,7 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
     sc: Dict[str, Any] = {}
     if n_rot != head:
         sc["partial_rotary_factor"] = n_rot / head
-    stype = _text(p, keys, f"{k}.scaling.type", "none")
+    stype = _text(p, keys, f"{k}.scaling.type", _UNSCALED_TYPE)
     factor = _number(p, keys, f"{k}.scaling.factor")
     original = _integer(p, keys, f"{k}.scaling.original_context_length")
     attn = _number(p, keys, f"{k}.scaling.attn_factor")
@@ -531,11 +541,12 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
         return v
 
     freqs = per_pair("rope_freqs.weight")
-    if stype in ("none", "") or (stype == "linear" and factor in (None, 1.0)):
+    method = _METHOD_OF_TYPE.get(stype or _UNSCALED_TYPE)
+    if method == UNSCALED or (method == LINEAR and factor in (None, 1.0)):
         if freqs is not None:
             # Llama 3.1-style per-pair divisors: theta'_k = theta_k / f_k at every length.
             f = freqs.tolist()
-            sc.update({"rope_type": "longrope", "short_factor": f, "long_factor": f, "attention_factor": 1.0,
+            sc.update({"rope_type": LONGROPE, "short_factor": f, "long_factor": f, "attention_factor": 1.0,
                        "original_max_position_embeddings": original or ctx or 1})
             where.update(short_factor="rope_freqs", long_factor="rope_freqs",
                          original_max_position_embeddings=f"{k}.scaling.original_context_length" if original
@@ -544,13 +555,13 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
     if freqs is not None:
         raise ValueError(f"{p}: a rope_freqs tensor together with {k + '.scaling.type'!r} = {stype!r} is not a "
                          f"combination ropescale reads")
-    if stype == "linear":
-        sc.update({"rope_type": "linear", "factor": float(factor)})
-    elif stype == "yarn":
+    if method == LINEAR:
+        sc.update({"rope_type": LINEAR, "factor": float(factor)})
+    elif method == YARN:
         if factor is None or original is None:
             missing = f"{k}.scaling.factor" if factor is None else f"{k}.scaling.original_context_length"
             raise ValueError(f"{p}: YaRN scaling needs {missing!r}, which the GGUF metadata lacks")
-        sc.update({"rope_type": "yarn", "factor": float(factor), "original_max_position_embeddings": original})
+        sc.update({"rope_type": YARN, "factor": float(factor), "original_max_position_embeddings": original})
         for key, name in (("yarn_beta_fast", "beta_fast"), ("yarn_beta_slow", "beta_slow")):
             v = _number(p, keys, f"{k}.scaling.{key}")
             if v is not None:
@@ -568,14 +579,14 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
             attn = (1.0 if attn is None else attn) * yarn_attn
             where["attention_factor"] = f"{k}.scaling.attn_factor' * '{k}.scaling.yarn_attn_factor"
         if attn is not None and attn != 1.0:
-            sc["attention_factor"] = float(attn) * _yarn_mscale(float(factor))
-    elif stype == "longrope":
+            sc["attention_factor"] = float(attn) * yarn_mscale(float(factor))
+    elif method == LONGROPE:
         long_f, short_f = per_pair("rope_factors_long.weight"), per_pair("rope_factors_short.weight")
         if long_f is None or short_f is None:
             raise ValueError(f"{p}: LongRoPE scaling needs the tensors rope_factors_long and rope_factors_short")
         if original is None:
             raise ValueError(f"{p}: LongRoPE scaling needs {k + '.scaling.original_context_length'!r}")
-        sc.update({"rope_type": "longrope", "short_factor": short_f.tolist(), "long_factor": long_f.tolist(),
+        sc.update({"rope_type": LONGROPE, "short_factor": short_f.tolist(), "long_factor": long_f.tolist(),
                    "original_max_position_embeddings": original})
         if factor is not None:
             sc["factor"] = float(factor)
@@ -585,7 +596,7 @@ def _rope(p: str, arch: str, keys: Dict[str, Any], tensors: Dict[str, np.ndarray
         if attn is not None:
             sc["attention_factor"] = float(attn)
     else:
-        raise ValueError(f"{p}: {k + '.scaling.type'!r} = {stype!r} is not one of none, linear, yarn, longrope")
+        raise ValueError(f"{p}: {k + '.scaling.type'!r} = {stype!r} is not one of {', '.join(_METHOD_OF_TYPE)}")
     return _checked_rope(p, arch, head, base, sc, where)
 
 
@@ -593,10 +604,6 @@ def _per_pair_only(rope: Rope, sc: Dict[str, Any]) -> bool:
     """A longrope whose lists agree and whose attention factor is 1: fixed per-pair divisors (what rope_freqs holds)."""
     return rope.attention_factor == 1.0 and np.array_equal(np.asarray(sc["short_factor"], dtype=np.float64),
                                                           np.asarray(sc["long_factor"], dtype=np.float64))
-
-
-def _yarn_mscale(factor: float) -> float:
-    return 1.0 if factor <= 1.0 else 0.1 * math.log(factor) + 1.0
 
 
 # -- writing ------------------------------------------------------------------
@@ -625,17 +632,18 @@ def metadata(rope: Rope, arch: str = "llama", *, context_length: Optional[int] =
     if ctx is not None:
         md[f"{arch}.context_length"] = int(ctx)
     method = rope.method
-    if method == "default":
+    gguf_type = SPECS[method].gguf_scaling_type
+    if method == UNSCALED:
         pass
-    elif method == "ntk":
+    elif method == NTK:
         md[f"{k}.freq_base"] = float(rope.base * ntk_lambda(rope.rotary_dim, rope.factor))
-    elif method == "linear":
-        md.update({f"{k}.scaling.type": "linear", f"{k}.scaling.factor": float(rope.factor)})
-    elif method == "yarn":
+    elif method == LINEAR:
+        md.update({f"{k}.scaling.type": gguf_type, f"{k}.scaling.factor": float(rope.factor)})
+    elif method == YARN:
         if sc.get("truncate", True) is False:
             raise ValueError("GGUF cannot express YaRN with truncate=False (llama.cpp always rounds the correction "
                              "range to whole dims)")
-        md.update({f"{k}.scaling.type": "yarn", f"{k}.scaling.factor": float(rope.factor),
+        md.update({f"{k}.scaling.type": gguf_type, f"{k}.scaling.factor": float(rope.factor),
                    f"{k}.scaling.original_context_length": int(rope.original_max_position_embeddings)})
         for name in ("beta_fast", "beta_slow"):  # llama.cpp's defaults are YaRN's (32, 1)
             if sc.get(name) is not None:
@@ -643,12 +651,12 @@ def metadata(rope: Rope, arch: str = "llama", *, context_length: Optional[int] =
         ms, msa = sc.get("mscale"), sc.get("mscale_all_dim")
         if "attention_factor" not in sc and ms and msa and ms == msa:
             md[f"{k}.scaling.yarn_log_multiplier"] = 0.1 * float(msa)
-        elif rope.attention_factor != _yarn_mscale(rope.factor):
-            md[f"{k}.scaling.attn_factor"] = float(rope.attention_factor / _yarn_mscale(rope.factor))
-    elif method == "llama3" or (method == "longrope" and _per_pair_only(rope, sc)):
+        elif rope.attention_factor != yarn_mscale(rope.factor):
+            md[f"{k}.scaling.attn_factor"] = float(rope.attention_factor / yarn_mscale(rope.factor))
+    elif method == LLAMA3 or (method == LONGROPE and _per_pair_only(rope, sc)):
         md["rope_freqs.weight"] = (_inv_freq(rope.rotary_dim, rope.base) / rope.inv_freq).astype(np.float32)
-    elif method == "longrope":
-        md.update({f"{k}.scaling.type": "longrope",
+    elif method == LONGROPE:
+        md.update({f"{k}.scaling.type": gguf_type,
                    f"{k}.scaling.original_context_length": int(rope.original_max_position_embeddings),
                    f"{k}.scaling.attn_factor": float(rope.attention_factor),
                    "rope_factors_long.weight": np.asarray(sc["long_factor"], dtype=np.float32),
@@ -657,7 +665,7 @@ def metadata(rope: Rope, arch: str = "llama", *, context_length: Optional[int] =
             md[f"{k}.scaling.factor"] = float(sc["factor"])
     else:
         raise ValueError(f"GGUF cannot express the {method!r} rope (llama.cpp has no such scaling); "
-                         f"methods it can: default, linear, ntk, yarn, llama3, longrope")
+                         f"methods it can: {', '.join(_WRITABLE)}")
     return md
 
 

@@ -245,6 +245,50 @@ def _write_config(cfg: Any, layer_type: Optional[str], rope: Rope, target: Optio
         cfg.max_position_embeddings = int(target) if float(target).is_integer() else target
 
 
+def _plan(names: List[str], module: torch.nn.Module, scaling: Scaling, wanted: Optional[List[str]]):
+    """What :func:`patch` does to one rotary module (reachable under ``names``), decided and checked before
+    anything changes: ``(names, module, cfg, new ropes by layer type, targets, layout, (originals, trained))``."""
+    name = names[0]
+    if "" in names:
+        raise ValueError("ropescale.hf.patch cannot replace the model itself; pass the model that contains it")
+    cfg = getattr(module, "config", None)
+    if cfg is None:
+        raise ValueError(f"ropescale.hf.patch cannot replace {name} ({type(module).__name__}): it has no config "
+                         f"to read its rope from; the model was not changed")
+    loaded = getattr(module, "_hf_loaded", None) if isinstance(module, RotaryEmbedding) else None
+    if loaded is not None:
+        # patched before: start again from the rope and context the model was loaded with
+        originals, trained, layout = dict(loaded[0]), loaded[1], module.layout
+        lts = None if None in originals else sorted(originals)
+    else:
+        lts = _module_layer_types(module, cfg)
+        try:
+            originals = _config_ropes(cfg, lts)
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(f"ropescale.hf.patch cannot read the rope of {name} ({type(module).__name__}) from "
+                             f"its config: {e}; the model was not changed") from None
+        trained = getattr(cfg, "max_position_embeddings", None)
+        layout = _check_contract(name, module, originals)
+    if lts is None:
+        if wanted is not None:
+            raise ValueError(f"layer_types={wanted} was given, but {name} ({type(module).__name__}) has one rope "
+                             f"for every layer (no layer types): leave layer_types out; the model was not changed")
+        targets = [None]
+    else:
+        targets = wanted if wanted is not None else ["full_attention"] if "full_attention" in lts else list(lts)
+        unknown = [t for t in targets if t not in lts]
+        if unknown:
+            raise ValueError(f"layer_types {unknown} not among {name}'s layer types {lts}")
+    new = dict(originals)
+    for lt in targets:
+        new[lt] = _resolve(scaling, originals[lt], cfg, trained)
+        try:  # the config written afterwards must load in plain transformers: refuse before any change
+            rope_parameters(new[lt])
+        except ValueError as e:
+            raise ValueError(f"ropescale.hf.patch: {e}; the model was not changed") from None
+    return names, module, cfg, new, targets, layout, (originals, trained)
+
+
 def patch(model: torch.nn.Module, scaling: Scaling, *, layer_types: Optional[Iterable[str]] = None) -> List[str]:
     """Re-scale ``model``'s rotary embedding in place; returns the names of the replaced modules.
 
@@ -289,47 +333,7 @@ def patch(model: torch.nn.Module, scaling: Scaling, *, layer_types: Optional[Ite
     groups: Dict[int, Tuple[List[str], torch.nn.Module]] = {}
     for name, module in candidates:
         groups.setdefault(id(module), ([], module))[0].append(name)
-    plans = []
-    for names, module in groups.values():
-        name = names[0]
-        if "" in names:
-            raise ValueError("ropescale.hf.patch cannot replace the model itself; pass the model that contains it")
-        cfg = getattr(module, "config", None)
-        if cfg is None:
-            raise ValueError(f"ropescale.hf.patch cannot replace {name} ({type(module).__name__}): it has no config "
-                             f"to read its rope from; the model was not changed")
-        loaded = getattr(module, "_hf_loaded", None) if isinstance(module, RotaryEmbedding) else None
-        if loaded is not None:
-            # patched before: start again from the rope and context the model was loaded with
-            originals, trained, layout = dict(loaded[0]), loaded[1], module.layout
-            lts = None if None in originals else sorted(originals)
-        else:
-            lts = _module_layer_types(module, cfg)
-            try:
-                originals = _config_ropes(cfg, lts)
-            except (ValueError, TypeError, KeyError) as e:
-                raise ValueError(f"ropescale.hf.patch cannot read the rope of {name} ({type(module).__name__}) from "
-                                 f"its config: {e}; the model was not changed") from None
-            trained = getattr(cfg, "max_position_embeddings", None)
-            layout = _check_contract(name, module, originals)
-        if lts is None:
-            if wanted is not None:
-                raise ValueError(f"layer_types={wanted} was given, but {name} ({type(module).__name__}) has one rope "
-                                 f"for every layer (no layer types): leave layer_types out; the model was not changed")
-            targets = [None]
-        else:
-            targets = wanted if wanted is not None else ["full_attention"] if "full_attention" in lts else list(lts)
-            unknown = [t for t in targets if t not in lts]
-            if unknown:
-                raise ValueError(f"layer_types {unknown} not among {name}'s layer types {lts}")
-        new = dict(originals)
-        for lt in targets:
-            new[lt] = _resolve(scaling, originals[lt], cfg, trained)
-            try:  # the config written afterwards must load in plain transformers: refuse before any change
-                rope_parameters(new[lt])
-            except ValueError as e:
-                raise ValueError(f"ropescale.hf.patch: {e}; the model was not changed") from None
-        plans.append((names, module, cfg, new, targets, layout, (originals, trained)))
+    plans = [_plan(names, module, scaling, wanted) for names, module in groups.values()]
 
     target_len = float(scaling[1]) if isinstance(scaling, tuple) else None
     if isinstance(scaling, Rope):

@@ -29,8 +29,9 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .methods import ALIASES, SPECS
-from .configs import read_config
+from ._freq import yarn_mscale as _mscale
+from .configs import _text_config, read_config, rope_blocks as _blocks
+from .methods import ALIASES, FACTOR_LISTS, LONGROPE, SPECS, UNSCALED, YARN
 from .rope import Rope
 
 __all__ = ["CHECKS", "Finding", "lint", "fix"]
@@ -103,15 +104,6 @@ def _find(code: str, detail: str) -> Finding:
     return Finding(code, c.severity, f"{c.reason} ({detail})", c.engines)
 
 
-def _text(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    tc = config.get("text_config")
-    return tc if isinstance(tc, Mapping) else config
-
-
-def _mscale(s: float, mu: float = 1.0) -> float:
-    return 1.0 if s <= 1.0 else 0.1 * mu * math.log(s) + 1.0
-
-
 def _load(config: Any) -> Tuple[Dict[str, Any], str]:
     if isinstance(config, (str, os.PathLike)):
         path = os.fspath(config)
@@ -121,20 +113,11 @@ def _load(config: Any) -> Tuple[Dict[str, Any], str]:
     return dict(config), "config"
 
 
-def _blocks(cfg: Mapping[str, Any]) -> Tuple[Optional[dict], Optional[dict]]:
-    v4, v5 = cfg.get("rope_scaling"), cfg.get("rope_parameters")
-    v4 = dict(v4) if isinstance(v4, Mapping) else None
-    if isinstance(v5, Mapping) and v5 and all(isinstance(v, Mapping) for v in v5.values()):
-        v5 = None  # keyed by layer type: transformers 5's own layout, read per layer
-    v5 = dict(v5) if isinstance(v5, Mapping) else None
-    return v4, v5
-
-
 def _method(block: Optional[Mapping[str, Any]]) -> str:
     if not block:
-        return "default"
-    name = block.get("rope_type", block.get("type", "default"))
-    return ALIASES.get(name, name) if isinstance(name, str) else "default"
+        return UNSCALED
+    name = block.get("rope_type", block.get("type", UNSCALED))
+    return ALIASES.get(name, name) if isinstance(name, str) else UNSCALED
 
 
 def lint(config: Any) -> List[Finding]:
@@ -143,8 +126,8 @@ def lint(config: Any) -> List[Finding]:
     A config ``Rope.from_hf`` cannot read raises its ValueError/TypeError.
     """
     cfg, _ = _load(config)
-    text = _text(cfg)
-    model_type = str(text.get("model_type", cfg.get("model_type", "")))
+    text, model_type = _text_config(cfg)   # where Rope.from_hf reads the language model's rope
+    model_type = str(model_type or "")
     v4, v5 = _blocks(text)
     block = v5 if v5 is not None else (v4 or {})
     method = _method(block)
@@ -159,7 +142,7 @@ def lint(config: Any) -> List[Finding]:
     if "rope_theta" in text and v5 is not None and "rope_theta" in v5 and float(text["rope_theta"]) != \
             float(v5["rope_theta"]):
         out.append(_find("v4-v5-disagree", f"rope_theta {text['rope_theta']} vs rope_parameters' {v5['rope_theta']}"))
-    if v5 is not None and v4 is None and ("rope_theta" not in text or method != "default"):
+    if v5 is not None and v4 is None and ("rope_theta" not in text or method != UNSCALED):
         out.append(_find("v5-only", f"rope_type {method}, θ {v5.get('rope_theta', '?')}"))
     theta_keys = ("rope_theta", "rotary_emb_base", "rope_ratio")
     keyed = text.get("rope_parameters")
@@ -219,17 +202,17 @@ def _method_checks(text, block, method, model_type) -> List[Finding]:
         out.append(_find("missing-original", f"rope_type {method}"))
     s = block.get("factor")
     max_pos = text.get("max_position_embeddings")
-    if method == "longrope":
-        n = _n_pairs(text, block)
-        for key in ("short_factor", "long_factor"):
-            v = block.get(key)
-            if n is not None and isinstance(v, list) and len(v) != n:
-                out.append(_find("longrope-factor-length", f"{key} has {len(v)} values, the rotary width has {n} pairs"))
-    if method in ("yarn", "longrope") and isinstance(s, (int, float)) and orig and max_pos and \
+    n = _n_pairs(text, block)
+    for key in (k for k in spec.keys if k in FACTOR_LISTS):
+        v = block.get(key)
+        if n is not None and isinstance(v, list) and len(v) != n:
+            out.append(_find("longrope-factor-length", f"{key} has {len(v)} values, the rotary width has {n} pairs"))
+    # the methods whose factor engines (and transformers) derive as max_position_embeddings / original
+    if spec.hf_factor_from_lengths and isinstance(s, (int, float)) and orig and max_pos and \
             not math.isclose(float(max_pos), float(s) * float(orig)):
         out.append(_find("max-pos-mismatch", f"max_position_embeddings {max_pos} vs factor {s} x original {orig} = "
                                              f"{float(s) * float(orig):g}"))
-    if method == "yarn":
+    if method == YARN:  # engine rules about YaRN's own keys (parity's truncate and yarn_attention topics)
         if block.get("truncate") is False:
             out.append(_find("yarn-truncate", "truncate: false"))
         mu, mud = block.get("mscale"), block.get("mscale_all_dim")
@@ -244,7 +227,9 @@ def _method_checks(text, block, method, model_type) -> List[Finding]:
                 out.append(_find("mscale-pair-ignored", f"transformers {ratio:.4g}, those engines "
                                                         f"{_mscale(factor):.4g}"))
     af = block.get("attention_factor")
-    if af is not None and method in ("yarn", "longrope"):
+    # the methods whose attention factor some engines compute without reading the config's (parity's
+    # yarn_attention and longrope_attention topics)
+    if af is not None and method in (YARN, LONGROPE):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             computed = Rope.from_hf({**dict(text), **({"rope_parameters": {k: v for k, v in block.items()
@@ -292,7 +277,7 @@ def fix(config: Any) -> Dict[str, Any]:
     if errors:
         raise ValueError(f"config has errors that --fix cannot decide: {errors[0].code}")
     out = copy.deepcopy(cfg)
-    text = out["text_config"] if isinstance(out.get("text_config"), Mapping) else out
+    text = _text_config(out)[0]   # the dict inside out that holds the rope, edited in place
     rp = text.get("rope_parameters")
     if isinstance(rp, Mapping) and rp and all(isinstance(v, Mapping) for v in rp.values()):
         raise ValueError("rope_parameters is keyed by layer type (transformers 5's own layout): nothing to normalize")
@@ -303,8 +288,7 @@ def fix(config: Any) -> Dict[str, Any]:
     v4, v5 = _blocks(text)
     old = v5 if v5 is not None else (v4 or {})
     model_type = str(text.get("model_type", ""))
-    block: Dict[str, Any] = {"rope_type": before.method if before.method != "default" else "default",
-                             "rope_theta": before.base}
+    block: Dict[str, Any] = {"rope_type": before.method, "rope_theta": before.base}
     block.update({k: v for k, v in (hf.get("rope_scaling") or {}).items() if k not in ("rope_type", "type")})
     for key in _MODEL_KEYS.get(model_type, ()):
         if key in old:

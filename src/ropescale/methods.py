@@ -22,19 +22,37 @@ import numpy as np
 
 from . import _checks, _core
 
-__all__ = ["MethodSpec", "SPECS", "METHODS", "ALIASES", "UNSCALED", "canonical", "normalize_scaling", "core_params"]
+__all__ = ["MethodSpec", "SPECS", "METHODS", "ALIASES", "UNSCALED", "LINEAR", "NTK", "DYNAMIC", "YARN", "LLAMA3",
+           "LONGROPE", "PROPORTIONAL", "NTK_ALPHA", "NTK_MIXED", "NTK_BY_PARTS", "DYNAMIC_YARN", "AXIAL",
+           "DEFAULT_EXTENSION", "BASE_SCALING", "canonical", "normalize_scaling", "core_params"]
+
+# -- the method names: each spelt once, here -----------------------------------
+# Code that must single out one method (its formula in reference.py, another
+# engine's rule about it) compares with these constants, never with a string;
+# the constant of a method is its name in capitals, except the unscaled rope's
+# (tests/test_methods_registry.py checks there is exactly one per SPECS entry).
 
 #: The unscaled rope's method (a ``Rope`` of this method is the model's trained rope).
 UNSCALED = "default"
-
+LINEAR = "linear"
+NTK = "ntk"
+DYNAMIC = "dynamic"
+YARN = "yarn"
+LLAMA3 = "llama3"
+LONGROPE = "longrope"
+PROPORTIONAL = "proportional"
+NTK_ALPHA = "ntk_alpha"
+NTK_MIXED = "ntk_mixed"
+NTK_BY_PARTS = "ntk_by_parts"
+DYNAMIC_YARN = "dynamic_yarn"
 #: The 2-D vision layout (``Rope.axial``): rows drive the first half of the pairs, columns the second.
 AXIAL = "axial"
 
 #: The method ``Rope.extend`` and ``hf.patch``'s ``(target, length)`` form use when none is named.
-DEFAULT_EXTENSION = "yarn"
+DEFAULT_EXTENSION = YARN
 
 #: The method the report's base-change section (NTK's lambda, the critical dim) describes.
-BASE_SCALING = "ntk"
+BASE_SCALING = NTK
 
 #: How a length-dependent method picks the sequence length its frequencies are
 #: taken at.  "current": the length of this call, ``max(positions) + 1``
@@ -130,6 +148,16 @@ class MethodSpec:
     #: (``modeling_rope_utils.ROPE_INIT_FUNCTIONS``; ``tests/test_methods_registry.py``
     #: checks it against the installed transformers).  ``hf.patch`` writes only these.
     in_transformers: bool = False
+    #: The ``{arch}.rope.scaling.type`` a llama.cpp GGUF file names this method
+    #: with, in llama.cpp's own spelling (``"none"`` for the unscaled rope), when
+    #: llama.cpp has a scaling type for it: ``llama_rope_scaling_type`` in
+    #: ggml-org/llama.cpp ``include/llama.h``, written by its converter from
+    #: ``gguf.constants.RopeScalingType`` (gguf 0.19; ``tests/test_methods_registry.py``
+    #: checks it against the installed ``gguf``).  A literal, not this method's
+    #: constant: renaming a method here does not rename llama.cpp's type.
+    #: ``ropescale.gguf`` writes and reads it, and says how it expresses the few
+    #: methods llama.cpp computes without a type of their own.
+    gguf_scaling_type: Optional[str] = None
     #: A column of ``ropescale eval`` when ``--methods`` is not given.
     eval_default: bool = False
     #: What the ``ropescale report`` table says about this column, if anything.
@@ -187,9 +215,9 @@ def _check_llama3(p: dict, scaling: Mapping[str, Any]) -> None:
 
 def _check_longrope(p: dict, scaling: Mapping[str, Any]) -> None:
     if "factor" not in p and "attention_factor" not in p:
-        raise ValueError("scaling for rope_type 'longrope' is missing required key(s): factor (or attention_factor)")
+        raise ValueError(f"scaling for rope_type {LONGROPE!r} is missing required key(s): factor (or attention_factor)")
     if "attention_factor" not in p and p["factor"] > 1 and not p["original_max_position_embeddings"] > 1:
-        raise ValueError("scaling['original_max_position_embeddings'] must be > 1 for rope_type 'longrope' "
+        raise ValueError(f"scaling['original_max_position_embeddings'] must be > 1 for rope_type {LONGROPE!r} "
                          "(its attention factor divides by ln of it), got "
                          f"{p['original_max_position_embeddings']}")
 
@@ -199,48 +227,49 @@ SPECS: Dict[str, MethodSpec] = {s.name: s for s in (
     # "mrope": Qwen2-VL / Qwen2.5-VL write {"type": "mrope", "mrope_section": ...}; transformers
     # reads it as the default rope with M-RoPE sections (see M-RoPE in Rope).
     MethodSpec(UNSCALED, "the original rope", aliases=("mrope",), extend=None, report=True, in_transformers=True,
+               eval_default=True, gguf_scaling_type="none"),
+    MethodSpec(LINEAR, "position interpolation: theta / s", required=("factor",),
+               extend=_factor_only, report=True, color="tab:blue", in_transformers=True, eval_default=True,
+               gguf_scaling_type="linear"),
+    MethodSpec(NTK, "NTK-aware base scaling: base * s^(d/(d-2))", required=("factor",), min_rotary_dim=4,
+               extend=_factor_only, report=True, color="tab:orange", hf_with_key=(("mixed_b", NTK_MIXED),),
                eval_default=True),
-    MethodSpec("linear", "position interpolation: theta / s", required=("factor",),
-               extend=_factor_only, report=True, color="tab:blue", in_transformers=True, eval_default=True),
-    MethodSpec(BASE_SCALING, "NTK-aware base scaling: base * s^(d/(d-2))", required=("factor",), min_rotary_dim=4,
-               extend=_factor_only, report=True, color="tab:orange", hf_with_key=(("mixed_b", "ntk_mixed"),),
-               eval_default=True),
-    MethodSpec("dynamic", "dynamic NTK: base scaling growing with the sequence length",
+    MethodSpec(DYNAMIC, "dynamic NTK: base scaling growing with the sequence length",
                required=("factor", "original_max_position_embeddings"), trained_length=True,
                hf_trained_length="max_position_embeddings", length_rule="longest_seen", min_rotary_dim=4,
-               extend=_factor_and_original, report=True, color="tab:green", hf_with_key=(("alpha", "ntk_alpha"),),
+               extend=_factor_and_original, report=True, color="tab:green", hf_with_key=(("alpha", NTK_ALPHA),),
                in_transformers=True, eval_default=True, report_note="dynamic at the target length"),
-    MethodSpec(DEFAULT_EXTENSION, "YaRN: ramp between extrapolation and interpolation, attention factor",
+    MethodSpec(YARN, "YaRN: ramp between extrapolation and interpolation, attention factor",
                required=("factor", "original_max_position_embeddings"),
                optional=("beta_fast", "beta_slow", "mscale", "mscale_all_dim", "truncate"),
                defaults={"beta_fast": 32.0, "beta_slow": 1.0, "truncate": True},
                aliases=("mistral_yarn",), trained_length=True, hf_factor_from_lengths=True,
                extend=_factor_and_original, report=True,
-               color="tab:red", check=_check_yarn, in_transformers=True, eval_default=True),
-    MethodSpec("llama3", "Llama 3.1: wavelength bands kept, blended, interpolated",
+               color="tab:red", check=_check_yarn, in_transformers=True, eval_default=True, gguf_scaling_type="yarn"),
+    MethodSpec(LLAMA3, "Llama 3.1: wavelength bands kept, blended, interpolated",
                required=("factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings"),
                trained_length=True, extend=_llama3_extend, report=True, color="tab:purple",
                check=_check_llama3, in_transformers=True,
                report_note="llama3 low_freq_factor 1, high_freq_factor 4"),
-    MethodSpec("longrope", "LongRoPE: per-pair factors, short and long",
+    MethodSpec(LONGROPE, "LongRoPE: per-pair factors, short and long",
                required=("short_factor", "long_factor", "original_max_position_embeddings"),
                optional=("factor", "short_mscale", "long_mscale"),
                aliases=("su",), trained_length=True, hf_factor_from_lengths=True, length_rule="current",
                extend=_longrope_extend, needs_published_params=True, in_transformers=True,
-               color="tab:brown", check=_check_longrope,
+               color="tab:brown", check=_check_longrope, gguf_scaling_type="longrope",
                report_note="longrope with uniform factors, at the target length"),
-    MethodSpec("proportional", "rotate only the first pairs of the full head dim, optionally / s",
+    MethodSpec(PROPORTIONAL, "rotate only the first pairs of the full head dim, optionally / s",
                optional=("factor",), full_head_dim=True, extend=_factor_only, color="tab:pink",
                needs_published_params=True, in_transformers=True),
-    MethodSpec("ntk_alpha", "Hunyuan's fixed NTK: base * alpha^(d/(d-2)), any length", required=("alpha",),
+    MethodSpec(NTK_ALPHA, "Hunyuan's fixed NTK: base * alpha^(d/(d-2)), any length", required=("alpha",),
                min_rotary_dim=4, extend=_alpha_extend, color="tab:olive"),
-    MethodSpec("ntk_mixed", "vLLM's mixed NTK: theta_k / exp(a (k+1)^b), a = ln s / (d/2)^b",
+    MethodSpec(NTK_MIXED, "vLLM's mixed NTK: theta_k / exp(a (k+1)^b), a = ln s / (d/2)^b",
                required=("factor", "mixed_b"), extend=_mixed_extend, color="tab:cyan"),
-    MethodSpec("ntk_by_parts", "NTK-by-parts: blend linear in turns per trained context, no attention factor",
+    MethodSpec(NTK_BY_PARTS, "NTK-by-parts: blend linear in turns per trained context, no attention factor",
                required=("factor", "original_max_position_embeddings"), optional=("beta_fast", "beta_slow"),
                defaults={"beta_fast": 32.0, "beta_slow": 1.0}, trained_length=True,
                extend=_factor_and_original, color="tab:gray", check=_check_by_parts),
-    MethodSpec("dynamic_yarn", "dynamic YaRN: YaRN with s = max(1, L / m_l) at the current length L",
+    MethodSpec(DYNAMIC_YARN, "dynamic YaRN: YaRN with s = max(1, L / m_l) at the current length L",
                required=("original_max_position_embeddings",),
                optional=("beta_fast", "beta_slow", "truncate"),
                defaults={"beta_fast": 32.0, "beta_slow": 1.0, "truncate": True}, trained_length=True,
@@ -270,6 +299,9 @@ _PASSIVE = frozenset({"rope_type", "type", "rope_theta", "attention_factor", "pa
 #: Keys of a rope dict that say how positions reach the pairs, for any method
 #: (M-RoPE); ``Rope.to_hf`` writes them back.
 LAYOUT_KEYS = _LAYOUT_KEYS
+
+#: Keys whose value is a list of one factor per rotary pair (checked against the rotary dim).
+FACTOR_LISTS = ("short_factor", "long_factor")
 
 # rope_scaling key -> the C core's name, where they differ.
 _C_NAMES = {"original_max_position_embeddings": "original_max"}
@@ -301,7 +333,7 @@ _KEY_CHECKS: Dict[str, Callable[[str, Any], Any]] = {
     "long_mscale": _real(above=0.0),
     "alpha": _real(above=0.0),
     "mixed_b": _real(above=0.0),
-    # short_factor / long_factor: _factor_list (their length depends on the rotary dim)
+    # FACTOR_LISTS: _factor_list (their length depends on the rotary dim)
 }
 
 # HF reads these with `get(key) or default`, so a 0 means "absent".
@@ -350,12 +382,12 @@ def normalize_scaling(scaling: Optional[Mapping[str, Any]], dim: int) -> Tuple[s
     """
     d = _checks.dim(dim)
     if scaling is None:
-        return "default", {"rotary_dim": d}
+        return UNSCALED, {"rotary_dim": d}
     if not isinstance(scaling, Mapping):
         raise TypeError(f"scaling must be None or a dict like a config's rope_scaling, got {type(scaling).__name__}")
     if "rope_type" in scaling and "type" in scaling and scaling["rope_type"] != scaling["type"]:
         raise ValueError(f"scaling has rope_type={scaling['rope_type']!r} and type={scaling['type']!r}; give one")
-    method = promoted(canonical(scaling.get("rope_type", scaling.get("type", "default"))), scaling)
+    method = promoted(canonical(scaling.get("rope_type", scaling.get("type", UNSCALED))), scaling)
     spec = SPECS[method]
     missing = [k for k in spec.required if scaling.get(k) is None]
     if missing:
@@ -391,7 +423,7 @@ def normalize_scaling(scaling: Optional[Mapping[str, Any]], dim: int) -> Tuple[s
             if key in spec.defaults:
                 p[key] = spec.defaults[key]
             continue
-        if key in ("short_factor", "long_factor"):
+        if key in FACTOR_LISTS:
             p[key] = _factor_list(f"scaling[{key!r}]", value, p["rotary_dim"] // 2)
         else:
             p[key] = _KEY_CHECKS[key](f"scaling[{key!r}]", value)

@@ -35,7 +35,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .configs import read_config
+from ._freq import yarn_mscale as _mscale
+from .configs import _text_config, read_config, rope_blocks
+from .methods import DYNAMIC, LONGROPE, UNSCALED, YARN
 from .rope import Rope
 
 __all__ = ["BEHAVIOURS", "ENGINES", "EngineView", "Difference", "ParityReport", "engine_names", "view",
@@ -103,43 +105,43 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
               "ggml-org/llama.cpp src/llama-context.cpp (llama_context constructor, yarn_attn_factor)",
               "llama.cpp PRs #17945, #18006",
               "{engine} assumes mscale = 1, so a config with another mscale gets another cos/sin scale"),
-    # -- dynamic NTK: when the base changes --
-    Behaviour("dynamic", "per_forward", "base θ·(s·n/L − (s−1))^(R/(R−2)) recomputed each forward at n = max "
+    # -- dynamic NTK: when the base changes (a topic named for its method: its length rule) --
+    Behaviour(DYNAMIC, "per_forward", "base θ·(s·n/L − (s−1))^(R/(R−2)) recomputed each forward at n = max "
               "position + 1 when n > L, the plain base otherwise", _TF + " modeling_rope_utils.py "
               "_compute_dynamic_ntk_parameters + dynamic_rope_update"),
-    Behaviour("dynamic", "per_forward_max_pos", "as transformers, with L = max_position_embeddings and n = "
+    Behaviour(DYNAMIC, "per_forward_max_pos", "as transformers, with L = max_position_embeddings and n = "
               "tokens + cache offset", _MLX + "rope_utils.py DynamicNTKScalingRoPE",
               consequence="{engine} takes L from max_position_embeddings, not original_max_position_embeddings"),
-    Behaviour("dynamic", "constant_max", "one base for every length: θ·(s² − s + 1)^(R/(R−2)) (the dynamic formula "
+    Behaviour(DYNAMIC, "constant_max", "one base for every length: θ·(s² − s + 1)^(R/(R−2)) (the dynamic formula "
               "at n = s·L), cos/sin cached once", _VLLM_ROPE + "dynamic_ntk_scaling_rope.py @ "
               "50feac95f9e53a97d6ed27fee6bfe3b163d18594; " + _SGL_ROPE + "rope_variant.py @ "
               "6170d9756796c155352a595848308d3380e023a1 (DynamicNTKScalingRotaryEmbedding)",
               "vLLM #3488, #5093, #41236 (fixed there by PR #41277)",
               "{engine} serves every request with the base transformers uses only at s·L tokens: short prompts "
               "get compressed positions"),
-    Behaviour("dynamic", "unscaled", "the plain base θ at every length (the dynamic formula evaluated at n = L, "
+    Behaviour(DYNAMIC, "unscaled", "the plain base θ at every length (the dynamic formula evaluated at n = L, "
               "or no dynamic type at all)", "see the engine's row", "vLLM PR #41277 (which made it so), #52665",
               "{engine} never raises the base: past L the positions extrapolate where transformers interpolates"),
-    # -- LongRoPE: when the long factors are used --
-    Behaviour("longrope", "seq_gt_L", "long factors when the sequence (max position + 1) exceeds L, per forward",
+    # -- LongRoPE: when the long factors are used (its length rule) --
+    Behaviour(LONGROPE, "seq_gt_L", "long factors when the sequence (max position + 1) exceeds L, per forward",
               _TF + " modeling_rope_utils.py _compute_longrope_parameters + dynamic_rope_update (PR #33129)"),
-    Behaviour("longrope", "serve_gt_L", "long factors for every request when max_model_len > L, decided once",
+    Behaviour(LONGROPE, "serve_gt_L", "long factors for every request when max_model_len > L, decided once",
               _VLLM_ROPE + "phi3_long_rope_scaled_rope.py @ 17d618b0f944610b73e79e6726983fbe7679f613",
               "llama.cpp #8995 (the question across engines); vLLM's comment: avoids invalidating the KV cache",
               "{engine} uses the long factors for every request once the server's context exceeds the original "
               "{L} (transformers: only sequences longer than {L})"),
-    Behaviour("longrope", "batch_pos_gt_L", "long factors for the whole batch when any position in it exceeds L; "
+    Behaviour(LONGROPE, "batch_pos_gt_L", "long factors for the whole batch when any position in it exceeds L; "
               "position L itself reads the long table's first row (the rotation of position 0)",
               _SGL_ROPE + "rope_variant.py @ 6170d9756796c155352a595848308d3380e023a1 "
               "(Phi3LongRoPEScaledRotaryEmbedding.forward)", "llama.cpp #8995 (the question across engines)",
               "{engine} switches to the long factors one token later (a position above {L}), rotates the token "
               "at position {L} as position 0 when no position exceeds it, and gives the long factors to a short "
               "request batched with a long one"),
-    Behaviour("longrope", "nctx_gt_L", "long factors when the context size n_ctx / n_seq exceeds L, decided at load",
+    Behaviour(LONGROPE, "nctx_gt_L", "long factors when the context size n_ctx / n_seq exceeds L, decided at load",
               "ggml-org/llama.cpp src/llama-model.cpp llama_model::get_rope_factors (n_ctx / n_seq_max > "
               "n_ctx_orig_yarn; earlier llama_context::build_rope_factors)", "llama.cpp #8995",
               "{engine} uses the long factors for every request when started with a context above {L}"),
-    Behaviour("longrope", "always_long", "long factors always; the short factors are not read",
+    Behaviour(LONGROPE, "always_long", "long factors always; the short factors are not read",
               _MLX + "rope_utils.py SuScaledRoPE", "transformers PR #33129 (the switch rule mlx-lm does not follow)",
               "{engine} uses the long factors even for prompts shorter than {L}"),
     # -- LongRoPE cos/sin scale --
@@ -177,6 +179,14 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
               "{engine} does not read rope_parameters: the model runs unscaled at θ = 10000"),
 ]}
 
+# Topics about one method's configs, to that method: compared (and reported unknown) only for configs of
+# it.  The other topics (softmax, keys, query_beta) concern any config.
+_TOPIC_METHOD = {"truncate": YARN, "yarn_attention": YARN, DYNAMIC: DYNAMIC, LONGROPE: LONGROPE,
+                 "longrope_attention": LONGROPE}
+# The topics that are a length-dependent method's length rule (when its frequencies change): each is
+# named for its method.
+_LENGTH_TOPICS = (DYNAMIC, LONGROPE)
+
 # Model types whose vLLM / SGLang model files use the deepseek_yarn rope (vllm/model_executor/models/
 # deepseek_v2.py, python/sglang/srt/models/deepseek_v2.py).
 _DEEPSEEK_YARN_TYPES = ("deepseek_v2", "deepseek_v3", "deepseek_v32", "kimi_k2")
@@ -202,18 +212,18 @@ class Engine:
     live: str = ""  # how the tests check it on this machine
 
 
-_TF_TOPICS = {"truncate": "honour", "yarn_attention": "hf", "dynamic": "per_forward", "longrope": "seq_gt_L",
+_TF_TOPICS = {"truncate": "honour", "yarn_attention": "hf", DYNAMIC: "per_forward", LONGROPE: "seq_gt_L",
               "longrope_attention": "hf", "softmax": "mla", "query_beta": "yes", "keys": "v4_v5"}
-_VLLM = {"truncate": "honour", "yarn_attention": "hf", "dynamic": "unscaled", "longrope": "serve_gt_L",
+_VLLM = {"truncate": "honour", "yarn_attention": "hf", DYNAMIC: "unscaled", LONGROPE: "serve_gt_L",
          "longrope_attention": "no_explicit", "softmax": "mla", "query_beta": "no", "keys": "v4_v5"}
-_SGLANG = {"truncate": "honour", "yarn_attention": "pair_no_explicit", "dynamic": "constant_max",
-           "longrope": "batch_pos_gt_L", "longrope_attention": "no_explicit", "softmax": "mla",
+_SGLANG = {"truncate": "honour", "yarn_attention": "pair_no_explicit", DYNAMIC: "constant_max",
+           LONGROPE: "batch_pos_gt_L", "longrope_attention": "no_explicit", "softmax": "mla",
            "query_beta": "yes_top_level", "keys": "v4_v5"}
 _SGLANG_EB047C1 = {**_SGLANG, "yarn_attention": "plain", "query_beta": None}
-_LLAMACPP = {"truncate": "always", "yarn_attention": "ggml", "dynamic": "unscaled", "longrope": "nctx_gt_L",
+_LLAMACPP = {"truncate": "always", "yarn_attention": "ggml", DYNAMIC: "unscaled", LONGROPE: "nctx_gt_L",
              "longrope_attention": None, "softmax": "mla", "query_beta": None, "keys": "v4_v5"}
-_MLXLM = {"truncate": "always", "yarn_attention": "no_explicit", "dynamic": "per_forward_max_pos",
-          "longrope": "always_long", "longrope_attention": "no_explicit", "softmax": "mla_deepseek", "query_beta": "yes",
+_MLXLM = {"truncate": "always", "yarn_attention": "no_explicit", DYNAMIC: "per_forward_max_pos",
+          LONGROPE: "always_long", "longrope_attention": "no_explicit", "softmax": "mla_deepseek", "query_beta": "yes",
           "keys": "v4_v5"}
 
 ENGINES: Dict[str, Engine] = {e.name: e for e in [
@@ -231,7 +241,7 @@ ENGINES: Dict[str, Engine] = {e.name: e for e in [
            "attn_factor, beta_fast, beta_slow, apply_yarn_scaling, truncate only)",
            {**_VLLM, "yarn_attention": "plain", "query_beta": "no"}),
     Engine("vllm@pre-41277", "vLLM before PR #41277", _VLLM_ROPE + "dynamic_ntk_scaling_rope.py @ "
-           "50feac95f9e53a97d6ed27fee6bfe3b163d18594", {**_VLLM, "dynamic": "constant_max"}),
+           "50feac95f9e53a97d6ed27fee6bfe3b163d18594", {**_VLLM, DYNAMIC: "constant_max"}),
     Engine("vllm@pre-28244", "vLLM before PR #28244", "vllm-project/vllm #27722, PR #28244",
            {**_VLLM, "truncate": "always"}),
     Engine("vllm@pre-28542", "vLLM before PR #28542", "vllm-project/vllm PR #28542", {**_VLLM, "keys": "v4_only"}),
@@ -279,10 +289,6 @@ def rules_for(name: str) -> List[Behaviour]:
 # Reading the config once.
 # ---------------------------------------------------------------------------
 
-def _mscale(s: float, mu: float = 1.0) -> float:
-    return 1.0 if s <= 1.0 else 0.1 * mu * math.log(s) + 1.0
-
-
 @dataclass
 class _Model:
     config: Dict[str, Any]
@@ -307,18 +313,16 @@ class _Model:
 
 
 def _text(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    tc = config.get("text_config")
-    return tc if isinstance(tc, Mapping) else config
+    """The part of ``config`` that holds the language model's rope, where ``Rope.from_hf`` reads it."""
+    return _text_config(config)[0]
 
 
 def _rope_block(cfg: Mapping[str, Any]) -> Tuple[Dict[str, Any], bool]:
-    v5 = cfg.get("rope_parameters")
-    v4 = cfg.get("rope_scaling")
-    if isinstance(v5, Mapping) and v5 and not all(isinstance(v, Mapping) for v in v5.values()):
-        only = not isinstance(v4, Mapping) and ("rope_theta" not in cfg or v5.get("rope_type", v5.get("type"))
-                                                not in (None, "default"))
-        return dict(v5), bool(only)
-    return (dict(v4) if isinstance(v4, Mapping) else {}), False
+    v4, v5 = rope_blocks(cfg)
+    if v5:
+        only = v4 is None and ("rope_theta" not in cfg or v5.get("rope_type", v5.get("type")) not in (None, UNSCALED))
+        return v5, only
+    return (v4 or {}), False
 
 
 def load(config: Any) -> _Model:
@@ -343,10 +347,9 @@ def load(config: Any) -> _Model:
         # Keys a model family reads beside the rope (Ministral 3's llama_4_scaling_beta) are read below.
         warnings.filterwarnings("ignore", message="scaling keys ignored")
         rope = Rope.from_hf(config)
-    text = _text(config)
+    text, model_type = _text_config(config)
     raw, v5_only = _rope_block(text)
-    return _Model(dict(config), source, str(text.get("model_type", config.get("model_type", ""))), rope, raw,
-                  v5_only)
+    return _Model(dict(config), source, str(model_type or ""), rope, raw, v5_only)
 
 
 # ---------------------------------------------------------------------------
@@ -392,7 +395,7 @@ def _fallback_rope(m: _Model) -> Rope:
     text = _text(m.config)
     theta = text.get("rope_theta", 10000.0)
     prf = (m.rope.scaling or {}).get("partial_rotary_factor")
-    sc = {"rope_type": "default", "partial_rotary_factor": prf} if prf else None
+    sc = {"rope_type": UNSCALED, "partial_rotary_factor": prf} if prf else None
     return Rope(m.rope.dim, float(theta), sc, max_position_embeddings=m.max_pos, interleaved=m.rope.interleaved)
 
 
@@ -448,7 +451,7 @@ def _longrope_attention(m: _Model, beh: Optional[str], long: bool) -> float:
 
 def _softmax(m: _Model, beh: str) -> float:
     mud = (m.rope.scaling or {}).get("mscale_all_dim")
-    if m.method == "default" or not mud or m.model_type not in _MLA_TYPES[beh]:
+    if m.method == UNSCALED or not mud or m.model_type not in _MLA_TYPES[beh]:
         return 1.0
     return _mscale(m.rope.factor, mud) ** 2
 
@@ -467,10 +470,8 @@ def _query(m: _Model, beh: Optional[str], n: int) -> float:
 
 
 def _length_rule(m: _Model, t: Mapping[str, Optional[str]]) -> str:
-    if m.method == "dynamic":
-        return BEHAVIOURS[("dynamic", t["dynamic"])].rule if t.get("dynamic") else "not known"
-    if m.method == "longrope":
-        return BEHAVIOURS[("longrope", t["longrope"])].rule if t.get("longrope") else "not known"
+    if m.method in _LENGTH_TOPICS:
+        return BEHAVIOURS[(m.method, t[m.method])].rule if t.get(m.method) else "not known"
     return "none: the frequencies do not depend on the sequence length"
 
 
@@ -507,8 +508,7 @@ def _topics_for(m: _Model, eng: Engine) -> Dict[str, Optional[str]]:
 
 def _view(m: _Model, engine: str, t: Mapping[str, Optional[str]], n: int, serve_len: Optional[int]) -> EngineView:
     tf = ENGINES["transformers"].topics
-    relevant = {"yarn": ("truncate", "yarn_attention"), "dynamic": ("dynamic",),
-                "longrope": ("longrope", "longrope_attention")}.get(m.method, ()) + ("softmax", "keys")
+    relevant = tuple(k for k, method in _TOPIC_METHOD.items() if method == m.method) + ("softmax", "keys")
     relevant += ("query_beta",) if m.raw.get("llama_4_scaling_beta") else ()
     unknown = tuple(k for k in relevant if t.get(k) is None)
     rule = _length_rule(m, t)
@@ -520,17 +520,17 @@ def _view(m: _Model, engine: str, t: Mapping[str, Optional[str]], n: int, serve_
     if m.v5_only and t["keys"] == "v4_only":
         rope = _fallback_rope(m)
         theta, attn = rope.inv_freq, rope.attention_factor
-    elif m.method == "dynamic":
-        theta, attn = _dynamic(m, t["dynamic"], n), m.rope.attention_factor
-    elif m.method == "longrope" and not _fixed_factors(m):
-        long = _longrope_long(t["longrope"], n, m.L, serve)
+    elif m.method == DYNAMIC:
+        theta, attn = _dynamic(m, t[DYNAMIC], n), m.rope.attention_factor
+    elif m.method == LONGROPE and not _fixed_factors(m):
+        long = _longrope_long(t[LONGROPE], n, m.L, serve)
         theta = m.rope.inv_freq_at(int(m.L) + 1 if long else int(m.L))[0]
         attn = _longrope_attention(m, t["longrope_attention"], long)
-        if t["longrope"] == "batch_pos_gt_L" and n - 1 == int(m.L):
+        if t[LONGROPE] == "batch_pos_gt_L" and n - 1 == int(m.L):
             # The short cos/sin rows cover positions 0 .. L-1, the long rows follow them: position L,
             # not past L, reads the long table's first row, the rotation of position 0.
             odd = {int(m.L): np.zeros_like(theta)}
-    elif m.method == "yarn":
+    elif m.method == YARN:
         truncated = m.raw.get("truncate") is False and t["truncate"] == "always"
         theta = (_replace_scaling(m, truncate=True) if truncated else m.rope).inv_freq
         attn = _yarn_attention(m, t["yarn_attention"])
@@ -595,7 +595,7 @@ class ParityReport:
             v = self.views[e][-1]
             lines.append(f"  {e:24s} rotary {v.rotary_dim:4d} {v.pairing:11s} cos/sin x{v.attention_factor:.6g}"
                          f"  softmax x{v.softmax_scale:.6g}  query x{v.query_scale:.6g}  (at {v.seq_len})")
-            if self.method in ("dynamic", "longrope"):
+            if self.method in _LENGTH_TOPICS:
                 lines.append(f"  {'':24s} length rule: {v.length_rule}")
             if v.unknown:
                 lines.append(f"  {'':24s} not known for this engine: {', '.join(v.unknown)}")
@@ -695,7 +695,7 @@ def _gguf_keys(m: _Model) -> Dict[str, Any]:
     """The GGUF keys (and rope factor tensors) a converter writes for this config, as llama.cpp reads them."""
     arch = m.model_type.replace("_", "-") if m.model_type else "llama"
     rope = m.rope
-    if m.method == "yarn" and m.raw.get("truncate") is False:
+    if m.method == YARN and m.raw.get("truncate") is False:
         rope = _replace_scaling(m, truncate=True)  # GGUF has no key for it: ggml always truncates
     try:
         keys = rope.to_gguf(arch)
@@ -739,7 +739,7 @@ def run_cli(args) -> int:
         raise ValueError(f"--serve-len must be a positive integer, got {args.serve_len}")
     if args.lengths is None:
         m = load(args.config)
-        grown = m.rope.factor * m.L if m.method == "dynamic" and m.L else None  # where dynamic rules part
+        grown = m.rope.factor * m.L if m.method == DYNAMIC and m.L else None  # where dynamic rules part
         lens = sorted({int(x) for x in (m.L, (m.L or 0) + 1, m.max_pos, grown) if x})
         lens = lens or [4096]
     else:

@@ -13,7 +13,7 @@ Formulas and sources: ``docs/methods-extra.md``.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Tuple
 
 import numpy as np
 

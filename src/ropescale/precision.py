@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _checks
 from ._rotary import MAX_ANGLE, cos_sin
+from .rope import Rope
 
 __all__ = ["STRATEGIES", "PrecisionReport", "CheckResult", "report", "check", "plot", "sample_positions"]
 
@@ -169,8 +170,6 @@ def _octave(p: np.ndarray) -> np.ndarray:
 
 
 def _theta_of(rope: Any, max_position: int) -> Tuple[np.ndarray, str]:
-    from .rope import Rope  # floor 3; precision is imported by the CLI, not by rope
-
     if isinstance(rope, Rope):
         # inv_freq_at ignores the length for methods that do not depend on it (MethodSpec.length_rule)
         theta = rope.inv_freq_at(max_position + 1)[0]
@@ -404,8 +403,6 @@ def check(cos: Any, sin: Any, positions: Any, inv_freq: Any, *, attention_factor
     >>> bool(res.max_phase_error > 1e-3), bool(res.worst_phase_position > 2**19)   # worst far out
     (True, True)
     """
-    from .rope import Rope
-
     if isinstance(inv_freq, Rope):
         # as Rope.cos_sin: dynamic and longrope at max(positions) + 1
         theta, attn = inv_freq._for_positions(positions, None)
@@ -474,8 +471,6 @@ def add_arguments(p) -> None:
 def run_cli(args) -> int:
     """Run ``ropescale precision`` with parsed ``args``; ValueError/TypeError for bad input."""
     import json
-
-    from .rope import Rope
 
     if args.hf is not None:
         if args.dim is not None or args.base is not None:

@@ -28,6 +28,10 @@ import math
 
 import numpy as np
 
+# Only the method names (for dispatch): nothing here computes through the C core.
+from .methods import (AXIAL, DYNAMIC, DYNAMIC_YARN, LINEAR, LLAMA3, LONGROPE, NTK, NTK_ALPHA, NTK_BY_PARTS,
+                      NTK_MIXED, PROPORTIONAL, UNSCALED, YARN)
+
 __all__ = [
     "inv_freq",
     "ntk_lambda",
@@ -98,19 +102,19 @@ def scaled_inv_freq(dim, base, method, **p):
     theta = inv_freq(dim, base)
     s = p.get("factor")
     attn = 1.0
-    if method == "default":
+    if method == UNSCALED:
         out = theta
-    elif method == "linear":
+    elif method == LINEAR:
         out = theta / s
-    elif method == "ntk":
+    elif method == NTK:
         out = inv_freq(dim, ntk_base(base, dim, s))
-    elif method == "dynamic":
+    elif method == DYNAMIC:
         m_l = p["original_max_position_embeddings"]
         seq_len = p.get("seq_len")
         length = seq_len if seq_len is not None and seq_len > m_l else m_l
         new_base = base * (s * length / m_l - (s - 1)) ** (dim / (dim - 2))
         out = inv_freq(dim, new_base)
-    elif method == "yarn":
+    elif method == YARN:
         m_l = p["original_max_position_embeddings"]
         truncate = p.get("truncate")
         lo, hi = yarn_correction_range(
@@ -127,7 +131,7 @@ def scaled_inv_freq(dim, base, method, **p):
             attn = yarn_mscale(s, mscale) / yarn_mscale(s, mscale_all)
         else:
             attn = yarn_mscale(s)
-    elif method == "llama3":
+    elif method == LLAMA3:
         m_l = p["original_max_position_embeddings"]
         lff, hff = p["low_freq_factor"], p["high_freq_factor"]
         wavelen = 2 * math.pi / theta
@@ -135,7 +139,7 @@ def scaled_inv_freq(dim, base, method, **p):
         out = np.where(
             wavelen > m_l / lff, theta / s, np.where(wavelen < m_l / hff, theta, (1 - u) * theta / s + u * theta)
         )
-    elif method == "longrope":
+    elif method == LONGROPE:
         m_l = p["original_max_position_embeddings"]
         seq_len = p.get("seq_len")
         key = "long_factor" if seq_len is not None and seq_len > m_l else "short_factor"
@@ -150,7 +154,7 @@ def scaled_inv_freq(dim, base, method, **p):
         mscale = p.get("long_mscale" if key == "long_factor" else "short_mscale")
         if mscale is not None:
             attn = mscale
-    elif method == "proportional":
+    elif method == PROPORTIONAL:
         n_rot = p.get("rotated_pairs")
         if n_rot is None:
             n_rot = int(p.get("partial_rotary_factor", 1.0) * dim) // 2
@@ -158,29 +162,29 @@ def scaled_inv_freq(dim, base, method, **p):
         if s is not None:
             out[:n_rot] = out[:n_rot] / s
         out[n_rot:] = 0.0
-    elif method == "ntk_alpha":
+    elif method == NTK_ALPHA:
         out = inv_freq(dim, base * p["alpha"] ** (dim / (dim - 2)))
-    elif method == "ntk_mixed":
+    elif method == NTK_MIXED:
         b = p["mixed_b"]
         a = math.log(s) / (dim / 2) ** b
         out = theta / np.exp(a * np.arange(1, dim // 2 + 1, dtype=np.float64) ** b)
-    elif method == "ntk_by_parts":
+    elif method == NTK_BY_PARTS:
         out = _ntk_by_parts(theta, s, p["original_max_position_embeddings"], p.get("beta_fast", 32.0),
                             p.get("beta_slow", 1.0))
-    elif method == "dynamic_yarn":
+    elif method == DYNAMIC_YARN:
         m_l = p["original_max_position_embeddings"]
         seq_len = p.get("seq_len")
         if seq_len is None or seq_len <= m_l:
             out = theta
         else:
             q = {k: v for k, v in p.items() if k in ("beta_fast", "beta_slow", "truncate", "attention_factor")}
-            return scaled_inv_freq(dim, base, "yarn", factor=seq_len / m_l, original_max_position_embeddings=m_l, **q)
-    elif method == "axial":
+            return scaled_inv_freq(dim, base, YARN, factor=seq_len / m_l, original_max_position_embeddings=m_l, **q)
+    elif method == AXIAL:
         half = inv_freq(dim // 2, base)       # each axis: a rope of dim d/2
         out = np.concatenate([half, half])
     else:
         raise ValueError(f"unknown method {method!r}")
-    if method not in ("yarn", "longrope") and p.get("attention_factor") is not None:
+    if method not in (YARN, LONGROPE) and p.get("attention_factor") is not None:  # theirs read it above
         attn = p["attention_factor"]
     return np.asarray(out, dtype=np.float64), float(attn)
 

@@ -8,10 +8,12 @@ from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from . import _checks
+from ._display import rope_html
 from ._freq import scaled_from_params, seq_len_arg
 from ._rotary import (_INT64, STREAM_PAIRS_MAX, STREAMS_MAX, _check_broadcast, _fast_positions, _fast_qk,
                       _rotate_qk, apply_rotary, apply_rotary_positions, apply_rotary_streams, cos_sin,
                       cos_sin_streams)
+from ._rerotate import rebase
 from .methods import AXIAL, DEFAULT_EXTENSION, LAYOUT_KEYS, SPECS, UNSCALED, canonical, config_name, normalize_scaling
 
 # What Rope's convenience methods call on the floors above it (reading configs and GGUF
@@ -700,7 +702,6 @@ class Rope:
         return f"Rope(dim={self._dim}, base={self._base!r}, scaling={sc}{mp}{il}{qt}{sm}{extra}{attn})"
 
     def _repr_html_(self) -> str:
-        from ._display import rope_html
         return rope_html(self)
 
     def analyze(self, target_len: Optional[int] = None, original_len: Optional[int] = None):
@@ -736,7 +737,6 @@ class Rope:
         >>> bool(np.allclose(rope.rebase_cache(k, pos, 16, 40), rope.apply(np.ones((20, 2, 64)), pos, seq_len=40)))
         True
         """
-        from ._rerotate import rebase
 
         if interleaved is None:
             interleaved = self._interleaved

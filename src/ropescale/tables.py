@@ -25,6 +25,9 @@ from typing import Any, Optional, Tuple
 
 import numpy as np
 
+from . import _checks
+from ._arrays import _float_in
+
 LAYOUTS = ("half", "full")
 
 
@@ -131,8 +134,6 @@ def angles(positions: Any, inv_freq: Any) -> np.ndarray:
            [1. , 0.5],
            [2. , 1. ]])
     """
-    from ._arrays import _float_in
-
     p = np.asarray(_float_in("positions", positions), dtype=np.float64)
     t = np.asarray(_float_in("inv_freq", inv_freq), dtype=np.float64)
     if t.ndim != 1:
@@ -153,8 +154,6 @@ def from_angles(angle: Any, *, attention_factor: float = 1.0, dtype: Any = np.fl
     >>> c.round(12).tolist(), s.tolist()
     ([1.0, 0.0], [0.0, 1.0])
     """
-    from . import _checks
-
     a = np.asarray(angle, dtype=np.float64)
     scale = _checks.real("attention_factor", attention_factor, above=0.0)
     dt = np.dtype(dtype)

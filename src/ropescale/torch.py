@@ -28,7 +28,7 @@ clone); nothing else in ropescale imports this module.
 """
 import collections
 import threading
-from typing import Any, List, Mapping, Optional, Tuple, Union
+from typing import Any, Mapping, Optional, Tuple, Union
 
 import numpy as np
 

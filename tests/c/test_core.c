@@ -458,6 +458,25 @@ static int64_t itemsize(int dtype)
     return dtype == RS_F64 ? 8 : (dtype == RS_F32 ? 4 : 2);
 }
 
+/* The layout most tests start from: `rows` contiguous rows of d features
+ * of dtype's size, one 8-byte position per row, r pairs; options zeroed
+ * but for the dtype and one thread. */
+static void rows_layout(rs_layout *L, rs_options *opt, int64_t rows, int64_t d, int64_t r, int dtype)
+{
+    const int64_t item = itemsize(dtype);
+    memset(L, 0, sizeof(*L));
+    L->ndim = 1;
+    L->shape[0] = rows;
+    L->stride[RS_OP_X][0] = L->stride[RS_OP_OUT][0] = d * item;
+    L->stride[RS_OP_POS][0] = 8;
+    L->n_features = d;
+    L->n_pairs = r;
+    L->fstride[RS_OP_X] = L->fstride[RS_OP_OUT] = item;
+    memset(opt, 0, sizeof(*opt));
+    opt->dtype = dtype;
+    opt->n_threads = 1;
+}
+
 /* One rotation test: x and out live inside buffers with the given element
  * strides (row, feature; negative allowed), cos/sin in their own strided
  * buffers.  Each buffer is allocated to exactly the bytes the view spans, so
@@ -583,20 +602,7 @@ static void test_fused_and_table(void)
     for (int i = 0; i < 4; i++)
         for (int j = 0; j < 4; j++)
             x[i][j] = (double)(i - j) + 0.5;
-    memset(&L, 0, sizeof(L));
-    L.ndim = 1;
-    L.shape[0] = 4;
-    L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = 4 * 8;
-    L.stride[RS_OP_POS][0] = 8;
-    L.n_features = 4;
-    L.n_pairs = 2;
-    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = 8;
-    memset(&opt, 0, sizeof(opt));
-    opt.dtype = RS_F64;
-    opt.interleaved = 0;
-    opt.inverse = 0;
-    opt.in_place = 0;
-    opt.n_threads = 1;
+    rows_layout(&L, &opt, 4, 4, 2, RS_F64);
     rc = rs_rotate_positions(&L, &opt, (const char *)x, (char *)out, (const char *)pos, theta, 2.0);
     CHECK(rc == 0, "rs_rotate_positions returned %d", rc);
     for (int i = 0; i < 4; i++)
@@ -687,16 +693,7 @@ static void test_streams(void)
         for (int j = 0; j < SD; j++)
             x[i][j] = (double)(i + 1) * 0.25 - (double)j * 0.125;
     }
-    memset(&L, 0, sizeof(L));
-    L.ndim = 1;
-    L.shape[0] = SN;
-    L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = SD * 8;
-    L.stride[RS_OP_POS][0] = 8;
-    L.n_features = SD;
-    L.n_pairs = SR;
-    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = 8;
-    memset(&opt, 0, sizeof(opt));
-    opt.dtype = RS_F64;
+    rows_layout(&L, &opt, SN, SD, SR, RS_F64);
     for (int lay = 0; lay < 2; lay++)
         for (int threads = 1; threads <= 2; threads++) {
             int bad = 0, rc;
@@ -754,20 +751,8 @@ static void test_threads(void)
         x[i] = (float)((i * 7919) % 1000) / 250.0f - 2.0f;
     for (int64_t i = 0; i < rows; i++)
         pos[i] = (double)(i * 3 - 5000);
-    memset(&L, 0, sizeof(L));
-    L.ndim = 1;
-    L.shape[0] = rows;
-    L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = d * 4;
-    L.stride[RS_OP_POS][0] = 8;
-    L.n_features = d;
-    L.n_pairs = r;
-    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = 4;
-    memset(&opt, 0, sizeof(opt));
-    opt.dtype = RS_F32;
+    rows_layout(&L, &opt, rows, d, r, RS_F32);
     opt.interleaved = 1;
-    opt.inverse = 0;
-    opt.in_place = 0;
-    opt.n_threads = 1;
     rc1 = rs_rotate_positions(&L, &opt, (const char *)x, (char *)o1, (const char *)pos, theta, 1.0);
     opt.n_threads = 4;
     rc2 = rs_rotate_positions(&L, &opt, (const char *)x, (char *)o2, (const char *)pos, theta, 1.0);
@@ -829,18 +814,8 @@ static void test_pair_blocks(void)
         x[i] = (double)((i * 37) % 101) / 50.0 - 1.0;
     for (int interleaved = 0; interleaved < 2; interleaved++) {
         int bad = 0;
-        memset(&L, 0, sizeof(L));
-        L.ndim = 1;
-        L.shape[0] = BROWS;
-        L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = BD * 8;
-        L.stride[RS_OP_POS][0] = 8;
-        L.n_features = BD;
-        L.n_pairs = BR;
-        L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = 8;
-        memset(&opt, 0, sizeof(opt));
-        opt.dtype = RS_F64;
+        rows_layout(&L, &opt, BROWS, BD, BR, RS_F64);
         opt.interleaved = interleaved;
-        opt.n_threads = 1;
         CHECK(rs_rotate_positions(&L, &opt, (const char *)x, (char *)out, (const char *)pos, theta, 1.0) == 0,
               "blocked fused rotation status");
         for (int i = 0; i < BROWS; i++) {
@@ -905,16 +880,7 @@ static void test_no_memory_and_interrupt(void)
         x[i] = x0[i] = 1.0f;
     for (int i = 0; i < NROWS; i++)
         pos[i] = (double)(i + 1);
-    memset(&L, 0, sizeof(L));
-    L.ndim = 1;
-    L.shape[0] = NROWS;
-    L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = ND * 4;
-    L.stride[RS_OP_POS][0] = 8;
-    L.n_features = ND;
-    L.n_pairs = NR;
-    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = 4;
-    memset(&opt, 0, sizeof(opt));
-    opt.dtype = RS_F32;
+    rows_layout(&L, &opt, NROWS, ND, NR, RS_F32);
     opt.in_place = 1;
     for (int threads = 1; threads <= 4; threads *= 2) {
         opt.n_threads = threads;
@@ -962,23 +928,13 @@ static void rotate_fused_at_cap(int cap, int dtype, int interleaved, int in_plac
                                 const double *pos, const double *theta, void *out)
 {
     const int64_t rows = 7, d = 2 * r + 3; /* 3 features past the rotated ones */
-    const int64_t item = dtype == RS_F64 ? 8 : (dtype == RS_F32 ? 4 : 2);
+    const int64_t item = itemsize(dtype);
     const void *x = dtype == RS_F64 ? (const void *)x64 : dtype == RS_F32 ? (const void *)x32 : (const void *)x16;
     rs_layout L;
     rs_options opt;
-    memset(&L, 0, sizeof(L));
-    memset(&opt, 0, sizeof(opt));
-    L.ndim = 1;
-    L.shape[0] = rows;
-    L.stride[RS_OP_X][0] = L.stride[RS_OP_OUT][0] = d * item;
-    L.stride[RS_OP_POS][0] = 8;
-    L.n_features = d;
-    L.n_pairs = r;
-    L.fstride[RS_OP_X] = L.fstride[RS_OP_OUT] = item;
-    opt.dtype = dtype;
+    rows_layout(&L, &opt, rows, d, r, dtype);
     opt.interleaved = interleaved;
     opt.in_place = in_place;
-    opt.n_threads = 1;
     if (in_place)
         memcpy(out, x, (size_t)(rows * d * item));
     rs_test_simd_cap(cap);

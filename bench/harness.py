@@ -658,6 +658,11 @@ def _target_text(targets):
     return ", ".join(f"{words[m]}{op}{v:g}" for m, op, v in targets)
 
 
+# Calls of at most this many bytes of x (q and k) take their floor ratios from single calls
+# shuffled one by one (run_case): the decode rows.
+SINGLE_CALL_BYTES = 8 << 20
+
+
 def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True, torch_ref=True, budget=1.0):
     """Time one case; returns a row (dict) with milliseconds and ratios.
 
@@ -711,6 +716,22 @@ def run_case(spec, *, repeat=5, warmup=1, threads=None, rss=True, numpy_ref=True
     row["x_copy"] = rs_ms / row["xcopy_ms"] if row["xcopy_ms"] else None
     row["x_compile"] = row["compile_ms"] / rs_ms if row["compile_ms"] else None
     row["x_jax"] = row["jax_ms"] / rs_ms if row["jax_ms"] else None
+    row["floor_from"] = "batches"
+    if spec["kind"] == "apply" and out_bytes <= SINGLE_CALL_BYTES and not spec.get("mrope"):
+        # Decode-sized calls (tens of microseconds): the ratios to the floors from single calls shuffled
+        # one by one (time_calls_shuffled), which read two identical calls within 1-2 %; round-robin
+        # batches of such calls read them 0.98-1.13 apart on a quiet machine and several times apart
+        # with other processes on the cores (the times in ms stay the batches')
+        fns, _ = build(spec, {"ropescale", "floor", "xcopy", "ipfloor"})
+        prev = ropescale.set_num_threads(n_threads)
+        try:
+            single = time_calls_shuffled(fns, budget=2.0 * budget)
+        finally:
+            ropescale.set_num_threads(prev)
+        for key, name in (("x_floor", "floor"), ("x_copy", "xcopy"), ("x_ipfloor", "ipfloor")):
+            if name in single:
+                row[key] = single["ropescale"] / single[name]
+        row["floor_from"] = "single calls"
     if row["plain_ms"]:
         # M-RoPE against plain positions is a matter of a few percent: timed call by call (see
         # time_calls_shuffled), not from the batches above

@@ -26,6 +26,10 @@ import ropescale
 
 GOLDEN = os.path.join(os.path.dirname(__file__), "data", "zoo_golden.json.gz")
 
+#: Positions tools/zoo.py replays a model's query multiplier at (``QUERY_POSITIONS`` there).
+QUERY_POSITIONS = [0, 1, 1000, 8190, 8191, 8192, 8193, 16383, 16384, 16385, 32767, 32768, 49151, 49152,
+                   131071, 131072, 262143, 262144, 262145, 524288, 1048575, 1048576, 4194304]
+
 #: Statuses of rows whose model transformers itself could not build or run from its defaults.
 NOT_BUILT = ("config_error", "model_error", "rope_error", "variant_error", "probe_error")
 
@@ -99,6 +103,11 @@ def _softmax_factor(row, default_row, i, mine):
     att = row.get("attention") or []
     if i >= len(att) or "softmax_factor" not in att[i]:
         return None
+    if row.get("curated"):
+        # a published config: a factor the rope can put there (mscale_all_dim), or one ropescale claims,
+        # must show; otherwise the model's own convention (Gemma's query_pre_attn_scalar) is not the rope's
+        claimable = mine != 1.0 or "mscale_all_dim" in json.dumps(row.get("config"))
+        return att[i]["softmax_factor"] if claimable else None
     if row["variant"] == "default":
         if _unscaled(row):
             return 1.0
@@ -170,22 +179,35 @@ def _compare_apply(rope, rec):
 
 
 def _compare_query_scales(row, lr):
-    """Llama 4's temperature tuning: on the layers whose attention has it switched on and does not rotate."""
+    """The factor on each layer's queries: the values the model's own multiplier function gave at
+    ``QUERY_POSITIONS`` (Ministral 3's ``get_llama_4_attn_scale``, replayed by tools/zoo.py), and
+    Llama 4's temperature tuning (inline in its attention) on the layers that switch it on and do not
+    rotate, judged by its settings."""
     att = row.get("attention") or []
     out = []
     for i, a in enumerate(att):
         if i >= len(lr.layers):
             break
+        mine = lr.query_temperatures[i]
+        replayed = a.get("query_scale")
+        if isinstance(replayed, list):
+            got = lr.query_scale(i, QUERY_POSITIONS)
+            if not np.allclose(got, replayed, rtol=1e-6, atol=0):
+                j = int(np.argmax(np.abs(got - np.asarray(replayed))))
+                out.append(f"layer {i}: query scale {got[j]:.6g} at position {QUERY_POSITIONS[j]}, "
+                           f"the model {replayed[j]:.6g}")
+                break
+            continue
         theirs = bool(a.get("attn_temperature_tuning")) and not a.get("use_rope", True)
-        mine = _query_temperature(lr, i) is not None
-        if theirs != mine:
-            out.append(f"layer {i}: query temperature {'on' if mine else 'off'}, the model {'on' if theirs else 'off'}")
+        if theirs != (mine is not None):
+            out.append(f"layer {i}: query temperature {'on' if mine is not None else 'off'}, "
+                       f"the model {'on' if theirs else 'off'}")
+            break
+        if theirs and (mine[0], mine[1]) != (a.get("floor_scale", mine[0]), a.get("attn_scale", mine[1])):
+            out.append(f"layer {i}: query temperature (floor_scale, attn_scale) {mine[:2]}, the model "
+                       f"{(a.get('floor_scale'), a.get('attn_scale'))}")
             break
     return out
-
-
-def _query_temperature(lr, i):
-    return lr.query_temperatures[i]
 
 
 def verdicts(data):

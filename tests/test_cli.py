@@ -319,3 +319,16 @@ def test_plot_without_matplotlib_is_one_line_and_status_2(argv, tmp_path):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert proc.stderr == 'ropescale: error: --plot needs matplotlib: pip install ".[plot]" in a ropescale clone\n'
     assert proc.stdout == "" and not os.listdir(tmp_path)
+
+
+def test_ministral3_report_states_its_query_scale_and_no_softmax_factor(capsys):
+    # Ministral 3 multiplies every layer's queries by 1 + 0.1 ln(1 + floor(p / 16384)) and keeps
+    # 1/sqrt(d) (its mscale_all_dim is not applied): the report said softmax 1.63 and nothing of the queries
+    path = os.path.join(os.path.dirname(__file__), "data", "configs", "ministral-3-8b-base.json")
+    code, out, err = run(["--hf", path], capsys)
+    assert code == 0, err
+    assert "Query scale (on every layer's queries, the attention applies it): 1 + 0.1 ln(1 + floor(p / 16384))" in out
+    assert "Softmax scale" not in out
+    data = run_json(["--hf", path], capsys)
+    assert data["query_scale"] == {"floor_scale": 16384.0, "attn_scale": 0.1, "offset": 0.0}
+    assert "softmax_scale" not in data

@@ -406,7 +406,11 @@ def test_model_type_defaults_are_transformers_defaults(model_type):
         assert config.rotary_dim == known.rotary_dim and known.rope_theta == 10000.0
     else:
         assert params["rope_theta"] == known.rope_theta
-        assert params.get("partial_rotary_factor", 1.0) == (known.partial_rotary_factor or 1.0)
+        prf = params.get("partial_rotary_factor", 1.0)
+        qk, hd = getattr(config, "qk_rope_head_dim", None), getattr(config, "head_dim", None)
+        if known.partial_rotary_factor is None and isinstance(qk, int) and isinstance(hd, int) and qk == int(hd * prf):
+            prf = 1.0       # Mistral 4: the factor of head_dim is qk_rope_head_dim, which ropescale rotates whole
+        assert prf == (known.partial_rotary_factor or 1.0)
     if hasattr(config, "rope_interleave"):
         assert config.rope_interleave == known.interleaved
     # defaults a bare config resolves to (issue 11): head dim, layer count and layout, local base, NoPE, temperature

@@ -221,10 +221,10 @@ def test_query_scale_is_llama4_temperature_tuning_and_ones_without_it():
     np.testing.assert_allclose(got, want, rtol=1e-15)
     np.testing.assert_array_equal(ropescale.Rope(128).query_scale(pos), np.ones(pos.shape))
     # from a config: on by default for Llama 4, off when the config says so, absent elsewhere
-    assert _quiet(ropescale.Rope.from_hf, LLAMA4).query_temperature == (8192.0, 0.1)
+    assert _quiet(ropescale.Rope.from_hf, LLAMA4).query_temperature == (8192.0, 0.1, 1.0)
     assert _quiet(ropescale.Rope.from_hf, {**LLAMA4, "attn_temperature_tuning": False}).query_temperature is None
     assert _quiet(ropescale.Rope.from_hf, {**LLAMA4, "attn_temperature_tuning": 4, "floor_scale": 100,
-                                          "attn_scale": 0.5}).query_temperature == (100.0, 0.5)
+                                          "attn_scale": 0.5}).query_temperature == (100.0, 0.5, 1.0)
     assert ropescale.Rope.from_hf(GEMMA3).query_temperature is None
 
 
@@ -233,7 +233,7 @@ def test_query_temperature_survives_replace_pickle_equality_and_to_hf():
     rope = _quiet(ropescale.Rope.from_hf, LLAMA4)
     assert pickle.loads(pickle.dumps(rope)) == rope
     assert rope.replace(query_temperature=None) != rope
-    assert rope.replace(base=1e6).query_temperature == (8192.0, 0.1)
+    assert rope.replace(base=1e6).query_temperature == (8192.0, 0.1, 1.0)
     out = _quiet(ropescale.layer_ropes, LLAMA4).to_hf()
     assert out["attn_temperature_tuning"] is True and out["floor_scale"] == 8192.0
 

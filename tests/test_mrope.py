@@ -252,8 +252,8 @@ def test_extend_keeps_the_mrope_layout_and_the_query_temperature():
     ext = rope.extend(131072, "yarn")
     assert ext.method == "yarn" and ext.mrope_section == (24, 20, 20) and ext.mrope_interleaved
     np.testing.assert_array_equal(ext.pair_streams, rope.pair_streams)
-    assert ext.query_temperature == (8192.0, 0.1)
-    assert "query_temperature=(8192.0, 0.1)" in repr(ext)
+    assert ext.query_temperature == (8192.0, 0.1, 1.0)
+    assert "query_temperature=(8192.0, 0.1, 1.0)" in repr(ext)
 
 
 @pytest.mark.parametrize("model_type, section, interleaved", [("qwen2_vl", (16, 24, 24), False),

@@ -82,3 +82,31 @@ def test_every_transformers_model_type_with_a_rotary_module_has_a_golden_row():
 def transformers_version():
     import transformers
     return transformers.__version__
+
+
+def test_query_multipliers_are_replayed_where_the_model_has_one_and_the_oracle_catches_them():
+    # Ministral 3 / Mistral 4 call get_llama_4_attn_scale in every layer; tools/zoo.py replays it at
+    # QUERY_POSITIONS.  Ignoring it (0.2.0, and 0.3 until it was read) is a disagreement.
+    import copy
+    import numpy as np
+    assert DATA["query_positions"] == _zoo.QUERY_POSITIONS
+    rows = [r for r in DATA["rows"] if r["model_type"] in ("ministral3", "mistral4") and r["variant"] == "default"]
+    assert len(rows) == 2
+    for row in rows:
+        scales = [a["query_scale"] for a in row["attention"]]
+        assert len(scales) == row["num_layers"] and max(max(s) for s in scales) > 1.3
+        assert _zoo.verdict(row)[0] == "agree"
+        bad = copy.deepcopy(row)
+        for a in bad["attention"]:
+            a["query_scale"] = list(np.ones(len(_zoo.QUERY_POSITIONS)))
+        kind, reasons = _zoo.verdict(bad)
+        assert kind == "disagree" and "query scale" in reasons[0]
+
+
+def test_a_stack_run_several_times_is_numbered_by_its_layer_calls():
+    # HRM runs its two stacks of 16 layers 8 times: num_hidden_layers (128) counts the calls, each a
+    # cache slot, each rotating; the walk once found no list of 128 layers and recorded none rotating
+    rows = [r for r in DATA["rows"] if r["model_type"] == "hrm_text"]
+    assert rows and all(r["layer_calls"] == "forward order" for r in rows)
+    for row in rows:
+        assert row["rotating_layers"] == list(range(row["num_layers"])) and _zoo.verdict(row)[0] == "agree"

@@ -36,6 +36,7 @@ transformers cannot load or compute records the error message instead.
 import argparse
 import copy
 import importlib
+import inspect
 import json
 import math
 import os
@@ -363,8 +364,12 @@ def _apply(module, text_config, emb, x):
             return module.apply_rotary_emb(x[:, :, None, :], x[:, :, None, :], emb)[0][:, :, 0, :]
         return module.apply_rotary_emb(x[:, None], x[:, None], emb)[0][:, 0]
     cos, sin = emb
-    if getattr(text_config, "rope_interleave", False) and hasattr(module, "apply_rotary_pos_emb_interleave"):
+    # DeepSeek-V3.2 has no rope_interleave key and rotates its MLA slice interleaved all the same
+    # (its apply_rotary_pos_emb is the indexer's): the interleaved apply unless the config says no
+    if getattr(text_config, "rope_interleave", True) and hasattr(module, "apply_rotary_pos_emb_interleave"):
         return module.apply_rotary_pos_emb_interleave(x[:, None], x[:, None], cos, sin)[0][:, 0]
+    if list(inspect.signature(module.apply_rotary_pos_emb).parameters)[:3] == ["x", "cos", "sin"]:
+        return module.apply_rotary_pos_emb(x[:, None], cos, sin)[:, 0]      # Gemma 4: one tensor at a time
     return module.apply_rotary_pos_emb(x[:, None], x[:, None], cos, sin)[0][:, 0]
 
 
@@ -469,7 +474,10 @@ def _rope_record(module, rot_cls, text_config, layer_type):
 def _attention_records(module, rot_cls, text_config):
     """Softmax scale of layer 0's attention, and Llama 4's per-layer NoPE / temperature tuning."""
     prefix = rot_cls.__name__[: -len("RotaryEmbedding")]
-    attn_cls = _pick_class(module, "Attention", prefix)
+    try:
+        attn_cls = _pick_class(module, "Attention", prefix)
+    except LookupError:        # Mllama: MllamaTextSelfAttention beside its cross-attention
+        attn_cls = _pick_class(module, "SelfAttention", prefix + "Text")
     out = {}
     n_layers = getattr(text_config, "num_hidden_layers", None) or 1
     layers = range(n_layers) if text_config.model_type.startswith("llama4") else [0]
@@ -506,7 +514,10 @@ def model_case(name, raw, source):
         module = _modeling_module(text)
         rot_cls = _pick_class(module, "RotaryEmbedding")
         case["text_model_type"] = text.model_type
-        case["head_dim"] = int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads)
+        try:
+            case["head_dim"] = int(getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads)
+        except Exception:  # noqa: BLE001 - Gemma 4: head_dim is per layer (per_layer_config), not one number
+            case["head_dim"] = None
         layer_types = getattr(text, "layer_types", None)
         case["layer_types"] = list(layer_types) if layer_types else None
         rot = rot_cls(text)

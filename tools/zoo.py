@@ -2,6 +2,7 @@
 """Walk every model type of the installed transformers and record its rope, as its own code computes it.
 
     nice python tools/zoo.py [--out tests/data/zoo_golden.json.gz] [--cache DIR] [--only TYPE,...]
+    python tools/zoo.py --only TYPE,... --update   # re-probe those types, replace their rows in --out
     python tools/zoo.py --report        # docs/zoo.md and the README figure, from the committed data
 
 Not needed at test time: ``tests/test_zoo.py`` reads the JSON this writes.  For
@@ -21,7 +22,14 @@ config class's defaults, and the same with YaRN x4 on its text rope), it:
   output (this pins down the pairing, the rotary width and the attention
   factor together) and the pairing itself, judged from unit vectors;
 - reads each attention module's softmax scale and query-side settings
-  (Llama 4's ``use_rope`` / temperature tuning).
+  (Llama 4's ``use_rope`` / temperature tuning), and replays each layer's
+  call of a query-multiplier function of the modeling file (Ministral 3's
+  ``get_llama_4_attn_scale``) at positions ``QUERY_POSITIONS``.
+
+A model that runs one stack of decoder layers several times (HRM: its
+``num_hidden_layers`` counts the attention calls of a forward, one cache slot
+each) has no list of ``num_hidden_layers`` modules: its layers are numbered in
+the order the forward calls them, which is the order of its cache slots.
 
 Each type runs in a subprocess of a chunk with a timeout (one hanging model
 costs one chunk, not the walk), and each result is cached by transformers
@@ -31,6 +39,7 @@ from its defaults records the error instead: what transformers says, not a guess
 from __future__ import annotations
 
 import argparse
+import gzip
 import importlib
 import json
 import math
@@ -48,6 +57,10 @@ DEFAULT_CACHE = os.path.join(HERE, os.pardir, "build", "zoo-cache")
 #: Positions the cos/sin tables and the rotated probe are taken at.  Small enough that
 #: transformers' float32 angles stay within ~1e-4 rad of exact.
 PROBE_POSITIONS = [0, 1, 7, 100, 1000]
+#: Positions a query multiplier is replayed at: below, at and above multiples of the lengths such
+#: multipliers step at (8192 and 16384 in the defaults; 262144 the YaRN variant's original length).
+QUERY_POSITIONS = [0, 1, 1000, 8190, 8191, 8192, 8193, 16383, 16384, 16385, 32767, 32768, 49151, 49152,
+                   131071, 131072, 262143, 262144, 262145, 524288, 1048575, 1048576, 4194304]
 YARN_FACTOR = 4.0
 VARIANTS = ("default", "yarn4")
 
@@ -114,8 +127,10 @@ def _with_yarn(config, text, factor):
     def yarn(entry):
         entry = dict(entry or {})
         theta = entry.get("rope_theta")
+        # llama_4_scaling_beta: Ministral 3 / Mistral 4's attention reads it from the rope parameters at
+        # every forward and fails without it
         new = {k: v for k, v in entry.items() if k in ("rope_theta", "partial_rotary_factor", "mrope_section",
-                                                       "mrope_interleaved")}
+                                                       "mrope_interleaved", "llama_4_scaling_beta")}
         new.update({"rope_type": "yarn", "factor": factor, "original_max_position_embeddings": orig})
         if theta is not None:
             new["rope_theta"] = theta
@@ -223,6 +238,28 @@ def probe(mt, variant):
             config, text = _with_yarn(config, text, YARN_FACTOR)
         except Exception as e:  # noqa: BLE001
             return {**row, "status": "variant_error", "error": f"{type(e).__name__}: {e}"[:400]}
+    return _probe_built(row, config, text)
+
+
+def probe_config(name, raw):
+    """A published config.json (a dict) as its model's code runs it: the same record as a zoo row,
+    with ``config`` the file as given (what ropescale reads), not transformers' re-save."""
+    import copy
+    from transformers import AutoConfig
+    row = {"model_type": raw.get("model_type"), "variant": name, "config": raw, "curated": True}
+    try:
+        config = AutoConfig.for_model(raw["model_type"], **copy.deepcopy(
+            {k: v for k, v in raw.items() if k != "model_type"}))
+    except Exception as e:  # noqa: BLE001
+        return {**row, "status": "config_error", "error": f"{type(e).__name__}: {e}"[:400]}
+    text = config.get_text_config(decoder=True) if hasattr(config, "get_text_config") else config
+    row = _probe_built(row, config, text)
+    row.update(config=raw, curated=True)
+    return row
+
+
+def _probe_built(row, config, text):
+    import torch
     row["text_model_type"] = getattr(text, "model_type", None)
     try:
         row["config"] = _json_config(config)
@@ -251,14 +288,16 @@ def probe(mt, variant):
     calls, current = [], [None]
     patched = []
     emb_ids = {}
+    qcalls = []
     for mod in {module, text_module}:
-        for name in [n for n in dir(mod) if n.startswith("apply_rotary") and "vision" not in n]:
+        for name in [n for n in dir(mod) if _is_query_scale_fn(n) or n.startswith("apply_rotary") and "vision" not in n]:
             fn = getattr(mod, name)
             if not callable(fn):
                 continue
+            into = qcalls if _is_query_scale_fn(name) else calls
 
-            def wrap(*a, _f=fn, _n=name, **k):
-                calls.append({"layer": current[0], "fn": _n, "args": a, "kwargs": k})
+            def wrap(*a, _f=fn, _n=name, _into=into, _m=mod, **k):
+                _into.append({"layer": current[0], "fn": _n, "args": a, "kwargs": k, "module": _m})
                 return _f(*a, **k)
             patched.append((mod, name, fn))
             setattr(mod, name, wrap)
@@ -271,9 +310,17 @@ def probe(mt, variant):
     hooks = [m.register_forward_hook(rot_hook, with_kwargs=True) for _, m in rots]
     n_layers = getattr(text, "num_hidden_layers", None)
     found = _decoder_layers(model, n_layers) if n_layers else None
+    invoked = []
     if found is not None:
         for i, layer in enumerate(found[1]):
             hooks.append(layer.register_forward_pre_hook(lambda m, a, i=i: current.__setitem__(0, i)))
+    elif n_layers:
+        # one stack run several times (HRM): number the layer calls in the order of the forward
+        def count(m, a):
+            current[0] = len(invoked)
+            invoked.append(m)
+        for layer in _stacked_layers(model):
+            hooks.append(layer.register_forward_pre_hook(count))
     try:
         ids = torch.zeros(1, len(PROBE_POSITIONS), dtype=torch.long, device="meta")
         try:
@@ -285,6 +332,8 @@ def probe(mt, variant):
             # has not: again with every feed-forward block of the decoder layers an identity, which
             # leaves the attention (and its rotary calls) as it was.
             calls.clear()
+            qcalls.clear()
+            invoked.clear()
             if found is None or not _identity_feed_forward(found[1]):
                 raise
             with torch.no_grad():
@@ -297,6 +346,13 @@ def probe(mt, variant):
             h.remove()
         for mod, name, fn in patched:
             setattr(mod, name, fn)
+    if found is None and invoked:
+        if len(invoked) == n_layers:
+            found = ("<layer calls in forward order>", invoked)
+            row["layer_calls"] = "forward order"
+        else:
+            calls.clear()          # calls the layer numbering cannot place
+            row["layer_calls"] = f"{len(invoked)} decoder-layer calls for {n_layers} layers: not numbered"
     row["num_layers"] = n_layers
     layer_map = {}
     for c in calls:
@@ -342,8 +398,42 @@ def probe(mt, variant):
 
     # -- attention-side scales --------------------------------------------------------
     row["attention"] = _attention(found[1] if found else [], n_layers)
+    for c in qcalls:
+        i = c["layer"]
+        if i is None or i >= len(row["attention"]) or "query_scale" in row["attention"][i]:
+            continue
+        try:
+            row["attention"][i]["query_scale"] = _replay_query_scale(c)
+        except Exception as e:  # noqa: BLE001
+            row["attention"][i]["query_scale"] = {"error": f"{type(e).__name__}: {e}"[:300]}
     row["status"] = "ok"
     return row
+
+
+def _is_query_scale_fn(name):
+    """A modeling-file function giving the per-position factor on the queries (``get_llama_4_attn_scale``)."""
+    return name.startswith("get_") and name.endswith("attn_scale")
+
+
+def _stacked_layers(model):
+    """Decoder layers of lists shorter than ``num_hidden_layers`` (stacks the forward runs several times)."""
+    import torch
+    return [layer for name, m in model.named_modules()
+            if isinstance(m, torch.nn.ModuleList) and not any(w in name for w in ("vision", "visual", "audio"))
+            for layer in m if type(layer).__name__.endswith("DecoderLayer")]
+
+
+def _replay_query_scale(call):
+    """The recorded query-multiplier call again with ``QUERY_POSITIONS`` as the position ids: its values."""
+    import torch
+    args, kwargs = list(call["args"]), dict(call["kwargs"])
+    if not args or not torch.is_tensor(args[0]):
+        raise RuntimeError("the first argument of the query multiplier is not the position ids")
+    args[0] = torch.tensor([QUERY_POSITIONS])
+    fn = getattr(call["module"], call["fn"])
+    with torch.no_grad():
+        out = fn(*args, **kwargs)
+    return _floats(out.to(torch.float64))
 
 
 def _identity_feed_forward(layers):
@@ -546,7 +636,7 @@ def collect(types, cache):
                 got = json.load(f)
             rows += [_compact(got[v]) for v in VARIANTS if v in got]
     return {"transformers_version": version, "torch_version": torch.__version__, "generator": "tools/zoo.py",
-            "probe_positions": PROBE_POSITIONS, "yarn_factor": YARN_FACTOR,
+            "probe_positions": PROBE_POSITIONS, "query_positions": QUERY_POSITIONS, "yarn_factor": YARN_FACTOR,
             "model_types_without_rotary_class": [mt for mt in model_types() if mt not in set(types)],
             "rows": rows}
 
@@ -578,6 +668,63 @@ def write_report(golden):
     return 0
 
 
+CONFIG_DIR = os.path.join(HERE, os.pardir, "tests", "data", "configs")
+CONFIGS_OUT = os.path.join(HERE, os.pardir, "tests", "data", "configs_zoo.json.gz")
+
+
+def configs_worker(names):
+    """``--configs-worker``: probe_config for each tests/data/configs/NAME.json, one JSON line each."""
+    import torch
+    import transformers
+    torch.set_default_dtype(torch.float32)
+    import torch.fx.experimental._config as fx_config
+    fx_config.meta_nonzero_assume_all_nonzero = True
+    transformers.logging.set_verbosity_error()
+    warnings.simplefilter("ignore")
+    for name in names:
+        with open(os.path.join(CONFIG_DIR, f"{name}.json")) as f:
+            raw = json.load(f)
+        t0 = time.time()
+        try:
+            row = probe_config(name, raw)
+        except Exception as e:  # noqa: BLE001 - a bug of the probe, recorded as such
+            row = {"model_type": raw.get("model_type"), "variant": name, "config": raw, "status": "probe_error",
+                   "error": "".join(traceback.format_exception_only(type(e), e))[:400]}
+        row["seconds"] = round(time.time() - t0, 2)
+        print("ZOO " + json.dumps(row), flush=True)
+
+
+def walk_configs(out, timeout, only=None):
+    """Every curated config (tests/data/configs/*.json) through its model's forward: ``--configs``
+    (with ``only``: those configs afresh, the other rows of ``out`` kept)."""
+    import torch
+    import transformers
+    names = sorted(f[:-5] for f in os.listdir(CONFIG_DIR) if f.endswith(".json"))
+    rows = {}
+    if only:
+        with gzip.open(out, "rt", encoding="utf-8") as f:
+            rows = {r["variant"]: r for r in json.load(f)["rows"]}
+    for name in names:
+        if only and name not in only:
+            continue          # one process per config: a model that hangs costs its own row only
+        try:
+            res = subprocess.run([sys.executable, os.path.abspath(__file__), "--configs-worker", name],
+                                 capture_output=True, text=True, timeout=timeout)
+            got = [json.loads(line[4:]) for line in res.stdout.splitlines() if line.startswith("ZOO ")]
+            tail = res.stderr[-300:]
+        except subprocess.TimeoutExpired:
+            got, tail = [], f"timeout after {timeout} s"
+        rows[name] = got[0] if got else {"variant": name, "status": "probe_error", "error": f"worker died: {tail}"}
+        print(f"  {name}: {rows[name].get('status')} {rows[name].get('forward', '')[:60]}", flush=True)
+    data = {"transformers_version": transformers.__version__, "torch_version": torch.__version__,
+            "generator": "tools/zoo.py --configs", "probe_positions": PROBE_POSITIONS,
+            "query_positions": QUERY_POSITIONS,
+            "rows": [rows[n] if only and n not in only else _compact(rows[n]) for n in names]}
+    _write(out, data)
+    print(f"wrote {len(names)} rows to {out}")
+    return 0
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=DEFAULT_OUT)
@@ -586,31 +733,84 @@ def main(argv=None):
     ap.add_argument("--chunk", type=int, default=12)
     ap.add_argument("--timeout", type=float, default=900.0)
     ap.add_argument("--collect", action="store_true", help="with --only: still write --out from the whole cache")
+    ap.add_argument("--update", action="store_true",
+                    help="with --only: probe those types afresh and replace their rows in --out, keeping the others")
     ap.add_argument("--report", action="store_true",
                     help="only rewrite docs/zoo.md and the README's figure from the golden data and this ropescale")
+    ap.add_argument("--configs", action="store_true",
+                    help=f"probe every curated config of tests/data/configs instead, into {CONFIGS_OUT}")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--configs-worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
         worker(args.worker.split(","))
         return 0
+    if args.configs_worker is not None:
+        configs_worker(args.configs_worker.split(","))
+        return 0
+    if args.configs:
+        return walk_configs(CONFIGS_OUT, args.timeout, args.only.split(",") if args.only else None)
     if args.report:
         return write_report(args.out)
     import transformers
     transformers.logging.set_verbosity_error()
     types = [mt for mt in model_types() if has_rotary_class(mt)]
+    if args.update and not args.only:
+        ap.error("--update needs --only TYPE,...")
     if args.only:
         wanted = args.only.split(",")
-        walk([t for t in types if t in wanted], args.cache, args.chunk, args.timeout)
+        unknown = sorted(set(wanted) - set(types))
+        if unknown:
+            ap.error(f"--only: not model types with a rotary class in transformers {transformers.__version__}: "
+                     f"{', '.join(unknown)}")
+        if args.update:
+            for mt in wanted:      # probed afresh, not read from an older walk's cache
+                p = _cache_path(args.cache, transformers.__version__, mt)
+                if os.path.exists(p):
+                    os.remove(p)
+        walk(wanted, args.cache, args.chunk, args.timeout)
     else:
         walk(types, args.cache, args.chunk, args.timeout)
-    if not args.only or args.collect:
+    if args.update:
+        data = update(args.out, wanted, args.cache)
+    elif not args.only or args.collect:
         data = collect(types, args.cache)
-        import gzip
-        # mtime=0: the same data gives the same bytes
-        with open(args.out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
-            f.write((json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n").encode())
-        print(f"wrote {len(data['rows'])} rows to {args.out}")
+    else:
+        return 0
+    _write(args.out, data)
+    print(f"wrote {len(data['rows'])} rows to {args.out}")
     return 0
+
+
+def update(path, types, cache):
+    """The golden data at ``path`` with the rows of ``types`` replaced by their cached (fresh) rows."""
+    import transformers
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    if data["transformers_version"] != transformers.__version__:
+        raise SystemExit(f"{path} is from transformers {data['transformers_version']}, this is "
+                         f"{transformers.__version__}: walk the whole zoo instead of updating some rows")
+    fresh = collect(types, cache)["rows"]
+    done = set()
+    rows = []
+    for row in data["rows"]:
+        mt = row["model_type"]
+        if mt in types:
+            if mt not in done:
+                rows += [r for r in fresh if r["model_type"] == mt]
+                done.add(mt)
+        else:
+            rows.append(row)
+    rows += [r for r in fresh if r["model_type"] not in done]
+    data["rows"] = rows
+    data["query_positions"] = QUERY_POSITIONS
+    return data
+
+
+def _write(path, data):
+    # mtime=0: the same data gives the same bytes
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        f.write((json.dumps(data, separators=(",", ":"), sort_keys=True) + "\n").encode())
 
 
 if __name__ == "__main__":

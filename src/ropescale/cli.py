@@ -216,7 +216,7 @@ def layers_data(config: Any) -> Optional[Dict[str, Any]]:
     ropes = [r for r in lr.by_type.values() if r is not None]
     qt = ropes[0].query_temperature if ropes else None
     return {"layout": lr.layout, "types": rows,
-            "query_temperature": None if qt is None else {"floor_scale": qt[0], "attn_scale": qt[1]}}
+            "query_temperature": None if qt is None else {"floor_scale": qt[0], "attn_scale": qt[1], "offset": qt[2]}}
 
 
 def _format_layers(info: Dict[str, Any]) -> List[str]:
@@ -234,8 +234,8 @@ def _format_layers(info: Dict[str, Any]) -> List[str]:
                                "softmax scale"], body))
     qt = info.get("query_temperature")
     if qt is not None:
-        lines.append(f"Query temperature tuning on NoPE layers: 1 + {qt['attn_scale']:g} ln(1 + floor((p+1) / "
-                     f"{qt['floor_scale']:g}))")
+        lines.append(f"Query temperature tuning on NoPE layers: 1 + {qt['attn_scale']:g} ln(1 + floor((p+"
+                     f"{qt['offset']:g}) / {qt['floor_scale']:g}))")
     return lines
 
 
@@ -463,6 +463,9 @@ def _report(args, prog: str) -> int:
     model_rope = m["model_rope"]
     if model_rope is not None and model_rope.softmax_scale != 1.0:
         r["softmax_scale"] = model_rope.softmax_scale
+    qt = None if model_rope is None else model_rope.query_temperature
+    if qt is not None and m["layers"] is None:      # one rope on every layer (Ministral 3's llama_4_scaling_beta)
+        r["query_scale"] = {"floor_scale": qt[0], "attn_scale": qt[1], "offset": qt[2]}
     if args.json:
         if args.hf is not None or args.gguf is not None:
             r["source"] = args.hf if args.hf is not None else args.gguf
@@ -472,6 +475,11 @@ def _report(args, prog: str) -> int:
         if "softmax_scale" in r:
             text += (f"\nSoftmax scale (on 1/sqrt(d_qk), the attention applies it; not in cos/sin): "
                      f"{r['softmax_scale']:.6g}")
+        if "query_scale" in r:
+            q = r["query_scale"]
+            p = f"(p + {q['offset']:g})" if q["offset"] else "p"
+            text += (f"\nQuery scale (on every layer's queries, the attention applies it): "
+                     f"1 + {q['attn_scale']:g} ln(1 + floor({p} / {q['floor_scale']:g}))")
         if m["layers"] is not None:
             text += "\n" + "\n".join(_format_layers(m["layers"]))
         print(text)

@@ -190,6 +190,8 @@ class ModelRopes:
             scaling = dict(self.keyed[layer_type])
         else:
             scaling = _flat_rope_dict(config)
+        # read into the query multiplier below, not a parameter of the frequencies
+        beta = None if scaling is None else scaling.pop(QUERY_BETA_KEY, None)
         local = self.keyed is None and layer_type == "sliding_attention" and self.local_base is not None
         unscaled = self.keyed is None and known is not None and bool(known.flat_scaling_types) and \
             layer_type not in known.flat_scaling_types
@@ -227,9 +229,42 @@ class ModelRopes:
         interleaved = _get(config, "rope_interleave")
         if interleaved is None:
             interleaved = known is not None and known.interleaved
+        qt = self.query_temperature
+        if known is None or known.query_beta:
+            qt = _query_beta(beta, scaling, self.model_type, known) or qt
+        # the MLA softmax factor is transformers' yarn_apply_mscale; a config without a model type is
+        # read as DeepSeek-style, the family that writes mscale_all_dim
+        mla = known.mla_softmax if known is not None else self.model_type is None
         return Rope(dim, base, scaling, max_position_embeddings=max_pos,
                     interleaved=_checks.boolean("config['rope_interleave']", interleaved),
-                    query_temperature=self.query_temperature)
+                    query_temperature=qt, softmax_mscale=mla)
+
+
+#: The rope-parameters key of the query multiplier of Ministral 3 / Mistral 4 (:func:`_query_beta`).
+QUERY_BETA_KEY = "llama_4_scaling_beta"
+
+
+def _query_beta(beta: Any, scaling: Optional[dict], model_type: Any, known) -> Optional[tuple]:
+    """``(original, beta, 0)``: queries times ``1 + beta ln(1 + floor(p / original))``, or None.
+
+    The model types that apply it (``known.query_beta``) read ``beta`` and ``original`` from the rope
+    parameters at every forward and fail without them; a config of no known type gets it when it
+    writes the key, which has no other meaning.
+    """
+    if beta is None:
+        if known is not None:
+            raise ValueError(f"model_type {model_type!r} multiplies its queries by 1 + beta ln(1 + floor(p / "
+                             f"original)) with beta = rope_parameters[{QUERY_BETA_KEY!r}] ({known.source}), which "
+                             f"this config lacks (transformers' forward fails without it)")
+        return None
+    beta = _checks.real(f"config['rope_parameters'][{QUERY_BETA_KEY!r}]", beta, at_least=0.0)
+    original = (scaling or {}).get("original_max_position_embeddings")
+    if original is None:
+        raise ValueError(f"config['rope_parameters'][{QUERY_BETA_KEY!r}] = {beta!r} multiplies the queries by "
+                         f"1 + beta ln(1 + floor(p / original)) with original = the rope parameters' "
+                         f"original_max_position_embeddings, which this config's rope does not give")
+    return (_checks.real("config['rope_parameters']['original_max_position_embeddings']", original, at_least=1.0),
+            beta, 0.0)
 
 
 def _temperature(config: Any, known) -> Optional[tuple]:
@@ -558,12 +593,15 @@ def _layer_ropes(config: Any) -> LayerRopes:
     else:
         layout = "flat"
     qt = model.query_temperature
-    temps = tuple(qt if r is None and lt not in NOPE_LAYER_TYPES else None for lt, r in zip(model.layer_types, layers))
-    # the softmax factor is MLA's (transformers' yarn_apply_mscale); a config without a model type
-    # is read as DeepSeek-style, the one family that writes mscale_all_dim
-    mla = model.known.mla_softmax if model.known is not None else model.model_type is None
+    if qt is not None:
+        # Llama 4: temperature tuning on the NoPE layers only
+        temps = tuple(qt if r is None and lt not in NOPE_LAYER_TYPES else None
+                      for lt, r in zip(model.layer_types, layers))
+    else:
+        # llama_4_scaling_beta: on every layer's rotated queries
+        temps = tuple(None if r is None else r.query_temperature for r in layers)
     main = next((r for r in layers if r is not None), None)
-    soft = main.softmax_scale if mla and main is not None else 1.0
+    soft = 1.0 if main is None else main.softmax_scale
     return LayerRopes(by_type, layers, tuple(model.layer_types), layout, temps,
                       tuple(soft if lt not in NOPE_LAYER_TYPES else 1.0 for lt in model.layer_types))
 

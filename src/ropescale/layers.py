@@ -42,10 +42,12 @@ class LayerRopes(NamedTuple):
     #: how the config wrote it: ``"rope_parameters"`` (keyed by layer type,
     #: transformers 5), ``"rope_local_base_freq"`` (Gemma 3's flat keys) or ``"flat"``.
     layout: str
-    #: one entry per layer: the ``(floor_scale, attn_scale)`` of the query temperature tuning that
-    #: layer's attention applies, or None.  Llama 4 applies it on its NoPE layers only
-    #: (``attn_temperature_tuning and not use_rope``, models/llama4/modeling_llama4.py), so a
-    #: rotating layer's entry is None even though its Rope carries the model's pair.
+    #: one entry per layer: the ``(floor_scale, attn_scale, offset)`` of the query multiplier that
+    #: layer's attention applies (:meth:`Rope.query_scale`), or None.  Llama 4 applies its temperature
+    #: tuning on its NoPE layers only (``attn_temperature_tuning and not use_rope``,
+    #: models/llama4/modeling_llama4.py), so a rotating layer's entry is None even though its Rope
+    #: carries the model's triple; Ministral 3 and Mistral 4 (``llama_4_scaling_beta``) apply theirs on
+    #: every layer (models/ministral3/modeling_ministral3.py, ``get_llama_4_attn_scale``).
     query_temperatures: Optional[Tuple[Optional[tuple], ...]] = None
     #: one entry per layer: the factor that layer's attention puts on its softmax scale
     #: ``1/sqrt(d_qk)`` (:attr:`Rope.softmax_scale` for MLA models, which apply it; 1.0 elsewhere).
@@ -124,6 +126,6 @@ class LayerRopes(NamedTuple):
         if any(r is None and lt not in NOPE_LAYER_TYPES for lt, r in zip(self.layer_types, self.layers)):
             out["no_rope_layers"] = [int(r is not None) for r in self.layers]
         qt = main.query_temperature
-        if qt is not None:
+        if qt is not None and qt[2] == 1.0:     # Llama 4's keys (llama_4_scaling_beta is in the rope dict)
             out.update(attn_temperature_tuning=True, floor_scale=qt[0], attn_scale=qt[1])
         return out

@@ -145,7 +145,12 @@ def lint(config: Any) -> List[Finding]:
     if v5 is not None and v4 is None and ("rope_theta" not in text or method != UNSCALED):
         out.append(_find("v5-only", f"rope_type {method}, θ {v5.get('rope_theta', '?')}"))
     theta_keys = ("rope_theta", "rotary_emb_base", "rope_ratio")
-    if not any(k in text for k in theta_keys) and not (v5 and "rope_theta" in v5) and not (v4 and "rope_theta" in v4):
+    keyed = text.get("rope_parameters")
+    # transformers 5 keyed by layer type (Gemma 4): every entry gives its own theta
+    keyed_theta = isinstance(keyed, Mapping) and bool(keyed) and all(
+        isinstance(v, Mapping) and "rope_theta" in v for v in keyed.values())
+    if not any(k in text for k in theta_keys) and not (v5 and "rope_theta" in v5) and \
+            not (v4 and "rope_theta" in v4) and not keyed_theta:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             base = Rope.from_hf(cfg).base

@@ -83,6 +83,11 @@ class ModelDefaults:
     #: Whether the attention multiplies its softmax scale by ``mscale(s, mscale_all_dim)**2``
     #: (``Rope.softmax_scale``): MLA models call transformers' ``yarn_apply_mscale``; others do not.
     mla_softmax: bool = False
+    #: Whether the attention multiplies its queries by ``1 + beta * ln(1 + floor(p / original))`` with
+    #: ``beta = rope_parameters["llama_4_scaling_beta"]`` and ``original`` the rope parameters'
+    #: ``original_max_position_embeddings`` (transformers' ``get_llama_4_attn_scale``; it fails without
+    #: them).  Elsewhere the key is not read: a known type without this flag drops it as its model does.
+    query_beta: bool = False
     #: Whether the modeling code rotates with a fixed table whatever the config's rope dict says
     #: (GPT-J, CodeGen): a scaled rope dict is refused, since the model would ignore it.
     fixed_rope: bool = False
@@ -154,6 +159,9 @@ MODEL_TYPES: Dict[str, ModelDefaults] = {
        for t in ("muse_spark", "muse_spark_text")},
     **{t: ModelDefaults(nope_where_zero="layer_rope_theta", source="models/muse_glimmer/modeling_muse_glimmer.py")
        for t in ("muse_glimmer", "muse_glimmer_text")},
+    # Two stacks of num_layers_per_stack layers run H_cycles * (L_cycles + 1) times: num_hidden_layers counts
+    # those layer calls (one cache slot each, the config class rewrites it), and every call rotates.
+    "hrm_text": ModelDefaults(source="models/hrm_text/modeling_hrm_text.py"),
     # Recurrent blocks have no attention; the pattern repeats over the layers.
     "recurrent_gemma": ModelDefaults(partial_rotary_factor=0.5, block_types_key="block_types",
                                      source="models/recurrent_gemma/modeling_recurrent_gemma.py"),
@@ -192,6 +200,16 @@ MODEL_TYPES: Dict[str, ModelDefaults] = {
     # Llama4TextConfig: a NoPE layer every 4, attention temperature tuning on.
     **{t: ModelDefaults(5e5, interleaved=True, head_dim=128, num_hidden_layers=48, no_rope_interval=4,
                         query_temperature=(8192.0, 0.1)) for t in ("llama4", "llama4_text")},
+    # Every layer's rotated queries times 1 + beta ln(1 + floor(p / original)) (get_llama_4_attn_scale).
+    "ministral3": ModelDefaults(1e6, query_beta=True, source="models/ministral3/modeling_ministral3.py"),
+    # MLA with the same query multiplier; softmax scale x mscale**2 (yarn_apply_mscale in the attention's
+    # __init__); the pairing follows rope_interleave (default True in the config class).
+    "mistral4": ModelDefaults(interleaved=True, mla_softmax=True, query_beta=True,
+                              source="models/mistral4/modeling_mistral4.py"),
+    # MLA: softmax scale x mscale**2 (yarn_apply_mscale in the attention's __init__);
+    # apply_rotary_pos_emb_interleave whatever the config says.
+    "longcat_flash": ModelDefaults(1e7, interleaved=True, mla_softmax=True,
+                                   source="models/longcat_flash/modeling_longcat_flash.py"),
     # MLA: q/k's rope slice interleaved (rope_interleave, default True), softmax scale x mscale**2
     # (yarn_apply_mscale in the attention's __init__).
     **{t: ModelDefaults(interleaved=True, mla_softmax=True, source=f"models/{t}/modeling_{t}.py")

@@ -37,7 +37,7 @@ import numpy as np
 
 from ._freq import yarn_mscale as _mscale
 from .configs import _text_config, read_config, rope_blocks
-from .methods import DYNAMIC, LONGROPE, UNSCALED, YARN
+from .methods import DYNAMIC, LONGROPE, SPECS, UNSCALED, YARN
 from .rope import Rope
 
 __all__ = ["BEHAVIOURS", "ENGINES", "EngineView", "Difference", "ParityReport", "engine_names", "view",
@@ -154,8 +154,8 @@ BEHAVIOURS: Dict[Tuple[str, str], Behaviour] = {(b.topic, b.name): b for b in [
     # -- softmax scale: DeepSeek-style mscale(s, mscale_all_dim)^2 on 1/sqrt(d) --
     Behaviour("softmax", "mla", "softmax scale × mscale(s, mscale_all_dim)² for DeepSeek-style attention",
               _TF + " models/deepseek_v2, deepseek_v3, mistral4 … (yarn_apply_mscale)", "transformers PR #47435"),
-    Behaviour("softmax", "mla_deepseek", "softmax scale × mscale(s, mscale_all_dim)² in the DeepSeek V2/V3 files",
-              _MLX + "deepseek_v2.py, deepseek_v3.py (Attention.__init__)"),
+    Behaviour("softmax", "mla_deepseek", "softmax scale × mscale(s, mscale_all_dim)² in the DeepSeek V2/V3/V3.2 files",
+              _MLX + "deepseek_v2.py, deepseek_v3.py, deepseek_v32.py (Attention.__init__)"),
     Behaviour("softmax", "mla_v3_only", "softmax scale × mscale(s, mscale_all_dim)² for DeepSeek-V3 only",
               "huggingface/transformers before PR #47435", "transformers PR #47435",
               "{engine} leaves out DeepSeek-V2's softmax factor mscale(s, mscale_all_dim)²"),
@@ -197,7 +197,7 @@ _MLA_TYPES = {
             "glm_moe_dsa", "longcat_flash", "minicpm3", "youtu", "bailing_hybrid"),
     "mla_v3_only": ("deepseek_v3", "deepseek_v32", "kimi_k2", "glm4_moe_lite", "glm_moe_dsa", "longcat_flash",
                     "minicpm3", "youtu", "bailing_hybrid"),
-    "mla_deepseek": ("deepseek_v2", "deepseek_v3"),
+    "mla_deepseek": ("deepseek_v2", "deepseek_v3", "deepseek_v32"),
 }
 
 
@@ -458,7 +458,11 @@ def _softmax(m: _Model, beh: str) -> float:
 
 def _query(m: _Model, beh: Optional[str], n: int) -> float:
     beta = m.raw.get("llama_4_scaling_beta")
-    scale = float(m.rope.query_scale([n - 1])[0])
+    rope = m.rope
+    if beta and rope.query_temperature is not None and rope.query_temperature[2] == 0.0:
+        # from_hf read transformers' beta factor into the rope: each engine's own rule is applied below
+        rope = rope.replace(query_temperature=None)
+    scale = float(rope.query_scale([n - 1])[0])
     step = m.L if beh == "yes" else _text(m.config).get("original_max_position_embeddings", 16384)
     if beta and beh in ("yes", "yes_top_level") and step:
         scale *= 1.0 + beta * math.log1p(math.floor((n - 1) / step))
@@ -468,6 +472,9 @@ def _query(m: _Model, beh: Optional[str], n: int) -> float:
 def _length_rule(m: _Model, t: Mapping[str, Optional[str]]) -> str:
     if m.method in _LENGTH_TOPICS:
         return BEHAVIOURS[(m.method, t[m.method])].rule if t.get(m.method) else "not known"
+    rule = SPECS[m.method].length_rule
+    if rule is not None:  # a length-dependent method no engine rule here covers (dynamic_yarn)
+        return f"ropescale's {rule!r} length rule (no engine's recorded)"
     return "none: the frequencies do not depend on the sequence length"
 
 
@@ -538,8 +545,8 @@ def _view(m: _Model, engine: str, t: Mapping[str, Optional[str]], n: int, serve_
 
 
 def _seq_len(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"lengths must be positive integers, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= 2**53:
+        raise ValueError(f"lengths must be positive integers <= 2**53 (as the command line's --target), got {v!r}")
     return int(v)
 
 

@@ -29,7 +29,8 @@ def _upper(name: str) -> Callable[..., Any]:
         raise RuntimeError(f"ropescale's {name} is not loaded: import ropescale first") from None
 
 # The attributes a Rope is made of; everything else is derived from them.
-_FIELDS = ("dim", "base", "scaling", "max_position_embeddings", "interleaved", "query_temperature")
+_FIELDS = ("dim", "base", "scaling", "max_position_embeddings", "interleaved", "query_temperature",
+           "softmax_mscale")
 
 
 def _length(name: str, value: Any) -> Optional[float]:
@@ -42,20 +43,22 @@ def _length(name: str, value: Any) -> Optional[float]:
     return int(v) if v.is_integer() else v
 
 
-def _rebuild(dim, base, scaling, max_position_embeddings, interleaved=False, query_temperature=None):
+def _rebuild(dim, base, scaling, max_position_embeddings, interleaved=False, query_temperature=None,
+             softmax_mscale=True):
     return Rope(dim, base, scaling, max_position_embeddings=max_position_embeddings, interleaved=interleaved,
-                query_temperature=query_temperature)
+                query_temperature=query_temperature, softmax_mscale=softmax_mscale)
 
 
 def _query_temperature(value: Any) -> Optional[tuple]:
-    """``(floor_scale, attn_scale)`` checked, or None."""
+    """``(floor_scale, attn_scale, offset)`` checked (a pair means offset 1, Llama 4's), or None."""
     if value is None:
         return None
-    if not isinstance(value, (tuple, list)) or len(value) != 2:
-        raise TypeError(f"query_temperature must be None or a pair (floor_scale, attn_scale), "
-                        f"got {_checks._show(value)}")
+    if not isinstance(value, (tuple, list)) or len(value) not in (2, 3):
+        raise TypeError(f"query_temperature must be None, a pair (floor_scale, attn_scale) or a triple "
+                        f"(floor_scale, attn_scale, offset), got {_checks._show(value)}")
+    offset = _checks.real("query_temperature offset", value[2], at_least=0.0) if len(value) == 3 else 1.0
     return (_checks.real("query_temperature floor_scale", value[0], above=0.0),
-            _checks.real("query_temperature attn_scale", value[1], at_least=0.0))
+            _checks.real("query_temperature attn_scale", value[1], at_least=0.0), offset)
 
 
 class Rope:
@@ -80,9 +83,20 @@ class Rope:
         DeepSeek) instead of the half-split ``(x[k], x[k+R])`` (Llama, NeoX).
         :meth:`apply` uses it unless told otherwise; :meth:`from_hf` knows it
         from the model type.
-    query_temperature : (float, float), optional
-        Llama 4's attention temperature tuning ``(floor_scale, attn_scale)``:
-        see :meth:`query_scale`.  None (default): no query multiplier.
+    query_temperature : (float, float[, float]), optional
+        ``(floor_scale, attn_scale[, offset])``: the model multiplies its
+        queries by ``1 + attn_scale * ln(1 + floor((p + offset) / floor_scale))``
+        at position ``p``, see :meth:`query_scale`.  Llama 4's attention
+        temperature tuning has offset 1 (the default); Ministral 3 and
+        Mistral 4 (``llama_4_scaling_beta``) have offset 0.  None (default): no
+        query multiplier.
+    softmax_mscale : bool
+        Whether the model's attention multiplies its softmax scale by
+        ``mscale(s, mscale_all_dim)**2`` when the scaling gives
+        ``mscale_all_dim`` (see :attr:`softmax_scale`).  True (default) is the
+        DeepSeek (MLA) convention the key comes from; :meth:`from_hf` sets it
+        from the model type (False for Ministral 3, which writes the key and
+        does not apply it).
 
     Examples
     --------
@@ -95,12 +109,12 @@ class Rope:
     500000.0
     """
 
-    __slots__ = ("_dim", "_base", "_scaling", "_max_pos", "_interleaved", "_qtemp", "_method", "_params",
-                 "_inv_freq", "_attn", "_streams", "_lean")
+    __slots__ = ("_dim", "_base", "_scaling", "_max_pos", "_interleaved", "_qtemp", "_smscale", "_method",
+                 "_params", "_inv_freq", "_attn", "_streams", "_lean")
 
     def __init__(self, dim: int, base: float = 10000.0, scaling: Optional[Mapping[str, Any]] = None, *,
                  max_position_embeddings: Optional[float] = None, interleaved: bool = False,
-                 query_temperature: Optional[tuple] = None):
+                 query_temperature: Optional[tuple] = None, softmax_mscale: bool = True):
         set_ = object.__setattr__
         d = _checks.dim(dim)
         b = _checks.real("base", base, above=1.0)
@@ -114,6 +128,7 @@ class Rope:
                             ("_max_pos", _length("max_position_embeddings", max_position_embeddings)),
                             ("_interleaved", _checks.boolean("interleaved", interleaved)),
                             ("_qtemp", _query_temperature(query_temperature)),
+                            ("_smscale", _checks.boolean("softmax_mscale", softmax_mscale)),
                             ("_method", method), ("_params", params), ("_inv_freq", theta), ("_attn", attn),
                             ("_streams", _mrope_streams(sc, params["rotary_dim"] // 2, method))):
             set_(self, name, value)
@@ -127,12 +142,16 @@ class Rope:
         raise AttributeError(f"Rope is immutable: cannot delete {name!r}")
 
     def __reduce__(self):
-        return _rebuild, (self._dim, self._base, self._scaling, self._max_pos, self._interleaved, self._qtemp)
+        return _rebuild, (self._dim, self._base, self._scaling, self._max_pos, self._interleaved, self._qtemp,
+                          self._smscale)
 
     def _key(self) -> tuple:
         sc = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in (self._scaling or {}).items()
               if k not in ("rope_type", "type")}
-        return self._dim, self._base, self._method, sc, self._max_pos, self._interleaved, self._qtemp
+        # the softmax rule counts only where it changes softmax_scale (a rope without mscale_all_dim
+        # is the same rope whatever a model would do with the key)
+        return (self._dim, self._base, self._method, sc, self._max_pos, self._interleaved, self._qtemp,
+                self.softmax_scale)
 
     def __eq__(self, other: Any) -> bool:
         if not isinstance(other, Rope):
@@ -158,10 +177,10 @@ class Rope:
             raise TypeError(f"replace() takes {', '.join(_FIELDS)}; got {', '.join(unknown)}")
         args = {"dim": self._dim, "base": self._base, "scaling": self._scaling,
                 "max_position_embeddings": self._max_pos, "interleaved": self._interleaved,
-                "query_temperature": self._qtemp, **changes}
+                "query_temperature": self._qtemp, "softmax_mscale": self._smscale, **changes}
         return Rope(args["dim"], args["base"], args["scaling"],
                     max_position_embeddings=args["max_position_embeddings"], interleaved=args["interleaved"],
-                    query_temperature=args["query_temperature"])
+                    query_temperature=args["query_temperature"], softmax_mscale=args["softmax_mscale"])
 
     # -- the arguments -------------------------------------------------------
     @property
@@ -225,44 +244,67 @@ class Rope:
         ln s + 1`` (1 for ``s <= 1``), on top of :attr:`attention_factor`
         (``mscale(s, mscale) / mscale(s, mscale_all_dim)``, already in cos/sin).
         The attention code applies this one: ``scores = q k^T / sqrt(d_qk) *
-        softmax_scale``.  Nothing in ropescale applies it.  Only MLA models
-        (transformers' ``yarn_apply_mscale``) do: Ministral 3, for one, writes
-        ``mscale_all_dim`` and leaves its softmax scale alone.  Which a model does
-        is in :attr:`ropescale.LayerRopes.softmax_scales` (``ropescale.layer_ropes``).
+        softmax_scale``.  Nothing in ropescale applies it.
+
+        Only some models do (MLA families: transformers' ``yarn_apply_mscale``);
+        Ministral 3, for one, writes ``mscale_all_dim`` and leaves its softmax
+        scale alone.  :meth:`from_hf` knows which from the model type and sets
+        :attr:`softmax_mscale` accordingly, so a rope read from a config reports
+        what that model's attention does.  A bare ``Rope(...)`` knows no model:
+        it reports ``mscale(s, mscale_all_dim)**2`` whenever the scaling gives
+        ``mscale_all_dim`` (DeepSeek's convention, where the key comes from),
+        unless built with ``softmax_mscale=False``.
 
         Examples
         --------
-        >>> r = ropescale.Rope(64, 1e4, {"rope_type": "yarn", "factor": 40.0, "mscale": 1.0,
-        ...                              "mscale_all_dim": 1.0, "original_max_position_embeddings": 4096})
+        >>> yarn = {"rope_type": "yarn", "factor": 40.0, "mscale": 1.0, "mscale_all_dim": 1.0,
+        ...         "original_max_position_embeddings": 4096}
+        >>> r = ropescale.Rope(64, 1e4, yarn)
         >>> round(r.softmax_scale, 6), r.attention_factor
         (1.873854, 1.0)
+        >>> ropescale.Rope(64, 1e4, yarn, softmax_mscale=False).softmax_scale
+        1.0
         """
         mu = self._params.get("mscale_all_dim")
         s = self._params.get("factor", 1.0)
-        if not mu or s <= 1.0:
+        if not self._smscale or not mu or s <= 1.0:
             return 1.0
         m = 0.1 * mu * math.log(s) + 1.0
         return m * m
 
     @property
+    def softmax_mscale(self) -> bool:
+        """Whether the model applies :attr:`softmax_scale`'s ``mscale_all_dim`` factor (see there)."""
+        return self._smscale
+
+    @property
     def query_temperature(self) -> Optional[tuple]:
-        """Llama 4's ``(floor_scale, attn_scale)`` (see :meth:`query_scale`), or None."""
+        """``(floor_scale, attn_scale, offset)`` of the query multiplier (see :meth:`query_scale`), or None."""
         return self._qtemp
 
     def query_scale(self, positions: Any) -> np.ndarray:
-        """The per-position factor on the queries (Llama 4 attention temperature tuning); ones without it.
+        """The per-position factor on the queries (attention temperature tuning); ones without it.
 
-        Llama 4 multiplies the queries of its NoPE layers by
-        ``1 + attn_scale * ln(1 + floor((p + 1) / floor_scale))`` at position
-        ``p`` (transformers' ``Llama4TextAttention``, ``attn_temperature_tuning``).
-        Returns float64 of ``positions``' shape.  Independent of
-        :attr:`attention_factor` (on cos/sin) and :attr:`softmax_scale`.
+        ``1 + attn_scale * ln(1 + floor((p + offset) / floor_scale))`` at position
+        ``p``, from :attr:`query_temperature`.  Llama 4 multiplies the queries of
+        its NoPE layers by it with offset 1 (transformers' ``Llama4TextAttention``,
+        ``attn_temperature_tuning``); Ministral 3 and Mistral 4 multiply every
+        layer's rotated queries by ``1 + beta * ln(1 + floor(p / original))``:
+        ``floor_scale`` is the rope's ``original_max_position_embeddings``,
+        ``attn_scale`` its ``llama_4_scaling_beta``, offset 0 (transformers'
+        ``get_llama_4_attn_scale``).  Which layers apply it:
+        :meth:`ropescale.LayerRopes.query_scale`.  Returns float64 of
+        ``positions``' shape.  Independent of :attr:`attention_factor` (on
+        cos/sin) and :attr:`softmax_scale`.
 
         Examples
         --------
         >>> r = ropescale.Rope(128, query_temperature=(8192.0, 0.1))
         >>> np.round(r.query_scale([0, 8190, 8191]), 6).tolist()
         [1.0, 1.0, 1.069315]
+        >>> m3 = ropescale.Rope(128, query_temperature=(16384, 0.1, 0))
+        >>> np.round(m3.query_scale([16383, 16384, 32768]), 6).tolist()
+        [1.0, 1.069315, 1.109861]
         """
         p = np.asarray(positions)
         if p.dtype.kind not in "iuf":
@@ -272,8 +314,8 @@ class Rope:
             raise ValueError("positions must be finite and >= 0")
         if self._qtemp is None:
             return np.ones(p.shape)
-        floor_scale, attn_scale = self._qtemp
-        return np.log1p(np.floor((p + 1.0) / floor_scale)) * attn_scale + 1.0
+        floor_scale, attn_scale, offset = self._qtemp
+        return np.log1p(np.floor((p + offset) / floor_scale)) * attn_scale + 1.0
 
     @property
     def trained_length(self) -> Optional[float]:
@@ -589,6 +631,9 @@ class Rope:
         # Only the keys the method reads (an ignored key may hold anything, even a non-JSON inf).
         used = set(SPECS[self._method].keys) | {"attention_factor"} | set(LAYOUT_KEYS)
         sc = {k: v for k, v in sc.items() if k in used}
+        qt = self._qtemp
+        if qt is not None and qt[2] == 0.0 and qt[0] == self.original_max_position_embeddings:
+            sc["llama_4_scaling_beta"] = qt[1]     # Ministral 3's key: from_hf reads it back
         if self._method != UNSCALED or sc:
             d["rope_scaling"] = {"rope_type": config_name(self._method, self._scaling or {}), **sc}
         if self._interleaved:
@@ -635,7 +680,7 @@ class Rope:
             if key in (self._scaling or {}) and key not in sc:
                 sc[key] = copy.deepcopy(self._scaling[key])
         return Rope(self._dim, self._base, sc or None, max_position_embeddings=_length("target_len", m),
-                    interleaved=self._interleaved, query_temperature=self._qtemp)
+                    interleaved=self._interleaved, query_temperature=self._qtemp, softmax_mscale=self._smscale)
 
     def _n_pairs(self, spec, prf) -> int:
         if spec.full_head_dim:
@@ -653,7 +698,8 @@ class Rope:
         attn = f", attention_factor={self._attn:.6g}" if self._attn != 1.0 else ""
         il = ", interleaved=True" if self._interleaved else ""
         qt = f", query_temperature={self._qtemp!r}" if self._qtemp is not None else ""
-        return f"Rope(dim={self._dim}, base={self._base!r}, scaling={sc}{mp}{il}{qt}{extra}{attn})"
+        sm = ", softmax_mscale=False" if not self._smscale and self._params.get("mscale_all_dim") else ""
+        return f"Rope(dim={self._dim}, base={self._base!r}, scaling={sc}{mp}{il}{qt}{sm}{extra}{attn})"
 
     def _repr_html_(self) -> str:
         return rope_html(self)

@@ -35,10 +35,9 @@ _WORD = rf"(?<![\w.-])(?:{_NAME})(?![\w-])"
 # ("linear, yarn", "dynamic/longrope"): a hand list in a message
 _IN_TEXT = re.compile(rf"""(['"`])(?:{_NAME})\1|{_WORD}(?:\s*,\s*|\s*/\s*|\s+or\s+|\s+and\s+){_WORD}""")
 
-# Narrow exceptions, by file and the line's stripped text, each with its reason.  Empty: keep it
-# so (a table of another engine's vocabulary belongs in a MethodSpec field, as gguf_scaling_type).
-_EXCEPTIONS: dict = {}
-
+# No file or line is exempt: another engine's spelling of a method (llama.cpp's scaling types)
+# is a MethodSpec field (gguf_scaling_type), and another engine's rule about one method compares
+# with that method's constant.
 _FIX = ("Method names are written once, in ropescale/methods.py.  Instead: compare with its constants "
         "(methods.YARN, methods.UNSCALED, ...); read a MethodSpec field for a per-method fact (add one, with a "
         "docstring and a citation, when none says it); keep another engine's spelling of a method in a field "
@@ -77,17 +76,10 @@ def _method_spellings(source):
                          ids=lambda p: str(p.relative_to(SRC)))
 def test_no_module_outside_the_registry_spells_a_method_name(path):
     lines = path.read_text(encoding="utf-8").splitlines()
-    found = [(n, what) for n, what in _method_spellings("\n".join(lines))
-             if (path.name, lines[n - 1].strip()) not in _EXCEPTIONS]
+    found = _method_spellings("\n".join(lines))
     assert not found, (f"src/ropescale/{path.relative_to(SRC)} spells a method name: " +
                        "; ".join(f"line {n}: {what} in `{lines[n - 1].strip()}`" for n, what in found) +
                        ". " + _FIX)
-
-
-def test_every_exception_still_matches_a_line():
-    for (name, text), reason in _EXCEPTIONS.items():
-        assert reason and any(line.strip() == text for p in SRC.rglob(name)
-                              for line in p.read_text(encoding="utf-8").splitlines()), (name, text)
 
 
 _MATCH = pytest.mark.skipif(sys.version_info < (3, 10), reason="match needs Python 3.10 (PyPy 3.9)")
@@ -312,3 +304,14 @@ def test_hf_patch_refuses_a_method_transformers_lacks_and_leaves_the_model_alone
     # a base change (ntk_alpha) is written as transformers' default rope, which loads anywhere
     hf.patch(model, {"rope_type": "ntk_alpha", "alpha": 4.0})
     assert model.config.rope_parameters["rope_type"] == methods.UNSCALED
+
+
+@pytest.mark.parametrize("name", [n for n, s in SPECS.items() if s.length_dependent])
+def test_parity_never_calls_a_length_dependent_method_length_independent(name):
+    # parity's length-rule text came from a hand list (dynamic, longrope) and said dynamic_yarn's
+    # frequencies "do not depend on the sequence length"
+    from ropescale import parity
+    rope = ropescale.Rope(64, 1e4).extend(16384, name, original_len=4096)
+    cfg = {"hidden_size": 64, "num_attention_heads": 1, "max_position_embeddings": 16384, **rope.to_hf()}
+    v = parity.view(cfg, "transformers", 8192)
+    assert not v.length_rule.startswith("none"), (name, v.length_rule)

@@ -37,7 +37,7 @@ import numpy as np
 
 from ._freq import yarn_mscale as _mscale
 from .configs import _text_config, read_config, rope_blocks
-from .methods import DYNAMIC, LONGROPE, UNSCALED, YARN
+from .methods import DYNAMIC, LONGROPE, SPECS, UNSCALED, YARN
 from .rope import Rope
 
 __all__ = ["BEHAVIOURS", "ENGINES", "EngineView", "Difference", "ParityReport", "engine_names", "view",
@@ -472,6 +472,9 @@ def _query(m: _Model, beh: Optional[str], n: int) -> float:
 def _length_rule(m: _Model, t: Mapping[str, Optional[str]]) -> str:
     if m.method in _LENGTH_TOPICS:
         return BEHAVIOURS[(m.method, t[m.method])].rule if t.get(m.method) else "not known"
+    rule = SPECS[m.method].length_rule
+    if rule is not None:  # a length-dependent method no engine rule here covers (dynamic_yarn)
+        return f"ropescale's {rule!r} length rule (no engine's recorded)"
     return "none: the frequencies do not depend on the sequence length"
 
 

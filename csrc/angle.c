@@ -22,34 +22,7 @@
 #pragma STDC FP_CONTRACT OFF
 #endif
 
-/* pi/2 = P1 + P2 + P3 (+ ~2^-91): P1 and P2 carry at most 19 significant bits,
- * so n*P1 and n*P2 are exact for |n| < 2^34 (|t*theta| <= RS_MAX_ANGLE). */
-static const double HALF_PI_1 = 0x1.921f800000000p+0;
-static const double HALF_PI_2 = 0x1.aa22000000000p-19;
-static const double HALF_PI_3 = 0x1.68c234c4c6629p-39;
-static const double TWO_OVER_PI = 0x1.45f306dc9c883p-1;
-/* Adding and subtracting 1.5*2^52 rounds |v| < 2^51 to the nearest integer,
- * in any vector width (SSE2 has no rounding instruction). */
-static const double ROUNDER = 0x1.8p52;
-
-/* 1/n!, correctly rounded (Taylor coefficients; on |r| <= pi/4 the series
- * truncated after r^17 (sin) and r^16 (cos) is within 5e-17). */
-#define S3 (-0x1.5555555555555p-3)
-#define S5 0x1.1111111111111p-7
-#define S7 (-0x1.a01a01a01a01ap-13)
-#define S9 0x1.71de3a556c734p-19
-#define S11 (-0x1.ae64567f544e4p-26)
-#define S13 0x1.6124613a86d09p-33
-#define S15 (-0x1.ae7f3e733b81fp-41)
-#define S17 0x1.952c77030ad4ap-49
-#define C2 (-0x1.0000000000000p-1)
-#define C4 0x1.5555555555555p-5
-#define C6 (-0x1.6c16c16c16c17p-10)
-#define C8 0x1.a01a01a01a01ap-16
-#define C10 (-0x1.27e4fb7789f5cp-22)
-#define C12 0x1.1eed8eff8d898p-29
-#define C14 (-0x1.93974a8c07c9dp-37)
-#define C16 0x1.ae7f3e733b81fp-45
+#include "angle_consts.h"
 
 /* Veltkamp split: a = hi + lo with hi holding the top 26 bits. */
 #define RS_SPLIT(a, hi, lo)                                                    \
@@ -115,7 +88,10 @@ void rs_angle_cache_init(rs_angle_cache *a, double *mem, const double *theta,
     a->hi_ok = 0;
     a->hi_q = 0.0;
     memset(a->lo_ok, 0, sizeof(a->lo_ok));
+    a->share = NULL;
+    a->share_c = a->share_s = NULL;
 }
+
 
 /* A row of exact cos/sin, vectorized per instruction set (AVX-512: eight
  * angles per vector; the selects become masked moves, the arithmetic is
@@ -235,6 +211,52 @@ static int split_position(double t, double *q, int *r)
     return 1;
 }
 
+void rs_angle_cache_share(rs_angle_cache *a, rs_lo_share *share, double *mem)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    a->share = share;
+    a->share_c = mem;
+    a->share_s = mem + (size_t)RS_LO_ROWS * (size_t)(a->n > 0 ? a->n : 1);
+#else
+    /* no atomics here to publish a shared row with: every task makes its own */
+    (void)a;
+    (void)share;
+    (void)mem;
+#endif
+}
+
+/* Point the cache at lo row r, made here or by another task (shared). */
+static void lo_row(rs_angle_cache *a, int r)
+{
+    const size_t at = (size_t)r * (size_t)a->n;
+#if defined(__GNUC__) || defined(__clang__)
+    rs_lo_share *sh = a->share;
+    if (sh != NULL) {
+        int st = __atomic_load_n(&sh->state[r], __ATOMIC_ACQUIRE);
+        if (st == 0) {
+            int expect = 0;
+            if (__atomic_compare_exchange_n(&sh->state[r], &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                exact_row(a->theta, a->n, (double)r, a->share_c + at, a->share_s + at);
+                __atomic_store_n(&sh->state[r], 2, __ATOMIC_RELEASE);
+                st = 2;
+            } else {
+                st = expect;
+            }
+        }
+        if (st == 2) {
+            a->lo_at_c[r] = a->share_c + at;
+            a->lo_at_s[r] = a->share_s + at;
+            a->lo_ok[r] = 1;
+            return;
+        }
+    }
+#endif
+    exact_row(a->theta, a->n, (double)r, a->lo_c + at, a->lo_s + at);
+    a->lo_at_c[r] = a->lo_c + at;
+    a->lo_at_s[r] = a->lo_s + at;
+    a->lo_ok[r] = 1;
+}
+
 void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
                   double *restrict s)
 {
@@ -247,15 +269,12 @@ void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
         /* Always this path for an integer, never the direct one: a position
          * gets the same bits whatever else the call holds (cos_sin of [501]
          * once differed from cos_sin of [500, 501] by 2 ulp). */
-        const double *restrict lc = a->lo_c + (size_t)r * (size_t)n;
-        const double *restrict ls = a->lo_s + (size_t)r * (size_t)n;
         const double *restrict hc = a->hi_c;
         const double *restrict hs = a->hi_s;
-        if (!a->lo_ok[r]) {
-            exact_row(a->theta, n, (double)r, a->lo_c + (size_t)r * n,
-                      a->lo_s + (size_t)r * n);
-            a->lo_ok[r] = 1;
-        }
+        if (!a->lo_ok[r])
+            lo_row(a, r);
+        const double *restrict lc = a->lo_at_c[r];
+        const double *restrict ls = a->lo_at_s[r];
         if (q == 0.0) {
             combine(n, scale, NULL, NULL, lc, ls, c, s);
             return;

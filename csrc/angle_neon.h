@@ -1,16 +1,18 @@
 /*
- * NEON form of angle.c's exact row (arm64), included once by angle.c after
- * RS_SINCOS_BODY's constants: the same operations in the same order on two
- * lanes of float64x2_t (the selects are BSL), each rounding as the scalar
- * one does, and no contraction (-ffp-contract=off; angle.c's pragma for
- * clang), so the bits are those of the portable row.  Chosen at run time by
- * rs_cpu_has_neon().
+ * NEON form of angle.c's exact row (arm64), included once by angle.c, with
+ * RS_SINCOS_BODY's constants (angle_consts.h): the same operations in the
+ * same order on two lanes of float64x2_t (the selects are BSL), each
+ * rounding as the scalar one does, and no contraction (-ffp-contract=off;
+ * angle.c's pragma for clang), so the bits are those of the portable row.
+ * Chosen at run time by rs_cpu_has_neon().
  */
 #ifndef RS_ANGLE_NEON_H
 #define RS_ANGLE_NEON_H
 
 #if RS_HAVE_NEON
 #include <arm_neon.h>
+
+#include "angle_consts.h"
 
 #define RS_NSPLAT(x) vdupq_n_f64(x)
 

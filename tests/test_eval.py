@@ -719,7 +719,7 @@ def _gguf_llama(tmp_path):
 
 @pytest.mark.parametrize("case", ["missing", "gpt2", "gguf-arch", "not-gguf", "zero", "negative", "huge",
                                   "word", "memory", "empty-text", "missing-text", "bad-method", "bad-scaling",
-                                  "depth", "tasks"])
+                                  "depth", "tasks", "infinite-memory"])
 def test_cli_bad_input_is_one_line_and_exit_2(case, folder, tmp_path, capsys):
     empty = tmp_path / "empty.txt"
     empty.write_text(" \n")
@@ -739,6 +739,7 @@ def test_cli_bad_input_is_one_line_and_exit_2(case, folder, tmp_path, capsys):
         "bad-scaling": ["--model", folder, "--scaling", "{oops"],
         "depth": ["--model", folder, "--depths", "0.5,2"],
         "tasks": ["--model", folder, "--tasks", "speed", "--lengths", "100"],
+        "infinite-memory": ["--model", folder, "--lengths", "100", "--max-memory", "inf"],
     }[case]
     code, out, err = run(argv + ["--quiet"], capsys)
     assert code == 2
@@ -746,7 +747,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(case, folder, tmp_path, capsys):
     expect = {"missing": "no such file", "gpt2": "no rotary", "gguf-arch": "'rwkv7' is not supported",
               "not-gguf": "not a .gguf", "zero": "1..", "negative": "1..", "huge": "1..", "word": "not an integer",
               "memory": "GiB", "empty-text": "empty", "missing-text": "cannot read", "bad-method": "bogus",
-              "bad-scaling": "JSON", "depth": "[0, 1]", "tasks": "passkey"}[case]
+              "bad-scaling": "JSON", "depth": "[0, 1]", "tasks": "passkey",
+              "infinite-memory": "--max-memory must be a finite positive number"}[case]
     assert expect in err
 
 

@@ -200,6 +200,14 @@ def test_v5_only_configs_run_unscaled_at_10000_in_v4_readers(name):
 
 
 @pytest.mark.filterwarnings("ignore:scaling keys ignored")
+def test_lengths_beyond_2_53_are_refused_naming_the_lengths():
+    """A length of 10**20 failed deep inside as "positions must be an integer or real array"."""
+    for bad in (0, 2**53 + 1, 10**20, 1.5, True):
+        with pytest.raises(ValueError, match="lengths must be positive integers <= 2\\*\\*53"):
+            P.compare(path("llama-3.1-8b"), [bad])
+    assert P.compare(path("llama-3.1-8b"), [2**53]).lengths == [2**53]
+
+
 def test_nested_text_config_is_read_where_from_hf_reads_it():
     """The rope block and model type of Qwen2.5-Omni's thinker_config.text_config, not the outer config's
     (which has none: every v4/v5 rule then compared an empty block)."""

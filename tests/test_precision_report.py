@@ -147,8 +147,11 @@ def test_check_says_where_a_table_deviates():
 
 
 def test_spot_check_of_the_reference_against_mpmath():
+    mpmath = pytest.importorskip("mpmath")
+    before = mpmath.mp.dps
     rep = precision.report(ropescale.Rope(128, 500000.0), 2**31, ["ropescale"], per_octave=1, spot_check=True)
     assert rep.reference_check is not None and rep.reference_check <= 1e-15
+    assert mpmath.mp.dps == before, "the spot check changed the caller's mpmath precision"
 
 
 def test_readme_table_matches_a_fresh_run():

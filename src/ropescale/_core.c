@@ -1042,6 +1042,27 @@ static PyObject *py_rotate_qk(PyObject *self, PyObject *args)
     return Py_BuildValue("(OO)", oqo, oko);
 }
 
+/* The tables a cos/sin call writes: contiguous (n, R) arrays of one dtype
+ * (`rows` names n in the message), sharing no memory with each other nor
+ * with the positions and frequencies they are made from. */
+static int check_tables_out(PyArrayObject *c, PyArrayObject *s, npy_intp n, npy_intp R, const char *rows,
+                            PyArrayObject *p, PyArrayObject *t)
+{
+    if (PyArray_TYPE(s) != PyArray_TYPE(c) || PyArray_NDIM(c) != 2 ||
+        PyArray_NDIM(s) != 2 || PyArray_DIM(c, 0) != n || PyArray_DIM(c, 1) != R ||
+        PyArray_DIM(s, 0) != n || PyArray_DIM(s, 1) != R ||
+        !PyArray_IS_C_CONTIGUOUS(c) || !PyArray_IS_C_CONTIGUOUS(s)) {
+        PyErr_Format(PyExc_ValueError, "cos and sin must be contiguous (%s, len(inv_freq)) arrays of one dtype",
+                     rows);
+        return -1;
+    }
+    if (refuse_overlap(p, "positions", c, "cos") < 0 || refuse_overlap(p, "positions", s, "sin") < 0 ||
+        refuse_overlap(t, "inv_freq", c, "cos") < 0 || refuse_overlap(t, "inv_freq", s, "sin") < 0 ||
+        refuse_overlap(c, "cos", s, "sin") < 0)
+        return -1;
+    return 0;
+}
+
 static PyObject *py_cos_sin(PyObject *self, PyObject *args)
 {
     PyObject *po, *to, *co, *so;
@@ -1071,17 +1092,7 @@ static PyObject *py_cos_sin(PyObject *self, PyObject *args)
         return NULL;
     n = PyArray_DIM(p, 0);
     R = PyArray_DIM(t, 0);
-    if (PyArray_TYPE(s) != PyArray_TYPE(c) || PyArray_NDIM(c) != 2 ||
-        PyArray_NDIM(s) != 2 || PyArray_DIM(c, 0) != n || PyArray_DIM(c, 1) != R ||
-        PyArray_DIM(s, 0) != n || PyArray_DIM(s, 1) != R ||
-        !PyArray_IS_C_CONTIGUOUS(c) || !PyArray_IS_C_CONTIGUOUS(s)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "cos and sin must be contiguous (len(positions), len(inv_freq)) arrays of one dtype");
-        return NULL;
-    }
-    if (refuse_overlap(p, "positions", c, "cos") < 0 || refuse_overlap(p, "positions", s, "sin") < 0 ||
-        refuse_overlap(t, "inv_freq", c, "cos") < 0 || refuse_overlap(t, "inv_freq", s, "sin") < 0 ||
-        refuse_overlap(c, "cos", s, "sin") < 0)
+    if (check_tables_out(c, s, n, R, "len(positions)", p, t) < 0)
         return NULL;
     intr = begin_kernel(&poll);
     rc = rs_cos_sin((int64_t)n, PyArray_BYTES(p), (int64_t)PyArray_STRIDE(p, 0), pos_int,
@@ -1126,18 +1137,8 @@ static PyObject *py_cos_sin_streams(PyObject *self, PyObject *args)
     R = PyArray_DIM(t, 0);
     if (check_pair_stream(ps, R, k) < 0)
         return NULL;
-    if (PyArray_TYPE(s) != PyArray_TYPE(c) || PyArray_NDIM(c) != 2 ||
-        PyArray_NDIM(s) != 2 || PyArray_DIM(c, 0) != n || PyArray_DIM(c, 1) != R ||
-        PyArray_DIM(s, 0) != n || PyArray_DIM(s, 1) != R ||
-        !PyArray_IS_C_CONTIGUOUS(c) || !PyArray_IS_C_CONTIGUOUS(s)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "cos and sin must be contiguous (positions.shape[1], len(inv_freq)) arrays of one dtype");
-        return NULL;
-    }
-    if (refuse_overlap(p, "positions", c, "cos") < 0 || refuse_overlap(p, "positions", s, "sin") < 0 ||
-        refuse_overlap(t, "inv_freq", c, "cos") < 0 || refuse_overlap(t, "inv_freq", s, "sin") < 0 ||
-        refuse_overlap(ps, "pair_stream", c, "cos") < 0 || refuse_overlap(ps, "pair_stream", s, "sin") < 0 ||
-        refuse_overlap(c, "cos", s, "sin") < 0)
+    if (check_tables_out(c, s, n, R, "positions.shape[1]", p, t) < 0 ||
+        refuse_overlap(ps, "pair_stream", c, "cos") < 0 || refuse_overlap(ps, "pair_stream", s, "sin") < 0)
         return NULL;
     intr = begin_kernel(&poll);
     rc = rs_cos_sin_streams((int64_t)n, PyArray_BYTES(p), (int64_t)PyArray_STRIDE(p, 1),

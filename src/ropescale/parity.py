@@ -545,8 +545,8 @@ def _view(m: _Model, engine: str, t: Mapping[str, Optional[str]], n: int, serve_
 
 
 def _seq_len(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"lengths must be positive integers, got {v!r}")
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 1 <= v <= 2**53:
+        raise ValueError(f"lengths must be positive integers <= 2**53 (as the command line's --target), got {v!r}")
     return int(v)
 
 

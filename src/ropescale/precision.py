@@ -270,14 +270,14 @@ def _mpmath_spot_check(theta: np.ndarray, positions: np.ndarray, c_ref: np.ndarr
                        n: int = 24) -> float:
     import mpmath  # optional: only for spot checks
 
-    mpmath.mp.dps = 40
     rng = np.random.default_rng(1)
     rows = rng.integers(0, positions.shape[0], size=n)
     cols = rng.integers(0, theta.shape[0], size=n)
     worst = 0.0
-    for i, k in zip(rows, cols):
-        a = mpmath.mpf(int(positions[i])) * mpmath.mpf(float(theta[k]))
-        worst = max(worst, abs(float(mpmath.cos(a)) - c_ref[i, k]), abs(float(mpmath.sin(a)) - s_ref[i, k]))
+    with mpmath.workdps(40):   # the caller's own mpmath precision is left as it was
+        for i, k in zip(rows, cols):
+            a = mpmath.mpf(int(positions[i])) * mpmath.mpf(float(theta[k]))
+            worst = max(worst, abs(float(mpmath.cos(a)) - c_ref[i, k]), abs(float(mpmath.sin(a)) - s_ref[i, k]))
     return worst
 
 

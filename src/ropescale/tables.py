@@ -205,6 +205,6 @@ def full_width_error(width: int) -> ValueError:
 
 
 def check_layout(layout: Optional[str]) -> None:
-    if layout not in (None, "half", "full"):
+    if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"layout must be 'half' (ropescale / flash-attn tables, (..., R)) or 'full' "
                          f"(transformers' cat(c, c), (..., 2R)), got {layout!r}")

@@ -49,7 +49,7 @@ from torch._subclasses.fake_tensor import is_fake
 from . import _arrays, _rotary
 from .methods import SPECS, length_at
 from .rope import Rope
-from .tables import _refuse_full, check_layout, from_full
+from .tables import LAYOUTS, _refuse_full, check_layout, from_full
 
 __all__ = ["apply_rotary", "apply_rotary_positions", "RotaryEmbedding"]
 
@@ -635,7 +635,7 @@ class RotaryEmbedding(torch.nn.Module):
 
     def __init__(self, rope: Union[Rope, Mapping[str, Rope]], *, config: Any = None, layout: str = "full"):
         super().__init__()
-        if layout not in ("full", "half"):
+        if layout not in LAYOUTS:
             raise ValueError(f"layout must be 'full' (transformers' cat(c, c)) or 'half', got {layout!r}")
         self.layout = layout
         if isinstance(rope, Rope):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import sys
@@ -65,6 +66,8 @@ def _positive(name, kind=int):
             raise argparse.ArgumentTypeError(f"{name} must be a positive number, got {text!r}") from None
         if not v > 0:
             raise argparse.ArgumentTypeError(f"{name} must be positive, got {text!r}")
+        if not math.isfinite(v):  # inf GiB would overflow where it becomes bytes
+            raise argparse.ArgumentTypeError(f"{name} must be a finite positive number, got {text!r}")
         return v
     return parse
 

@@ -5,14 +5,16 @@
  * step's positions) and memcpy of q and k into their outputs (the floor),
  * on the calling thread and split over the pool's threads as a call is.
  *
- *   cc -O2 -std=c99 -ffp-contract=off -Icsrc bench/qk_probe.c csrc/*.c -lm -pthread -o /tmp/qk_probe
+ *   cc -O3 -std=c99 -ffp-contract=off -fno-trapping-math -Icsrc bench/qk_probe.c csrc/[a-z]*.c -lm -pthread \
+ *      -o /tmp/qk_probe
  *   /tmp/qk_probe [k_heads=32] [threads=2] [simd cap: 0 all, 2 AVX2, 1 portable] [split: 0 measured, 1 all, 2 one]
  *
  * q (64, 1, 32, 128) float32, k (64, 1, k_heads, 128), positions (64, 1, 1)
  * int64 drawn from [100, 8000), out-of-place into preallocated outputs.
  * The contenders' calls are shuffled one by one; prints each one's median
- * in microseconds and its ratio to the floor.  Context for the kernels,
- * not product code.
+ * in microseconds and its ratios to the floor and to two calls, as a
+ * Markdown table (bench/report.py runs it).  Context for the kernels, not
+ * product code.
  */
 #define _POSIX_C_SOURCE 199309L
 #include "ropescale.h"
@@ -135,9 +137,11 @@ static int cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     static void (*fns[])(void) = {c_floor, c_qk, c_two, c_one, c_cached, c_angles, c_floor_threads};
-    static const char *names[] = {"memcpy q,k (floor)", "rs_rotate_qk", "two rs_rotate_positions",
-                                  "one rs_rotate_positions (q)", "cached q,k (table ready)",
-                                  "rs_cos_sin of the step", "memcpy q,k on the pool"};
+    static const char *names[] = {"memcpy of q and k (the floor)", "rs_rotate_qk (one pass)",
+                                  "two rs_rotate_positions (q, then k)", "one rs_rotate_positions (q alone)",
+                                  "rs_rotate of q and k with the step's table ready (no angle work)",
+                                  "rs_cos_sin of the step's 64 positions (the angle work alone)",
+                                  "memcpy of q and k split over the pool's threads"};
     enum { N = sizeof(fns) / sizeof(fns[0]) };
     static double t[N][STEPS];
     double med[N];
@@ -193,9 +197,14 @@ int main(int argc, char **argv)
         qsort(t[j], STEPS, sizeof(double), cmp);
         med[j] = t[j][STEPS / 2];
     }
-    printf("q (%d,1,%d,%d) + k (%d,1,%d,%d) f32, %d threads, simd cap %s, split %s\n", B, H, D, B, kh, D,
-           opt.n_threads, argc > 3 ? argv[3] : "0", argc > 4 ? argv[4] : "0");
+    printf("q (%d, 1, %d, %d) + k (%d, 1, %d, %d) float32, %d thread%s, split %s, SIMD cap %s, %d shuffled calls "
+           "each:\n\n",
+           B, H, D, B, kh, D, opt.n_threads, opt.n_threads == 1 ? "" : "s",
+           argc > 4 && atoi(argv[4]) == 1 ? "forced to all" : argc > 4 && atoi(argv[4]) == 2 ? "forced to one"
+                                                                                             : "measured",
+           argc > 3 ? argv[3] : "0 (none)", STEPS);
+    printf("| contender | median us | x memcpy floor | x two calls |\n|---|---:|---:|---:|\n");
     for (int j = 0; j < N; j++)
-        printf("  %-30s %8.1f us  %5.2fx floor  %5.2fx two\n", names[j], med[j], med[j] / med[0], med[j] / med[2]);
+        printf("| %s | %.1f | %.2f | %.2f |\n", names[j], med[j], med[j] / med[0], med[j] / med[2]);
     return 0;
 }

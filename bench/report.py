@@ -5,8 +5,10 @@ bench/results/<machine>.json and README's table.
     python bench/report.py --old ../ropescale-0.1   # also the C core against an older tree's
 
 Runs, each in a subprocess of its own and one after another (so they do not
-share the cores): ``bench.py --json``, ``bench_torch.py``, ``bench_rerotate.py``
-and, with ``--old``, ``compare_builds.py OLD .``.  RESULTS.md keeps one
+share the cores): ``bench.py --json``, ``bench/qk_probe.c`` (built with the C
+compiler in ``CC``, else ``cc``), ``bench_torch.py``, ``bench_rerotate.py``
+and, with ``--old``, ``compare_builds.py OLD .``; a paragraph per row that
+misses its target, from the run's own numbers.  RESULTS.md keeps one
 section per machine measured (vendor, model, family/model, caches, the SIMD
 level the kernels used): a run replaces its own machine's section with its
 outputs in that order and leaves the others; a table at the top gives every
@@ -83,6 +85,58 @@ def readme_table(rows: List[Dict[str, Any]]) -> str:
             _ratio(r.get("x_copy")), _ratio(r.get("x_numpy")), _ratio(r.get("x_torch")),
             _ratio(r.get("x_compile")), _ratio(r.get("x_jax")), _ratio(r.get("x_plain")), _ratio(r.get("x_two")),
             _ratio(r.get("x_two_floor")), rss]) + " |")
+    return "\n".join(lines)
+
+
+def qk_probe() -> str:
+    """bench/qk_probe.c built against csrc/ and run on the decode q+k step: where the time of one pass
+    and of two calls goes (kernel calls only, no Python), on one thread and on all.  A line saying why
+    when no C compiler is found."""
+    import glob
+    import shutil
+    import tempfile
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc") or shutil.which("clang")
+    if cc is None:
+        return "bench/qk_probe.c not run: no C compiler found (set CC)."
+    print("report: qk_probe.c ...", file=sys.stderr, flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = os.path.join(tmp, "qk_probe")
+        build = subprocess.run([cc, "-O3", "-std=c99", "-ffp-contract=off", "-fno-trapping-math", "-I", "csrc",
+                                "bench/qk_probe.c", *sorted(glob.glob(os.path.join(ROOT, "csrc", "*.c"))), "-lm",
+                                "-pthread", "-o", exe], cwd=ROOT, capture_output=True, text=True)
+        if build.returncode != 0:
+            return f"bench/qk_probe.c not run: `{cc}` failed:\n\n```\n{build.stderr[-1500:]}\n```"
+        parts = []
+        for k_heads, threads, split in ((32, 1, 2), (32, 2, 1), (8, 1, 2), (8, 2, 1)):
+            done = subprocess.run([exe, str(k_heads), str(threads), "0", str(split)], capture_output=True,
+                                  text=True)
+            parts.append(done.stdout.strip() if done.returncode == 0 else f"(exit {done.returncode})")
+    return "\n\n".join(parts)
+
+
+def miss_notes(rows: List[Dict[str, Any]]) -> str:
+    """A sentence per row of this run that misses its target, from the run's own numbers; for the
+    q+k rows with the copy floor's bound (the least ×two calls memory traffic allows)."""
+    lines = []
+    for r in rows:
+        if not (r.get("status") or "").startswith("MISS"):
+            continue
+        if r.get("x_two") is not None and "×two calls" in (r.get("target") or ""):
+            bound = r.get("x_two_floor")
+            text = (f"one pass is {_ratio(r['x_two'])}× two calls against a target of {r['target']}; "
+                    f"it is {_ratio(r.get('x_floor_single'))}× the copy of q and k into their outputs, and that "
+                    f"copy alone is {_ratio(bound)}× two calls (the same shuffled calls).")
+            if bound is not None and bound > 0.6:
+                text += (f" The target asks two calls to cost at least 1/0.6 = 1.67× one pass; a pass as fast as "
+                         f"that copy would still leave them only {1 / bound:.2f}× it, so no kernel that reads q "
+                         f"and k and writes both outputs no faster than `np.copyto` copies them can reach the "
+                         f"target on this machine.")
+        else:
+            text = f"{r['status'][len('MISS ('):].rstrip(')')} (target {r['target']}), on {harness.threads_text(r)} " \
+                   f"thread(s)."
+        lines.append(f"- **{r['case']}** ({r['shape']}): {text}")
+    if not lines:
+        return "Every row with a target passes on this machine in this run."
     return "\n".join(lines)
 
 
@@ -210,6 +264,12 @@ def main(argv=None) -> int:
     key = machine_key(data["machine"])
     json_path = os.path.join(HERE, "results", key + ".json")
     os.replace(tmp_json, json_path)
+    parts.append("### Rows that miss\n\n" + miss_notes(data["rows"]))
+    parts.append("### Where a decode q+k step's time goes, in C (bench/qk_probe.c)\n\n"
+                 "The kernels called from C on the `q+k decode` shapes, no Python: one pass, two calls, the "
+                 "rotation with the step's cos/sin table ready (no angle work), the angle work alone, and "
+                 "`memcpy` of q and k on the calling thread and split over the pool as a call splits. "
+                 "The thread split is forced (one thread, or all), so both are shown.\n\n" + qk_probe())
     parts.append("### Torch-tensor path overhead at decode shapes (bench/bench_torch.py)\n\n"
                  + _run(["bench/bench_torch.py"], "bench_torch.py"))
     parts.append("### In-place rerotate (bench/bench_rerotate.py)\n\n" + _run(["bench/bench_rerotate.py"],

@@ -88,7 +88,10 @@ void rs_angle_cache_init(rs_angle_cache *a, double *mem, const double *theta,
     a->hi_ok = 0;
     a->hi_q = 0.0;
     memset(a->lo_ok, 0, sizeof(a->lo_ok));
+    a->share = NULL;
+    a->share_c = a->share_s = NULL;
 }
+
 
 /* A row of exact cos/sin, vectorized per instruction set (AVX-512: eight
  * angles per vector; the selects become masked moves, the arithmetic is
@@ -208,6 +211,52 @@ static int split_position(double t, double *q, int *r)
     return 1;
 }
 
+void rs_angle_cache_share(rs_angle_cache *a, rs_lo_share *share, double *mem)
+{
+#if defined(__GNUC__) || defined(__clang__)
+    a->share = share;
+    a->share_c = mem;
+    a->share_s = mem + (size_t)RS_LO_ROWS * (size_t)(a->n > 0 ? a->n : 1);
+#else
+    /* no atomics here to publish a shared row with: every task makes its own */
+    (void)a;
+    (void)share;
+    (void)mem;
+#endif
+}
+
+/* Point the cache at lo row r, made here or by another task (shared). */
+static void lo_row(rs_angle_cache *a, int r)
+{
+    const size_t at = (size_t)r * (size_t)a->n;
+#if defined(__GNUC__) || defined(__clang__)
+    rs_lo_share *sh = a->share;
+    if (sh != NULL) {
+        int st = __atomic_load_n(&sh->state[r], __ATOMIC_ACQUIRE);
+        if (st == 0) {
+            int expect = 0;
+            if (__atomic_compare_exchange_n(&sh->state[r], &expect, 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+                exact_row(a->theta, a->n, (double)r, a->share_c + at, a->share_s + at);
+                __atomic_store_n(&sh->state[r], 2, __ATOMIC_RELEASE);
+                st = 2;
+            } else {
+                st = expect;
+            }
+        }
+        if (st == 2) {
+            a->lo_at_c[r] = a->share_c + at;
+            a->lo_at_s[r] = a->share_s + at;
+            a->lo_ok[r] = 1;
+            return;
+        }
+    }
+#endif
+    exact_row(a->theta, a->n, (double)r, a->lo_c + at, a->lo_s + at);
+    a->lo_at_c[r] = a->lo_c + at;
+    a->lo_at_s[r] = a->lo_s + at;
+    a->lo_ok[r] = 1;
+}
+
 void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
                   double *restrict s)
 {
@@ -220,15 +269,12 @@ void rs_angle_row(rs_angle_cache *a, double t, double *restrict c,
         /* Always this path for an integer, never the direct one: a position
          * gets the same bits whatever else the call holds (cos_sin of [501]
          * once differed from cos_sin of [500, 501] by 2 ulp). */
-        const double *restrict lc = a->lo_c + (size_t)r * (size_t)n;
-        const double *restrict ls = a->lo_s + (size_t)r * (size_t)n;
         const double *restrict hc = a->hi_c;
         const double *restrict hs = a->hi_s;
-        if (!a->lo_ok[r]) {
-            exact_row(a->theta, n, (double)r, a->lo_c + (size_t)r * n,
-                      a->lo_s + (size_t)r * n);
-            a->lo_ok[r] = 1;
-        }
+        if (!a->lo_ok[r])
+            lo_row(a, r);
+        const double *restrict lc = a->lo_at_c[r];
+        const double *restrict ls = a->lo_at_s[r];
         if (q == 0.0) {
             combine(n, scale, NULL, NULL, lc, ls, c, s);
             return;

@@ -671,6 +671,8 @@ typedef struct {
     rs_rows_f64 rows64;
     rs_batch batch[RS_MAX_PARTS];
     double *mem;             /* task_doubles() of working memory */
+    rs_lo_share *lo_share;   /* fused, several tasks, one block of pairs: the call's shared lo rows */
+    double *shared;          /* their memory (2 RS_LO_ROWS rows of the block) */
     int *stop;
     int first;
 } rs_task;
@@ -883,6 +885,8 @@ static void rotate_task(void *arg)
             /* the plain row maker of this block; several streams come in one
              * block (rs_rotate_streams admits R <= RS_PAIR_BLOCK) */
             rs_row_maker_init(&maker, t->mem + 3 * P + RS_ROW_SLACK, t->theta + k0, n, t->scale);
+            if (t->lo_share != NULL)
+                rs_angle_cache_share(&maker.cache, t->lo_share, t->shared);
             streams_mem = t->mem + task_doubles(R, 1);
             if (map->n > 1)
                 rs_streams_maker_init(&all_maker, streams_mem, map->theta_sorted, map->start, map->n, t->scale);
@@ -1001,6 +1005,8 @@ static int run(const rs_layout *lay, const rs_layout *klay, int k_in_place, cons
     rs_layout L;
     rs_task tasks[RS_MAX_TASKS];
     rs_batch batch[RS_MAX_PARTS];
+    rs_lo_share lo_share;
+    size_t shared = 0;
     const int n_parts = klay != NULL ? 2 : 1;
     int64_t rows, item, bytes, per_row = 0, t0 = 0;
     int n, n_tasks, stop = 0, last, probe = 0, rc;
@@ -1060,6 +1066,10 @@ static int run(const rs_layout *lay, const rs_layout *klay, int k_in_place, cons
     n_tasks = n == 1 ? 1 : (int)(rows < (int64_t)n * RS_TASKS_PER_THREAD ? rows : n * RS_TASKS_PER_THREAD);
     if (n_tasks > RS_MAX_TASKS)
         n_tasks = RS_MAX_TASKS;
+    /* fused rows in several tasks: the lo rows are made once for all of them */
+    memset(&lo_share, 0, sizeof(lo_share));
+    if (positions != NULL && n_tasks > 1 && L.n_pairs <= RS_PAIR_BLOCK)
+        shared = 2 * (size_t)RS_LO_ROWS * (size_t)block_pairs(L.n_pairs);
     for (int i = 0; i < n_tasks; i++) {
         rs_task *t = &tasks[i];
         t->L = &L;
@@ -1081,14 +1091,17 @@ static int run(const rs_layout *lay, const rs_layout *klay, int k_in_place, cons
         t->rows64 = pick_f64();
         t->stop = &stop;
         t->first = i == 0;
+        t->lo_share = shared > 0 ? &lo_share : NULL;
+        t->shared = NULL;
     }
     /* Everything the call needs, before any thread writes: a call either
      * completes or leaves its output untouched. */
     if (probe)
         t0 = rs_now_ns();
-    rc = rs_run_tasks(rotate_task, tasks, sizeof(rs_task), n_tasks, n,
-                      task_doubles(L.n_pairs, positions != NULL) + (streams != NULL ? streams_doubles(streams) : 0),
-                      offsetof(rs_task, mem), opt->interrupt, &stop);
+    rc = rs_run_tasks_shared(rotate_task, tasks, sizeof(rs_task), n_tasks, n,
+                             task_doubles(L.n_pairs, positions != NULL) +
+                                 (streams != NULL ? streams_doubles(streams) : 0),
+                             offsetof(rs_task, mem), shared, offsetof(rs_task, shared), opt->interrupt, &stop);
     if (rc != 0)
         return RS_NO_MEMORY;
     if (probe && !stop)

@@ -101,6 +101,12 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
  * runs, frees.  Returns 0, or -1 (nothing run) if the allocation failed. */
 int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n, int n_threads,
                  size_t doubles_per_task, size_t mem_field, const rs_interrupt *intr, int *stop);
+/* The same with `shared_doubles` more in the one allocation, for all the
+ * tasks: its address is stored in the `double *` at byte offset
+ * shared_field of every task (shared_doubles 0: not stored). */
+int rs_run_tasks_shared(rs_task_fn fn, void *tasks, size_t task_size, int n, int n_threads,
+                        size_t doubles_per_task, size_t mem_field, size_t shared_doubles, size_t shared_field,
+                        const rs_interrupt *intr, int *stop);
 
 
 /* ------------------------------------------------------------------ */
@@ -186,6 +192,16 @@ void rs_iter_next(const rs_layout *L, rs_iter *it);
  * scattered positions (decode) one each plus at most RS_LO_ROWS per call.
  * (RS_LO_ROWS trades the two: 16 keeps both within ~10% of a cache that
  * gave up determinism.) */
+/* Exact lo rows shared by the caches of one call's tasks (rs_angle_cache_share):
+ * the first task to need row r makes it here (state 0 -> 1 -> 2), the
+ * others read it once made; a task that finds it being made makes its own
+ * copy, with the same bits, rather than wait.  A decode step split into
+ * tasks of a few tokens each otherwise made most of the RS_LO_ROWS rows once
+ * per task. */
+typedef struct {
+    int state[RS_LO_ROWS];        /* 0 not made, 1 being made, 2 made */
+} rs_lo_share;
+
 typedef struct {
     const double *theta;
     int64_t n;
@@ -195,6 +211,9 @@ typedef struct {
     double hi_q;
     int hi_ok;
     unsigned char lo_ok[RS_LO_ROWS];
+    const double *lo_at_c[RS_LO_ROWS], *lo_at_s[RS_LO_ROWS]; /* lo row r once lo_ok[r]: own or shared */
+    rs_lo_share *share;           /* NULL: none */
+    double *share_c, *share_s;    /* its RS_LO_ROWS rows of n */
 } rs_angle_cache;
 
 /* Doubles of memory an angle cache of n pairs needs. */
@@ -203,6 +222,9 @@ size_t rs_angle_cache_doubles(int64_t n);
  * what it held. */
 void rs_angle_cache_init(rs_angle_cache *a, double *mem, const double *theta,
                          int64_t n, double scale);
+/* Share lo rows with the other caches of a call (after init): `share`
+ * zeroed before any task runs, `mem` 2 * RS_LO_ROWS * n doubles. */
+void rs_angle_cache_share(rs_angle_cache *a, rs_lo_share *share, double *mem);
 /* c[k] = scale cos(t theta_k), s[k] = scale sin(t theta_k), k < n. */
 void rs_angle_row(rs_angle_cache *a, double t, double *c, double *s);
 

@@ -46,19 +46,30 @@ void *rs_alloc(size_t bytes)
     return malloc(bytes > 0 ? bytes : 1);
 }
 
-int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n, int n_threads,
-                 size_t doubles_per_task, size_t mem_field, const rs_interrupt *intr, int *stop)
+int rs_run_tasks_shared(rs_task_fn fn, void *tasks, size_t task_size, int n, int n_threads,
+                        size_t doubles_per_task, size_t mem_field, size_t shared_doubles, size_t shared_field,
+                        const rs_interrupt *intr, int *stop)
 {
-    double *mem = (double *)rs_alloc(sizeof(double) * doubles_per_task * (size_t)n);
+    double *mem = (double *)rs_alloc(sizeof(double) * (doubles_per_task * (size_t)n + shared_doubles));
+    double *shared = mem + doubles_per_task * (size_t)n;
     if (mem == NULL)
         return -1;
     for (int i = 0; i < n; i++) {
         double *slice = mem + doubles_per_task * (size_t)i;
         memcpy((char *)tasks + (size_t)i * task_size + mem_field, &slice, sizeof(slice));
+        if (shared_doubles > 0)
+            memcpy((char *)tasks + (size_t)i * task_size + shared_field, &shared, sizeof(shared));
     }
     rs_parallel(fn, tasks, task_size, n, n_threads, intr, stop);
     free(mem);
     return 0;
+}
+
+int rs_run_tasks(rs_task_fn fn, void *tasks, size_t task_size, int n, int n_threads,
+                 size_t doubles_per_task, size_t mem_field, const rs_interrupt *intr, int *stop)
+{
+    return rs_run_tasks_shared(fn, tasks, task_size, n, n_threads, doubles_per_task, mem_field, 0, 0, intr,
+                               stop);
 }
 
 #if RS_HAVE_THREADS

@@ -202,6 +202,18 @@ def test_query_multiplier_is_transformers_get_llama_4_attn_scale(model_type, mak
         np.testing.assert_allclose(lr.query_scale(i, pos), want, rtol=2e-7, atol=0)
 
 
+def test_query_multiplier_steps_at_the_length_transformers_fills_in_when_the_rope_omits_it():
+    # a YaRN block without original_max_position_embeddings: transformers' config class fills in
+    # max_position_embeddings, and get_llama_4_attn_scale steps at that
+    cfg = {"head_dim": 128, "num_hidden_layers": 2, "max_position_embeddings": 65536,
+           "rope_parameters": {"rope_type": "yarn", "rope_theta": 1e6, "factor": 4.0, "llama_4_scaling_beta": 0.1}}
+    pos = np.array(_around_multiples(65536))
+    want, rp = _tf_query_scale("ministral3", cfg, pos.tolist())
+    assert rp["original_max_position_embeddings"] == 65536 and want.max() > 1.4
+    rope = ropescale.Rope.from_hf({"model_type": "ministral3", **cfg})
+    np.testing.assert_allclose(rope.query_scale(pos), want, rtol=2e-7, atol=0)
+
+
 def test_query_multiplier_is_refused_where_transformers_cannot_form_it():
     cfg = {k: v for k, v in _ministral3_published().items()}
     rp = {k: v for k, v in cfg["rope_parameters"].items() if k != "llama_4_scaling_beta"}
@@ -288,3 +300,15 @@ def test_a_bare_rope_applies_the_deepseek_softmax_rule_unless_told_otherwise():
     assert ropescale.Rope(64, softmax_mscale=False) == ropescale.Rope(64)
     with pytest.raises(TypeError, match="softmax_mscale"):
         ropescale.Rope(64, softmax_mscale="no")
+
+
+def test_the_query_multiplier_survives_to_hf_and_back():
+    cfg = _ministral3_published()
+    rope = ropescale.Rope.from_hf(cfg)
+    back = ropescale.Rope.from_hf({"model_type": "ministral3", **rope.to_hf()})
+    np.testing.assert_array_equal(back.inv_freq, rope.inv_freq)
+    assert back.query_temperature == rope.query_temperature == (16384.0, 0.1, 0.0)
+    assert back.softmax_scale == rope.softmax_scale == 1.0
+    lr = ropescale.layer_ropes(cfg)
+    again = ropescale.layer_ropes({"model_type": "ministral3", **lr.to_hf()})
+    assert again.query_temperatures == lr.query_temperatures and again.softmax_scales == lr.softmax_scales

@@ -281,7 +281,7 @@ def budget_table() -> str:
                    if ev.proportion_difference(a, n, b, n)[0] > 0), default=None)
         rows.append([str(trials), str(n), f"{widths:.2f}", f"[{lo:.2f}, {hi:.2f}]",
                      f"{gap}/{n}" if gap is not None else "–"])
-    return md_table(["--trials", "keys per cell (3 depths)", "narrowest 95 % interval", f"all found", "smallest gap that can be significant"], rows)
+    return md_table(["--trials", "keys per cell (3 depths)", "narrowest 95 % interval", "all found", "smallest gap that can be significant"], rows)
 
 
 def render(doc: str, parts: Mapping[str, str]) -> str:

@@ -15,9 +15,8 @@ True
 >>> ropescale.apply_rotary_positions(q, np.arange(4)[:, None], theta).shape
 (4, 2, 128)
 """
+from .methods import ALIASES, METHODS
 from ._freq import (
-    ALIASES,
-    METHODS,
     inv_freq,
     ntk_base,
     ntk_lambda,

@@ -13,9 +13,9 @@ import numpy as np
 
 from . import _checks, _core
 
-# The method table and the rope_scaling checks live in .methods; METHODS,
-# ALIASES and normalize_scaling stay importable from here.
-from .methods import ALIASES, METHODS, normalize_scaling  # noqa: F401
+# The method table and the rope_scaling checks live in .methods (ropescale.METHODS and
+# ropescale.ALIASES come from there).
+from .methods import normalize_scaling
 from .methods import CODES as _CODES
 from .methods import core_params as _core_params
 

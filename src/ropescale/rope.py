@@ -615,7 +615,10 @@ class Rope:
         reads), ``partial_rotary_factor``, ``max_position_embeddings`` and, for
         interleaved pairing, ``rope_interleave``.  For ``dynamic``, whose trained length
         HF takes from ``max_position_embeddings``, that key carries the trained
-        length.
+        length.  A Ministral-style query multiplier (:attr:`query_temperature`
+        with offset 0 stepping at the rope's original length) is written as
+        ``llama_4_scaling_beta`` in the rope dict; Llama 4's temperature tuning is
+        per layer and written by :meth:`ropescale.LayerRopes.to_hf`.
 
         Examples
         --------

@@ -137,6 +137,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ropescale eval") -> 
 def _run(args) -> int:
     methods = parse_methods(args.methods, args.scaling)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    max_memory = None if args.max_memory is None else int(args.max_memory * 2**30)
     if args.plot is not None:
         try:
             from ..plot import _mpl
@@ -156,24 +157,23 @@ def _run(args) -> int:
         # refuse before spending minutes loading: the header alone gives the sizes
         est = gguf_memory_estimate(path, args.lengths, dtype=args.dtype, score_tokens=args.score_tokens,
                                    threads=torch.get_num_threads())
-        limit = None if args.max_memory is None else int(args.max_memory * 2**30)
-        limit = limit if limit is not None else available_memory()
+        limit = max_memory if max_memory is not None else available_memory()
         if est is not None and limit is not None:
             _check_memory(est, limit)
     t0 = time.perf_counter()
     model, tokenizer, info = load_model(path, dtype=args.dtype, device=device)
     load_s = time.perf_counter() - t0
-    save_partial = None
-    if args.json not in (None, "-"):
-        def save_partial(cells, settings):   # a long run that is stopped keeps what it measured
-            _write_json(args.json, {"partial": True, "command": args.command, "model": info,
-                                    "settings": settings, "results": cells})
+
+    def save_partial(cells, settings):   # a long run that is stopped keeps what it measured
+        _write_json(args.json, {"partial": True, "command": args.command, "model": info,
+                                "settings": settings, "results": cells})
+
     result = evaluate(model, tokenizer, methods=methods, lengths=args.lengths, depths=args.depths,
                       trials=args.trials, seed=args.seed, texts=texts,
                       score_tokens=args.score_tokens, bucket=args.bucket, trained_length=args.trained, tasks=tasks,
                       ppl_tolerance=args.ppl_tolerance,
-                      max_memory=None if args.max_memory is None else int(args.max_memory * 2**30),
-                      progress=not args.quiet, model_info=info, on_cell=save_partial, done=done)
+                      max_memory=max_memory, progress=not args.quiet, model_info=info,
+                      on_cell=save_partial if args.json not in (None, "-") else None, done=done)
     result["timings"]["load_seconds"] = load_s
     result["command"] = args.command
     if args.json is not None:

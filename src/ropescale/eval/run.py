@@ -15,8 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .._freq import ALIASES, METHODS
-from ..methods import SPECS, UNSCALED, canonical, promoted
+from ..methods import ALIASES, METHODS, SPECS, UNSCALED, canonical, promoted
 from ..rope import Rope
 from ._common import (BATCH_TOKENS, DEFAULT_BUCKET, DEFAULT_DEPTHS, DEFAULT_PPL_TOLERANCE, DEFAULT_SCORE_TOKENS,
                       EvalError, _depth, _jsonable, _length, _one_line)

@@ -30,6 +30,8 @@ from hypothesis.extra import numpy as hnp
 
 import ropescale
 from ropescale import reference as ref
+from ropescale.methods import (ALIASES, DYNAMIC, LINEAR, LLAMA3, LONGROPE, NTK, PROPORTIONAL, SPECS, UNSCALED, YARN,
+                               canonical)
 
 from conftest import TOL  # noqa: E402  (the suite's one tolerance table; this directory is sys.path[0])
 from _targets import run, tally  # noqa: E402
@@ -485,7 +487,9 @@ def fuzz_cos_sin(case):
             assert float(err.max()) <= TOL[native] * attn, f"cos_sin: error {float(err.max()):.3g} x attn"
 
 
-METHOD_NAMES = ["default", "linear", "ntk", "dynamic", "yarn", "llama3", "longrope", "proportional", "su"]
+# The methods whose parameters scaling_calls draws (each has its branch below), and their aliases.
+_DRAWN = (UNSCALED, LINEAR, NTK, DYNAMIC, YARN, LLAMA3, LONGROPE, PROPORTIONAL)
+METHOD_NAMES = [*_DRAWN, *(a for a, m in ALIASES.items() if m in _DRAWN)]
 
 
 @st.composite
@@ -500,7 +504,8 @@ def scaling_calls(draw):
     if draw(st.integers(0, 9)) == 0:
         base, valid = draw(st.sampled_from([1.0, 0.5, -1e4, NAN, INF, "1e4", None])), False
     method = draw(st.sampled_from(METHOD_NAMES))
-    canon = {"su": "longrope"}.get(method, method)
+    canon = canonical(method)
+    spec = SPECS[canon]
     sc = {draw(st.sampled_from(["rope_type", "type"])): method}
     p = {}
     factor = draw(st.floats(1.0, 64.0))
@@ -509,18 +514,18 @@ def scaling_calls(draw):
     d_int = dim if isinstance(dim, int) and not isinstance(dim, bool) and 2 <= dim <= 4096 else 8
     if prf is not None:
         sc["partial_rotary_factor"] = prf
-    rd = d_int if canon == "proportional" else int(d_int * (prf or 1.0))
-    if canon != "proportional" and (rd < 2 or rd % 2):
+    rd = d_int if canon == PROPORTIONAL else int(d_int * (prf or 1.0))
+    if canon != PROPORTIONAL and (rd < 2 or rd % 2):
         valid = False
-    if canon in ("ntk", "dynamic") and rd < 4:
+    if rd < spec.min_rotary_dim:
         valid = False
-    if canon in ("linear", "ntk", "dynamic", "yarn", "llama3"):
+    if "factor" in spec.required:
         sc["factor"] = factor
         p["factor"] = factor
-    if canon in ("dynamic", "yarn", "llama3", "longrope"):
+    if "original_max_position_embeddings" in spec.required:
         sc["original_max_position_embeddings"] = m_l
         p["original_max_position_embeddings"] = m_l
-    if canon == "yarn":
+    if canon == YARN:
         bf = draw(st.sampled_from([None, 32.0, 16.0, 64.0]))
         bs = draw(st.sampled_from([None, 1.0, 2.0, 0.5]))
         if bf is not None:
@@ -536,12 +541,12 @@ def scaling_calls(draw):
         if t is not None:
             sc["truncate"] = t
         p["truncate"] = True if t is None else t
-    if canon == "llama3":
+    if canon == LLAMA3:
         lff = draw(st.sampled_from([1.0, 2.0]))
         hff = lff + draw(st.sampled_from([0.5, 3.0]))
         sc["low_freq_factor"] = p["low_freq_factor"] = lff
         sc["high_freq_factor"] = p["high_freq_factor"] = hff
-    if canon == "longrope":
+    if canon == LONGROPE:
         n = max(rd // 2, 0)
         sf = draw(st.lists(st.floats(1.0, 10.0), min_size=n, max_size=n))
         lf = draw(st.lists(st.floats(1.0, 10.0), min_size=n, max_size=n))
@@ -553,11 +558,11 @@ def scaling_calls(draw):
                 valid = False   # the attention factor sqrt(1 + ln s / ln m_l) would divide by ln 1
         else:
             sc["attention_factor"] = draw(st.floats(0.5, 2.0))
-    if canon == "proportional":
+    if canon == PROPORTIONAL:
         if draw(st.booleans()):
             sc["factor"] = p["factor"] = factor
         p["rotated_pairs"] = int((prf or 1.0) * d_int) // 2
-    if canon not in ("yarn", "longrope") and draw(st.integers(0, 4)) == 0:
+    if canon not in (YARN, LONGROPE) and draw(st.integers(0, 4)) == 0:
         sc["attention_factor"] = draw(st.floats(0.5, 2.0))
     if "attention_factor" in sc:
         p["attention_factor"] = sc["attention_factor"]
@@ -582,25 +587,25 @@ def scaling_calls(draw):
     elif corrupt == "prf":
         sc["partial_rotary_factor"] = draw(st.sampled_from([0.0, 1.5, -0.5, NAN, "1"]))
         valid = False
-    elif corrupt == "list" and canon == "longrope":
+    elif corrupt == "list" and canon == LONGROPE:
         n = len(sc["long_factor"])
         sc["long_factor"] = draw(st.sampled_from([[1.0] * (n + 1), [0.0] * max(n, 1), "abc", [[1.0]] * max(n, 1),
                                                   [NAN] * max(n, 1)]))
         valid = False
-    elif corrupt == "betas" and canon == "yarn":
+    elif corrupt == "betas" and canon == YARN:
         sc["beta_fast"], sc["beta_slow"] = 0.5, 2.0
         valid = False
-    elif corrupt == "freqs" and canon == "llama3":
+    elif corrupt == "freqs" and canon == LLAMA3:
         # (low > high is computable and accepted with a warning, as transformers does)
         sc[draw(st.sampled_from(["low_freq_factor", "high_freq_factor"]))] = draw(st.sampled_from([0.0, -1.0, NAN, "1"]))
         valid = False
-    elif corrupt == "truncate" and canon == "yarn":
+    elif corrupt == "truncate" and canon == YARN:
         sc["truncate"] = draw(st.sampled_from([1, "no", None]))
         valid = False
     elif corrupt == "scaling":
-        sc = draw(st.sampled_from(["linear", [("rope_type", "linear")], 3, ("factor", 2.0)]))
+        sc = draw(st.sampled_from([LINEAR, [("rope_type", LINEAR)], 3, ("factor", 2.0)]))
         valid = False
-    if valid and method == "default" and draw(st.booleans()):
+    if valid and method == UNSCALED and draw(st.booleans()):
         sc, rd, p = None, d_int, {}                         # None is the default rope
     return dim, base, sc, seq_len, (rd, canon, p), valid
 

@@ -278,13 +278,21 @@ def compute(config, seq_len, layer_type):
     return rope_type, inv_freq, float(attention_factor)
 
 
+def _seq_dependent(rope_type):
+    """Whether transformers recomputes this rope type's frequencies per forward: its
+    ``dynamic_rope_update`` (modeling_rope_utils.py, 5.x) does for any type containing
+    "dynamic" and for "longrope".  transformers' rule, not ropescale's (this tool does not
+    import ropescale: it records what the models compute)."""
+    return "dynamic" in rope_type or rope_type == "longrope"
+
+
 def cross_check(config, seq_len, layer_type, inv_freq, attention_factor, rope_type):
     """Compare against the model's own rotary module (init + forward)."""
     emb = rotary_class(config.model_type)(config)
     prefix = f"{layer_type}_" if layer_type is not None else ""
     scaling_attr = f"{prefix}attention_scaling" if layer_type is not None else "attention_scaling"
     scaling = getattr(emb, scaling_attr)
-    if seq_len is not None and rope_type in ("dynamic", "longrope"):
+    if seq_len is not None and _seq_dependent(rope_type):
         x = torch.zeros(1, seq_len, 2 * inv_freq.numel())
         position_ids = torch.arange(seq_len)[None]
         with torch.no_grad():
@@ -458,7 +466,7 @@ def _rope_record(module, rot_cls, text_config, layer_type):
     rec["pairing"], rec["output_plane_of_feature_0"] = _pairing(
         module, text_config, _forward(rot_cls(text_config), like, pid1, layer_type), width)
 
-    if rec["rope_type"] in ("dynamic", "longrope") and inv is not None:
+    if _seq_dependent(rec["rope_type"]) and inv is not None:
         orig = (params or {}).get("original_max_position_embeddings") or text_config.max_position_embeddings
         seq_lens = sorted({int(orig), int(orig) + 1, 2 * int(orig), int(text_config.max_position_embeddings)})
         rec["at_seq_len"] = []

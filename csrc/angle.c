@@ -92,7 +92,6 @@ void rs_angle_cache_init(rs_angle_cache *a, double *mem, const double *theta,
     a->share_c = a->share_s = NULL;
 }
 
-
 /* A row of exact cos/sin, vectorized per instruction set (AVX-512: eight
  * angles per vector; the selects become masked moves, the arithmetic is
  * the same sequence, so the bits are the other paths'). */

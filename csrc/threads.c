@@ -51,9 +51,10 @@ int rs_run_tasks_shared(rs_task_fn fn, void *tasks, size_t task_size, int n, int
                         const rs_interrupt *intr, int *stop)
 {
     double *mem = (double *)rs_alloc(sizeof(double) * (doubles_per_task * (size_t)n + shared_doubles));
-    double *shared = mem + doubles_per_task * (size_t)n;
+    double *shared;
     if (mem == NULL)
         return -1;
+    shared = mem + doubles_per_task * (size_t)n;
     for (int i = 0; i < n; i++) {
         double *slice = mem + doubles_per_task * (size_t)i;
         memcpy((char *)tasks + (size_t)i * task_size + mem_field, &slice, sizeof(slice));

@@ -804,8 +804,8 @@ def _fast_qk(q, k, positions, inv_freq, attention_factor, interleaved, inverse, 
     try:
         _core.rotate_qk(q, k, positions, inv_freq, pair_stream, attention_factor, oq, ok, interleaved, inverse,
                         _num_threads if _num_threads is not None else get_num_threads(), False)
-    except (TypeError, ValueError, MemoryError):
-        return None
+    except (TypeError, ValueError):
+        return None   # refused before writing anything (a MemoryError of the kernel propagates, as in _fast_rotary)
     return oq, ok
 
 

@@ -170,6 +170,55 @@ def test_paths_agree_on_decode_batches(interleaved, inverse):
         np.testing.assert_allclose(runs[-1].view(np.float32), want, rtol=1e-4, atol=1e-3)
 
 
+def _token_layouts(dtype):
+    """(name, x, cos, sin): tokens of 4 heads under every layout the token-run path sees or refuses."""
+    theta = ropescale.inv_freq(128, 1e4)
+    pos = RNG.integers(0, 1 << 20, (3, 14))
+    cdt = np.float64 if dtype == np.float64 else np.float32
+    c, s = ropescale.cos_sin(pos, theta, dtype=cdt)            # (3, 14, 64)
+    x = _at_offset((3, 7, 4, 128), dtype, 3)
+    gappy = _at_offset((3, 7, 6, 128), dtype, 1)[:, :, :4]      # tokens 6 rows apart, 4 rotated
+    return [
+        ("contiguous table", x, c[:, :7, None].copy(), s[:, :7, None].copy()),
+        ("table rows 2 apart", x, c[:, ::2, None], s[:, ::2, None]),
+        ("table broadcast over the batch", x, c[:1, :7, None], s[:1, :7, None]),
+        ("tokens with gaps", gappy, c[:, :7, None], s[:, :7, None]),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_token_runs_agree_on_every_layout_and_output_offset(dtype, n_threads, threads):
+    """Tokens whose heads follow one another go to the AVX-512 kernel as one run (a cos/sin row
+    per token, the vector that straddles two rows carried across token edges): every layout,
+    output offset in its line, in place or not, split over threads or not, gives the
+    baseline's bits, and the reference's values."""
+    threads(n_threads)
+    _core._test_split(1 if n_threads > 1 else 2)
+    item = np.dtype(dtype).itemsize
+    try:
+        for name, x, c, s in _token_layouts(dtype):
+            want = reference.apply_rotary(x.astype(np.float64), c.astype(np.float64), s.astype(np.float64))
+            for off in range(0, 64 // item, 2 if item == 4 else 1):
+                for in_place in (False, True):
+                    def call():
+                        out = _at_offset(x.shape, dtype, off)
+                        if in_place:
+                            out[...] = x
+                            ropescale.apply_rotary(out, c, s, out=out)
+                        else:
+                            ropescale.apply_rotary(x, c, s, out=out)
+                        return _bits(out)
+                    runs = _each_level(call)
+                    where = f"{name}: offset {off} in_place {in_place}"
+                    for level, run in zip(LEVELS[1:], runs[1:]):
+                        np.testing.assert_array_equal(run, runs[0], err_msg=f"level {level}, {where}")
+                    tol = 1e-12 if dtype == np.float64 else 1e-5
+                    np.testing.assert_allclose(runs[-1].view(dtype), want, rtol=tol, atol=tol * 100, err_msg=where)
+    finally:
+        _core._test_split(0)
+
+
 def test_table_and_angle_rows_agree():
     """cos_sin's exact angle rows (AVX-512 eight lanes at a time) give the same bits on every path."""
     theta = ropescale.inv_freq(256, 1e6)

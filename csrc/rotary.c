@@ -800,6 +800,15 @@ static size_t task_doubles(int64_t R, int fused)
     return 3 * (size_t)P + RS_ROW_SLACK + (fused ? rs_row_maker_doubles(P) : 0);
 }
 
+/* Fused token runs: the cos/sin rows of up to RS_RUN_TOKENS tokens, made
+ * one after the other before the kernel streams the run's rows (placed as
+ * the task's rows are: see row_in_line). */
+#define RS_RUN_TOKENS 16
+static size_t run_doubles(int64_t R)
+{
+    return 2 * RS_RUN_TOKENS * (size_t)block_pairs(R) + 16;
+}
+
 /* The vector kernels place their accesses on out's 64-byte lines (AVX-512);
  * a cos/sin row at another place in its line would split every load of it.
  * So the task's own rows start `lane` bytes into a line, where out's first
@@ -902,20 +911,21 @@ static size_t streams_doubles(const rs_stream_map *m)
  * stream), else every pair at its stream's position (`all`).  Each value
  * comes from its own theta and position alone, so the bits are those of
  * the streams' own rows. */
-static void streams_row(const rs_stream_map *m, rs_row_maker *whole, rs_streams_maker *all, double *last,
+static int streams_row(const rs_stream_map *m, rs_row_maker *whole, rs_streams_maker *all, double *last,
                         int all_stale, const char *pos, int pos_int, int cdt, int inverse, void *crow,
                         void *srow, double *scratch)
 {
     const int64_t R = m->start[m->n];
     double t[RS_MAX_STREAMS];
     int stale = all_stale, same = 1;
+    t[0] = rs_read_position(pos, pos_int); /* m->n >= 1 */
     for (int64_t j = 0; j < m->n; j++) {
         t[j] = rs_read_position(pos + j * m->stride, pos_int);
         stale |= t[j] != last[j];
         same &= t[j] == t[0];
     }
     if (!stale)
-        return;
+        return 0;
     if (same) {
         rs_make_row(whole, t[0], cdt, crow, srow);
     } else if (m->sorted) {
@@ -939,29 +949,37 @@ static void streams_row(const rs_stream_map *m, rs_row_maker *whole, rs_streams_
         negate_row(cdt, R, srow);
     for (int64_t j = 0; j < m->n; j++)
         last[j] = t[j];
+    return 1;
 }
 
 /* Whether the task's rows go to the kernel as runs of tokens (flat32 or
- * flat64): cached cos/sin read in place, one array rotated forward, each
- * token's rows (the batch) contiguous and whole (D = 2R, R a multiple of
- * the vector), the tokens along the innermost axis one after the other.
+ * flat64): forward cached cos/sin read in place, or fused positions (the
+ * run's rows made first, RS_RUN_TOKENS at a time); each part's token (its
+ * batch of heads) contiguous and whole (D = 2R, R a multiple of the
+ * vector), the tokens along the innermost axis one after the other.
  * Calling the kernel once per token left ~250 cycles between calls in
  * which the stream stalled: 1.21x the copy floor where a run reads 1.07x
  * (decode step (64, 1, 32, 128) float32, Xeon model 167). */
 static int token_runs(const rs_task *t, int direct)
 {
     const rs_layout *L = t->L;
-    const rs_batch *B = &t->batch[0];
     const int f64 = t->opt->dtype == RS_F64;
     const int64_t R = L->n_pairs, item = f64 ? 8 : 4, row = 2 * R * item, last = L->ndim - 1;
-    if (!direct || t->n_parts != 1 || t->positions != NULL ||
-        (f64 ? t->flat64 == NULL : t->opt->dtype != RS_F32 || t->flat32 == NULL) ||
-        R > RS_PAIR_BLOCK || R % (64 / item) != 0 || L->n_features != 2 * R || t->opt->interleaved ||
-        B->fx != item || B->fo != item || (B->nb > 1 && (B->bsx != row || B->bso != row)) ||
-        (uintptr_t)(const void *)t->out[0] % (uintptr_t)item != 0)
+    if ((!direct && t->positions == NULL) || (f64 ? t->flat64 == NULL : t->opt->dtype != RS_F32 || t->flat32 == NULL) ||
+        R > RS_PAIR_BLOCK || R % (64 / item) != 0 || L->n_features != 2 * R || t->opt->interleaved)
         return 0;
-    return last < 0 || (L->stride[RS_OP_X][last] == B->nb * row && L->stride[RS_OP_OUT][last] == B->nb * row &&
-                        L->stride[RS_OP_COS][last] % item == 0 && L->stride[RS_OP_SIN][last] % item == 0);
+    if (t->positions == NULL && last >= 0 &&
+        (L->stride[RS_OP_COS][last] % item != 0 || L->stride[RS_OP_SIN][last] % item != 0))
+        return 0;
+    for (int p = 0; p < t->n_parts; p++) {
+        const rs_batch *B = &t->batch[p];
+        const int64_t tok = B->nb * row;
+        if (B->fx != item || B->fo != item || (B->nb > 1 && (B->bsx != row || B->bso != row)) ||
+            (uintptr_t)(const void *)t->out[p] % (uintptr_t)item != 0 ||
+            (last >= 0 && (L->stride[part_x[p]][last] != tok || L->stride[part_out[p]][last] != tok)))
+            return 0;
+    }
+    return 1;
 }
 
 static void rotate_task(void *arg)
@@ -992,6 +1010,11 @@ static void rotate_task(void *arg)
      * elsewhere in its line than out (then one copy serves the batch) */
     const int realign = t->batch[0].nb > 1 && t->batch[0].fo == citem;
     const int runs = token_runs(t, direct);
+    /* fused runs: their rows after the streams' memory, at out's place in a line */
+    char *run_rows = !fused ? NULL
+                            : row_in_line(t->mem + task_doubles(R, 1) + (t->streams ? streams_doubles(t->streams) : 0),
+                                          lane, 0, 0);
+    const char *last_rc = NULL, *last_rs = NULL;
 
     for (int64_t k0 = 0; k0 == 0 || k0 < R; k0 += P) {
         const int64_t n = R - k0 < P ? R - k0 : P;
@@ -1024,30 +1047,57 @@ static void rotate_task(void *arg)
         rs_iter_seek(L, &it, t->row0);
         for (int64_t r = t->row0; r < t->row1; r++, rs_iter_next(L, &it)) {
             if (runs) {
-                /* the rest of this innermost axis, in pieces of at most RS_CHUNK_BYTES */
-                const rs_batch *B = &t->batch[0];
-                const int64_t tok = B->nb * D * xitem, last = L->ndim - 1;
-                int64_t run = last < 0 ? 1 : L->shape[last] - it.idx[last];
+                /* the rest of this innermost axis, in pieces of at most RS_CHUNK_BYTES
+                 * (fused: of RS_RUN_TOKENS, their rows made first) */
+                const int64_t last = L->ndim - 1;
+                int64_t run = last < 0 ? 1 : L->shape[last] - it.idx[last], tok = 0;
+                for (int p = 0; p < t->n_parts; p++)
+                    tok += t->batch[p].nb * D * xitem;
                 if (run > t->row1 - r)
                     run = t->row1 - r;
                 if (run > 1 + RS_CHUNK_BYTES / tok)
                     run = 1 + RS_CHUNK_BYTES / tok;
+                if (map != NULL && run > RS_RUN_TOKENS)
+                    run = RS_RUN_TOKENS;
                 if (since_poll >= RS_CHUNK_BYTES) {
                     since_poll = 0;
                     if (rs_should_stop(opt->interrupt, t->stop, t->first))
                         return;
                 }
-                const char *xr = t->x[0] + it.off[RS_OP_X], *c = t->cos + it.off[RS_OP_COS];
-                const char *s = t->sin + it.off[RS_OP_SIN];
-                char *orow = t->out[0] + it.off[RS_OP_OUT];
-                const int64_t cst = last < 0 ? 0 : L->stride[RS_OP_COS][last] / citem;
-                const int64_t sst = last < 0 ? 0 : L->stride[RS_OP_SIN][last] / citem;
-                if (cdt == RS_F64)
-                    t->flat64(run, B->nb, R, cst, sst, (const double *)(const void *)xr, (double *)(void *)orow,
-                              (const double *)(const void *)c, (const double *)(const void *)s);
-                else
-                    t->flat32(run, B->nb, R, cst, sst, (const float *)(const void *)xr, (float *)(void *)orow,
-                              (const float *)(const void *)c, (const float *)(const void *)s);
+                const char *c = t->cos + it.off[RS_OP_COS], *s = t->sin + it.off[RS_OP_SIN];
+                int64_t cst = last < 0 ? 0 : L->stride[RS_OP_COS][last] / citem;
+                int64_t sst = last < 0 ? 0 : L->stride[RS_OP_SIN][last] / citem;
+                if (map != NULL) { /* this run's rows, R apart; a token at the previous one's position copies it */
+                    const int64_t pstep = last < 0 ? 0 : L->stride[RS_OP_POS][last];
+                    char *rc = run_rows, *rs = run_rows + RS_RUN_TOKENS * R * citem;
+                    for (int64_t j = 0; j < run; j++, rc += R * citem, rs += R * citem) {
+                        if (!streams_row(map, &maker, &all_maker, last_spos, !have_pos,
+                                         t->positions + it.off[RS_OP_POS] + j * pstep, opt->pos_int, cdt,
+                                         opt->inverse, rc, rs, streams_mem + rs_streams_maker_doubles(R))) {
+                            if (rc != last_rc) {
+                                memcpy(rc, last_rc, (size_t)(R * citem));
+                                memcpy(rs, last_rs, (size_t)(R * citem));
+                            }
+                        }
+                        have_pos = 1;
+                        last_rc = rc;
+                        last_rs = rs;
+                    }
+                    c = run_rows;
+                    s = run_rows + RS_RUN_TOKENS * R * citem;
+                    cst = sst = R;
+                }
+                for (int p = 0; p < t->n_parts; p++) {
+                    const char *xr = t->x[p] + it.off[part_x[p]];
+                    char *orow = t->out[p] + it.off[part_out[p]];
+                    const int64_t nb = t->batch[p].nb;
+                    if (cdt == RS_F64)
+                        t->flat64(run, nb, R, cst, sst, (const double *)(const void *)xr, (double *)(void *)orow,
+                                  (const double *)(const void *)c, (const double *)(const void *)s);
+                    else
+                        t->flat32(run, nb, R, cst, sst, (const float *)(const void *)xr, (float *)(void *)orow,
+                                  (const float *)(const void *)c, (const float *)(const void *)s);
+                }
                 since_poll += run * tok;
                 r += run - 1;
                 rs_iter_seek(L, &it, r);
@@ -1262,7 +1312,8 @@ static int run(const rs_layout *lay, const rs_layout *klay, int k_in_place, cons
         t0 = rs_now_ns();
     rc = rs_run_tasks_shared(rotate_task, tasks, sizeof(rs_task), n_tasks, n,
                              task_doubles(L.n_pairs, positions != NULL) +
-                                 (streams != NULL ? streams_doubles(streams) : 0),
+                                 (streams != NULL ? streams_doubles(streams) : 0) +
+                                 (positions != NULL ? run_doubles(L.n_pairs) : 0),
                              offsetof(rs_task, mem), shared, offsetof(rs_task, shared), opt->interrupt, &stop);
     if (rc != 0)
         return RS_NO_MEMORY;

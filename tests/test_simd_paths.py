@@ -219,6 +219,53 @@ def test_token_runs_agree_on_every_layout_and_output_offset(dtype, n_threads, th
         _core._test_split(0)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_fused_token_runs_agree_on_every_layout(dtype, n_threads, threads):
+    """Fused positions on the token-run path: the rows of up to 16 tokens are made first (a
+    token at its predecessor's position copies that row), then streamed.  Runs longer and
+    shorter than 16, repeated positions, positions broadcast over the batch, tokens with
+    gaps, the inverse, and q with k in one pass (GQA) give the baseline's bits at every
+    output offset, and the reference's values."""
+    threads(n_threads)
+    _core._test_split(1 if n_threads > 1 else 2)
+    item = np.dtype(dtype).itemsize
+    theta = ropescale.inv_freq(128, 5e5)
+    distinct = RNG.integers(0, 1 << 20, (3, 7, 1))
+    repeats = np.repeat(RNG.integers(0, 1 << 20, (3, 3, 1)), 3, axis=1)[:, :7]
+    x = _at_offset((3, 7, 4, 128), dtype, 5)
+    gappy = _at_offset((3, 7, 6, 128), dtype, 2)[:, :, :4]
+    cases = [("distinct", x, distinct, False), ("repeated", x, repeats, False), ("inverse", x, distinct, True),
+             ("broadcast over the batch", x, distinct[:1], False), ("tokens with gaps", gappy, distinct, False)]
+    try:
+        for name, xx, pos, inverse in cases:
+            want = reference.apply_rotary_positions(xx.astype(np.float64), pos, theta, inverse=inverse)
+            for off in range(0, 64 // item, 3 if item == 4 else 1):
+                def call():
+                    out = _at_offset(xx.shape, dtype, off)
+                    ropescale.apply_rotary_positions(xx, pos, theta, inverse=inverse, out=out)
+                    return _bits(out)
+                runs = _each_level(call)
+                for level, run in zip(LEVELS[1:], runs[1:]):
+                    np.testing.assert_array_equal(run, runs[0], err_msg=f"level {level}, {name}: offset {off}")
+                tol = 1e-12 if dtype == np.float64 else 1e-5
+                np.testing.assert_allclose(runs[-1].view(dtype), want, rtol=tol, atol=tol * 100, err_msg=name)
+        k = _at_offset((3, 7, 2, 128), dtype, 9 % (64 // item))
+        for pos in (distinct, repeats):
+            def qk():
+                oq, ok = _at_offset(x.shape, dtype, 1), _at_offset(k.shape, dtype, 6 % (64 // item))
+                ropescale.apply_rotary_qk(x, k, pos, theta, out=(oq, ok))
+                return np.concatenate([_bits(oq).ravel(), _bits(ok).ravel()])
+            runs = _each_level(qk)
+            for run in runs[1:]:
+                np.testing.assert_array_equal(run, runs[0])
+            one = np.concatenate([_bits(ropescale.apply_rotary_positions(x, pos, theta)).ravel(),
+                                  _bits(ropescale.apply_rotary_positions(k, pos, theta)).ravel()])
+            np.testing.assert_array_equal(runs[-1], one)
+    finally:
+        _core._test_split(0)
+
+
 def test_table_and_angle_rows_agree():
     """cos_sin's exact angle rows (AVX-512 eight lanes at a time) give the same bits on every path."""
     theta = ropescale.inv_freq(256, 1e6)

@@ -340,15 +340,17 @@ static int parallel_own_threads(rs_task_fn fn, char *base, size_t arg_size, int 
 /* ---- the pool ---- */
 
 static struct {
-    rs_mutex lock;          /* guards every field below */
+    rs_mutex lock;          /* guards every field below (job and running are
+                             * also read without it, atomically, by spinners) */
     rs_cond wake;           /* workers: a job was published */
     rs_cond idle;           /* the caller: no task is running on a worker */
     int n_workers;
-    unsigned long job;      /* bumped per published job */
+    int64_t job;            /* bumped per published job */
     rs_task_fn fn;
     char *base;
     size_t arg_size;
-    int n_tasks, next, end, running; /* unclaimed: [next, end) */
+    int n_tasks, next, end;  /* unclaimed: [next, end) */
+    int64_t running;         /* tasks running on workers */
 } pool = {RS_MUTEX_INIT, RS_COND_INIT, RS_COND_INIT,
           0, 0, NULL, NULL, 0, 0, 0, 0, 0};
 /* Held by the one call using the pool. */
@@ -386,22 +388,73 @@ static void run_claimed(void)
         const int i = on_worker ? --pool.end : pool.next++;
         rs_task_fn fn = pool.fn;
         char *arg = pool.base + (size_t)i * pool.arg_size;
-        pool.running += on_worker;
+        if (on_worker)
+            RS_STORE64(&pool.running, pool.running + 1);
         rs_mutex_unlock(&pool.lock);
         fn(arg);
         rs_mutex_lock(&pool.lock);
-        if (on_worker && --pool.running == 0)
-            rs_cond_signal(&pool.idle);
+        if (on_worker) {
+            RS_STORE64(&pool.running, pool.running - 1);
+            if (pool.running == 0)
+                rs_cond_signal(&pool.idle);
+        }
+    }
+}
+
+/* Waiting threads spin for a while before they sleep: waking a sleeping
+ * thread (a futex) took tens of microseconds on the KVM machines measured,
+ * as long as a whole decode step, so a split over two threads lost to one;
+ * a worker still spinning from the previous call joins the next at once.
+ * OpenMP runtimes spin the same way (GNU's GOMP_SPINCOUNT, Intel's
+ * KMP_BLOCKTIME); the pause instruction keeps the spinning core's sibling
+ * and the memory bus free. */
+#define RS_SPIN_NS 200000
+static int64_t spin_ns = RS_SPIN_NS;
+
+void rs_test_spin_ns(int64_t ns)
+{
+    spin_ns = ns < 0 ? RS_SPIN_NS : ns;
+}
+
+static void cpu_relax(void)
+{
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+    __builtin_ia32_pause();
+#elif (defined(__GNUC__) || defined(__clang__)) && defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Spin (pool.lock not held) while *at is `from` (any positive value when
+ * `from` is 1 and `positive`), for at most spin_ns. */
+static void spin_while(int64_t *at, int64_t from, int positive)
+{
+    const int64_t budget = spin_ns;
+    int64_t end = 0, v;
+    for (int i = 0; budget > 0 && ((v = RS_LOAD64(at)) == from || (positive && v > 0)); i++) {
+        cpu_relax();
+        if ((i & 63) == 0) {
+            const int64_t now = rs_now_ns();
+            if (end == 0)
+                end = now + budget;
+            else if (now > end)
+                return;
+        }
     }
 }
 
 RS_THREAD_FN(worker_main, p)
 {
     /* the job current when the worker was made: it joins the next one */
-    unsigned long seen = (unsigned long)(uintptr_t)p;
+    int64_t seen = (int64_t)(intptr_t)p;
     on_worker = 1;
     rs_mutex_lock(&pool.lock);
     for (;;) {
+        if (pool.job == seen) {
+            rs_mutex_unlock(&pool.lock);
+            spin_while(&pool.job, seen, 0);
+            rs_mutex_lock(&pool.lock);
+        }
         while (pool.job == seen)
             rs_cond_wait(&pool.wake, &pool.lock);
         seen = pool.job;
@@ -432,7 +485,7 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
     rs_mutex_lock(&pool.lock);
     while (pool.n_workers < n_threads - 1) {
         rs_thread tid;
-        if (rs_thread_start(&tid, worker_main, (void *)(uintptr_t)pool.job, 1) != 0) {
+        if (rs_thread_start(&tid, worker_main, (void *)(intptr_t)pool.job, 1) != 0) {
             status = -1; /* the caller runs what no worker claims */
             break;
         }
@@ -444,10 +497,15 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
     pool.n_tasks = n_tasks;
     pool.next = 0;
     pool.end = n_tasks;
-    pool.running = 0;
-    pool.job++;
+    RS_STORE64(&pool.running, 0);
+    RS_STORE64(&pool.job, pool.job + 1);
     rs_cond_broadcast(&pool.wake);
     run_claimed();
+    if (pool.running > 0) {
+        rs_mutex_unlock(&pool.lock);
+        spin_while(&pool.running, 1, 1);
+        rs_mutex_lock(&pool.lock);
+    }
     while (pool.running > 0) {
         /* Out of work while workers finish theirs: keep polling the
          * interrupt (a worker never may), so Ctrl-C still stops them. */
@@ -478,5 +536,10 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
     for (int i = 0; i < n_tasks; i++)
         fn(base + (size_t)i * arg_size);
     return 0;
+}
+
+void rs_test_spin_ns(int64_t ns)
+{
+    (void)ns; /* no threads, none to spin */
 }
 #endif

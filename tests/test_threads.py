@@ -307,6 +307,47 @@ def test_split_over_c_threads_gives_identical_bits(n, threads):
         assert bits(a) == bits(b)
 
 
+@pytest.mark.parametrize("spin_ns", [0, 10**9])
+def test_spinning_or_sleeping_workers_give_identical_bits(spin_ns, threads):
+    """The pool's threads spin a while before they sleep (a sleeping worker took as long to wake
+    as a decode step): with no spin (every call wakes a sleeper) and with a spin longer than the
+    test (no worker ever sleeps), back-to-back split calls give the one-thread bits."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 1, 32, 128)).astype(np.float32)
+    pos = rng.integers(0, 1 << 20, (64, 1, 1))
+    th = ropescale.inv_freq(128, 1e4)
+    threads(1)
+    want = bits(ropescale.apply_rotary_positions(x, pos, th))
+    threads(2)
+    _core._test_spin(spin_ns)
+    try:
+        for _ in range(50):
+            assert bits(ropescale.apply_rotary_positions(x, pos, th)) == want
+    finally:
+        _core._test_spin(-1)
+
+
+def _process_cpu_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
+@pytest.mark.skipif(platform.system() == "Windows", reason="os.times() has no per-process CPU time there")
+def test_workers_stop_spinning_and_sleep_after_a_call(threads):
+    """A worker spins for at most a fraction of a millisecond after its last job, then sleeps:
+    while the process then sleeps half a second, it uses almost no CPU time (a worker that
+    spun on would use the whole half second)."""
+    threads(2)
+    x = np.ones((64, 1, 32, 128), np.float32)
+    pos = np.arange(64)[:, None, None]
+    for _ in range(20):                                 # the pool's worker exists and has worked
+        ropescale.apply_rotary_positions(x, pos, ropescale.inv_freq(128))
+    time.sleep(0.05)
+    before = _process_cpu_seconds()
+    time.sleep(0.5)
+    assert _process_cpu_seconds() - before < 0.1
+
+
 # ----------------------------------------------------------- environment
 
 @pytest.mark.parametrize("value", ["\u00b2", "two", "0", "-3", "65", "1.5", "\u0663"])

@@ -145,9 +145,9 @@ int64_t rs_now_ns(void);
  * would get now, without counting it. */
 void rs_test_split(int mode);
 int rs_split_peek(int64_t bytes, int fused, int n);
-/* Tests and benchmarks only: how long the pool's threads spin before they
- * sleep (ns; 0: sleep at once; negative: the default). */
-void rs_test_spin_ns(int64_t ns);
+/* How long the pool's threads spin before they sleep (ns; 0: sleep at
+ * once; negative: the default, 200 us); returns the previous value. */
+int64_t rs_set_spin_ns(int64_t ns);
 #define RS_MAX_TASKS 64
 #define RS_TASKS_PER_THREAD 4
 

@@ -411,9 +411,11 @@ static void run_claimed(void)
 #define RS_SPIN_NS 200000
 static int64_t spin_ns = RS_SPIN_NS;
 
-void rs_test_spin_ns(int64_t ns)
+int64_t rs_set_spin_ns(int64_t ns)
 {
+    const int64_t prev = spin_ns;
     spin_ns = ns < 0 ? RS_SPIN_NS : ns;
+    return prev;
 }
 
 static void cpu_relax(void)
@@ -538,8 +540,9 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
     return 0;
 }
 
-void rs_test_spin_ns(int64_t ns)
+int64_t rs_set_spin_ns(int64_t ns)
 {
     (void)ns; /* no threads, none to spin */
+    return 0;
 }
 #endif

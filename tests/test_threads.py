@@ -17,6 +17,7 @@
 """
 import os
 import platform
+import subprocess
 import sys
 import threading
 import time
@@ -319,12 +320,28 @@ def test_spinning_or_sleeping_workers_give_identical_bits(spin_ns, threads):
     threads(1)
     want = bits(ropescale.apply_rotary_positions(x, pos, th))
     threads(2)
-    _core._test_spin(spin_ns)
+    _core._set_spin(spin_ns)
     try:
         for _ in range(50):
             assert bits(ropescale.apply_rotary_positions(x, pos, th)) == want
     finally:
-        _core._test_spin(-1)
+        _core._set_spin(-1)
+
+
+@pytest.mark.parametrize("env,want", [("0", 0), ("50", 50_000), (" 100000 ", 100_000_000), ("", 200_000),
+                                      ("-1", 200_000), ("1e3", 200_000), ("100001", 200_000), ("\u0663", 200_000)])
+def test_ropescale_spin_us_sets_the_spin_or_warns(env, want):
+    """ROPESCALE_SPIN_US (microseconds, 0 to 100000) sets how long the pool's threads spin at
+    import; a bad value leaves the 200 us default with a RuntimeWarning naming the variable."""
+    code = ("import warnings, ropescale\n"
+            "from ropescale import _core\n"
+            "print(_core._set_spin(-1))\n")
+    env_vars = dict(os.environ, ROPESCALE_SPIN_US=env, PYTHONWARNINGS="always")
+    r = subprocess.run([sys.executable, "-c", code], env=env_vars, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[-1]) == want
+    bad = env.strip() not in ("", "0", "50", "100000")
+    assert ("ROPESCALE_SPIN_US must be an integer" in r.stderr) == bad, r.stderr
 
 
 def _process_cpu_seconds():

@@ -1178,14 +1178,13 @@ static PyObject *py_test_split(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-static PyObject *py_test_spin(PyObject *self, PyObject *args)
+static PyObject *py_set_spin(PyObject *self, PyObject *args)
 {
     long long ns;
     (void)self;
-    if (!PyArg_ParseTuple(args, "L:_test_spin", &ns))
+    if (!PyArg_ParseTuple(args, "L:_set_spin", &ns))
         return NULL;
-    rs_test_spin_ns((int64_t)ns);
-    Py_RETURN_NONE;
+    return PyLong_FromLongLong((long long)rs_set_spin_ns((int64_t)ns));
 }
 
 static PyObject *py_thread_split(PyObject *self, PyObject *args)
@@ -1438,8 +1437,9 @@ static PyMethodDef methods[] = {
      "_test_simd_cap(level): highest instruction set the kernels may use (tests only)"},
     {"_test_split", py_test_split, METH_VARARGS,
      "_test_split(mode): 0 the measured thread split, 1 split every call of at least 64 KiB, 2 never (tests only)"},
-    {"_test_spin", py_test_spin, METH_VARARGS,
-     "_test_spin(ns): how long the pool's threads spin before they sleep; negative: the default (tests and benchmarks only)"},
+    {"_set_spin", py_set_spin, METH_VARARGS,
+     "_set_spin(ns) -> previous: how long the pool's threads spin before they sleep (ns; negative: the default); "
+     "ROPESCALE_SPIN_US sets it at import"},
     {"thread_split", py_thread_split, METH_VARARGS,
      "thread_split(nbytes, fused, n) -> threads a rotation of nbytes of x would run on now (measured per CPU)"},
     {"simd_name", py_simd_name, METH_NOARGS, "widest instruction set the kernels use on this CPU"},

@@ -134,7 +134,7 @@ def cos_sin_streams(
 def from_dlpack(capsule: object, name: str, /) -> Tuple[np.ndarray, bool]: ...  # (view, is_bf16)
 def thread_split(nbytes: int, fused: bool, n: int, /) -> int: ...  # threads a rotation of nbytes would run on now
 def _test_split(mode: int, /) -> None: ...  # tests only: 0 measured, 1 split from 64 KiB, 2 one thread
-def _test_spin(ns: int, /) -> None: ...  # tests and benchmarks only: the pool's spin before sleeping; < 0 default
+def _set_spin(ns: int, /) -> int: ...  # the pool's spin before sleeping (ns; < 0 default); returns the previous
 def simd_name() -> str: ...  # 'avx512', 'avx2+f16c', 'avx2', 'f16c' or 'portable'
 def _test_simd_cap(level: int, /) -> None: ...  # tests only: 0 any, 1 baseline, 2 AVX2, 3 AVX-512
 def _test_fail_alloc(nth: int, /) -> None: ...  # tests only: the nth C-core allocation from now fails

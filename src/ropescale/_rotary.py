@@ -66,6 +66,23 @@ def _threads_from_env(env: Optional[str]) -> int:
     return default
 
 
+def _spin_from_env(env: Optional[str]) -> None:
+    """ROPESCALE_SPIN_US: how long (microseconds, 0 to 100000) the pool's threads spin before
+    they sleep; default 200.  0 suits a machine whose cores are all busy with other work (a
+    training step's own threads); a bad value is ignored with a warning."""
+    if env is None or not env.strip():
+        return
+    text = env.strip()
+    if text.isascii() and text.isdecimal() and int(text) <= 100000:
+        _core._set_spin(int(text) * 1000)
+        return
+    warnings.warn(f"ROPESCALE_SPIN_US must be an integer from 0 to 100000 (microseconds), got {env!r}; "
+                  f"using the default 200", RuntimeWarning, stacklevel=2)
+
+
+_spin_from_env(os.environ.get("ROPESCALE_SPIN_US"))
+
+
 def set_num_threads(n: int) -> int:
     """Set the number of threads for large calls (1 disables threading); returns the previous value.
 

@@ -150,6 +150,7 @@ int rs_split_peek(int64_t bytes, int fused, int n);
 int64_t rs_set_spin_ns(int64_t ns);
 #define RS_MAX_TASKS 64
 #define RS_TASKS_PER_THREAD 4
+#define RS_ONE_TASK_BYTES (1 << 20) /* a thread's share up to this: one task (rotary.c run()) */
 
 /* A flag that one thread raises and the others read (interruption). */
 #if defined(__GNUC__) || defined(__clang__)

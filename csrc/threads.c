@@ -105,9 +105,9 @@ void rs_split_range(int64_t n, int parts, int i, int64_t *lo, int64_t *hi)
  * step ran faster on two threads; on an AMD EPYC with 1 MiB of L2 per core
  * two were slower than one at that size, and on a loaded machine the second
  * thread's wake-up can cost more than its share.  So no size is fixed:
- * per size class (log2 of the bytes) and form, a call of every
- * RS_SPLIT_PERIOD runs on one thread and the next on n, for
- * RS_SPLIT_PROBES of each, timed; the calls between take whichever was
+ * per size class (log2 of the bytes) and form, of every RS_SPLIT_PERIOD
+ * calls the first RS_SPLIT_PROBES run on one thread and the next as many
+ * on n, timed; the calls between take whichever was
  * faster (its least time per byte), and the next round of probes follows
  * the machine as it changes.  Results never depend on the split (each row's
  * bits are its own), only the time does.  The state is shared by all
@@ -189,8 +189,13 @@ int rs_split_pick(int64_t bytes, int fused, int n, int *probe)
             RS_STORE64(&k->cost[0], (int64_t)0);
             RS_STORE64(&k->cost[1], (int64_t)0);
         }
+        /* one thread RS_SPLIT_PROBES times, then n as often: the n probes
+         * follow one another as calls would once n is chosen, so the later
+         * ones find the workers awake if the calls come close enough for
+         * the workers' spin (alternating, every n probe of a decode step
+         * among other work found them asleep and one thread won) */
         *probe = 1;
-        return c % 2 ? n : 1;
+        return c < RS_SPLIT_PROBES ? 1 : n;
     }
     return split_wins(k) ? n : 1;
 }

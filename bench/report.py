@@ -129,8 +129,9 @@ def miss_notes(rows: List[Dict[str, Any]]) -> str:
             if bound:
                 need = 0.6 / bound
                 text += f" Reaching 0.6 takes one pass at {need:.2f}× the copy"
-                text += (", faster than NumPy copies the same bytes: only a call split over both cores' caches "
-                         "can get there, and then only as far as the second core's share allows."
+                text += (f", faster than NumPy copies the same bytes on one thread (the pass ran on "
+                         f"{harness.threads_text(r)} thread(s)); `bench/qk_probe.c` below sets the pass against "
+                         "`memcpy` of q and k split over the pool's threads as well."
                          if need < 1 else ".")
         else:
             text = f"{r['status'][len('MISS ('):].rstrip(')')} (target {r['target']}), on {harness.threads_text(r)} " \

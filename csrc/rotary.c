@@ -1064,10 +1064,14 @@ static void rotate_task(void *arg)
                     if (rs_should_stop(opt->interrupt, t->stop, t->first))
                         return;
                 }
-                const char *c = t->cos + it.off[RS_OP_COS], *s = t->sin + it.off[RS_OP_SIN];
-                int64_t cst = last < 0 ? 0 : L->stride[RS_OP_COS][last] / citem;
-                int64_t sst = last < 0 ? 0 : L->stride[RS_OP_SIN][last] / citem;
-                if (map != NULL) { /* this run's rows, R apart; a token at the previous one's position copies it */
+                const char *c, *s;
+                int64_t cst, sst;
+                if (map == NULL) { /* the table's rows, in place */
+                    c = t->cos + it.off[RS_OP_COS];
+                    s = t->sin + it.off[RS_OP_SIN];
+                    cst = last < 0 ? 0 : L->stride[RS_OP_COS][last] / citem;
+                    sst = last < 0 ? 0 : L->stride[RS_OP_SIN][last] / citem;
+                } else { /* this run's rows, R apart; a token at the previous one's position copies it */
                     const int64_t pstep = last < 0 ? 0 : L->stride[RS_OP_POS][last];
                     char *rc = run_rows, *rs = run_rows + RS_RUN_TOKENS * R * citem;
                     for (int64_t j = 0; j < run; j++, rc += R * citem, rs += R * citem) {

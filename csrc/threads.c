@@ -432,13 +432,14 @@ static void cpu_relax(void)
 #endif
 }
 
-/* Spin (pool.lock not held) while *at is `from` (any positive value when
- * `from` is 1 and `positive`), for at most spin_ns. */
-static void spin_while(int64_t *at, int64_t from, int positive)
+/* Spin (pool.lock not held) for at most spin_ns while *at equals `value`
+ * (a worker: no new job yet) or, `above`, exceeds it (the caller: workers
+ * still running). */
+static void spin_while(int64_t *at, int64_t value, int above)
 {
     const int64_t budget = spin_ns;
     int64_t end = 0, v;
-    for (int i = 0; budget > 0 && ((v = RS_LOAD64(at)) == from || (positive && v > 0)); i++) {
+    for (int i = 0; budget > 0 && (v = RS_LOAD64(at), above ? v > value : v == value); i++) {
         cpu_relax();
         if ((i & 63) == 0) {
             const int64_t now = rs_now_ns();
@@ -510,7 +511,7 @@ int rs_parallel(rs_task_fn fn, void *args, size_t arg_size, int n_tasks, int n_t
     run_claimed();
     if (pool.running > 0) {
         rs_mutex_unlock(&pool.lock);
-        spin_while(&pool.running, 1, 1);
+        spin_while(&pool.running, 0, 1);
         rs_mutex_lock(&pool.lock);
     }
     while (pool.running > 0) {

@@ -226,7 +226,9 @@ static inline uint32_t rs_lanes(int64_t k, int64_t n, int W)
  * vector at -m, whose lanes below m the previous row left (carried in a
  * register), and its lanes below m wait for the next row.  Each element is
  * still a*c - b*s or b*c + a*s with the same two products: the bits are
- * those of the other paths.  A decode step (64, 1, 32, 128) float32 with o
+ * those of the other paths.  R must be at least W (a positive multiple of
+ * it): with R = 0 the P and Q steps would write around an empty row (the
+ * float16 path once passed such a row, and a heap block was overwritten).  A decode step (64, 1, 32, 128) float32 with o
  * 16 bytes past a line: 1.32x memcpy with a row at a time, 1.10x so. */
 #if defined(__GNUC__) || defined(__clang__)
 #define RS_NOINLINE __attribute__((noinline))
@@ -315,7 +317,7 @@ static inline uint32_t rs_lanes(int64_t k, int64_t n, int W)
             rot_rows_##SUF##_fallback(B, x, o, c, s);                          \
             return;                                                            \
         }                                                                      \
-        if (B->n == B->R && B->R % (W) == 0 && !B->tail &&                     \
+        if (B->n == B->R && B->R >= (W) && B->R % (W) == 0 && !B->tail &&      \
             B->row_bytes == 2 * B->R * (int64_t)sizeof(T) &&                   \
             B->bsx == B->row_bytes && B->bso == B->row_bytes &&                \
             (uintptr_t)(void *)o % sizeof(T) == 0) {                           \
@@ -966,7 +968,8 @@ static int token_runs(const rs_task *t, int direct)
     const int f64 = t->opt->dtype == RS_F64;
     const int64_t R = L->n_pairs, item = f64 ? 8 : 4, row = 2 * R * item, last = L->ndim - 1;
     if ((!direct && t->positions == NULL) || (f64 ? t->flat64 == NULL : t->opt->dtype != RS_F32 || t->flat32 == NULL) ||
-        R > RS_PAIR_BLOCK || R % (64 / item) != 0 || L->n_features != 2 * R || t->opt->interleaved)
+        R < 64 / item || R > RS_PAIR_BLOCK || R % (64 / item) != 0 || L->n_features != 2 * R ||
+        t->opt->interleaved)
         return 0;
     if (t->positions == NULL && last >= 0 &&
         (L->stride[RS_OP_COS][last] % item != 0 || L->stride[RS_OP_SIN][last] % item != 0))

@@ -266,6 +266,33 @@ def test_fused_token_runs_agree_on_every_layout(dtype, n_threads, threads):
         _core._test_split(0)
 
 
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64"])
+def test_zero_pairs_leave_x_as_it_is_on_every_path(dtype):
+    """R = 0 (empty cos/sin rows): nothing rotates and x passes through, on every path.  The
+    AVX-512 row kernel once took the empty row of a strided float16 x (widened into the task's
+    buffer, found by the fuzzer as x of shape (2,) and stride 4 bytes) for a whole row and
+    stored a vector around it, over the end of the task's working memory: a crash at a later
+    garbage collection, and in the sanitizer run a heap-buffer-overflow here."""
+    import gc
+    if dtype == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        dt = np.dtype(ml_dtypes.bfloat16)
+    else:
+        dt = np.dtype(dtype)
+    tdt = np.float64 if dt == np.float64 else np.float32
+    for level in LEVELS:
+        _core._test_simd_cap(level)
+        for shape in [(2,), (6,), (3, 8), (5, 3, 16), (1, 2)]:
+            for strided in (True, False):
+                x = (RNG.standard_normal(shape[:-1] + (2 * shape[-1],)) * 10).astype(dt)
+                x = x[..., ::2] if strided else x[..., :shape[-1]]
+                c = np.ones(shape[:-1] + (0,), tdt)
+                got = ropescale.apply_rotary(x, c, c)
+                assert _bits(got).tolist() == _bits(x).tolist(), (shape, strided)
+        gc.collect()
+    _core._test_simd_cap(0)
+
+
 def test_table_and_angle_rows_agree():
     """cos_sin's exact angle rows (AVX-512 eight lanes at a time) give the same bits on every path."""
     theta = ropescale.inv_freq(256, 1e6)

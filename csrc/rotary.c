@@ -921,7 +921,8 @@ static int streams_row(const rs_stream_map *m, rs_row_maker *whole, rs_streams_m
     double t[RS_MAX_STREAMS];
     int stale = all_stale, same = 1;
     t[0] = rs_read_position(pos, pos_int); /* m->n >= 1 */
-    for (int64_t j = 0; j < m->n; j++) {
+    stale |= t[0] != last[0];
+    for (int64_t j = 1; j < m->n; j++) {
         t[j] = rs_read_position(pos + j * m->stride, pos_int);
         stale |= t[j] != last[j];
         same &= t[j] == t[0];
@@ -1018,6 +1019,9 @@ static void rotate_task(void *arg)
                             : row_in_line(t->mem + task_doubles(R, 1) + (t->streams ? streams_doubles(t->streams) : 0),
                                           lane, 0, 0);
     const char *last_rc = NULL, *last_rs = NULL;
+    int64_t run_token_bytes = 0; /* a token's rows in every part */
+    for (int p = 0; p < t->n_parts; p++)
+        run_token_bytes += t->batch[p].nb * D * xitem;
 
     for (int64_t k0 = 0; k0 == 0 || k0 < R; k0 += P) {
         const int64_t n = R - k0 < P ? R - k0 : P;
@@ -1053,13 +1057,11 @@ static void rotate_task(void *arg)
                 /* the rest of this innermost axis, in pieces of at most RS_CHUNK_BYTES
                  * (fused: of RS_RUN_TOKENS, their rows made first) */
                 const int64_t last = L->ndim - 1;
-                int64_t run = last < 0 ? 1 : L->shape[last] - it.idx[last], tok = 0;
-                for (int p = 0; p < t->n_parts; p++)
-                    tok += t->batch[p].nb * D * xitem;
+                int64_t run = last < 0 ? 1 : L->shape[last] - it.idx[last];
                 if (run > t->row1 - r)
                     run = t->row1 - r;
-                if (run > 1 + RS_CHUNK_BYTES / tok)
-                    run = 1 + RS_CHUNK_BYTES / tok;
+                if (run > 1 + RS_CHUNK_BYTES / run_token_bytes)
+                    run = 1 + RS_CHUNK_BYTES / run_token_bytes;
                 if (map != NULL && run > RS_RUN_TOKENS)
                     run = RS_RUN_TOKENS;
                 if (since_poll >= RS_CHUNK_BYTES) {
@@ -1105,7 +1107,7 @@ static void rotate_task(void *arg)
                         t->flat32(run, nb, R, cst, sst, (const float *)(const void *)xr, (float *)(void *)orow,
                                   (const float *)(const void *)c, (const float *)(const void *)s);
                 }
-                since_poll += run * tok;
+                since_poll += run * run_token_bytes;
                 r += run - 1;
                 rs_iter_seek(L, &it, r);
                 continue;

@@ -51,33 +51,34 @@ def get_num_threads() -> int:
     return _num_threads
 
 
-def _threads_from_env(env: Optional[str]) -> int:
-    """The thread count ROPESCALE_NUM_THREADS asks for; a value that is not an
-    integer from 1 to 64 is ignored with a warning (it must not break every call)."""
-    default = max(1, min(os.cpu_count() or 1, 8))
+def _env_int(name: str, env: Optional[str], lo: int, hi: int, what: str, fallback: str) -> Optional[int]:
+    """The integer from ``lo`` to ``hi`` an environment variable asks for, or None when it is
+    unset or bad; a bad value is ignored with a warning (it must not break every call)."""
     if env is None or not env.strip():
-        return default
+        return None
     text = env.strip()
     # isdecimal, not isdigit: '²' is a digit that int() refuses.
-    if text.isascii() and text.isdecimal() and 1 <= int(text) <= 64:
+    if text.isascii() and text.isdecimal() and lo <= int(text) <= hi:
         return int(text)
-    warnings.warn(f"ROPESCALE_NUM_THREADS must be an integer from 1 to 64, got {env!r}; "
-                  f"using {default} threads", RuntimeWarning, stacklevel=3)
-    return default
+    warnings.warn(f"{name} must be an integer from {lo} to {hi}{what}, got {env!r}; using {fallback}",
+                  RuntimeWarning, stacklevel=4)
+    return None
+
+
+def _threads_from_env(env: Optional[str]) -> int:
+    """The thread count ROPESCALE_NUM_THREADS asks for (1 to 64; default the CPU count, at most 8)."""
+    default = max(1, min(os.cpu_count() or 1, 8))
+    n = _env_int("ROPESCALE_NUM_THREADS", env, 1, 64, "", f"{default} threads")
+    return default if n is None else n
 
 
 def _spin_from_env(env: Optional[str]) -> None:
     """ROPESCALE_SPIN_US: how long (microseconds, 0 to 100000) the pool's threads spin before
     they sleep; default 200.  0 suits a machine whose cores are all busy with other work (a
-    training step's own threads); a bad value is ignored with a warning."""
-    if env is None or not env.strip():
-        return
-    text = env.strip()
-    if text.isascii() and text.isdecimal() and int(text) <= 100000:
-        _core._set_spin(int(text) * 1000)
-        return
-    warnings.warn(f"ROPESCALE_SPIN_US must be an integer from 0 to 100000 (microseconds), got {env!r}; "
-                  f"using the default 200", RuntimeWarning, stacklevel=2)
+    training step's own threads)."""
+    us = _env_int("ROPESCALE_SPIN_US", env, 0, 100000, " (microseconds)", "the default 200")
+    if us is not None:
+        _core._set_spin(us * 1000)
 
 
 _spin_from_env(os.environ.get("ROPESCALE_SPIN_US"))
